@@ -1,0 +1,1 @@
+//! A fake GitLab coordinator that the real gitlab-runner talks to in tests.

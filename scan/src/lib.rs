@@ -1,0 +1,1 @@
+//! berth-scan: image inventory, offline advisory matching, policy and reports (pure core).
