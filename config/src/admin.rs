@@ -1,0 +1,624 @@
+//! The runner admin's `/etc/berth/config.toml`: read strictly into raw types, then validated once into
+//! [`Config`], reporting every problem at once with its key and the fix.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use globset::{GlobBuilder, GlobMatcher};
+use serde::Deserialize;
+
+/// Where berth looks for its config when neither `--config` nor `BERTH_CONFIG` is given.
+pub const DEFAULT_PATH: &str = "/etc/berth/config.toml";
+
+/// Image pull policy, as in GitLab's Docker executor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullPolicy {
+    /// Always pull.
+    Always,
+    /// Pull only when the image is not in the base store.
+    IfNotPresent,
+    /// Never pull; the image must be in the base store.
+    Never,
+}
+
+impl PullPolicy {
+    /// Parses the Docker executor's spelling.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "always" => Some(Self::Always),
+            "if-not-present" => Some(Self::IfNotPresent),
+            "never" => Some(Self::Never),
+            _ => None,
+        }
+    }
+
+    /// The Docker executor's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Always => "always",
+            Self::IfNotPresent => "if-not-present",
+            Self::Never => "never",
+        }
+    }
+}
+
+/// Network mode of a job's pod.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NetworkMode {
+    /// Rootless user-mode networking (slirp4netns): isolated from the host's loopback.
+    Slirp4netns,
+    /// The host's network namespace (jobs can reach the host's loopback; services may collide).
+    Host,
+    /// No network besides loopback.
+    None,
+}
+
+/// The raw TOML, exactly as written. Every key is optional; defaults are applied in [`validate`].
+/// `deny_unknown_fields` because a typo in a security setting must fail closed.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    user: Option<String>,
+    state_dir: Option<PathBuf>,
+    runtime_dir: Option<PathBuf>,
+    helper_image: Option<String>,
+    gitlab_runner_binary: Option<PathBuf>,
+    shell: Option<String>,
+    hostname: Option<String>,
+    network: Option<String>,
+    pull_policy: Option<Vec<String>>,
+    allowed_pull_policies: Option<Vec<String>>,
+    allowed_images: Option<Vec<String>>,
+    allowed_services: Option<Vec<String>>,
+    cpus: Option<f64>,
+    memory: Option<String>,
+    pids_limit: Option<i64>,
+    service_wait_timeout: Option<u64>,
+    api_idle_timeout: Option<u64>,
+    stop_grace: Option<u64>,
+    no_new_privileges: Option<bool>,
+    cap_drop: Option<Vec<String>>,
+}
+
+/// Keys [`RawConfig`] accepts, for reporting every unknown key at once.
+const KNOWN_KEYS: &[&str] = &[
+    "user",
+    "state_dir",
+    "runtime_dir",
+    "helper_image",
+    "gitlab_runner_binary",
+    "shell",
+    "hostname",
+    "network",
+    "pull_policy",
+    "allowed_pull_policies",
+    "allowed_images",
+    "allowed_services",
+    "cpus",
+    "memory",
+    "pids_limit",
+    "service_wait_timeout",
+    "api_idle_timeout",
+    "stop_grace",
+    "no_new_privileges",
+    "cap_drop",
+];
+
+/// An allow-list of doublestar globs with `!` exclusions (the Docker executor's `allowed_images`).
+#[derive(Debug, Clone)]
+pub struct AllowList {
+    patterns: Vec<(bool, String, GlobMatcher)>,
+}
+
+impl AllowList {
+    fn parse(key: &str, patterns: &[String], problems: &mut Vec<ConfigProblem>) -> Self {
+        let mut out = Vec::new();
+        for pattern in patterns {
+            let (negated, glob) = match pattern.strip_prefix('!') {
+                Some(rest) => (true, rest),
+                None => (false, pattern.as_str()),
+            };
+            match GlobBuilder::new(glob).literal_separator(true).build() {
+                Ok(g) => out.push((negated, pattern.clone(), g.compile_matcher())),
+                Err(e) => problems.push(ConfigProblem::new(
+                    key,
+                    format!("pattern {pattern:?} is not a valid glob: {e}"),
+                    "use `*` within one path segment and `**` across segments, e.g. \"docker.io/library/*:*\"",
+                )),
+            }
+        }
+        Self { patterns: out }
+    }
+
+    /// Whether `name` is allowed: it matches a positive pattern and no `!` pattern.
+    /// An empty list allows everything, as in the Docker executor.
+    pub fn allows(&self, name: &str) -> bool {
+        if self.patterns.is_empty() {
+            return true;
+        }
+        let mut allowed = false;
+        for (negated, _, glob) in &self.patterns {
+            if glob.is_match(name) {
+                if *negated {
+                    return false;
+                }
+                allowed = true;
+            }
+        }
+        allowed
+    }
+
+    /// The patterns as written, for error messages.
+    pub fn patterns(&self) -> Vec<&str> {
+        self.patterns.iter().map(|(_, p, _)| p.as_str()).collect()
+    }
+}
+
+/// Per-job resource limits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// CPUs (fractional).
+    pub cpus: Option<f64>,
+    /// Memory in bytes.
+    pub memory_bytes: Option<u64>,
+    /// Maximum number of processes.
+    pub pids: Option<i64>,
+}
+
+/// The validated configuration: every value checked, every default applied.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the config came from (None: built-in defaults).
+    pub source: Option<PathBuf>,
+    /// Unprivileged user to drop to when started as root.
+    pub user: String,
+    /// Base directory: `images/` (shared read-only base store), `jobs/`, `cache/`.
+    pub state_dir: PathBuf,
+    /// Override for the per-user runtime directory (default `/run/user/UID/berth`).
+    pub runtime_dir: Option<PathBuf>,
+    /// Helper image (git, git-lfs; the runner binary is mounted in).
+    pub helper_image: String,
+    /// Host gitlab-runner binary to mount into the helper (default: the calling runner).
+    pub gitlab_runner_binary: Option<PathBuf>,
+    /// Shell for generated scripts.
+    pub shell: String,
+    /// Host name reported to the runner.
+    pub hostname: Option<String>,
+    /// Pod network.
+    pub network: NetworkMode,
+    /// Default pull policy list.
+    pub pull_policy: Vec<PullPolicy>,
+    /// Pull policies a job may request.
+    pub allowed_pull_policies: Vec<PullPolicy>,
+    /// Images jobs may use.
+    pub allowed_images: AllowList,
+    /// Services jobs may use.
+    pub allowed_services: AllowList,
+    /// Per-job limits.
+    pub limits: Limits,
+    /// Seconds to wait for a service's exposed ports.
+    pub service_wait_timeout_secs: u64,
+    /// Idle timeout of the per-job Podman API service.
+    pub api_idle_timeout_secs: u64,
+    /// Seconds between SIGTERM and SIGKILL when stopping a script.
+    pub stop_grace_secs: u64,
+    /// Set no-new-privileges on job containers.
+    pub no_new_privileges: bool,
+    /// Capabilities removed from Podman's default set.
+    pub cap_drop: Vec<String>,
+}
+
+/// One thing wrong with the config: the key, what is wrong, and how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// The offending key.
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+    /// How to fix it.
+    pub fix: String,
+}
+
+impl ConfigProblem {
+    fn new(key: &str, message: impl Into<String>, fix: impl Into<String>) -> Self {
+        Self {
+            key: key.to_owned(),
+            message: message.into(),
+            fix: fix.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "`{}`: {} (fix: {})", self.key, self.message, self.fix)
+    }
+}
+
+/// Why the config could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read berth config {path}: {source} (fix: create it, or point --config/BERTH_CONFIG at the right file)")]
+    Read {
+        /// Path.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML, or a value has the wrong type.
+    #[error("berth config {path} is not valid: {message}")]
+    Syntax {
+        /// Path.
+        path: PathBuf,
+        /// The TOML parser's message, naming the line and key.
+        message: String,
+    },
+    /// One or more values are wrong.
+    #[error("berth config {path} has {count} problem(s):\n{list}", count = problems.len(), list = render(problems))]
+    Invalid {
+        /// Path.
+        path: PathBuf,
+        /// Every problem found.
+        problems: Vec<ConfigProblem>,
+    },
+}
+
+fn render(problems: &[ConfigProblem]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("  - {p}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, Some(path))
+    }
+
+    /// Parses and validates config text.
+    pub fn parse(text: &str, path: Option<&Path>) -> Result<Self, ConfigError> {
+        let shown = path.map_or_else(|| PathBuf::from("<config>"), Path::to_owned);
+        let table: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: shown.clone(),
+            message: e.to_string(),
+        })?;
+        let unknown: Vec<ConfigProblem> = table
+            .keys()
+            .filter(|k| !KNOWN_KEYS.contains(&k.as_str()))
+            .map(|k| {
+                ConfigProblem::new(
+                    k,
+                    "unknown key",
+                    format!("remove it, or use one of: {}", KNOWN_KEYS.join(", ")),
+                )
+            })
+            .collect();
+        if !unknown.is_empty() {
+            return Err(ConfigError::Invalid {
+                path: shown,
+                problems: unknown,
+            });
+        }
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: shown.clone(),
+            message: e.to_string(),
+        })?;
+        validate(raw, path).map_err(|problems| ConfigError::Invalid {
+            path: shown,
+            problems,
+        })
+    }
+
+    /// The built-in defaults (no config file).
+    pub fn defaults() -> Self {
+        validate(RawConfig::default(), None).unwrap_or_else(|_| unreachable!("defaults are valid"))
+    }
+
+    /// The shared, read-only base image store.
+    pub fn image_store(&self) -> PathBuf {
+        self.state_dir.join("images")
+    }
+
+    /// Parent of every job directory.
+    pub fn jobs_dir(&self) -> PathBuf {
+        self.state_dir.join("jobs")
+    }
+
+    /// Parent of every per-project cache directory.
+    pub fn cache_root(&self) -> PathBuf {
+        self.state_dir.join("cache")
+    }
+}
+
+fn parse_policies(key: &str, list: &[String], problems: &mut Vec<ConfigProblem>) -> Vec<PullPolicy> {
+    let mut out = Vec::new();
+    for item in list {
+        match PullPolicy::parse(item) {
+            Some(p) => out.push(p),
+            None => problems.push(ConfigProblem::new(
+                key,
+                format!("unknown pull policy {item:?}"),
+                "use \"always\", \"if-not-present\" or \"never\"",
+            )),
+        }
+    }
+    if out.is_empty() && list.is_empty() {
+        problems.push(ConfigProblem::new(
+            key,
+            "the list is empty",
+            "name at least one policy, e.g. [\"if-not-present\"]",
+        ));
+    }
+    out
+}
+
+/// Parses Docker-style sizes: `512m`, `2g`, `1GiB`, `1048576`.
+fn parse_bytes(text: &str) -> Option<u64> {
+    let t = text.trim().to_ascii_lowercase();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(digits);
+    let n: u64 = num.parse().ok()?;
+    let mult: u64 = match unit.trim() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
+fn absolute(key: &str, path: PathBuf, problems: &mut Vec<ConfigProblem>) -> PathBuf {
+    if !path.is_absolute() {
+        problems.push(ConfigProblem::new(
+            key,
+            format!("{} is not an absolute path", path.display()),
+            "write the full path, starting with /",
+        ));
+    }
+    path
+}
+
+fn validate(raw: RawConfig, source: Option<&Path>) -> Result<Config, Vec<ConfigProblem>> {
+    let mut problems = Vec::new();
+    let user = raw.user.unwrap_or_else(|| "berth-runner".to_owned());
+    if user.is_empty() || user == "root" {
+        problems.push(ConfigProblem::new(
+            "user",
+            format!("{user:?} cannot run jobs: berth never runs Podman as root"),
+            "name an unprivileged user with /etc/subuid and /etc/subgid ranges (setup-host.sh creates berth-runner)",
+        ));
+    }
+    let state_dir = absolute(
+        "state_dir",
+        raw.state_dir.unwrap_or_else(|| PathBuf::from("/var/lib/berth")),
+        &mut problems,
+    );
+    let runtime_dir = raw
+        .runtime_dir
+        .map(|p| absolute("runtime_dir", p, &mut problems));
+    let gitlab_runner_binary = raw
+        .gitlab_runner_binary
+        .map(|p| absolute("gitlab_runner_binary", p, &mut problems));
+    let shell = raw.shell.unwrap_or_else(|| "bash".to_owned());
+    if !matches!(shell.as_str(), "bash" | "sh") {
+        problems.push(ConfigProblem::new(
+            "shell",
+            format!("shell {shell:?} is not supported in Linux containers"),
+            "use \"bash\" (falls back to sh in images without bash) or \"sh\"",
+        ));
+    }
+    let network = match raw.network.as_deref().unwrap_or("slirp4netns") {
+        "slirp4netns" => NetworkMode::Slirp4netns,
+        "host" => NetworkMode::Host,
+        "none" => NetworkMode::None,
+        other => {
+            problems.push(ConfigProblem::new(
+                "network",
+                format!("unknown network mode {other:?}"),
+                "use \"slirp4netns\" (default), \"host\" or \"none\"",
+            ));
+            NetworkMode::Slirp4netns
+        }
+    };
+    let pull_policy = parse_policies(
+        "pull_policy",
+        &raw.pull_policy.unwrap_or_else(|| vec!["if-not-present".into()]),
+        &mut problems,
+    );
+    let allowed_pull_policies = match raw.allowed_pull_policies {
+        Some(list) => parse_policies("allowed_pull_policies", &list, &mut problems),
+        None => pull_policy.clone(),
+    };
+    if let Some(bad) = pull_policy
+        .iter()
+        .find(|p| !allowed_pull_policies.contains(p))
+    {
+        problems.push(ConfigProblem::new(
+            "pull_policy",
+            format!("{:?} is not in allowed_pull_policies", bad.as_str()),
+            "add it to allowed_pull_policies or remove it from pull_policy",
+        ));
+    }
+    let allowed_images = AllowList::parse(
+        "allowed_images",
+        &raw.allowed_images.unwrap_or_default(),
+        &mut problems,
+    );
+    let allowed_services = AllowList::parse(
+        "allowed_services",
+        &raw.allowed_services.unwrap_or_default(),
+        &mut problems,
+    );
+    if let Some(cpus) = raw.cpus
+        && !(cpus > 0.0 && cpus.is_finite())
+    {
+        problems.push(ConfigProblem::new(
+            "cpus",
+            format!("{cpus} is not a positive number of CPUs"),
+            "use e.g. 1.5, or remove the key for no limit",
+        ));
+    }
+    let memory_bytes = raw.memory.as_deref().and_then(|m| {
+        let parsed = parse_bytes(m).filter(|b| *b >= 6 << 20);
+        if parsed.is_none() {
+            problems.push(ConfigProblem::new(
+                "memory",
+                format!("{m:?} is not a memory size of at least 6m"),
+                "use e.g. \"512m\" or \"2g\"",
+            ));
+        }
+        parsed
+    });
+    if let Some(pids) = raw.pids_limit
+        && pids < 1
+    {
+        problems.push(ConfigProblem::new(
+            "pids_limit",
+            format!("{pids} is not a positive process count"),
+            "use e.g. 4096, or remove the key for no limit",
+        ));
+    }
+    let cap_drop = raw.cap_drop.unwrap_or_default();
+    for cap in &cap_drop {
+        if !cap.starts_with("CAP_") && cap != "ALL" {
+            problems.push(ConfigProblem::new(
+                "cap_drop",
+                format!("{cap:?} is not a capability name"),
+                "write capabilities as CAP_NET_RAW etc., or \"ALL\"",
+            ));
+        }
+    }
+    let config = Config {
+        source: source.map(Path::to_owned),
+        user,
+        state_dir,
+        runtime_dir,
+        helper_image: raw
+            .helper_image
+            .unwrap_or_else(|| "localhost/berth-helper:latest".to_owned()),
+        gitlab_runner_binary,
+        shell,
+        hostname: raw.hostname,
+        network,
+        pull_policy,
+        allowed_pull_policies,
+        allowed_images,
+        allowed_services,
+        limits: Limits {
+            cpus: raw.cpus,
+            memory_bytes,
+            pids: raw.pids_limit,
+        },
+        service_wait_timeout_secs: raw.service_wait_timeout.unwrap_or(30),
+        api_idle_timeout_secs: raw.api_idle_timeout.unwrap_or(600),
+        stop_grace_secs: raw.stop_grace.unwrap_or(5),
+        no_new_privileges: raw.no_new_privileges.unwrap_or(true),
+        cap_drop,
+    };
+    if problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(problems)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_secure_and_valid() {
+        let c = Config::defaults();
+        assert_eq!(c.user, "berth-runner");
+        assert!(c.no_new_privileges);
+        assert_eq!(c.pull_policy, vec![PullPolicy::IfNotPresent]);
+        assert!(c.allowed_images.allows("anything:1"));
+    }
+
+    #[test]
+    fn every_unknown_key_is_reported_at_once() {
+        let err = Config::parse("usr = \"x\"\nimage_policy = 1\nshell = \"bash\"\n", None)
+            .expect_err("unknown keys");
+        let ConfigError::Invalid { problems, .. } = err else {
+            panic!("expected Invalid, got {err}");
+        };
+        let keys: Vec<_> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, vec!["image_policy", "usr"]);
+        assert!(problems[0].fix.contains("user"));
+    }
+
+    #[test]
+    fn every_bad_value_is_reported_with_key_and_fix() {
+        let text = r#"
+            user = "root"
+            state_dir = "relative/dir"
+            shell = "pwsh"
+            pull_policy = ["sometimes"]
+            memory = "lots"
+            cpus = -1.0
+            pids_limit = 0
+            allowed_images = ["[unclosed"]
+        "#;
+        let err = Config::parse(text, Some(Path::new("/etc/berth/config.toml")))
+            .expect_err("bad values");
+        let message = err.to_string();
+        for key in [
+            "`user`",
+            "`state_dir`",
+            "`shell`",
+            "`pull_policy`",
+            "`memory`",
+            "`cpus`",
+            "`pids_limit`",
+            "`allowed_images`",
+        ] {
+            assert!(message.contains(key), "{key} missing from:\n{message}");
+        }
+        assert!(message.contains("/etc/berth/config.toml"));
+        assert!(message.contains("fix:"));
+    }
+
+    #[test]
+    fn wrong_types_name_the_key() {
+        let err = Config::parse("cpus = \"two\"\n", None).expect_err("type error");
+        assert!(err.to_string().contains("cpus"), "{err}");
+    }
+
+    #[test]
+    fn allow_lists_use_doublestar_globs_with_exclusions() {
+        let mut problems = Vec::new();
+        let list = AllowList::parse(
+            "allowed_images",
+            &[
+                "localhost/*:*".to_owned(),
+                "registry.example/**".to_owned(),
+                "!localhost/evil:*".to_owned(),
+            ],
+            &mut problems,
+        );
+        assert!(problems.is_empty());
+        assert!(list.allows("localhost/busybox:latest"));
+        assert!(list.allows("registry.example/a/b/c:1"));
+        assert!(!list.allows("localhost/evil:1"));
+        assert!(!list.allows("docker.io/library/alpine:3"));
+        assert!(!list.allows("localhost/a/b:1"), "* does not cross /");
+    }
+
+    #[test]
+    fn sizes_parse_like_docker() {
+        assert_eq!(parse_bytes("512m"), Some(512 << 20));
+        assert_eq!(parse_bytes("2GiB"), Some(2 << 30));
+        assert_eq!(parse_bytes("1024"), Some(1024));
+        assert_eq!(parse_bytes("1x"), None);
+    }
+}
