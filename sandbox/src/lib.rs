@@ -1,1 +1,247 @@
-//! berth-sandbox.
+//! berth-sandbox: the job runtime seam. [`Sandbox`] is what the stages need from a container
+//! runtime; [`podman::PodmanSandbox`] is the real rootless Podman backend, [`fake::FakeSandbox`]
+//! a recording fake for tests. Also home of the process leash and the per-job paths.
+
+pub mod agent;
+pub mod fake;
+pub mod paths;
+pub mod podman;
+pub mod ports;
+pub mod process;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use berth_config::admin::{Limits, NetworkMode};
+use berth_config::{PullPolicy, StageTarget};
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncWrite;
+use tokio_util::sync::CancellationToken;
+
+pub use agent::ScriptEnd;
+pub use tokio_util::sync::CancellationToken as Cancel;
+
+/// Registry credentials for one pull. Never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RegistryAuth {
+    /// Registry host.
+    pub registry: String,
+    /// User.
+    pub username: String,
+    /// Password or token.
+    pub password: String,
+}
+
+impl fmt::Debug for RegistryAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RegistryAuth")
+            .field("registry", &self.registry)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What berth needs to know about an image.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ImageInfo {
+    /// Image id.
+    pub id: String,
+    /// The image's entrypoint.
+    pub entrypoint: Option<Vec<String>>,
+    /// Exposed TCP ports.
+    pub tcp_ports: Vec<u16>,
+}
+
+/// The job's pod: one network namespace shared by job, helper and services.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PodSpec {
+    /// Pod name.
+    pub name: String,
+    /// Host names that resolve to the pod itself (service aliases).
+    pub hosts: Vec<String>,
+    /// Network mode.
+    pub network: NetworkMode,
+    /// Labels (the job key, for reaping).
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A bind mount.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    /// Host path.
+    pub source: PathBuf,
+    /// Container path.
+    pub destination: String,
+    /// Read-only.
+    pub read_only: bool,
+}
+
+/// What a container is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// A `services:` entry.
+    Service,
+    /// The helper container.
+    Helper,
+    /// The job container.
+    Job,
+}
+
+impl From<StageTarget> for Role {
+    fn from(t: StageTarget) -> Self {
+        match t {
+            StageTarget::Helper => Self::Helper,
+            StageTarget::Job => Self::Job,
+        }
+    }
+}
+
+/// A container to create and start in the pod.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerSpec {
+    /// Container name.
+    pub name: String,
+    /// Pod to join.
+    pub pod: String,
+    /// Image reference.
+    pub image: String,
+    /// Role.
+    pub role: Role,
+    /// Entrypoint override (`Some(vec![])` clears the image's).
+    pub entrypoint: Option<Vec<String>>,
+    /// Command (None: the image's).
+    pub command: Option<Vec<String>>,
+    /// Environment.
+    pub env: BTreeMap<String, String>,
+    /// Bind mounts.
+    pub mounts: Vec<Mount>,
+    /// Resource limits.
+    pub limits: Limits,
+    /// Set no-new-privileges.
+    pub no_new_privileges: bool,
+    /// Capabilities to drop from Podman's default set.
+    pub cap_drop: Vec<String>,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A started container as later stages address it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Started {
+    /// Host pid of the container's init process.
+    pub init_pid: u32,
+}
+
+/// Why the sandbox failed. [`SandboxError::is_users_fault`] decides BUILD vs SYSTEM.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    /// The Podman API failed.
+    #[error(transparent)]
+    Api(#[from] podman::api::ApiError),
+    /// A Podman command failed.
+    #[error(transparent)]
+    Process(#[from] process::ProcessError),
+    /// The agent protocol failed.
+    #[error(transparent)]
+    Agent(#[from] agent::AgentError),
+    /// The image is not available under the pull policy.
+    #[error("image {image} is not available: {reason}")]
+    ImageUnavailable {
+        /// Image.
+        image: String,
+        /// What was tried.
+        reason: String,
+    },
+    /// The job's image exited instead of running the shell (usually its entrypoint).
+    #[error(
+        "the {role} container of image {image} exited before its shell started (exit code {exit_code}); \
+         its entrypoint must run the command it is given, or clear it with `image: {{ name: {image}, entrypoint: [\"\"] }}`. Last output:\n{logs}"
+    )]
+    ContainerExited {
+        /// Role.
+        role: String,
+        /// Image.
+        image: String,
+        /// Exit code.
+        exit_code: i32,
+        /// The end of its log.
+        logs: String,
+    },
+    /// A service never listened on its exposed ports.
+    #[error("service {service} did not listen on port(s) {ports:?} within {secs} s")]
+    ServiceNotReady {
+        /// Service name.
+        service: String,
+        /// Ports not listening.
+        ports: Vec<u16>,
+        /// Seconds waited.
+        secs: u64,
+    },
+    /// Host file system trouble.
+    #[error("{path}: {source}")]
+    Io {
+        /// Path.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl SandboxError {
+    /// Whether the job's own inputs caused this (its image), rather than the infrastructure.
+    pub fn is_users_fault(&self) -> bool {
+        match self {
+            Self::ContainerExited { role, .. } => role == "job" || role == "service",
+            Self::Api(_)
+            | Self::Process(_)
+            | Self::Agent(_)
+            | Self::ImageUnavailable { .. }
+            | Self::ServiceNotReady { .. }
+            | Self::Io { .. } => false,
+        }
+    }
+}
+
+/// What the stages need from a container runtime, for one job.
+#[expect(
+    async_fn_in_trait,
+    reason = "static dispatch only; no Send bound needed on a current-thread runtime"
+)]
+pub trait Sandbox {
+    /// Makes the runtime usable for this job (creates its store, starts its API service).
+    async fn start(&self) -> Result<(), SandboxError>;
+    /// Makes `image` available per `policies`, tried in order as fallbacks.
+    async fn ensure_image(
+        &self,
+        image: &str,
+        policies: &[PullPolicy],
+        auth: Option<&RegistryAuth>,
+    ) -> Result<ImageInfo, SandboxError>;
+    /// Creates and starts the job's pod.
+    async fn create_pod(&self, spec: &PodSpec) -> Result<(), SandboxError>;
+    /// Creates and starts a container; for helper and job containers, waits for the agent.
+    async fn run_container(&self, spec: &ContainerSpec) -> Result<Started, SandboxError>;
+    /// Waits until `ports` listen inside the container's network namespace.
+    async fn wait_ports(
+        &self,
+        service: &str,
+        started: Started,
+        ports: &[u16],
+        timeout: Duration,
+    ) -> Result<(), SandboxError>;
+    /// Runs a stage script in the container playing `target`.
+    async fn exec(
+        &self,
+        target: StageTarget,
+        started: Started,
+        id: &str,
+        script: &[u8],
+        out: &mut (dyn AsyncWrite + Unpin + Send),
+        cancel: &CancellationToken,
+    ) -> Result<ScriptEnd, SandboxError>;
+    /// Removes everything of this job. Tries every step; returns every error.
+    async fn teardown(&self) -> Vec<SandboxError>;
+}

@@ -1,0 +1,563 @@
+//! The real backend: rootless Podman with a per-job container store (reading base images from the
+//! shared read-only store) behind a per-job libpod API service started on demand.
+
+pub mod api;
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use base64::Engine;
+use berth_config::{PullPolicy, StageTarget};
+use serde_json::{Value, json};
+use tokio::io::AsyncWrite;
+use tokio_util::sync::CancellationToken;
+
+use crate::agent::{AGENT_SCRIPT, AgentDir, MOUNT_POINT, ScriptEnd};
+use crate::paths::JobPaths;
+use crate::process::{self, CommandSpec};
+use crate::{
+    ContainerSpec, ImageInfo, PodSpec, RegistryAuth, Role, Sandbox, SandboxError, Started,
+};
+use api::Api;
+
+/// Label every object of a job carries.
+pub const JOB_LABEL: &str = "berth.job";
+
+/// Backend settings that do not vary per job.
+#[derive(Debug, Clone)]
+pub struct PodmanSettings {
+    /// The `podman` binary.
+    pub podman: PathBuf,
+    /// Shell for stage scripts (`bash` falls back to `sh`).
+    pub shell: String,
+    /// Grace between SIGTERM and SIGKILL when stopping scripts.
+    pub stop_grace: Duration,
+    /// Idle timeout of the per-job API service, seconds.
+    pub api_idle_timeout_secs: u64,
+    /// Runroot used when pulling into the base store.
+    pub base_runroot: PathBuf,
+}
+
+/// Rootless Podman for one job.
+#[derive(Debug)]
+pub struct PodmanSandbox {
+    paths: JobPaths,
+    settings: PodmanSettings,
+    api: Api,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SandboxError + '_ {
+    move |source| SandboxError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn mkdir(path: &Path, mode: u32) -> Result<(), SandboxError> {
+    std::fs::create_dir_all(path).map_err(io(path))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io(path))
+}
+
+fn remove_tree(path: &Path) -> Result<(), SandboxError> {
+    match std::fs::remove_dir_all(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(path)(e)),
+        _ => Ok(()),
+    }
+}
+
+impl PodmanSandbox {
+    /// The backend for the job at `paths`.
+    pub fn new(paths: JobPaths, settings: PodmanSettings) -> Self {
+        let api = Api::new(&paths.socket());
+        Self {
+            paths,
+            settings,
+            api,
+        }
+    }
+
+    /// The job's paths.
+    pub fn paths(&self) -> &JobPaths {
+        &self.paths
+    }
+
+    fn podman(&self) -> CommandSpec {
+        let mut spec = CommandSpec::new(&self.settings.podman);
+        spec.args
+            .extend(self.paths.podman_store_args().into_iter().map(Into::into));
+        spec
+    }
+
+    fn base_podman(&self) -> CommandSpec {
+        CommandSpec::new(&self.settings.podman).args([
+            "--root".to_owned(),
+            self.paths.image_store.display().to_string(),
+            "--runroot".to_owned(),
+            self.settings.base_runroot.display().to_string(),
+            "--storage-driver".to_owned(),
+            "overlay".to_owned(),
+            "--cgroup-manager".to_owned(),
+            "cgroupfs".to_owned(),
+            "--events-backend".to_owned(),
+            "file".to_owned(),
+        ])
+    }
+
+    /// Starts the per-job API service unless it already answers.
+    async fn ensure_service(&self) -> Result<(), SandboxError> {
+        if self.api.ping().await.is_ok() {
+            return Ok(());
+        }
+        let socket = self.paths.socket();
+        let _ = std::fs::remove_file(&socket);
+        let spec = self.podman().args([
+            "system".to_owned(),
+            "service".to_owned(),
+            "--time".to_owned(),
+            self.settings.api_idle_timeout_secs.to_string(),
+            format!("unix://{}", socket.display()),
+        ]);
+        let pid = process::spawn_detached(&spec, &self.paths.service_log())?;
+        let pid_file = self.paths.service_pid();
+        std::fs::write(&pid_file, pid.to_string()).map_err(io(&pid_file))?;
+        if let Err(e) = self.api.wait_ready(Duration::from_secs(20)).await {
+            let log = std::fs::read(self.paths.service_log()).unwrap_or_default();
+            return Err(SandboxError::Process(process::ProcessError::Failed {
+                command: format!("podman system service (pid {pid}): {e}"),
+                status: std::os::unix::process::ExitStatusExt::from_raw(0),
+                stderr_tail: process::tail(&log),
+            }));
+        }
+        Ok(())
+    }
+
+    async fn pull(&self, image: &str, auth: Option<&RegistryAuth>) -> Result<(), SandboxError> {
+        let mut spec = self.base_podman().args(["pull", "--quiet"]);
+        if let Some(auth) = auth {
+            let file = self.paths.auth_file();
+            let token = base64::engine::general_purpose::STANDARD
+                .encode(format!("{}:{}", auth.username, auth.password));
+            let doc = json!({ "auths": { auth.registry.clone(): { "auth": token } } });
+            write_private(&file, doc.to_string().as_bytes())?;
+            spec = spec.args(["--authfile".into(), file.into_os_string()]);
+        }
+        spec = spec.args([image]);
+        let lock_path = self.paths.image_store.join(".berth-pull.lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io(&lock_path))?;
+        // Pulls into the shared store are serialised; they only ever add images.
+        let _guard = tokio::task::spawn_blocking(move || {
+            nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+        })
+        .await
+        .map_err(|e| io(&lock_path)(std::io::Error::other(e)))?
+        .map_err(|(_, e)| io(&lock_path)(e.into()))?;
+        let result = process::run(&spec, &CancellationToken::new()).await;
+        let _ = std::fs::remove_file(self.paths.auth_file());
+        result.map(drop).map_err(SandboxError::from)
+    }
+
+    async fn inspect_image(&self, image: &str) -> Result<ImageInfo, SandboxError> {
+        let inspect = self.api.image_inspect(image).await?;
+        let tcp_ports = inspect
+            .config
+            .exposed_ports
+            .unwrap_or_default()
+            .keys()
+            .filter_map(|k| {
+                let (port, proto) = k.split_once('/').unwrap_or((k.as_str(), "tcp"));
+                (proto == "tcp").then(|| port.parse().ok()).flatten()
+            })
+            .collect();
+        Ok(ImageInfo {
+            id: inspect.id,
+            entrypoint: inspect.config.entrypoint,
+            tcp_ports,
+        })
+    }
+
+    fn spec_document(&self, spec: &ContainerSpec) -> Value {
+        let mut mounts: Vec<Value> = spec
+            .mounts
+            .iter()
+            .map(|m| {
+                json!({
+                    "type": "bind",
+                    "source": m.source,
+                    "destination": m.destination,
+                    "options": ["rbind", if m.read_only { "ro" } else { "rw" }],
+                })
+            })
+            .collect();
+        let mut command = spec.command.clone();
+        if let Some(target) = agent_target(spec.role) {
+            mounts.push(json!({
+                "type": "bind",
+                "source": self.paths.agent(target),
+                "destination": MOUNT_POINT,
+                "options": ["rbind", "rw"],
+            }));
+            command = Some(vec!["sh".into(), "-c".into(), AGENT_SCRIPT.into()]);
+        }
+        let mut limits = serde_json::Map::new();
+        if let Some(bytes) = spec.limits.memory_bytes {
+            limits.insert("memory".into(), json!({ "limit": bytes }));
+        }
+        if let Some(cpus) = spec.limits.cpus {
+            let period = 100_000u64;
+            #[expect(
+                clippy::cast_possible_truncation,
+                reason = "cpus is validated positive and finite"
+            )]
+            let quota = (cpus * period as f64).round() as i64;
+            limits.insert("cpu".into(), json!({ "quota": quota, "period": period }));
+        }
+        if let Some(pids) = spec.limits.pids {
+            limits.insert("pids".into(), json!({ "limit": pids }));
+        }
+        let mut doc = json!({
+            "name": spec.name,
+            "pod": spec.pod,
+            "image": spec.image,
+            "env": spec.env,
+            "labels": spec.labels,
+            "mounts": mounts,
+            "no_new_privileges": spec.no_new_privileges,
+            "cap_drop": spec.cap_drop,
+            "privileged": false,
+            "stop_timeout": 0,
+            "terminal": false,
+            "stdin": false,
+        });
+        if !limits.is_empty() {
+            doc["resource_limits"] = Value::Object(limits);
+        }
+        if let Some(entrypoint) = &spec.entrypoint {
+            doc["entrypoint"] = json!(entrypoint);
+        }
+        if let Some(command) = command {
+            doc["command"] = json!(command);
+        }
+        doc
+    }
+
+    /// Stops processes still using this job's directories (conmon, `podman container cleanup`,
+    /// a per-tmpdir pause process) after the pod is gone.
+    async fn stop_stragglers(&self) {
+        let needles = [
+            self.paths.job_dir.display().to_string(),
+            self.paths.run_dir.display().to_string(),
+        ];
+        let own = std::process::id();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        loop {
+            let pids = processes_mentioning(&needles, own);
+            if pids.is_empty() {
+                return;
+            }
+            let late = tokio::time::Instant::now() >= deadline;
+            for pid in &pids {
+                let sig = if late {
+                    nix::sys::signal::Signal::SIGKILL
+                } else {
+                    nix::sys::signal::Signal::SIGTERM
+                };
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid.cast_signed()), sig);
+            }
+            if late {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Removes the per-job store inside the user namespace, after unmounting its layers.
+    async fn remove_store(&self) -> Result<(), SandboxError> {
+        let storage = self.paths.storage();
+        if !storage.exists() {
+            return Ok(());
+        }
+        let s = storage.display().to_string();
+        let script = format!(
+            "grep -F ' {s}/' /proc/self/mounts | cut -d' ' -f2 | sort -r | \
+             while read -r m; do umount -l \"$m\" 2>/dev/null; done; \
+             umount -l '{s}/overlay' 2>/dev/null; rm -rf '{s}'"
+        );
+        let spec = self.podman().args(["unshare", "sh", "-c", script.as_str()]);
+        process::run(&spec, &CancellationToken::new()).await?;
+        Ok(())
+    }
+}
+
+fn agent_target(role: Role) -> Option<StageTarget> {
+    match role {
+        Role::Helper => Some(StageTarget::Helper),
+        Role::Job => Some(StageTarget::Job),
+        Role::Service => None,
+    }
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), SandboxError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io(path))?;
+    f.write_all(bytes).map_err(io(path))
+}
+
+/// Pids of processes whose command line mentions any of `needles`, except `own`.
+pub fn processes_mentioning(needles: &[String], own: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| *pid != own)
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmd| {
+                let cmd = String::from_utf8_lossy(&cmd);
+                needles.iter().any(|n| cmd.contains(n.as_str()))
+            })
+        })
+        .collect()
+}
+
+impl Sandbox for PodmanSandbox {
+    async fn start(&self) -> Result<(), SandboxError> {
+        mkdir(&self.paths.job_dir, 0o700)?;
+        mkdir(&self.paths.storage(), 0o700)?;
+        // Non-root users in job images must be able to write the checkout, as with Docker.
+        mkdir(&self.paths.builds(), 0o777)?;
+        for target in [StageTarget::Helper, StageTarget::Job] {
+            AgentDir::new(self.paths.agent(target), target.as_str()).create()?;
+        }
+        mkdir(&self.paths.run_dir, 0o700)?;
+        mkdir(&self.paths.runroot(), 0o700)?;
+        mkdir(&self.paths.tmpdir(), 0o700)?;
+        self.ensure_service().await
+    }
+
+    async fn ensure_image(
+        &self,
+        image: &str,
+        policies: &[PullPolicy],
+        auth: Option<&RegistryAuth>,
+    ) -> Result<ImageInfo, SandboxError> {
+        let mut tried = Vec::new();
+        for policy in policies {
+            let present = self.api.image_exists(image).await?;
+            let outcome = match policy {
+                PullPolicy::Never if present => Ok(()),
+                PullPolicy::Never => {
+                    Err("not in the base image store (pull policy \"never\")".to_owned())
+                }
+                PullPolicy::IfNotPresent if present => Ok(()),
+                PullPolicy::IfNotPresent | PullPolicy::Always => self
+                    .pull(image, auth)
+                    .await
+                    .map_err(|e| format!("pull failed ({}): {e}", policy.as_str())),
+            };
+            match outcome {
+                Ok(()) => return self.inspect_image(image).await,
+                Err(reason) => tried.push(reason),
+            }
+        }
+        Err(SandboxError::ImageUnavailable {
+            image: image.to_owned(),
+            reason: tried.join("; then "),
+        })
+    }
+
+    async fn create_pod(&self, spec: &PodSpec) -> Result<(), SandboxError> {
+        let hostadd: Vec<String> = spec
+            .hosts
+            .iter()
+            .map(|h| format!("{h}:127.0.0.1"))
+            .collect();
+        let nsmode = match spec.network {
+            berth_config::admin::NetworkMode::Slirp4netns => "slirp4netns",
+            berth_config::admin::NetworkMode::Host => "host",
+            berth_config::admin::NetworkMode::None => "none",
+        };
+        let doc = json!({
+            "name": spec.name,
+            "labels": spec.labels,
+            "hostadd": hostadd,
+            "netns": { "nsmode": nsmode },
+            "hostname": "berth-job",
+        });
+        self.api.pod_create(&doc).await?;
+        self.api.pod_start(&spec.name).await?;
+        Ok(())
+    }
+
+    async fn run_container(&self, spec: &ContainerSpec) -> Result<Started, SandboxError> {
+        self.api.container_create(&self.spec_document(spec)).await?;
+        self.api.container_start(&spec.name).await?;
+        let state = self.api.container_inspect(&spec.name).await?.state;
+        let role = match spec.role {
+            Role::Service => "service",
+            Role::Helper => "helper",
+            Role::Job => "job",
+        };
+        let exited = async |api: &Api| -> SandboxError {
+            let exit_code = api
+                .container_inspect(&spec.name)
+                .await
+                .map(|i| i.state.exit_code)
+                .unwrap_or(-1);
+            SandboxError::ContainerExited {
+                role: role.to_owned(),
+                image: spec.image.clone(),
+                exit_code,
+                logs: api
+                    .container_logs_tail(&spec.name)
+                    .await
+                    .unwrap_or_default(),
+            }
+        };
+        if !state.running {
+            return Err(exited(&self.api).await);
+        }
+        if let Some(target) = agent_target(spec.role) {
+            let agent = AgentDir::new(self.paths.agent(target), role);
+            let pid = state.pid;
+            let ready = agent
+                .wait_ready(Duration::from_secs(30), async || process::alive(pid))
+                .await;
+            match ready {
+                Ok(()) => {}
+                Err(crate::agent::AgentError::ContainerGone { .. }) => {
+                    return Err(exited(&self.api).await);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(Started {
+            init_pid: state.pid,
+        })
+    }
+
+    async fn wait_ports(
+        &self,
+        service: &str,
+        started: Started,
+        ports: &[u16],
+        timeout: Duration,
+    ) -> Result<(), SandboxError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let open = crate::ports::listening_tcp_ports(started.init_pid);
+            let missing: Vec<u16> = ports
+                .iter()
+                .copied()
+                .filter(|p| !open.contains(p))
+                .collect();
+            if missing.is_empty() {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline || !process::alive(started.init_pid) {
+                return Err(SandboxError::ServiceNotReady {
+                    service: service.to_owned(),
+                    ports: missing,
+                    secs: timeout.as_secs(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn exec(
+        &self,
+        target: StageTarget,
+        started: Started,
+        id: &str,
+        script: &[u8],
+        mut out: &mut (dyn AsyncWrite + Unpin + Send),
+        cancel: &CancellationToken,
+    ) -> Result<ScriptEnd, SandboxError> {
+        let agent = AgentDir::new(self.paths.agent(target), target.as_str());
+        let request = crate::agent::ScriptRun {
+            id,
+            script,
+            shell: &self.settings.shell,
+            container_init_pid: started.init_pid,
+            grace: self.settings.stop_grace,
+        };
+        Ok(agent.run(&request, &mut out, cancel).await?)
+    }
+
+    async fn teardown(&self) -> Vec<SandboxError> {
+        let mut errors = Vec::new();
+        let label = format!("{JOB_LABEL}={}", self.paths.key);
+        if self.paths.storage().exists() {
+            match self.ensure_service().await {
+                Ok(()) => {
+                    match self.api.pods_with_label(&label).await {
+                        Ok(pods) => {
+                            for pod in pods {
+                                if let Err(e) = self.api.pod_remove(&pod.name).await {
+                                    errors.push(e.into());
+                                }
+                            }
+                        }
+                        Err(e) => errors.push(e.into()),
+                    }
+                    match self.api.containers_with_label(&label).await {
+                        Ok(containers) => {
+                            for c in containers.iter().flat_map(|c| c.names.first()) {
+                                if let Err(e) = self.api.container_remove(c).await {
+                                    errors.push(e.into());
+                                }
+                            }
+                        }
+                        Err(e) => errors.push(e.into()),
+                    }
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+        if let Some(pid) = std::fs::read_to_string(self.paths.service_pid())
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+        {
+            process::stop_pid(pid, Duration::from_secs(2)).await;
+        }
+        self.stop_stragglers().await;
+        if let Err(e) = self.remove_store().await {
+            errors.push(e);
+        }
+        for dir in [&self.paths.job_dir, &self.paths.run_dir] {
+            if let Err(e) = remove_tree(dir) {
+                errors.push(e);
+            }
+        }
+        errors
+    }
+}
+
+/// Keys of jobs that have a directory under `jobs_dir`.
+pub fn job_keys(jobs_dir: &Path) -> Vec<String> {
+    std::fs::read_dir(jobs_dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Labels for objects of job `key`.
+pub fn job_labels(key: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([(JOB_LABEL.to_owned(), key.to_owned())])
+}

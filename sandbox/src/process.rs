@@ -1,0 +1,329 @@
+//! The leash every child process goes through: its own process group, death with its parent,
+//! SIGTERM → grace → SIGKILL to the whole group, and the tail of stderr kept for the error.
+//!
+//! The one exception is [`spawn_detached`], for the per-job Podman API service that must outlive
+//! the stage that started it; cleanup and reap stop it by its pid file.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::AsyncReadExt;
+use tokio::process::{Child, Command};
+
+/// How many bytes of stderr a failed command keeps for its error.
+const STDERR_TAIL: usize = 4096;
+
+/// A command to run: plain data, turned into a process only by this module.
+#[derive(Debug, Clone)]
+pub struct CommandSpec {
+    /// Program.
+    pub program: PathBuf,
+    /// Arguments.
+    pub args: Vec<OsString>,
+    /// Extra environment (added to the inherited one).
+    pub env: Vec<(OsString, OsString)>,
+    /// Time to wait after SIGTERM before SIGKILL.
+    pub grace: Duration,
+}
+
+impl CommandSpec {
+    /// A command with default grace (5 s).
+    pub fn new(program: impl Into<PathBuf>) -> Self {
+        Self {
+            program: program.into(),
+            args: Vec::new(),
+            env: Vec::new(),
+            grace: Duration::from_secs(5),
+        }
+    }
+
+    /// Adds arguments.
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Adds an environment variable.
+    pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    fn display(&self) -> String {
+        let mut s = self.program.display().to_string();
+        for a in &self.args {
+            s.push(' ');
+            s.push_str(&a.to_string_lossy());
+        }
+        s
+    }
+
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "this module is the one place that creates processes"
+    )]
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(&self.program);
+        cmd.args(&self.args);
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd.stdin(Stdio::null());
+        cmd
+    }
+}
+
+/// A child that did not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    /// It could not be started.
+    #[error("cannot start `{command}`: {source}")]
+    Spawn {
+        /// Command line.
+        command: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// It exited unsuccessfully.
+    #[error("`{command}` failed ({status}): {stderr_tail}")]
+    Failed {
+        /// Command line.
+        command: String,
+        /// Exit status.
+        status: ExitStatus,
+        /// The end of its stderr.
+        stderr_tail: String,
+    },
+    /// It was stopped because the stage was cancelled.
+    #[error("`{command}` was stopped: the stage was cancelled")]
+    Cancelled {
+        /// Command line.
+        command: String,
+    },
+    /// Waiting for it failed.
+    #[error("waiting for `{command}` failed: {source}")]
+    Wait {
+        /// Command line.
+        command: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Output of a successful command.
+#[derive(Debug)]
+pub struct Output {
+    /// Captured stdout.
+    pub stdout: Vec<u8>,
+    /// Captured stderr.
+    pub stderr: Vec<u8>,
+}
+
+fn leash(cmd: &mut Command) {
+    cmd.process_group(0);
+    cmd.kill_on_drop(true);
+    #[expect(
+        unsafe_code,
+        reason = "pre_exec is the only way to set the parent-death signal"
+    )]
+    // SAFETY: the closure only calls prctl(PR_SET_PDEATHSIG), which is async-signal-safe and
+    // touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
+        });
+    }
+}
+
+/// Runs a command to completion, capturing stdout and stderr. Cancelling the token stops the
+/// whole process group: SIGTERM, the grace period, then SIGKILL.
+pub async fn run(
+    spec: &CommandSpec,
+    cancel: &tokio_util::sync::CancellationToken,
+) -> Result<Output, ProcessError> {
+    let command = spec.display();
+    let mut cmd = spec.command();
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    leash(&mut cmd);
+    let mut child = cmd.spawn().map_err(|source| ProcessError::Spawn {
+        command: command.clone(),
+        source,
+    })?;
+    let mut stdout = child.stdout.take().expect("stdout is piped");
+    let mut stderr = child.stderr.take().expect("stderr is piped");
+    let collect = async {
+        let mut out = Vec::new();
+        let mut err = Vec::new();
+        let (a, b) = tokio::join!(stdout.read_to_end(&mut out), stderr.read_to_end(&mut err));
+        a.and(b).map(|_| (out, err))
+    };
+    let waited = tokio::select! {
+        result = async {
+            let (out, err) = collect.await?;
+            let status = child.wait().await?;
+            Ok::<_, std::io::Error>((status, out, err))
+        } => Some(result),
+        () = cancel.cancelled() => None,
+    };
+    match waited {
+        None => {
+            terminate(&mut child, spec.grace).await;
+            Err(ProcessError::Cancelled { command })
+        }
+        Some(Err(source)) => Err(ProcessError::Wait { command, source }),
+        Some(Ok((status, stdout, stderr))) if status.success() => Ok(Output { stdout, stderr }),
+        Some(Ok((status, _, stderr))) => Err(ProcessError::Failed {
+            command,
+            status,
+            stderr_tail: tail(&stderr),
+        }),
+    }
+}
+
+/// The last [`STDERR_TAIL`] bytes of `bytes`, trimmed, as text.
+pub fn tail(bytes: &[u8]) -> String {
+    let start = bytes.len().saturating_sub(STDERR_TAIL);
+    String::from_utf8_lossy(&bytes[start..]).trim().to_owned()
+}
+
+/// SIGTERM to the child's group, the grace period, then SIGKILL.
+async fn terminate(child: &mut Child, grace: Duration) {
+    let Some(pid) = child.id() else { return };
+    let group = Pid::from_raw(pid.cast_signed());
+    let _ = killpg(group, Signal::SIGTERM);
+    // The leader may exit at once while others in its group ignore SIGTERM: wait for the group.
+    let deadline = tokio::time::Instant::now() + grace;
+    let _ = tokio::time::timeout(grace, child.wait()).await;
+    while tokio::time::Instant::now() < deadline && killpg(group, None).is_ok() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = killpg(group, Signal::SIGKILL);
+    let _ = child.wait().await;
+}
+
+/// Starts a long-lived child in its own session, not tied to this process's life, with stdout
+/// and stderr appended to `log`. Returns its pid. Used only for the per-job API service.
+pub fn spawn_detached(spec: &CommandSpec, log: &std::path::Path) -> Result<u32, ProcessError> {
+    let command = spec.display();
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(|source| ProcessError::Spawn {
+            command: command.clone(),
+            source,
+        })?;
+    let err_file = file.try_clone().map_err(|source| ProcessError::Spawn {
+        command: command.clone(),
+        source,
+    })?;
+    let mut cmd = spec.command();
+    cmd.stdout(file).stderr(err_file);
+    #[expect(
+        unsafe_code,
+        reason = "pre_exec is the only way to start a new session"
+    )]
+    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::unistd::setsid()
+                .map(drop)
+                .map_err(std::io::Error::from)
+        });
+    }
+    let child = cmd.spawn().map_err(|source| ProcessError::Spawn {
+        command: command.clone(),
+        source,
+    })?;
+    child.id().ok_or(ProcessError::Wait {
+        command,
+        source: std::io::Error::other("child exited before its pid was read"),
+    })
+}
+
+/// Whether a process exists (signal 0).
+pub fn alive(pid: u32) -> bool {
+    nix::sys::signal::kill(Pid::from_raw(pid.cast_signed()), None).is_ok()
+}
+
+/// Stops a process we do not own a handle to: SIGTERM, up to `grace`, then SIGKILL.
+pub async fn stop_pid(pid: u32, grace: Duration) {
+    let target = Pid::from_raw(pid.cast_signed());
+    if nix::sys::signal::kill(target, Signal::SIGTERM).is_err() {
+        return;
+    }
+    let deadline = tokio::time::Instant::now() + grace;
+    while tokio::time::Instant::now() < deadline {
+        if !alive(pid) || is_zombie(pid) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let _ = nix::sys::signal::kill(target, Signal::SIGKILL);
+}
+
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio_util::sync::CancellationToken;
+
+    #[tokio::test]
+    async fn failure_keeps_the_stderr_tail() {
+        let spec = CommandSpec::new("sh").args(["-c", "echo out; echo broken >&2; exit 3"]);
+        let err = run(&spec, &CancellationToken::new())
+            .await
+            .expect_err("exit 3");
+        let text = err.to_string();
+        assert!(text.contains("broken") && text.contains('3'), "{text}");
+    }
+
+    #[tokio::test]
+    async fn cancel_kills_the_whole_group_after_the_grace() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let marker = dir.path().join("grandchild");
+        // The grandchild ignores SIGTERM, so only SIGKILL to the group stops it.
+        let script = format!(
+            "sh -c 'trap \"\" TERM; echo $$ > {}; sleep 30' & wait",
+            marker.display()
+        );
+        let mut spec = CommandSpec::new("sh").args(["-c", &script]);
+        spec.grace = Duration::from_millis(200);
+        let cancel = CancellationToken::new();
+        let trigger = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            trigger.cancel();
+        });
+        let started = std::time::Instant::now();
+        let err = run(&spec, &cancel).await.expect_err("cancelled");
+        assert!(matches!(err, ProcessError::Cancelled { .. }), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let pid: u32 = std::fs::read_to_string(&marker)
+            .expect("grandchild started")
+            .trim()
+            .parse()
+            .expect("pid");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!alive(pid) || is_zombie(pid), "grandchild {pid} survived");
+    }
+}
