@@ -6,4 +6,9 @@
 //! JSON, log table). Only `source`, `analyzer`, `cache` and `advisory::db` touch the filesystem;
 //! matching, policy and rendering are pure.
 
+pub mod advisory;
+pub mod inventory;
+pub mod policy;
+pub mod report;
+pub mod severity;
 pub mod version;

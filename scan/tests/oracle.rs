@@ -46,6 +46,15 @@ impl Rng {
     }
 }
 
+/// The one place these tests start a process: oracle tools, test-only, never in the scanner.
+#[expect(
+    clippy::disallowed_methods,
+    reason = "oracle tools are test-only child processes; berth-scan itself spawns nothing"
+)]
+fn oracle_cmd(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    Command::new(program)
+}
+
 /// Runs `cmd`, feeding `input` on stdin, and returns stdout lines.
 fn run(mut cmd: Command, input: &str) -> Vec<String> {
     let mut child = cmd
@@ -148,7 +157,7 @@ fn dpkg_matches_dpkg_compare_versions() {
     let versions: Vec<String> = (0..400).map(|_| gen_dpkg(&mut rng)).collect();
     let cases = pairs(&mut rng, &versions, 1200);
     let input: String = cases.iter().map(|(a, b)| format!("{a} {b}\n")).collect();
-    let mut cmd = Command::new("bash");
+    let mut cmd = oracle_cmd("bash");
     cmd.arg("-c").arg(
         "while read -r a b; do if dpkg --compare-versions \"$a\" lt \"$b\" 2>/dev/null; then echo -1; \
          elif dpkg --compare-versions \"$a\" eq \"$b\" 2>/dev/null; then echo 0; else echo 1; fi; done",
@@ -204,7 +213,7 @@ fn rpm_matches_librpm_label_compare() {
             a.0, a.1, a.2, b.0, b.1, b.2
         ));
     }
-    let mut cmd = Command::new("/usr/bin/python3");
+    let mut cmd = oracle_cmd("/usr/bin/python3");
     cmd.arg("-c").arg(
         "import sys\ntry:\n import rpm\nexcept ImportError:\n sys.exit('python3-rpm missing: run scan/tests/setup.sh')\n\
          for line in sys.stdin:\n f=line.rstrip('\\n').split('\\t')\n a=(f[0] or None,f[1],f[2]); b=(f[3] or None,f[4],f[5])\n print(rpm.labelCompare(a,b))\n",
@@ -266,7 +275,7 @@ fn pep440_matches_python_packaging() {
     let versions: Vec<String> = (0..500).map(|_| gen_pep440(&mut rng)).collect();
     let cases = pairs(&mut rng, &versions, 2000);
     let input: String = cases.iter().map(|(a, b)| format!("{a}\t{b}\n")).collect();
-    let mut cmd = Command::new(py);
+    let mut cmd = oracle_cmd(py);
     cmd.arg("-c").arg(
         "import sys\nfrom packaging.version import Version\nfor line in sys.stdin:\n a,b=line.rstrip('\\n').split('\\t')\n \
          x,y=Version(a),Version(b)\n print(-1 if x<y else (0 if x==y else 1))\n",
@@ -301,7 +310,7 @@ fn node_semver(cases: &[(String, String)]) -> Vec<Ordering> {
     let semver = tools().join("node/node_modules/semver");
     require(&semver.join("package.json"), "npm `semver`");
     let input: String = cases.iter().map(|(a, b)| format!("{a}\t{b}\n")).collect();
-    let mut cmd = Command::new("node");
+    let mut cmd = oracle_cmd("node");
     cmd.arg("-e").arg(format!(
         "const s=require({:?});let d='';process.stdin.on('data',c=>d+=c).on('end',()=>{{\
          const o=[];for(const l of d.split('\\n')){{if(!l)continue;const [a,b]=l.split('\\t');o.push(s.compare(a,b));}}\
@@ -378,7 +387,7 @@ fn maven_matches_comparable_version() {
             }
         })
         .collect();
-    let mut cmd = Command::new("java");
+    let mut cmd = oracle_cmd("java");
     cmd.arg("-cp")
         .arg(&jar)
         .arg("org.apache.maven.artifact.versioning.ComparableVersion")

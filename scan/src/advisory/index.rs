@@ -1,0 +1,534 @@
+//! The compact in-memory advisory index and the matcher that evaluates OSV ranges.
+//!
+//! Records are reduced on import to what matching and reports need: per ecosystem, a table of
+//! vulnerabilities and, per package name, the affected entries (ranges and explicit versions).
+
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use super::osv::{OsvAffected, OsvRecord, OsvSeverity};
+use crate::inventory::{Os, Package};
+use crate::severity::Severity;
+use crate::version::Scheme;
+use crate::version::pep440::normalize_name;
+
+/// Longest description kept per vulnerability, to keep the index compact.
+const MAX_DETAILS: usize = 4096;
+/// Most references kept per vulnerability.
+const MAX_REFERENCES: usize = 12;
+
+/// A range event in the compact index.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Event {
+    /// Affected from this version on ("0" = from the beginning).
+    Introduced(String),
+    /// Fixed in this version.
+    Fixed(String),
+    /// Last affected version.
+    LastAffected(String),
+    /// Versions at or above this are out of the range.
+    Limit(String),
+}
+
+impl Event {
+    fn version(&self) -> &str {
+        match self {
+            Self::Introduced(v) | Self::Fixed(v) | Self::LastAffected(v) | Self::Limit(v) => v,
+        }
+    }
+}
+
+/// A CVSS rating.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CvssRating {
+    /// The vector string.
+    pub vector: String,
+    /// Base score.
+    pub score: f64,
+    /// "V3" or "V40" (Trivy's naming).
+    pub version: String,
+}
+
+/// One vulnerability, reduced for reporting.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Vuln {
+    /// OSV id.
+    pub id: String,
+    /// Other ids (CVE first when there is one).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
+    /// Summary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
+    /// Description, cut at 4 KiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<String>,
+    /// Severity chosen at import time.
+    pub severity: Severity,
+    /// Where that severity came from (ghsa, cvss, ubuntu, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub severity_source: Option<String>,
+    /// CVSS rating, when a vector was given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cvss: Option<CvssRating>,
+    /// Reference URLs, advisory first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub references: Vec<String>,
+    /// Published (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub published: Option<String>,
+    /// Modified (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modified: Option<String>,
+}
+
+impl Vuln {
+    /// The id reports lead with: the CVE when the record is a distro wrapper around one.
+    pub fn primary_id(&self) -> &str {
+        let wrapper = [
+            "DEBIAN-", "UBUNTU-", "ALPINE-", "DLA-", "DSA-", "RHSA-", "ALSA-", "RLSA-",
+        ];
+        if wrapper.iter().any(|p| self.id.starts_with(p))
+            && let Some(cve) = self.aliases.iter().find(|a| a.starts_with("CVE-"))
+        {
+            return cve;
+        }
+        &self.id
+    }
+
+    /// True when `id` names this vulnerability (its id or an alias).
+    pub fn is_named(&self, id: &str) -> bool {
+        self.id == id || self.aliases.iter().any(|a| a == id)
+    }
+}
+
+/// One affected entry of a package.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Key into the ecosystem's vulnerability table.
+    pub vuln: String,
+    /// ECOSYSTEM/SEMVER ranges (GIT ranges are dropped).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ranges: Vec<Vec<Event>>,
+    /// Explicitly affected versions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub versions: Vec<String>,
+    /// A severity given for this package only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub severity: Option<Severity>,
+}
+
+/// All advisories of one ecosystem.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EcosystemData {
+    /// id → vulnerability.
+    pub vulns: BTreeMap<String, Vuln>,
+    /// package name → entries.
+    pub packages: BTreeMap<String, Vec<Entry>>,
+}
+
+/// An in-memory advisory index over any number of ecosystems.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AdvisoryIndex {
+    /// ecosystem (with suffix, e.g. `Debian:12`) → data.
+    pub ecosystems: BTreeMap<String, EcosystemData>,
+}
+
+/// One advisory that applies to a package.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Match<'a> {
+    /// The vulnerability.
+    pub vuln: &'a Vuln,
+    /// The ecosystem it came from.
+    pub ecosystem: &'a str,
+    /// Fixed versions above the installed one, lowest first.
+    pub fixed: Vec<String>,
+    /// Severity for this package (package-specific rating wins).
+    pub severity: Severity,
+    /// Source of that severity.
+    pub severity_source: Option<String>,
+}
+
+/// Normalises a package name the way the ecosystem's advisories spell it.
+pub fn normalize_package_name(ecosystem: &str, name: &str) -> String {
+    if ecosystem == "PyPI" {
+        normalize_name(name)
+    } else {
+        name.to_owned()
+    }
+}
+
+fn severity_word(v: Option<&serde_json::Value>) -> Option<Severity> {
+    v?.get("severity")?.as_str().and_then(Severity::from_vendor)
+}
+
+fn cvss_rating(sev: &[OsvSeverity]) -> Option<CvssRating> {
+    // Prefer v3 (what Trivy reports), then v4.
+    let pick = |kind: &str| sev.iter().find(|s| s.kind == kind);
+    let s = pick("CVSS_V3").or_else(|| pick("CVSS_V4"))?;
+    let parsed = cvss::Cvss::from_str(&s.score).ok()?;
+    Some(CvssRating {
+        vector: s.score.clone(),
+        score: parsed.score(),
+        version: if s.kind == "CVSS_V4" {
+            "V40".into()
+        } else {
+            "V3".into()
+        },
+    })
+}
+
+fn from_cvss(score: f64) -> Severity {
+    match score {
+        s if s >= 9.0 => Severity::Critical,
+        s if s >= 7.0 => Severity::High,
+        s if s >= 4.0 => Severity::Medium,
+        s if s > 0.0 => Severity::Low,
+        _ => Severity::Unknown,
+    }
+}
+
+fn package_severity(a: &OsvAffected) -> Option<Severity> {
+    severity_word(a.ecosystem_specific.as_ref())
+        .or_else(|| severity_word(a.database_specific.as_ref()))
+        .or_else(|| {
+            a.severity
+                .iter()
+                .find(|s| s.kind == "Ubuntu")
+                .and_then(|s| Severity::from_vendor(&s.score))
+        })
+}
+
+fn reduce(rec: &OsvRecord) -> Vuln {
+    let mut aliases: Vec<String> = rec
+        .aliases
+        .iter()
+        .chain(&rec.upstream)
+        .filter(|a| **a != rec.id)
+        .cloned()
+        .collect();
+    aliases.sort_by_key(|a| (!a.starts_with("CVE-"), a.clone()));
+    aliases.dedup();
+    let cvss = cvss_rating(&rec.severity);
+    let db_sev = severity_word(rec.database_specific.as_ref());
+    let (severity, severity_source) = match (db_sev, &cvss) {
+        (Some(s), _) => {
+            let src = if rec.id.starts_with("GHSA-")
+                || rec.aliases.iter().any(|a| a.starts_with("GHSA-"))
+            {
+                "ghsa"
+            } else {
+                "osv"
+            };
+            (s, Some(src.to_owned()))
+        }
+        (None, Some(c)) => (from_cvss(c.score), Some("cvss".to_owned())),
+        (None, None) => (Severity::Unknown, None),
+    };
+    let mut refs: Vec<&super::osv::OsvReference> = rec.references.iter().collect();
+    refs.sort_by_key(|r| r.kind.as_deref() != Some("ADVISORY"));
+    let details = rec.details.as_ref().map(|d| {
+        if d.len() <= MAX_DETAILS {
+            d.clone()
+        } else {
+            let mut cut = MAX_DETAILS;
+            while !d.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            format!("{}…", &d[..cut])
+        }
+    });
+    Vuln {
+        id: rec.id.clone(),
+        aliases,
+        summary: rec.summary.clone(),
+        details,
+        severity,
+        severity_source,
+        cvss,
+        references: refs
+            .into_iter()
+            .take(MAX_REFERENCES)
+            .map(|r| r.url.clone())
+            .collect(),
+        published: rec.published.clone(),
+        modified: rec.modified.clone(),
+    }
+}
+
+impl AdvisoryIndex {
+    /// Adds one OSV record. Withdrawn records and GIT-only entries are skipped.
+    pub fn insert(&mut self, rec: &OsvRecord) {
+        if rec.withdrawn.is_some() {
+            return;
+        }
+        let vuln = reduce(rec);
+        for a in &rec.affected {
+            let Some(pkg) = &a.package else { continue };
+            let ranges: Vec<Vec<Event>> = a
+                .ranges
+                .iter()
+                .filter(|r| r.kind == "ECOSYSTEM" || r.kind == "SEMVER")
+                .map(|r| {
+                    r.events
+                        .iter()
+                        .filter_map(|e| {
+                            e.introduced
+                                .clone()
+                                .map(Event::Introduced)
+                                .or_else(|| e.fixed.clone().map(Event::Fixed))
+                                .or_else(|| e.last_affected.clone().map(Event::LastAffected))
+                                .or_else(|| e.limit.clone().map(Event::Limit))
+                        })
+                        .collect()
+                })
+                .collect();
+            if ranges.is_empty() && a.versions.is_empty() {
+                continue;
+            }
+            let eco = self.ecosystems.entry(pkg.ecosystem.clone()).or_default();
+            eco.vulns
+                .entry(vuln.id.clone())
+                .or_insert_with(|| vuln.clone());
+            let entries = eco
+                .packages
+                .entry(normalize_package_name(&pkg.ecosystem, &pkg.name))
+                .or_default();
+            let entry = Entry {
+                vuln: vuln.id.clone(),
+                ranges,
+                versions: a.versions.clone(),
+                severity: package_severity(a),
+            };
+            if !entries.contains(&entry) {
+                entries.push(entry);
+            }
+        }
+    }
+
+    /// Builds an index from records.
+    pub fn from_records<'a>(records: impl IntoIterator<Item = &'a OsvRecord>) -> Self {
+        let mut idx = Self::default();
+        for r in records {
+            idx.insert(r);
+        }
+        idx
+    }
+
+    /// Number of vulnerabilities over all ecosystems.
+    pub fn vuln_count(&self) -> usize {
+        self.ecosystems.values().map(|e| e.vulns.len()).sum()
+    }
+
+    fn ecosystems_for<'a, 'w>(
+        &'a self,
+        wanted: &'w [String],
+    ) -> impl Iterator<Item = (&'a String, &'a EcosystemData)> + use<'a, 'w> {
+        self.ecosystems.iter().filter(move |(k, _)| {
+            wanted.iter().any(|w| {
+                if w.ends_with(':') {
+                    k.starts_with(w.as_str())
+                } else {
+                    *k == w
+                }
+            })
+        })
+    }
+
+    /// Finds the advisories that apply to `pkg`. Versions that cannot be compared are reported
+    /// in the second value and never count as a match.
+    pub fn matches<'a>(&'a self, pkg: &Package, os: Option<&Os>) -> (Vec<Match<'a>>, Vec<String>) {
+        let scheme = pkg.scheme();
+        let wanted = pkg.ecosystems(os);
+        let installed = pkg.advisory_version();
+        let mut out: Vec<Match<'a>> = Vec::new();
+        let mut warnings = Vec::new();
+        for (eco_name, eco) in self.ecosystems_for(&wanted) {
+            let name = normalize_package_name(eco_name, &pkg.advisory_name());
+            let mut names = vec![name];
+            // rpm advisories may name either the binary or the source package.
+            if let Some(src) = pkg
+                .src_name
+                .as_ref()
+                .filter(|_| pkg.kind == crate::inventory::PkgType::Rpm)
+            {
+                names.push(src.clone());
+            }
+            for name in &names {
+                let Some(entries) = eco.packages.get(name) else {
+                    continue;
+                };
+                for e in entries {
+                    let Some(vuln) = eco.vulns.get(&e.vuln) else {
+                        continue;
+                    };
+                    if out.iter().any(|m| m.vuln.id == vuln.id) {
+                        continue;
+                    }
+                    match entry_affects(scheme, installed, e) {
+                        Ok(Some(fixed)) => out.push(Match {
+                            vuln,
+                            ecosystem: eco_name,
+                            fixed,
+                            severity: e.severity.unwrap_or(vuln.severity),
+                            severity_source: if e.severity.is_some() {
+                                Some(
+                                    eco_name
+                                        .split(':')
+                                        .next()
+                                        .unwrap_or(eco_name)
+                                        .to_ascii_lowercase(),
+                                )
+                            } else {
+                                vuln.severity_source.clone()
+                            },
+                        }),
+                        Ok(None) => {}
+                        Err(err) => warnings.push(format!("{} {}: {err}", vuln.id, pkg.name)),
+                    }
+                }
+            }
+        }
+        (out, warnings)
+    }
+}
+
+/// `Some(fixed versions)` when the installed version is affected by the entry.
+fn entry_affects(
+    scheme: Scheme,
+    installed: &str,
+    e: &Entry,
+) -> Result<Option<Vec<String>>, crate::version::VersionError> {
+    let mut hit = e.versions.iter().any(|v| v == installed);
+    let mut fixed = Vec::new();
+    for r in &e.ranges {
+        if range_affects(scheme, installed, r)? {
+            hit = true;
+        }
+    }
+    if !hit {
+        return Ok(None);
+    }
+    for r in &e.ranges {
+        for ev in r {
+            if let Event::Fixed(f) = ev
+                && scheme
+                    .compare(f, installed)
+                    .is_ok_and(|o| o == Ordering::Greater)
+                && !fixed.contains(f)
+            {
+                fixed.push(f.clone());
+            }
+        }
+    }
+    fixed.sort_by(|a, b| scheme.compare(a, b).unwrap_or(Ordering::Equal));
+    Ok(Some(fixed))
+}
+
+/// OSV's range evaluation: walk the events in version order; `introduced` switches affected
+/// on, `fixed`/`last_affected` switch it off, `limit` ends the range.
+pub fn range_affects(
+    scheme: Scheme,
+    installed: &str,
+    events: &[Event],
+) -> Result<bool, crate::version::VersionError> {
+    // Fail on an uncomparable installed version rather than guessing.
+    scheme.compare(installed, installed)?;
+    let key = |e: &Event| e.version() == "0" && matches!(e, Event::Introduced(_));
+    let mut sorted: Vec<&Event> = events
+        .iter()
+        .filter(|e| {
+            key(e) || e.version() == "*" || scheme.compare(e.version(), e.version()).is_ok()
+        })
+        .collect();
+    sorted.sort_by(|a, b| match (key(a), key(b)) {
+        (true, true) => Ordering::Equal,
+        (true, false) => Ordering::Less,
+        (false, true) => Ordering::Greater,
+        _ => match (a.version() == "*", b.version() == "*") {
+            (true, true) => Ordering::Equal,
+            (true, false) => Ordering::Greater,
+            (false, true) => Ordering::Less,
+            _ => scheme
+                .compare(a.version(), b.version())
+                .unwrap_or(Ordering::Equal),
+        },
+    });
+    let mut affected = false;
+    for e in sorted {
+        let cmp = || {
+            scheme
+                .compare(installed, e.version())
+                .unwrap_or(Ordering::Less)
+        };
+        match e {
+            Event::Introduced(v) => {
+                if v == "0" || cmp() != Ordering::Less {
+                    affected = true;
+                }
+            }
+            Event::Fixed(_) => {
+                if cmp() != Ordering::Less {
+                    affected = false;
+                }
+            }
+            Event::LastAffected(_) => {
+                if cmp() == Ordering::Greater {
+                    affected = false;
+                }
+            }
+            Event::Limit(v) => {
+                if v != "*" && cmp() != Ordering::Less {
+                    return Ok(false);
+                }
+            }
+        }
+    }
+    Ok(affected)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(s: &str) -> Vec<Event> {
+        s.split_whitespace()
+            .map(|t| {
+                let (k, v) = t.split_once('=').unwrap();
+                match k {
+                    "i" => Event::Introduced(v.into()),
+                    "f" => Event::Fixed(v.into()),
+                    "l" => Event::LastAffected(v.into()),
+                    _ => Event::Limit(v.into()),
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn ranges() {
+        let s = Scheme::Npm;
+        assert!(range_affects(s, "1.2.0", &ev("i=0 f=1.2.1")).unwrap());
+        assert!(!range_affects(s, "1.2.1", &ev("i=0 f=1.2.1")).unwrap());
+        assert!(range_affects(s, "6.7.0", &ev("i=6.7.0 f=6.7.3")).unwrap());
+        assert!(!range_affects(s, "6.6.9", &ev("i=6.7.0 f=6.7.3")).unwrap());
+        // two spans, events given out of order
+        let two = ev("f=1.2.6 i=1.0.0 f=0.2.4 i=0");
+        assert!(range_affects(s, "0.1.0", &two).unwrap());
+        assert!(!range_affects(s, "0.5.0", &two).unwrap());
+        assert!(range_affects(s, "1.2.0", &two).unwrap());
+        assert!(!range_affects(s, "1.2.6", &two).unwrap());
+        assert!(range_affects(s, "2.0.0", &ev("i=1.0.0 l=2.0.0")).unwrap());
+        assert!(!range_affects(s, "2.0.1", &ev("i=1.0.0 l=2.0.0")).unwrap());
+        assert!(!range_affects(s, "3.0.0", &ev("i=0 l=* lim=2.0.0")).unwrap());
+        assert!(
+            range_affects(Scheme::Dpkg, "1:1.2.13.dfsg-1", &ev("i=0 f=1.2.13.dfsg-2"))
+                .is_ok_and(|a| !a)
+        );
+        assert!(range_affects(Scheme::Pep440, "bogus!", &ev("i=0")).is_err());
+    }
+}

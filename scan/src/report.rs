@@ -1,0 +1,426 @@
+//! `Report::generate(&Inventory, &AdvisoryIndex, &Policy) -> Report`: matching, severity
+//! filtering, ignore rules and the block decision. Pure: no I/O, no clock.
+
+use std::collections::BTreeSet;
+
+use serde::Serialize;
+
+use crate::advisory::index::CvssRating;
+use crate::advisory::{AdvisoryIndex, Vuln};
+use crate::inventory::{Artifact, Inventory, LayerRef, Os, Package, PkgType};
+use crate::policy::Policy;
+use crate::severity::{Severity, Status};
+
+/// One vulnerability in one package.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Finding {
+    /// The id reported (a CVE for distro wrapper records).
+    pub id: String,
+    /// The OSV record id and its other aliases.
+    pub aliases: Vec<String>,
+    /// Index of the package in `Report::packages`.
+    pub package: usize,
+    /// Package name.
+    pub pkg_name: String,
+    /// Installed version (as the package manager shows it).
+    pub installed_version: String,
+    /// Fixed versions, ", "-joined like Trivy; empty when none.
+    pub fixed_version: String,
+    /// fixed / affected.
+    pub status: Status,
+    /// The severity used by the policy.
+    pub severity: Severity,
+    /// Where that severity came from.
+    pub severity_source: Option<String>,
+    /// Summary.
+    pub title: Option<String>,
+    /// Description.
+    pub description: Option<String>,
+    /// Links, advisory first.
+    pub references: Vec<String>,
+    /// CVSS, when known.
+    pub cvss: Option<CvssRating>,
+    /// OSV ecosystem the advisory came from.
+    pub data_source: String,
+    /// Published date.
+    pub published: Option<String>,
+    /// Last modified.
+    pub modified: Option<String>,
+    /// The package's purl.
+    pub purl: String,
+    /// The file the package was found in.
+    pub path: String,
+    /// The layer that introduced the package.
+    pub layer: Option<LayerRef>,
+    /// Package type.
+    pub pkg_type: PkgType,
+}
+
+impl Finding {
+    /// The URL reports link to first.
+    pub fn primary_url(&self) -> String {
+        match self.id.split('-').next() {
+            Some("CVE") => format!(
+                "https://avd.aquasec.com/nvd/{}",
+                self.id.to_ascii_lowercase()
+            ),
+            Some("GHSA") => format!("https://github.com/advisories/{}", self.id),
+            _ => self
+                .references
+                .first()
+                .cloned()
+                .unwrap_or_else(|| format!("https://osv.dev/vulnerability/{}", self.id)),
+        }
+    }
+
+    fn ids(&self) -> Vec<&str> {
+        std::iter::once(self.id.as_str())
+            .chain(self.aliases.iter().map(String::as_str))
+            .collect()
+    }
+}
+
+/// Why a finding is not reported.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Suppression {
+    /// Below the reported severities.
+    Severity,
+    /// No fix and `ignore_unfixed` is set.
+    Unfixed,
+    /// Its status is ignored.
+    Status,
+    /// An ignore rule.
+    Ignored {
+        /// The file.
+        source: String,
+        /// The statement, if any.
+        statement: Option<String>,
+    },
+}
+
+/// A finding left out of the report, with the reason.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Suppressed {
+    /// The finding.
+    pub finding: Finding,
+    /// Why.
+    pub reason: Suppression,
+}
+
+/// The result of a scan.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Report {
+    /// The artifact.
+    pub artifact: Artifact,
+    /// Its OS.
+    pub os: Option<Os>,
+    /// Every package found.
+    pub packages: Vec<Package>,
+    /// Reported findings, most severe first.
+    pub findings: Vec<Finding>,
+    /// Findings the policy left out.
+    pub suppressed: Vec<Suppressed>,
+    /// Problems that did not stop the scan.
+    pub warnings: Vec<String>,
+    /// The severities the policy reports.
+    pub severities: Vec<Severity>,
+    /// True when the policy blocks the job.
+    pub blocked: bool,
+    /// The exit code the CLI should return.
+    pub exit_code: i32,
+}
+
+fn same_vuln(a: &Vuln, b: &Finding) -> bool {
+    b.ids().iter().any(|id| a.is_named(id))
+}
+
+impl Report {
+    /// Matches every package of `inv` against `index` and applies `policy`.
+    pub fn generate(inv: &Inventory, index: &AdvisoryIndex, policy: &Policy) -> Self {
+        let os = inv.os.as_ref();
+        let mut all: Vec<Finding> = Vec::new();
+        let mut warnings = Vec::new();
+        if inv.os.is_none() && inv.packages.iter().any(|p| p.kind.is_os()) {
+            warnings.push(
+                "OS packages found but the OS was not detected; OS packages were not matched"
+                    .to_owned(),
+            );
+        }
+        for (pi, pkg) in inv.packages.iter().enumerate() {
+            let (matches, w) = index.matches(pkg, os);
+            warnings.extend(w);
+            let purl = pkg.purl(os);
+            let mut mine: Vec<Finding> = Vec::new();
+            for m in matches {
+                // The same vulnerability under two records (GHSA and PYSEC, say) is one finding.
+                if mine.iter().any(|f| same_vuln(m.vuln, f)) {
+                    continue;
+                }
+                let primary = m.vuln.primary_id().to_owned();
+                let mut aliases: Vec<String> = std::iter::once(m.vuln.id.clone())
+                    .chain(m.vuln.aliases.iter().cloned())
+                    .filter(|a| *a != primary)
+                    .collect();
+                aliases.dedup();
+                mine.push(Finding {
+                    id: primary,
+                    aliases,
+                    package: pi,
+                    pkg_name: pkg.name.clone(),
+                    installed_version: pkg.version.clone(),
+                    fixed_version: m.fixed.join(", "),
+                    status: if m.fixed.is_empty() {
+                        Status::Affected
+                    } else {
+                        Status::Fixed
+                    },
+                    severity: m.severity,
+                    severity_source: m.severity_source.clone(),
+                    title: m.vuln.summary.clone(),
+                    description: m.vuln.details.clone(),
+                    references: m.vuln.references.clone(),
+                    cvss: m.vuln.cvss.clone(),
+                    data_source: m.ecosystem.to_owned(),
+                    published: m.vuln.published.clone(),
+                    modified: m.vuln.modified.clone(),
+                    purl: purl.clone(),
+                    path: pkg.path.clone(),
+                    layer: pkg.layer.clone(),
+                    pkg_type: pkg.kind,
+                });
+            }
+            all.extend(mine);
+        }
+        let severities: BTreeSet<Severity> = policy.severities.iter().copied().collect();
+        let mut findings = Vec::new();
+        let mut suppressed = Vec::new();
+        for f in all {
+            let reason = if !severities.contains(&f.severity) {
+                Some(Suppression::Severity)
+            } else if policy.ignore_unfixed && f.fixed_version.is_empty() {
+                Some(Suppression::Unfixed)
+            } else if policy.ignore_statuses.contains(&f.status) {
+                Some(Suppression::Status)
+            } else {
+                policy
+                    .ignore
+                    .find(&f.ids(), &f.path, &f.purl, policy.today)
+                    .map(|r| Suppression::Ignored {
+                        source: r.source.clone(),
+                        statement: r.statement.clone(),
+                    })
+            };
+            match reason {
+                Some(reason) => suppressed.push(Suppressed { finding: f, reason }),
+                None => findings.push(f),
+            }
+        }
+        findings.sort_by(|a, b| {
+            b.severity
+                .cmp(&a.severity)
+                .then_with(|| a.pkg_name.cmp(&b.pkg_name))
+                .then_with(|| a.id.cmp(&b.id))
+        });
+        let blocked = policy.exit_code != 0 && !findings.is_empty();
+        Self {
+            artifact: inv.artifact.clone(),
+            os: inv.os.clone(),
+            packages: inv.packages.clone(),
+            findings,
+            suppressed,
+            warnings,
+            severities: severities.into_iter().collect(),
+            blocked,
+            exit_code: if blocked { policy.exit_code } else { 0 },
+        }
+    }
+
+    /// Count of reported findings per severity, lowest first.
+    pub fn counts(&self) -> [(Severity, usize); 5] {
+        Severity::ALL.map(|s| (s, self.findings.iter().filter(|f| f.severity == s).count()))
+    }
+
+    /// The job-log message for a blocked job: says it was the security policy, lists the
+    /// deciding findings and how to suppress one. `None` when the job is not blocked.
+    pub fn policy_message(&self) -> Option<String> {
+        if !self.blocked {
+            return None;
+        }
+        let sev: Vec<&str> = self.severities.iter().map(|s| s.as_str()).collect();
+        let mut m = format!(
+            "berth: the job was blocked by the image security policy, not by your script: {} finding(s) in {} at severity {}.\n",
+            self.findings.len(),
+            self.artifact.name,
+            sev.join(",")
+        );
+        const SHOWN: usize = 20;
+        for f in self.findings.iter().take(SHOWN) {
+            let fix = if f.fixed_version.is_empty() {
+                "no fix yet".to_owned()
+            } else {
+                format!("fixed in {}", f.fixed_version)
+            };
+            m.push_str(&format!(
+                "  {:<8} {:<20} {} {} ({fix}) [{}]\n",
+                f.severity.as_str(),
+                f.id,
+                f.pkg_name,
+                f.installed_version,
+                f.path
+            ));
+        }
+        if self.findings.len() > SHOWN {
+            m.push_str(&format!(
+                "  … and {} more (see gl-container-scanning-report.json)\n",
+                self.findings.len() - SHOWN
+            ));
+        }
+        let example = self
+            .findings
+            .first()
+            .map_or("CVE-XXXX-YYYY", |f| f.id.as_str());
+        m.push_str(&format!(
+            "To suppress a finding, add its id to .trivyignore in the project root (e.g. `{example} exp:2099-12-31`), \
+             or to .trivyignore.yaml with a statement (vulnerabilities: - id: {example}, statement: \"why\"); \
+             upgrading the package to the fixed version removes it.\n"
+        ));
+        Some(m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use time::macros::date;
+
+    use super::*;
+    use crate::advisory::OsvRecord;
+    use crate::inventory::{OsFamily, Package};
+    use crate::policy::IgnoreList;
+
+    fn rec(json: &str) -> OsvRecord {
+        OsvRecord::from_json(json.as_bytes()).unwrap()
+    }
+
+    fn fixture() -> (Inventory, AdvisoryIndex) {
+        let libc = Package::new(
+            PkgType::Deb,
+            "libc6",
+            "2.36-9+deb12u14",
+            "var/lib/dpkg/status",
+        )
+        .with_source("glibc");
+        let jinja = Package::new(
+            PkgType::PythonPkg,
+            "Jinja2",
+            "2.11.2",
+            "venv/lib/python3.11/site-packages/Jinja2-2.11.2.dist-info/METADATA",
+        );
+        let inv = Inventory {
+            artifact: Artifact {
+                name: "registry/x/app:sha".into(),
+                ..Artifact::default()
+            },
+            os: Some(Os {
+                family: OsFamily::Debian,
+                version: "12.15".into(),
+            }),
+            packages: vec![libc, jinja],
+        };
+        let recs = [
+            rec(
+                r#"{"id":"DEBIAN-CVE-2099-0001","modified":"2026-01-01T00:00:00Z","upstream":["CVE-2099-0001"],
+                "affected":[{"package":{"ecosystem":"Debian:12","name":"glibc"},
+                "ranges":[{"type":"ECOSYSTEM","events":[{"introduced":"0"},{"fixed":"2.36-9+deb12u15"}]}]}]}"#,
+            ),
+            rec(
+                r#"{"id":"GHSA-fake-0001","modified":"2026-01-01T00:00:00Z","aliases":["CVE-2099-0002"],
+                "database_specific":{"severity":"MODERATE"},
+                "severity":[{"type":"CVSS_V3","score":"CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H"}],
+                "affected":[{"package":{"ecosystem":"PyPI","name":"jinja2"},
+                "ranges":[{"type":"ECOSYSTEM","events":[{"introduced":"0"},{"fixed":"2.11.3"}]}]}]}"#,
+            ),
+            rec(
+                r#"{"id":"PYSEC-2099-1","modified":"2026-01-01T00:00:00Z","aliases":["CVE-2099-0002"],
+                "affected":[{"package":{"ecosystem":"PyPI","name":"Jinja2"},
+                "ranges":[{"type":"ECOSYSTEM","events":[{"introduced":"0"},{"fixed":"2.11.3"}]}]}]}"#,
+            ),
+            rec(r#"{"id":"CVE-2099-0003","modified":"2026-01-01T00:00:00Z",
+                "severity":[{"type":"CVSS_V3","score":"CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H"}],
+                "affected":[{"package":{"ecosystem":"PyPI","name":"jinja2"},"versions":["2.11.2"]}]}"#),
+        ];
+        (inv, AdvisoryIndex::from_records(&recs))
+    }
+
+    #[test]
+    fn generate_matches_and_dedups() {
+        let (inv, idx) = fixture();
+        let r = Report::generate(&inv, &idx, &Policy::report_all(date!(2026 - 11 - 23)));
+        let ids: Vec<(&str, &str)> = r
+            .findings
+            .iter()
+            .map(|f| (f.id.as_str(), f.pkg_name.as_str()))
+            .collect();
+        assert_eq!(ids.len(), 3, "{ids:?}");
+        assert!(ids.contains(&("CVE-2099-0001", "libc6")));
+        assert!(ids.contains(&("CVE-2099-0003", "Jinja2")));
+        let ghsa = r
+            .findings
+            .iter()
+            .find(|f| f.aliases.contains(&"CVE-2099-0002".to_owned()) || f.id == "GHSA-fake-0001")
+            .unwrap();
+        assert_eq!(
+            ghsa.severity,
+            Severity::Medium,
+            "GHSA's own rating beats CVSS"
+        );
+        assert_eq!(ghsa.severity_source.as_deref(), Some("ghsa"));
+        let c = r.findings.iter().find(|f| f.id == "CVE-2099-0003").unwrap();
+        assert_eq!(c.severity, Severity::Critical);
+        assert_eq!(c.status, Status::Affected);
+        let deb = r.findings.iter().find(|f| f.id == "CVE-2099-0001").unwrap();
+        assert_eq!(deb.fixed_version, "2.36-9+deb12u15");
+        assert_eq!(deb.aliases, vec!["DEBIAN-CVE-2099-0001".to_owned()]);
+        assert!(!r.blocked);
+        assert_eq!(r.exit_code, 0);
+    }
+
+    #[test]
+    fn policy_filters_and_blocks() {
+        let (inv, idx) = fixture();
+        let today = date!(2026 - 11 - 23);
+        let mut p = Policy::block_at(Severity::High, 3, today);
+        let r = Report::generate(&inv, &idx, &p);
+        assert_eq!(r.findings.len(), 1);
+        assert!(r.blocked);
+        assert_eq!(r.exit_code, 3);
+        let msg = r.policy_message().unwrap();
+        assert!(
+            msg.contains("security policy")
+                && msg.contains("CVE-2099-0003")
+                && msg.contains(".trivyignore"),
+            "{msg}"
+        );
+        p.ignore_unfixed = true;
+        let r = Report::generate(&inv, &idx, &p);
+        assert!(r.findings.is_empty() && !r.blocked && r.policy_message().is_none());
+        assert!(
+            r.suppressed
+                .iter()
+                .any(|s| s.reason == Suppression::Unfixed)
+        );
+        p.ignore_unfixed = false;
+        p.ignore =
+            IgnoreList::parse_plain("CVE-2099-0003 exp:2027-01-01\n", ".trivyignore").unwrap();
+        assert!(!Report::generate(&inv, &idx, &p).blocked);
+        p.ignore =
+            IgnoreList::parse_plain("CVE-2099-0003 exp:2026-01-01\n", ".trivyignore").unwrap();
+        assert!(
+            Report::generate(&inv, &idx, &p).blocked,
+            "expired rule no longer applies"
+        );
+        p.ignore = IgnoreList::default();
+        p.ignore_statuses = vec![Status::Affected];
+        assert!(!Report::generate(&inv, &idx, &p).blocked);
+    }
+}

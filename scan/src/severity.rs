@@ -1,0 +1,195 @@
+//! Severities and finding statuses, with Trivy's names and order.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// Trivy's severity scale.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Severity {
+    /// No rating known.
+    #[default]
+    Unknown,
+    /// Low.
+    Low,
+    /// Medium (GitHub's "moderate").
+    Medium,
+    /// High.
+    High,
+    /// Critical.
+    Critical,
+}
+
+/// A severity name that is not one of Trivy's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown severity {0:?}; use one of UNKNOWN, LOW, MEDIUM, HIGH, CRITICAL")]
+pub struct SeverityError(pub String);
+
+impl Severity {
+    /// All severities, lowest first.
+    pub const ALL: [Self; 5] = [
+        Self::Unknown,
+        Self::Low,
+        Self::Medium,
+        Self::High,
+        Self::Critical,
+    ];
+
+    /// Upper-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unknown => "UNKNOWN",
+            Self::Low => "LOW",
+            Self::Medium => "MEDIUM",
+            Self::High => "HIGH",
+            Self::Critical => "CRITICAL",
+        }
+    }
+
+    /// Capitalised name, as GitLab's report wants it.
+    pub fn gitlab(self) -> &'static str {
+        match self {
+            Self::Unknown => "Unknown",
+            Self::Low => "Low",
+            Self::Medium => "Medium",
+            Self::High => "High",
+            Self::Critical => "Critical",
+        }
+    }
+
+    /// Parses vendor wordings too (GitHub "moderate", Ubuntu "negligible"/"untriaged"...).
+    pub fn from_vendor(s: &str) -> Option<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "critical" => Some(Self::Critical),
+            "high" | "important" => Some(Self::High),
+            "medium" | "moderate" => Some(Self::Medium),
+            "low" | "negligible" | "minor" => Some(Self::Low),
+            "unknown" | "untriaged" | "unimportant" | "none" => Some(Self::Unknown),
+            _ => None,
+        }
+    }
+
+    /// Every severity at or above `self`.
+    pub fn and_above(self) -> Vec<Self> {
+        Self::ALL.into_iter().filter(|s| *s >= self).collect()
+    }
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Severity {
+    type Err = SeverityError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|x| x.as_str().eq_ignore_ascii_case(s.trim()))
+            .ok_or_else(|| SeverityError(s.to_owned()))
+    }
+}
+
+/// Parses Trivy's comma-separated `--severity` list.
+pub fn parse_list(s: &str) -> Result<Vec<Severity>, SeverityError> {
+    s.split(',')
+        .filter(|x| !x.trim().is_empty())
+        .map(str::parse)
+        .collect()
+}
+
+/// Trivy's vulnerability statuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Unknown.
+    Unknown,
+    /// Not affected.
+    NotAffected,
+    /// Affected, no fix yet.
+    #[default]
+    Affected,
+    /// A fixed version exists.
+    Fixed,
+    /// Under investigation.
+    UnderInvestigation,
+    /// The vendor will not fix it.
+    WillNotFix,
+    /// Fix deferred.
+    FixDeferred,
+    /// End of life.
+    EndOfLife,
+}
+
+/// A status name that is not one of Trivy's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "unknown status {0:?}; use one of unknown, not_affected, affected, fixed, under_investigation, will_not_fix, fix_deferred, end_of_life"
+)]
+pub struct StatusError(pub String);
+
+impl Status {
+    const ALL: [Self; 8] = [
+        Self::Unknown,
+        Self::NotAffected,
+        Self::Affected,
+        Self::Fixed,
+        Self::UnderInvestigation,
+        Self::WillNotFix,
+        Self::FixDeferred,
+        Self::EndOfLife,
+    ];
+
+    /// snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unknown => "unknown",
+            Self::NotAffected => "not_affected",
+            Self::Affected => "affected",
+            Self::Fixed => "fixed",
+            Self::UnderInvestigation => "under_investigation",
+            Self::WillNotFix => "will_not_fix",
+            Self::FixDeferred => "fix_deferred",
+            Self::EndOfLife => "end_of_life",
+        }
+    }
+}
+
+impl FromStr for Status {
+    type Err = StatusError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|x| x.as_str().eq_ignore_ascii_case(s.trim()))
+            .ok_or_else(|| StatusError(s.to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_and_order() {
+        assert_eq!(
+            parse_list("HIGH,critical").unwrap(),
+            vec![Severity::High, Severity::Critical]
+        );
+        assert!(parse_list("HIGH,severe").is_err());
+        assert!(Severity::Critical > Severity::High && Severity::Low > Severity::Unknown);
+        assert_eq!(Severity::from_vendor("MODERATE"), Some(Severity::Medium));
+        assert_eq!(
+            Severity::High.and_above(),
+            vec![Severity::High, Severity::Critical]
+        );
+        assert_eq!(
+            "will_not_fix".parse::<Status>().unwrap(),
+            Status::WillNotFix
+        );
+    }
+}

@@ -1,0 +1,182 @@
+//! The advisory database: import from an OSV directory and from all.zip, load, staleness.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use berth_scan::advisory::db::{self, AdvisoryDb, DbError, StaleAction};
+use berth_scan::inventory::{Inventory, Os, OsFamily, Package, PkgType};
+use berth_scan::policy::Policy;
+use berth_scan::report::Report;
+use time::macros::{date, datetime};
+
+const GLIBC: &str = r#"{"schema_version":"1.6.0","id":"DEBIAN-CVE-2099-0001","modified":"2026-11-20T10:00:00Z",
+ "upstream":["CVE-2099-0001"],"affected":[{"package":{"ecosystem":"Debian:12","name":"glibc"},
+ "ranges":[{"type":"ECOSYSTEM","events":[{"introduced":"0"},{"fixed":"2.36-9+deb12u15"}]}]}]}"#;
+const LODASH: &str = r#"{"id":"GHSA-fake-0002","modified":"2026-11-01T00:00:00Z","database_specific":{"severity":"HIGH"},
+ "affected":[{"package":{"ecosystem":"npm","name":"lodash"},
+ "ranges":[{"type":"SEMVER","events":[{"introduced":"0"},{"fixed":"4.17.21"}]}]}]}"#;
+const WITHDRAWN: &str = r#"{"id":"GHSA-fake-0003","modified":"2026-11-01T00:00:00Z","withdrawn":"2026-11-02T00:00:00Z",
+ "affected":[{"package":{"ecosystem":"npm","name":"lodash"},"versions":["4.17.15"]}]}"#;
+
+fn inventory() -> Inventory {
+    let libc = Package::new(
+        PkgType::Deb,
+        "libc6",
+        "2.36-9+deb12u14",
+        "var/lib/dpkg/status",
+    )
+    .with_source("glibc");
+    Inventory {
+        os: Some(Os {
+            family: OsFamily::Debian,
+            version: "12.15".into(),
+        }),
+        packages: vec![
+            libc,
+            Package::new(
+                PkgType::NodePkg,
+                "lodash",
+                "4.17.15",
+                "app/node_modules/lodash/package.json",
+            ),
+        ],
+        ..Inventory::default()
+    }
+}
+
+fn check_db(dir: &std::path::Path) {
+    let db = AdvisoryDb::open(dir).unwrap();
+    assert_eq!(db.meta.ecosystems.len(), 2, "{:?}", db.meta.ecosystems);
+    assert_eq!(
+        db.meta.data_updated_at.as_deref(),
+        Some("2026-11-20T10:00:00Z")
+    );
+    let inv = inventory();
+    let idx = db.load_for(&inv).unwrap();
+    assert_eq!(idx.vuln_count(), 2, "the withdrawn record is dropped");
+    let r = Report::generate(&inv, &idx, &Policy::report_all(date!(2026 - 11 - 23)));
+    let ids: Vec<&str> = r.findings.iter().map(|f| f.id.as_str()).collect();
+    assert_eq!(ids, vec!["GHSA-fake-0002", "CVE-2099-0001"]);
+    // Only what the inventory needs is loaded.
+    let only_npm = db.load(&["npm".to_owned()]).unwrap();
+    assert_eq!(only_npm.ecosystems.keys().collect::<Vec<_>>(), vec!["npm"]);
+}
+
+#[test]
+fn import_from_directory() {
+    let src = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(src.path().join("Debian")).unwrap();
+    std::fs::write(src.path().join("Debian/DEBIAN-CVE-2099-0001.json"), GLIBC).unwrap();
+    std::fs::write(src.path().join("GHSA-fake-0002.json"), LODASH).unwrap();
+    std::fs::write(src.path().join("GHSA-fake-0003.json"), WITHDRAWN).unwrap();
+    std::fs::write(src.path().join("broken.json"), "{not json").unwrap();
+    std::fs::write(src.path().join("README.md"), "ignored").unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let s = db::import(
+        &[src.path().to_owned()],
+        out.path(),
+        datetime!(2026-11-23 12:00 UTC),
+    )
+    .unwrap();
+    assert_eq!(s.meta.records, 3);
+    assert_eq!(s.warnings.len(), 1, "{:?}", s.warnings);
+    assert!(s.warnings[0].contains("broken.json"));
+    check_db(out.path());
+}
+
+#[test]
+fn import_from_all_zip() {
+    let src = tempfile::tempdir().unwrap();
+    let write_zip = |name: &str, files: &[(&str, &str)]| -> PathBuf {
+        let path = src.path().join(name);
+        let mut z = zip::ZipWriter::new(std::fs::File::create(&path).unwrap());
+        for (n, body) in files {
+            z.start_file(*n, zip::write::SimpleFileOptions::default())
+                .unwrap();
+            z.write_all(body.as_bytes()).unwrap();
+        }
+        z.finish().unwrap();
+        path
+    };
+    let deb = write_zip("debian-all.zip", &[("DEBIAN-CVE-2099-0001.json", GLIBC)]);
+    let npm = write_zip(
+        "npm-all.zip",
+        &[
+            ("GHSA-fake-0002.json", LODASH),
+            ("GHSA-fake-0003.json", WITHDRAWN),
+        ],
+    );
+    let out = tempfile::tempdir().unwrap();
+    db::import(&[deb, npm], out.path(), datetime!(2026-11-23 12:00 UTC)).unwrap();
+    check_db(out.path());
+    // A directory of zips works too, and re-import replaces the old content.
+    db::import(
+        &[src.path().to_owned()],
+        out.path(),
+        datetime!(2026-11-23 12:00 UTC),
+    )
+    .unwrap();
+    check_db(out.path());
+}
+
+#[test]
+fn staleness_and_errors() {
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("a.json"), GLIBC).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    db::import(
+        &[src.path().to_owned()],
+        out.path(),
+        datetime!(2026-11-23 12:00 UTC),
+    )
+    .unwrap();
+    let db = AdvisoryDb::open(out.path()).unwrap();
+    assert_eq!(
+        db.meta
+            .check_age(datetime!(2026-11-23 12:00 UTC), 7, StaleAction::Fail)
+            .unwrap(),
+        None
+    );
+    let warn = db
+        .meta
+        .check_age(datetime!(2026-12-23 12:00 UTC), 7, StaleAction::Warn)
+        .unwrap()
+        .unwrap();
+    assert!(
+        warn.contains("stale") && warn.contains("berth db update"),
+        "{warn}"
+    );
+    let err = db
+        .meta
+        .check_age(datetime!(2026-12-23 12:00 UTC), 7, StaleAction::Fail)
+        .unwrap_err();
+    assert!(matches!(err, DbError::Stale { age_days: 33, .. }), "{err}");
+
+    let empty = tempfile::tempdir().unwrap();
+    assert!(matches!(
+        AdvisoryDb::open(empty.path()),
+        Err(DbError::Missing(_))
+    ));
+    assert!(matches!(
+        db::import(
+            &[empty.path().to_owned()],
+            out.path(),
+            datetime!(2026-11-23 0:00 UTC)
+        ),
+        Err(DbError::Empty(_))
+    ));
+    assert!(matches!(
+        db::resolve_source("https://example.invalid/all.zip"),
+        Err(DbError::UnsupportedSource(_))
+    ));
+    assert_eq!(
+        db::resolve_source("file:///tmp/x.zip").unwrap(),
+        PathBuf::from("/tmp/x.zip")
+    );
+    let bad_zip = src.path().join("bad.zip");
+    std::fs::write(&bad_zip, "not a zip").unwrap();
+    assert!(matches!(
+        db::import(&[bad_zip], out.path(), datetime!(2026-11-23 0:00 UTC)),
+        Err(DbError::Zip { .. })
+    ));
+}
