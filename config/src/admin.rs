@@ -62,6 +62,7 @@ struct RawConfig {
     state_dir: Option<PathBuf>,
     runtime_dir: Option<PathBuf>,
     helper_image: Option<String>,
+    default_image: Option<String>,
     gitlab_runner_binary: Option<PathBuf>,
     shell: Option<String>,
     hostname: Option<String>,
@@ -86,6 +87,7 @@ const KNOWN_KEYS: &[&str] = &[
     "state_dir",
     "runtime_dir",
     "helper_image",
+    "default_image",
     "gitlab_runner_binary",
     "shell",
     "hostname",
@@ -178,6 +180,8 @@ pub struct Config {
     pub runtime_dir: Option<PathBuf>,
     /// Helper image (git, git-lfs; the runner binary is mounted in).
     pub helper_image: String,
+    /// Image for jobs that name none.
+    pub default_image: Option<String>,
     /// Host gitlab-runner binary to mount into the helper (default: the calling runner).
     pub gitlab_runner_binary: Option<PathBuf>,
     /// Shell for generated scripts.
@@ -239,7 +243,9 @@ impl fmt::Display for ConfigProblem {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read berth config {path}: {source} (fix: create it, or point --config/BERTH_CONFIG at the right file)")]
+    #[error(
+        "cannot read berth config {path}: {source} (fix: create it, or point --config/BERTH_CONFIG at the right file)"
+    )]
     Read {
         /// Path.
         path: PathBuf,
@@ -338,7 +344,11 @@ impl Config {
     }
 }
 
-fn parse_policies(key: &str, list: &[String], problems: &mut Vec<ConfigProblem>) -> Vec<PullPolicy> {
+fn parse_policies(
+    key: &str,
+    list: &[String],
+    problems: &mut Vec<ConfigProblem>,
+) -> Vec<PullPolicy> {
     let mut out = Vec::new();
     for item in list {
         match PullPolicy::parse(item) {
@@ -400,7 +410,8 @@ fn validate(raw: RawConfig, source: Option<&Path>) -> Result<Config, Vec<ConfigP
     }
     let state_dir = absolute(
         "state_dir",
-        raw.state_dir.unwrap_or_else(|| PathBuf::from("/var/lib/berth")),
+        raw.state_dir
+            .unwrap_or_else(|| PathBuf::from("/var/lib/berth")),
         &mut problems,
     );
     let runtime_dir = raw
@@ -432,7 +443,8 @@ fn validate(raw: RawConfig, source: Option<&Path>) -> Result<Config, Vec<ConfigP
     };
     let pull_policy = parse_policies(
         "pull_policy",
-        &raw.pull_policy.unwrap_or_else(|| vec!["if-not-present".into()]),
+        &raw.pull_policy
+            .unwrap_or_else(|| vec!["if-not-present".into()]),
         &mut problems,
     );
     let allowed_pull_policies = match raw.allowed_pull_policies {
@@ -506,6 +518,7 @@ fn validate(raw: RawConfig, source: Option<&Path>) -> Result<Config, Vec<ConfigP
         helper_image: raw
             .helper_image
             .unwrap_or_else(|| "localhost/berth-helper:latest".to_owned()),
+        default_image: raw.default_image,
         gitlab_runner_binary,
         shell,
         hostname: raw.hostname,
@@ -569,8 +582,8 @@ mod tests {
             pids_limit = 0
             allowed_images = ["[unclosed"]
         "#;
-        let err = Config::parse(text, Some(Path::new("/etc/berth/config.toml")))
-            .expect_err("bad values");
+        let err =
+            Config::parse(text, Some(Path::new("/etc/berth/config.toml"))).expect_err("bad values");
         let message = err.to_string();
         for key in [
             "`user`",

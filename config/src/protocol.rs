@@ -161,7 +161,10 @@ impl ContractEnv {
     }
 
     fn get(&self, key: &str) -> Option<&str> {
-        self.vars.get(key).map(String::as_str).filter(|v| !v.is_empty())
+        self.vars
+            .get(key)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
     }
 
     fn code(&self, key: &str, default: i32) -> i32 {
@@ -457,7 +460,10 @@ mod tests {
         ]);
         assert_eq!(env.build_failure_exit_code(), 1);
         assert_eq!(env.system_failure_exit_code(), 7);
-        assert_eq!(env.build_exit_code_file(), Some(PathBuf::from("/tmp/x/code")));
+        assert_eq!(
+            env.build_exit_code_file(),
+            Some(PathBuf::from("/tmp/x/code"))
+        );
         assert_eq!(env.job_status(), Some("failed"));
         assert!(!format!("{env:?}").contains("/tmp/x/code"));
     }
@@ -477,6 +483,9 @@ mod tests {
         assert_eq!(payload.variable("B"), Some("b"));
         assert_eq!(payload.git_info.protected, Some(true));
         let debug = format!("{payload:?}");
-        assert!(!debug.contains("hush") && !debug.contains("glcbt-secret"), "{debug}");
+        assert!(
+            !debug.contains("hush") && !debug.contains("glcbt-secret"),
+            "{debug}"
+        );
     }
 }

@@ -1,1 +1,12 @@
-fn main() {}
+//! The `berth` binary: gitlab-runner's custom executor. It only wires: arguments, logging,
+//! privileges, signals, and the mapping of every outcome to the exit code the runner expects.
+
+mod app;
+mod cli;
+mod privileges;
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    app::main(cli::Cli::parse())
+}

@@ -1,1 +1,22 @@
-//! berth-stages.
+//! berth-stages: what `config`, `prepare`, `run`, `cleanup`, `reap` and `doctor` do, written over
+//! the [`berth_sandbox::Sandbox`] seam so the whole job can run against a recording fake.
+//!
+//! No GitLab detail reaches below this crate, and nothing here writes to stdout.
+
+pub mod cleanup;
+pub mod config_stage;
+pub mod context;
+pub mod doctor;
+pub mod error;
+pub mod joblog;
+pub mod naming;
+pub mod prepare;
+pub mod reap;
+pub mod run;
+pub mod runner_config;
+pub mod state;
+
+pub use context::Job;
+pub use error::{FailureKind, StageError};
+pub use joblog::JobLog;
+pub use run::RunOutcome;

@@ -1,0 +1,39 @@
+//! Command-line arguments.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// berth: run GitLab CI jobs in rootless Podman sandboxes (a gitlab-runner custom executor).
+#[derive(Debug, Parser)]
+#[command(version, about)]
+pub(crate) struct Cli {
+    /// Config file (default /etc/berth/config.toml; built-in defaults if that does not exist).
+    #[arg(long, global = true, env = "BERTH_CONFIG")]
+    pub(crate) config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// config_exec: print the executor configuration JSON for gitlab-runner.
+    Config,
+    /// prepare_exec: create the job's sandbox.
+    Prepare,
+    /// run_exec: run one stage script in the job's sandbox.
+    Run {
+        /// Path of the script gitlab-runner wrote.
+        script: PathBuf,
+        /// Stage name (build_script, get_sources, ...).
+        stage: String,
+    },
+    /// cleanup_exec: remove everything the job created.
+    Cleanup,
+    /// Remove what crashed or killed jobs left behind (never a running job).
+    Reap,
+    /// Check this host for rootless Podman and print the fix for each problem.
+    Doctor,
+    /// Print the [runners.custom] block for gitlab-runner's config.toml.
+    RunnerConfig,
+}

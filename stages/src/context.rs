@@ -1,0 +1,121 @@
+//! One job as every stage sees it: validated config, the runner's environment, the trusted
+//! payload, the job key and the paths derived from it.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use berth_config::{Config, ContractEnv, JobPayload};
+use berth_sandbox::paths::JobPaths;
+use berth_sandbox::podman::PodmanSettings;
+
+use crate::StageError;
+use crate::naming;
+use crate::state::ProcessIdentity;
+
+/// Facts about the host berth runs on, gathered by the binary before it drops privileges.
+#[derive(Debug, Clone, Default)]
+pub struct HostFacts {
+    /// The per-user runtime directory berth uses (`/run/user/UID/berth` by default).
+    pub runtime_dir: PathBuf,
+    /// The gitlab-runner binary to mount into the helper, if known.
+    pub runner_binary: Option<PathBuf>,
+    /// The calling gitlab-runner process.
+    pub runner: Option<ProcessIdentity>,
+    /// Environment for Podman: `HOME`, `XDG_RUNTIME_DIR`, `TMPDIR` of the runner user.
+    pub podman_env: Vec<(String, String)>,
+    /// The `podman` binary.
+    pub podman: PathBuf,
+}
+
+/// One job.
+#[derive(Debug)]
+pub struct Job {
+    /// Validated config.
+    pub config: Config,
+    /// The runner's environment.
+    pub env: ContractEnv,
+    /// The trusted payload.
+    pub payload: JobPayload,
+    /// The job key.
+    pub key: String,
+    /// Host paths.
+    pub paths: JobPaths,
+    /// Host facts.
+    pub host: HostFacts,
+}
+
+impl Job {
+    /// Assembles the job from the payload text the binary read from `JOB_RESPONSE_FILE`.
+    pub fn new(
+        config: Config,
+        env: ContractEnv,
+        payload_text: &str,
+        host: HostFacts,
+    ) -> Result<Self, StageError> {
+        let payload = JobPayload::from_json(payload_text).map_err(|e| StageError::Contract {
+            what: "a readable job payload (JOB_RESPONSE_FILE)".into(),
+            detail: e.to_string(),
+        })?;
+        if payload.id == 0 {
+            return Err(StageError::Contract {
+                what: "a job id in the payload".into(),
+                detail: "id is 0".into(),
+            });
+        }
+        let key = env
+            .job_key()
+            .map_or_else(|| naming::job_key(&payload, &env), str::to_owned);
+        let paths = JobPaths::new(
+            &key,
+            &config.jobs_dir(),
+            &host.runtime_dir,
+            &config.image_store(),
+        );
+        Ok(Self {
+            config,
+            env,
+            payload,
+            key,
+            paths,
+            host,
+        })
+    }
+
+    /// The per-project cache directory, kept apart for protected refs as the Docker executor does.
+    pub fn cache_dir(&self) -> PathBuf {
+        let project = self.payload.job_info.project_id;
+        let suffix = if self.payload.git_info.protected == Some(true) {
+            "-protected"
+        } else {
+            ""
+        };
+        self.config
+            .cache_root()
+            .join(format!("project-{project}{suffix}"))
+    }
+
+    /// Settings for the Podman backend.
+    pub fn podman_settings(&self) -> PodmanSettings {
+        PodmanSettings {
+            podman: self.host.podman.clone(),
+            shell: self.config.shell.clone(),
+            stop_grace: Duration::from_secs(self.config.stop_grace_secs),
+            api_idle_timeout_secs: self.config.api_idle_timeout_secs,
+            base_runroot: self.host.runtime_dir.join("base-run"),
+            env: self.host.podman_env.clone(),
+        }
+    }
+
+    /// The job's timeout in seconds (the runner's default when the payload has none).
+    pub fn timeout_secs(&self) -> u64 {
+        match self.payload.runner_info.timeout {
+            0 => 7200,
+            t => t,
+        }
+    }
+}
+
+/// The default runtime directory for `uid`.
+pub fn default_runtime_dir(uid: u32) -> PathBuf {
+    Path::new("/run/user").join(uid.to_string()).join("berth")
+}

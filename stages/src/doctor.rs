@@ -1,0 +1,362 @@
+//! `berth doctor`: checks the host for everything rootless Podman needs here and says how to fix
+//! each problem. Facts are gathered at the edge; each check is a small pure judgement.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use berth_config::Config;
+use berth_config::admin::NetworkMode;
+
+/// How serious a finding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    /// Fine.
+    Ok,
+    /// Works, with a caveat worth knowing.
+    Warn,
+    /// Jobs will fail until fixed.
+    Fail,
+}
+
+/// One finding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    /// What was checked.
+    pub name: &'static str,
+    /// Verdict.
+    pub level: Level,
+    /// What was found.
+    pub detail: String,
+    /// How to fix it.
+    pub fix: Option<String>,
+}
+
+fn check(name: &'static str, level: Level, detail: impl Into<String>, fix: Option<&str>) -> Check {
+    Check {
+        name,
+        level,
+        detail: detail.into(),
+        fix: fix.map(str::to_owned),
+    }
+}
+
+/// The cgroup layout of the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cgroups {
+    /// Unified v2.
+    V2,
+    /// v1 or hybrid.
+    V1,
+}
+
+/// Reads the cgroup layout.
+pub fn cgroups() -> Cgroups {
+    match nix::sys::statfs::statfs("/sys/fs/cgroup") {
+        Ok(s) if s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC => Cgroups::V2,
+        _ => Cgroups::V1,
+    }
+}
+
+fn subid_count(file: &str, user: &str, uid: u32) -> u64 {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let mut parts = l.split(':');
+            let who = parts.next()?;
+            let _start = parts.next()?;
+            let count: u64 = parts.next()?.trim().parse().ok()?;
+            (who == user || who == uid.to_string()).then_some(count)
+        })
+        .sum()
+}
+
+fn which(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_else(|| vec!["/usr/bin".into(), "/usr/sbin".into(), "/bin".into()])
+        .into_iter()
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+}
+
+fn conf_value(path: &Path, key: &str) -> Option<String> {
+    std::fs::read_to_string(path).ok()?.lines().find_map(|l| {
+        let (k, v) = l.split_once('=')?;
+        (k.trim() == key).then(|| v.trim().trim_matches('"').to_owned())
+    })
+}
+
+/// Runs every check for the user berth will run Podman as. `podman_version` is what
+/// `podman --version` printed, if it ran.
+pub fn run_checks(config: &Config, euid: u32, podman_version: Option<&str>) -> Vec<Check> {
+    let mut out = Vec::new();
+    let user_name = if euid == 0 {
+        config.user.clone()
+    } else {
+        nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(euid))
+            .ok()
+            .flatten()
+            .map_or_else(|| euid.to_string(), |u| u.name)
+    };
+    let user = nix::unistd::User::from_name(&user_name).ok().flatten();
+    let Some(user) = user else {
+        out.push(check(
+            "runner user",
+            Level::Fail,
+            format!("user {user_name:?} does not exist"),
+            Some("run integration/host/setup-host.sh, or create the user and set `user` in the berth config"),
+        ));
+        return out;
+    };
+    let uid = user.uid.as_raw();
+    out.push(if uid == 0 {
+        check(
+            "runner user",
+            Level::Fail,
+            "jobs would run as root",
+            Some("set `user` to an unprivileged user"),
+        )
+    } else if euid == 0 {
+        check(
+            "runner user",
+            Level::Ok,
+            format!("started as root; drops to {user_name} (uid {uid}) before touching Podman"),
+            None,
+        )
+    } else {
+        check(
+            "runner user",
+            Level::Ok,
+            format!("runs as {user_name} (uid {uid})"),
+            None,
+        )
+    });
+    for (file, name) in [
+        ("/etc/subuid", "subuid range"),
+        ("/etc/subgid", "subgid range"),
+    ] {
+        let count = subid_count(file, &user_name, uid);
+        out.push(match count {
+            0 => check(
+                name,
+                Level::Fail,
+                format!("{user_name} has no entry in {file}: images with non-root files break"),
+                Some("add e.g. `berth-runner:100000:1000000` (setup-host.sh does)"),
+            ),
+            c if c < 65536 => check(
+                name,
+                Level::Fail,
+                format!("{user_name} has only {c} ids in {file}"),
+                Some("give at least 65536, better 1000000 so nested builds fit"),
+            ),
+            c if c < 200_000 => check(
+                name,
+                Level::Warn,
+                format!("{c} ids: enough for jobs, tight for nested builds"),
+                Some("give 1000000 ids for nested Podman/Buildah builds"),
+            ),
+            c => check(name, Level::Ok, format!("{c} ids"), None),
+        });
+    }
+    for tool in ["newuidmap", "newgidmap"] {
+        out.push(match which(tool) {
+            Some(p) => check(
+                "uid mapping tools",
+                Level::Ok,
+                format!("{} present", p.display()),
+                None,
+            ),
+            None => check(
+                "uid mapping tools",
+                Level::Fail,
+                format!("{tool} missing"),
+                Some("apt-get install uidmap"),
+            ),
+        });
+    }
+    out.push(match podman_version {
+        Some(v) => {
+            let major: u32 = v
+                .split_whitespace()
+                .last()
+                .and_then(|s| s.split('.').next())
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            if major >= 4 {
+                check("podman", Level::Ok, v.trim().to_owned(), None)
+            } else {
+                check(
+                    "podman",
+                    Level::Fail,
+                    format!("{} is older than 4.0", v.trim()),
+                    Some("install Podman 4.x or newer"),
+                )
+            }
+        }
+        None => check(
+            "podman",
+            Level::Fail,
+            "podman is not installed or does not run",
+            Some("apt-get install podman (setup-host.sh does)"),
+        ),
+    });
+    let home = user.dir.clone();
+    let containers_conf = home.join(".config/containers/containers.conf");
+    let runtime = conf_value(&containers_conf, "runtime");
+    let layout = cgroups();
+    out.push(match (layout, runtime.as_deref()) {
+        (Cgroups::V1, Some("runc")) => check("OCI runtime", Level::Ok, "runc (crun refuses hybrid cgroups)", None),
+        (Cgroups::V1, other) => check("OCI runtime", Level::Fail,
+            format!("runtime is {:?} on a cgroup v1/hybrid host: crun fails with `cgroups in hybrid mode not supported`", other.unwrap_or("the default")),
+            Some("set `[engine] runtime = \"runc\"` in ~/.config/containers/containers.conf of the runner user")),
+        (Cgroups::V2, r) => check("OCI runtime", Level::Ok, format!("{} on cgroup v2", r.unwrap_or("default")), None),
+    });
+    if which("runc").is_none() && runtime.as_deref() == Some("runc") {
+        out.push(check(
+            "OCI runtime",
+            Level::Fail,
+            "runc is configured but not installed",
+            Some("apt-get install runc"),
+        ));
+    }
+    let storage_conf = home.join(".config/containers/storage.conf");
+    out.push(match conf_value(&storage_conf, "driver").as_deref() {
+        Some("overlay") => check("storage driver", Level::Ok, "overlay", None),
+        other => check("storage driver", Level::Fail,
+            format!("driver is {:?}: rootless Podman falls back to vfs, which copies the whole image per container", other.unwrap_or("unset")),
+            Some("set `[storage] driver = \"overlay\"` in ~/.config/containers/storage.conf of the runner user")),
+    });
+    let limits_wanted = config.limits.cpus.is_some()
+        || config.limits.memory_bytes.is_some()
+        || config.limits.pids.is_some();
+    out.push(match layout {
+        Cgroups::V2 => {
+            let delegated = std::fs::read_to_string(format!(
+                "/sys/fs/cgroup/user.slice/user-{uid}.slice/user@{uid}.service/cgroup.controllers"
+            ))
+            .unwrap_or_default();
+            if ["memory", "pids", "cpu"].iter().all(|c| delegated.contains(c)) {
+                check("resource limits", Level::Ok, "cgroup v2 with memory, pids and cpu delegated: limits are enforced", None)
+            } else {
+                check("resource limits", if limits_wanted { Level::Fail } else { Level::Warn },
+                    format!("cgroup v2 but controllers delegated to {user_name}: {:?}", delegated.trim()),
+                    Some("enable systemd delegation (Delegate=memory pids cpu for user@.service) and `loginctl enable-linger`"))
+            }
+        }
+        Cgroups::V1 => check("resource limits", if limits_wanted { Level::Warn } else { Level::Ok },
+            "cgroup v1/hybrid: rootless Podman cannot enforce cpus, memory or pids limits here; berth passes them and Podman ignores them",
+            limits_wanted.then_some("move the host to cgroup v2 with systemd delegation to enforce per-job limits")),
+    });
+    let hard = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map(|(_, h)| h)
+        .unwrap_or(0);
+    let ulimits = conf_value(&containers_conf, "default_ulimits").unwrap_or_default();
+    let wanted_nofile: u64 = ulimits
+        .split("nofile=")
+        .nth(1)
+        .and_then(|s| s.split([':', '"', ',']).nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_048_576);
+    out.push(if wanted_nofile <= hard {
+        check("rlimits", Level::Ok, format!("nofile {wanted_nofile} within the hard limit {hard}"), None)
+    } else {
+        check("rlimits", Level::Fail, format!("containers ask for nofile {wanted_nofile} but the hard limit is {hard}: `setrlimit RLIMIT_NOFILE: Operation not permitted`"),
+            Some("set `default_ulimits = [\"nofile=1024:1024\"]` under [containers] in the runner user's containers.conf"))
+    });
+    if config.network == NetworkMode::Slirp4netns {
+        out.push(match std::fs::metadata("/dev/net/tun") {
+            Ok(m) if m.permissions().mode() & 0o006 == 0o006 => {
+                check("/dev/net/tun", Level::Ok, "usable by the runner user", None)
+            }
+            Ok(_) => check(
+                "/dev/net/tun",
+                Level::Fail,
+                "not readable and writable by the runner user: slirp4netns fails",
+                Some("chmod 0666 /dev/net/tun (or set network = \"host\" or \"none\")"),
+            ),
+            Err(_) => check(
+                "/dev/net/tun",
+                Level::Fail,
+                "missing",
+                Some("mknod /dev/net/tun c 10 200 && chmod 0666 /dev/net/tun"),
+            ),
+        });
+    }
+    let runtime_root = PathBuf::from(format!("/run/user/{uid}"));
+    out.push(match std::fs::metadata(&runtime_root) {
+        Ok(m) if m.uid() == uid && m.permissions().mode() & 0o777 == 0o700 => check(
+            "runtime dir",
+            Level::Ok,
+            runtime_root.display().to_string(),
+            None,
+        ),
+        Ok(_) => check(
+            "runtime dir",
+            Level::Fail,
+            format!(
+                "{} is not owned by {user_name} with mode 0700",
+                runtime_root.display()
+            ),
+            Some("chown the directory to the runner user and chmod 0700"),
+        ),
+        Err(_) if euid == 0 => check(
+            "runtime dir",
+            Level::Ok,
+            format!(
+                "{} missing; berth creates it when started as root",
+                runtime_root.display()
+            ),
+            None,
+        ),
+        Err(_) => check(
+            "runtime dir",
+            Level::Fail,
+            format!("{} missing", runtime_root.display()),
+            Some("create it owned by the runner user, mode 0700 (loginctl enable-linger does)"),
+        ),
+    });
+    for (dir, mode) in [
+        (config.state_dir.clone(), None),
+        (config.jobs_dir(), Some(0o700)),
+        (config.image_store(), None),
+    ] {
+        out.push(match std::fs::metadata(&dir) {
+            Ok(m) if m.uid() == uid && mode.is_none_or(|want| m.permissions().mode() & 0o777 == want) =>
+                check("state directories", Level::Ok, dir.display().to_string(), None),
+            Ok(_) => check("state directories", Level::Fail, format!("{} is not owned by {user_name} (or jobs/ is not 0700)", dir.display()),
+                Some("run integration/host/setup-host.sh, or chown -R the state_dir to the runner user")),
+            Err(_) => check("state directories", Level::Fail, format!("{} missing", dir.display()),
+                Some("run integration/host/setup-host.sh, or create state_dir/{images,jobs,cache} owned by the runner user")),
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_user_is_a_failure_with_a_fix() {
+        let mut config = Config::defaults();
+        config.user = "no-such-user-berth".into();
+        let checks = run_checks(&config, 0, Some("podman version 4.3.1"));
+        assert_eq!(checks[0].level, Level::Fail);
+        assert!(
+            checks[0]
+                .fix
+                .as_deref()
+                .is_some_and(|f| f.contains("setup-host.sh"))
+        );
+    }
+
+    #[test]
+    fn subid_ranges_are_summed_per_user() {
+        let tmp = tempfile::NamedTempFile::new().expect("tmp");
+        std::fs::write(tmp.path(), "a:100000:65536\nb:200000:10\na:300000:1000\n").expect("write");
+        let path = tmp.path().to_str().expect("utf8");
+        assert_eq!(subid_count(path, "a", 1), 66536);
+        assert_eq!(subid_count(path, "c", 1), 0);
+    }
+}

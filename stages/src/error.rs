@@ -1,0 +1,182 @@
+//! Every way a stage can fail, and the one exhaustive decision of whose fault it is.
+
+use std::path::PathBuf;
+
+use berth_config::ConfigError;
+use berth_sandbox::SandboxError;
+
+/// Who is to blame, which decides the exit code the runner sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The job's own inputs: `BUILD_FAILURE_EXIT_CODE`, not retried.
+    Build,
+    /// The infrastructure or berth itself: `SYSTEM_FAILURE_EXIT_CODE`, retried by the runner.
+    System,
+}
+
+/// A stage that could not do its work. A user script exiting non-zero is not an error; see
+/// [`crate::RunOutcome`].
+#[derive(Debug, thiserror::Error)]
+pub enum StageError {
+    /// The admin's config is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// gitlab-runner did not provide what its contract promises.
+    #[error(
+        "gitlab-runner did not provide {what}: {detail} (is berth registered as a custom executor? see `berth runner-config`)"
+    )]
+    Contract {
+        /// What is missing.
+        what: String,
+        /// Detail.
+        detail: String,
+    },
+    /// The job's image or a service is not on the admin's allow-list.
+    #[error(
+        "{kind} {image:?} is not allowed on this runner (allowed: {allowed:?}); use an allowed image or ask the runner admin to extend `{key}` in the berth config"
+    )]
+    ImageNotAllowed {
+        /// `image` or `service`.
+        kind: &'static str,
+        /// Image.
+        image: String,
+        /// Allowed patterns.
+        allowed: Vec<String>,
+        /// Config key.
+        key: &'static str,
+    },
+    /// The job asked for a pull policy the admin does not allow.
+    #[error(
+        "pull policy {requested:?} for {image:?} is not allowed on this runner (allowed: {allowed:?}); remove `pull_policy` from the job or use an allowed one"
+    )]
+    PullPolicyNotAllowed {
+        /// Image.
+        image: String,
+        /// Requested policy.
+        requested: String,
+        /// Allowed policies.
+        allowed: Vec<String>,
+    },
+    /// An image reference that cannot be valid.
+    #[error(
+        "{image:?} is not a valid image name: {reason}; write it as [registry/]repository[:tag][@digest], e.g. \"alpine:3.20\""
+    )]
+    InvalidImageName {
+        /// The name as written.
+        image: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The container runtime failed.
+    #[error(transparent)]
+    Sandbox(#[from] SandboxError),
+    /// The job was never prepared (or was already cleaned up).
+    #[error("job {key} is not prepared: {detail}")]
+    NotPrepared {
+        /// Job key.
+        key: String,
+        /// Detail.
+        detail: String,
+    },
+    /// Host file system trouble.
+    #[error("{path}: {source}")]
+    Io {
+        /// Path.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Dropping privileges or finding users failed.
+    #[error("cannot switch to user {user:?}: {detail}")]
+    User {
+        /// User.
+        user: String,
+        /// Detail.
+        detail: String,
+    },
+}
+
+impl StageError {
+    /// The one place that decides BUILD or SYSTEM. No wildcard: a new variant forces a decision.
+    pub fn failure_kind(&self) -> FailureKind {
+        match self {
+            Self::ImageNotAllowed { .. }
+            | Self::PullPolicyNotAllowed { .. }
+            | Self::InvalidImageName { .. } => FailureKind::Build,
+            Self::Sandbox(e) => {
+                if e.is_users_fault() {
+                    FailureKind::Build
+                } else {
+                    FailureKind::System
+                }
+            }
+            Self::Config(_)
+            | Self::Contract { .. }
+            | Self::NotPrepared { .. }
+            | Self::Io { .. }
+            | Self::User { .. } => FailureKind::System,
+        }
+    }
+
+    /// An I/O error at `path`.
+    pub fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> Self + '_ {
+        move |source| Self::Io {
+            path: path.to_owned(),
+            source,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn users_inputs_are_build_failures_and_infrastructure_is_system() {
+        let build = [
+            StageError::ImageNotAllowed {
+                kind: "image",
+                image: "x".into(),
+                allowed: vec![],
+                key: "allowed_images",
+            },
+            StageError::InvalidImageName {
+                image: "UPPER".into(),
+                reason: "r".into(),
+            },
+            StageError::Sandbox(SandboxError::ContainerExited {
+                role: "job".into(),
+                image: "x".into(),
+                exit_code: 1,
+                logs: String::new(),
+            }),
+        ];
+        for e in &build {
+            assert_eq!(e.failure_kind(), FailureKind::Build, "{e}");
+        }
+        let system = [
+            StageError::Sandbox(SandboxError::ImageUnavailable {
+                image: "x".into(),
+                reason: "never".into(),
+            }),
+            StageError::Sandbox(SandboxError::ContainerExited {
+                role: "helper".into(),
+                image: "x".into(),
+                exit_code: 1,
+                logs: String::new(),
+            }),
+            StageError::NotPrepared {
+                key: "k".into(),
+                detail: "d".into(),
+            },
+            StageError::Contract {
+                what: "JOB_RESPONSE_FILE".into(),
+                detail: "unset".into(),
+            },
+        ];
+        for e in &system {
+            assert_eq!(e.failure_kind(), FailureKind::System, "{e}");
+        }
+    }
+}

@@ -1,0 +1,320 @@
+//! `berth prepare`: check the job's images against policy, make them available, create the job's
+//! store, pod, services, helper and job containers.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use berth_config::protocol::ImageSpec;
+use berth_config::{PullPolicy, StageTarget};
+use berth_sandbox::podman::job_labels;
+use berth_sandbox::{ContainerSpec, Mount, PodSpec, RegistryAuth, Role, Sandbox, SandboxError};
+
+use crate::config_stage::{BUILDS_DIR, CACHE_DIR};
+use crate::naming;
+use crate::state::{JobState, VERSION};
+use crate::{Job, JobLog, StageError};
+
+/// Where the helper finds the runner binary.
+pub const RUNNER_BINARY_IN_HELPER: &str = "/usr/local/bin/gitlab-runner";
+
+/// How many exposed ports of a service are waited for, as in the Docker executor.
+const MAX_WAITED_PORTS: usize = 20;
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// A checked image reference and the pull policies that apply to it.
+#[derive(Debug, Clone)]
+struct ImagePlan {
+    name: String,
+    registry: String,
+    policies: Vec<PullPolicy>,
+}
+
+fn plan_image(job: &Job, spec: &ImageSpec, kind: &'static str) -> Result<ImagePlan, StageError> {
+    let (allow, key) = match kind {
+        "service" => (&job.config.allowed_services, "allowed_services"),
+        _ => (&job.config.allowed_images, "allowed_images"),
+    };
+    let reference = oci_spec::distribution::Reference::from_str(&spec.name).map_err(|e| {
+        StageError::InvalidImageName {
+            image: spec.name.clone(),
+            reason: e.to_string(),
+        }
+    })?;
+    if !allow.allows(&spec.name) {
+        return Err(StageError::ImageNotAllowed {
+            kind,
+            image: spec.name.clone(),
+            allowed: allow.patterns().iter().map(|p| (*p).to_owned()).collect(),
+            key,
+        });
+    }
+    let policies = match &spec.pull_policy {
+        Some(requested) if !requested.is_empty() => {
+            let mut out = Vec::new();
+            for text in requested {
+                let policy = PullPolicy::parse(text)
+                    .filter(|p| job.config.allowed_pull_policies.contains(p))
+                    .ok_or_else(|| StageError::PullPolicyNotAllowed {
+                        image: spec.name.clone(),
+                        requested: text.clone(),
+                        allowed: job
+                            .config
+                            .allowed_pull_policies
+                            .iter()
+                            .map(|p| p.as_str().to_owned())
+                            .collect(),
+                    })?;
+                out.push(policy);
+            }
+            out
+        }
+        _ => job.config.pull_policy.clone(),
+    };
+    Ok(ImagePlan {
+        name: spec.name.clone(),
+        registry: reference.registry().to_owned(),
+        policies,
+    })
+}
+
+fn auth_for(job: &Job, registry: &str) -> Option<RegistryAuth> {
+    job.payload
+        .credentials
+        .iter()
+        .rev()
+        .find(|c| c.kind == "registry" && c.url.trim_end_matches('/') == registry)
+        .map(|c| RegistryAuth {
+            registry: registry.to_owned(),
+            username: c.username.clone(),
+            password: c.password.clone(),
+        })
+}
+
+/// The job image: the payload's, else `CI_JOB_IMAGE`, else the admin's default.
+fn job_image(job: &Job) -> Result<ImageSpec, StageError> {
+    let mut spec = job.payload.image.clone().unwrap_or_default();
+    if spec.name.is_empty() {
+        spec.name = job
+            .env
+            .job_var("CI_JOB_IMAGE")
+            .map(str::to_owned)
+            .or_else(|| job.config.default_image.clone())
+            .ok_or_else(|| StageError::InvalidImageName {
+                image: String::new(),
+                reason: "the job names no image and the runner has no default_image".into(),
+            })?;
+    }
+    Ok(spec)
+}
+
+/// `[""]` clears the image's entrypoint, as in the Docker executor.
+fn entrypoint_override(spec: &ImageSpec) -> Option<Vec<String>> {
+    spec.entrypoint
+        .as_ref()
+        .map(|e| e.iter().filter(|part| !part.is_empty()).cloned().collect())
+}
+
+fn shared_mounts(job: &Job) -> Vec<Mount> {
+    vec![
+        Mount {
+            source: job.paths.builds(),
+            destination: BUILDS_DIR.to_owned(),
+            read_only: false,
+        },
+        Mount {
+            source: job.cache_dir(),
+            destination: CACHE_DIR.to_owned(),
+            read_only: false,
+        },
+    ]
+}
+
+fn container(job: &Job, role: Role, suffix: &str, image: &str) -> ContainerSpec {
+    ContainerSpec {
+        name: naming::container(&job.key, suffix),
+        pod: naming::pod(&job.key),
+        image: image.to_owned(),
+        role,
+        entrypoint: None,
+        command: None,
+        env: BTreeMap::new(),
+        mounts: shared_mounts(job),
+        limits: job.config.limits.clone(),
+        no_new_privileges: job.config.no_new_privileges,
+        cap_drop: job.config.cap_drop.clone(),
+        labels: job_labels(&job.key),
+    }
+}
+
+/// Runs prepare. On error the runner calls cleanup, which removes whatever was created.
+pub async fn prepare<S: Sandbox>(
+    job: &Job,
+    sandbox: &S,
+    log: &mut JobLog,
+) -> Result<(), StageError> {
+    log.section_start(
+        "prepare_berth",
+        &format!(
+            "Preparing the rootless Podman sandbox (berth {})",
+            env!("CARGO_PKG_VERSION")
+        ),
+    );
+    let result = prepare_inner(job, sandbox, log).await;
+    log.section_end("prepare_berth");
+    result
+}
+
+async fn prepare_inner<S: Sandbox>(
+    job: &Job,
+    sandbox: &S,
+    log: &mut JobLog,
+) -> Result<(), StageError> {
+    let image_spec = job_image(job)?;
+    let image = plan_image(job, &image_spec, "image")?;
+    let services: Vec<(ImageSpec, ImagePlan)> = job
+        .payload
+        .services
+        .iter()
+        .map(|s| plan_image(job, s, "service").map(|p| (s.clone(), p)))
+        .collect::<Result<_, _>>()?;
+
+    // A retried prepare starts from nothing: remove what an earlier attempt left.
+    let leftovers = sandbox.teardown().await;
+    for e in leftovers {
+        log.warn(&format!("removing an earlier attempt's leftovers: {e}"));
+    }
+    let mut state = JobState {
+        version: VERSION,
+        key: job.key.clone(),
+        runner: job.host.runner,
+        deadline_unix: unix_now() + job.timeout_secs() + 3600,
+        helper: None,
+        job: None,
+        prepared: false,
+    };
+    std::fs::create_dir_all(&job.paths.job_dir).map_err(StageError::io(&job.paths.job_dir))?;
+    state.save(&job.paths.state_file())?;
+    let cache = job.cache_dir();
+    std::fs::create_dir_all(&cache).map_err(StageError::io(&cache))?;
+    set_mode(&cache, 0o777)?;
+
+    sandbox.start().await?;
+    log.line(&format!("Using job image {} ...", image.name));
+    let auth = auth_for(job, &image.registry);
+    let image_info = sandbox
+        .ensure_image(&image.name, &image.policies, auth.as_ref())
+        .await?;
+    let helper_info = sandbox
+        .ensure_image(&job.config.helper_image, &job.config.pull_policy, None)
+        .await?;
+    let _ = helper_info;
+    let mut service_infos = Vec::new();
+    for (_, plan) in &services {
+        let auth = auth_for(job, &plan.registry);
+        service_infos.push(
+            sandbox
+                .ensure_image(&plan.name, &plan.policies, auth.as_ref())
+                .await?,
+        );
+    }
+
+    let mut hosts = Vec::new();
+    for (spec, _) in &services {
+        hosts.extend(naming::service_aliases(&spec.name, &spec.aliases()));
+    }
+    hosts.push("build".to_owned());
+    hosts.dedup();
+    sandbox
+        .create_pod(&PodSpec {
+            name: naming::pod(&job.key),
+            hosts,
+            network: job.config.network,
+            labels: job_labels(&job.key),
+        })
+        .await?;
+
+    let job_vars: BTreeMap<String, String> = job
+        .payload
+        .variables
+        .iter()
+        .filter(|v| !v.file)
+        .map(|v| (v.key.clone(), v.value.clone()))
+        .collect();
+    for (index, ((spec, plan), info)) in services.iter().zip(&service_infos).enumerate() {
+        let aliases = naming::service_aliases(&spec.name, &spec.aliases());
+        log.line(&format!(
+            "Starting service {} (reachable as {}) ...",
+            plan.name,
+            aliases.join(", ")
+        ));
+        let mut c = container(job, Role::Service, &format!("svc{index}"), &plan.name);
+        c.entrypoint = entrypoint_override(spec);
+        c.command = spec.command.clone().filter(|c| !c.is_empty());
+        c.env = job_vars.clone();
+        c.env.extend(
+            spec.variables
+                .iter()
+                .map(|v| (v.key.clone(), v.value.clone())),
+        );
+        let started = sandbox.run_container(&c).await?;
+        let ports: Vec<u16> = info
+            .tcp_ports
+            .iter()
+            .copied()
+            .take(MAX_WAITED_PORTS)
+            .collect();
+        if !ports.is_empty() {
+            let wait = Duration::from_secs(job.config.service_wait_timeout_secs);
+            match sandbox.wait_ports(&plan.name, started, &ports, wait).await {
+                Ok(()) => {}
+                Err(SandboxError::ServiceNotReady { service, ports, secs }) => log.warn(&format!(
+                    "Service {service} probably didn't start properly: nothing listens on port(s) {ports:?} after {secs} s"
+                )),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    let mut helper = container(
+        job,
+        Role::Helper,
+        StageTarget::Helper.as_str(),
+        &job.config.helper_image,
+    );
+    helper.entrypoint = Some(Vec::new());
+    if let Some(binary) = &job.host.runner_binary {
+        helper.mounts.push(Mount {
+            source: binary.clone(),
+            destination: RUNNER_BINARY_IN_HELPER.to_owned(),
+            read_only: true,
+        });
+    } else {
+        log.warn("no gitlab-runner binary found for the helper: artifacts and cache stages will be skipped (set gitlab_runner_binary in the berth config)");
+    }
+    state.helper = Some(sandbox.run_container(&helper).await?);
+    state.save(&job.paths.state_file())?;
+
+    let mut job_container = container(job, Role::Job, StageTarget::Job.as_str(), &image.name);
+    job_container.entrypoint = entrypoint_override(&image_spec);
+    if image_info.entrypoint.is_some() && job_container.entrypoint.is_none() {
+        log.line("The image's entrypoint wraps the job shell, as with the Docker executor.");
+    }
+    state.job = Some(sandbox.run_container(&job_container).await?);
+    state.prepared = true;
+    state.save(&job.paths.state_file())?;
+    log.line("Job sandbox ready.");
+    Ok(())
+}
+
+fn set_mode(path: &PathBuf, mode: u32) -> Result<(), StageError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(StageError::io(path))
+}

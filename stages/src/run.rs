@@ -1,0 +1,64 @@
+//! `berth run <script> <stage>`: route the stage to the helper or the job container, stream its
+//! output, and report how the script ended.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use berth_config::{RunStage, StageTarget};
+use berth_sandbox::{Cancel, Sandbox, ScriptEnd};
+use tokio::io::AsyncWrite;
+
+use crate::state::JobState;
+use crate::{Job, StageError};
+
+/// How a stage's script ended. A failing script is a value, not an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunOutcome {
+    /// Exit code 0.
+    Success,
+    /// The script exited with this non-zero code.
+    ScriptFailed(i32),
+    /// The stage was cancelled (SIGTERM from the runner); the script's processes were stopped.
+    Cancelled(i32),
+}
+
+/// Runs `script` for `stage_name`.
+pub async fn run<S: Sandbox>(
+    job: &Job,
+    sandbox: &S,
+    stage_name: &str,
+    script: &[u8],
+    out: &mut (dyn AsyncWrite + Unpin + Send),
+    cancel: &Cancel,
+) -> Result<RunOutcome, StageError> {
+    let stage = RunStage::parse(stage_name);
+    let state_file = job.paths.state_file();
+    let state = JobState::load(&state_file).map_err(|e| StageError::NotPrepared {
+        key: job.key.clone(),
+        detail: e.to_string(),
+    })?;
+    let target = stage.target();
+    let started = match target {
+        StageTarget::Helper => state.helper,
+        StageTarget::Job => state.job,
+    }
+    .filter(|_| state.prepared)
+    .ok_or_else(|| StageError::NotPrepared {
+        key: job.key.clone(),
+        detail: format!(
+            "prepare did not finish, so there is no {} container",
+            target.as_str()
+        ),
+    })?;
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let id = format!("{stage}-{nanos}");
+    let end = sandbox
+        .exec(target, started, &id, script, out, cancel)
+        .await?;
+    Ok(match end {
+        ScriptEnd::Exited(0) => RunOutcome::Success,
+        ScriptEnd::Exited(code) => RunOutcome::ScriptFailed(code),
+        ScriptEnd::Cancelled(code) => RunOutcome::Cancelled(code),
+    })
+}
