@@ -7,8 +7,11 @@
 //! matching, policy and rendering are pure.
 
 pub mod advisory;
+pub mod analyzer;
 pub mod inventory;
 pub mod policy;
 pub mod report;
+pub mod scan;
 pub mod severity;
+pub mod source;
 pub mod version;

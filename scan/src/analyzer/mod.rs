@@ -1,0 +1,164 @@
+//! Analyzers: each recognises the files it reads and turns their bytes into packages, OS facts
+//! or lists of files owned by OS packages. They never touch the filesystem themselves.
+
+pub mod apk;
+pub mod cargo;
+pub mod dpkg;
+pub mod npm;
+pub mod os;
+pub mod python;
+
+use serde::{Deserialize, Serialize};
+
+use crate::inventory::Package;
+
+/// Bumped whenever an analyzer's output changes; part of the per-layer cache key.
+pub const ANALYZER_VERSION: u32 = 1;
+
+/// Largest file an analyzer reads; bigger files are skipped with a warning.
+pub const MAX_FILE: u64 = 64 << 20;
+
+/// Which analyzer handles a path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// os-release, debian_version, alpine-release.
+    Os,
+    /// dpkg status / status.d.
+    DpkgStatus,
+    /// dpkg info/*.list.
+    DpkgList,
+    /// apk installed.
+    Apk,
+    /// Python METADATA / PKG-INFO.
+    Python,
+    /// package.json.
+    Npm,
+    /// Cargo.lock.
+    CargoLock,
+}
+
+/// OS facts from one file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OsFacts {
+    /// os-release `ID`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// os-release `VERSION_ID`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_id: Option<String>,
+    /// A precise version from a release file (debian_version, alpine-release).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precise_version: Option<String>,
+}
+
+/// What one file yielded.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileResult {
+    /// Packages declared by the file (their `path` is the file).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub packages: Vec<Package>,
+    /// OS facts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os: Option<OsFacts>,
+    /// Files owned by OS packages (relative paths).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub owned: Vec<String>,
+}
+
+/// The analyzer for `path` (relative, no leading `/`), if any.
+pub fn wants(path: &str) -> Option<Kind> {
+    let base = path.rsplit('/').next().unwrap_or(path);
+    match path {
+        "etc/os-release" | "usr/lib/os-release" | "etc/debian_version" | "etc/alpine-release" => {
+            return Some(Kind::Os);
+        }
+        "var/lib/dpkg/status" => return Some(Kind::DpkgStatus),
+        "lib/apk/db/installed" => return Some(Kind::Apk),
+        _ => {}
+    }
+    if let Some(rest) = path.strip_prefix("var/lib/dpkg/status.d/") {
+        return (!rest.contains('/') && !rest.ends_with(".md5sums")).then_some(Kind::DpkgStatus);
+    }
+    if let Some(rest) = path.strip_prefix("var/lib/dpkg/info/") {
+        return (!rest.contains('/') && rest.ends_with(".list")).then_some(Kind::DpkgList);
+    }
+    let parent = path.rsplit('/').nth(1).unwrap_or_default();
+    match base {
+        "METADATA" if parent.ends_with(".dist-info") => Some(Kind::Python),
+        "PKG-INFO" if parent.ends_with(".egg-info") || parent == "EGG-INFO" => Some(Kind::Python),
+        "package.json" => Some(Kind::Npm),
+        "Cargo.lock" => Some(Kind::CargoLock),
+        _ if base.ends_with(".egg-info") => Some(Kind::Python),
+        _ => None,
+    }
+}
+
+/// Runs the analyzer for `kind` over a file's bytes.
+pub fn analyze(kind: Kind, path: &str, data: &[u8]) -> Result<FileResult, String> {
+    let text = String::from_utf8_lossy(data);
+    match kind {
+        Kind::Os => Ok(FileResult {
+            os: Some(os::parse(path, &text)),
+            ..FileResult::default()
+        }),
+        Kind::DpkgStatus => Ok(FileResult {
+            packages: dpkg::parse_status(&text, path),
+            ..FileResult::default()
+        }),
+        Kind::DpkgList => Ok(FileResult {
+            owned: dpkg::parse_list(&text),
+            ..FileResult::default()
+        }),
+        Kind::Apk => {
+            let (packages, owned) = apk::parse_installed(&text, path);
+            Ok(FileResult {
+                packages,
+                owned,
+                ..FileResult::default()
+            })
+        }
+        Kind::Python => Ok(FileResult {
+            packages: python::parse_metadata(&text, path).into_iter().collect(),
+            ..FileResult::default()
+        }),
+        Kind::Npm => Ok(FileResult {
+            packages: npm::parse_package_json(data, path).into_iter().collect(),
+            ..FileResult::default()
+        }),
+        Kind::CargoLock => Ok(FileResult {
+            packages: cargo::parse_lock(&text, path)?,
+            ..FileResult::default()
+        }),
+    }
+}
+
+/// Splits RFC 822-style stanzas (dpkg, apk use blank-line separated blocks).
+pub(crate) fn stanzas(text: &str) -> impl Iterator<Item = &str> {
+    text.split("\n\n").filter(|s| !s.trim().is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routing() {
+        assert_eq!(wants("var/lib/dpkg/status"), Some(Kind::DpkgStatus));
+        assert_eq!(wants("var/lib/dpkg/status.d/base"), Some(Kind::DpkgStatus));
+        assert_eq!(wants("var/lib/dpkg/status.d/base.md5sums"), None);
+        assert_eq!(
+            wants("var/lib/dpkg/info/libc6:amd64.list"),
+            Some(Kind::DpkgList)
+        );
+        assert_eq!(
+            wants("usr/lib/python3/dist-packages/pip-23.0.1.dist-info/METADATA"),
+            Some(Kind::Python)
+        );
+        assert_eq!(
+            wants("app/node_modules/express/package.json"),
+            Some(Kind::Npm)
+        );
+        assert_eq!(wants("app/rust/Cargo.lock"), Some(Kind::CargoLock));
+        assert_eq!(wants("etc/passwd"), None);
+    }
+}

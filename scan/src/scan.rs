@@ -1,0 +1,236 @@
+//! Builds an [`Inventory`] from an [`Image`]: analyzes each layer on its own (cached by DiffID
+//! plus analyzer version), then applies the layers in order — whiteouts and opaque directories
+//! remove lower files — and attributes every package to the layer that introduced it.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::analyzer::{self, ANALYZER_VERSION, FileResult, MAX_FILE};
+use crate::inventory::{Inventory, LayerRef, Package};
+use crate::source::{EntryKind, Image, SourceError, walk_layer};
+
+/// Errors of a scan.
+#[derive(Debug, thiserror::Error)]
+pub enum ScanError {
+    /// Reading the image failed.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+}
+
+/// What one layer yielded; this is what the cache stores.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerResult {
+    /// Analyzer version that produced it.
+    pub analyzer_version: u32,
+    /// Per analyzed file.
+    pub files: BTreeMap<String, FileResult>,
+    /// Paths deleted from lower layers.
+    pub whiteouts: Vec<String>,
+    /// Directories whose lower content is hidden.
+    pub opaque_dirs: Vec<String>,
+    /// Files that could not be analyzed.
+    pub warnings: Vec<String>,
+}
+
+/// A per-layer result cache in a directory, keyed by DiffID and analyzer version.
+#[derive(Debug, Clone)]
+pub struct LayerCache {
+    dir: PathBuf,
+}
+
+impl LayerCache {
+    /// A cache in `dir` (created on first write).
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
+    fn path(&self, diff_id: &str) -> PathBuf {
+        let key: String = diff_id
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        self.dir.join(format!("{key}.a{ANALYZER_VERSION}.json"))
+    }
+
+    /// The cached result, if any (a corrupt entry counts as a miss).
+    pub fn get(&self, diff_id: &str) -> Option<LayerResult> {
+        let bytes = std::fs::read(self.path(diff_id)).ok()?;
+        serde_json::from_slice::<LayerResult>(&bytes)
+            .ok()
+            .filter(|r| r.analyzer_version == ANALYZER_VERSION)
+    }
+
+    /// Stores a result; failures only cost a future re-analysis, so they are returned as text.
+    pub fn put(&self, diff_id: &str, r: &LayerResult) -> Result<(), String> {
+        std::fs::create_dir_all(&self.dir)
+            .map_err(|e| format!("cache {}: {e}", self.dir.display()))?;
+        let tmp = self.dir.join(format!(".tmp-{}", std::process::id()));
+        let bytes = serde_json::to_vec(r).map_err(|e| e.to_string())?;
+        std::fs::write(&tmp, bytes).map_err(|e| format!("cache {}: {e}", tmp.display()))?;
+        std::fs::rename(&tmp, self.path(diff_id))
+            .map_err(|e| format!("cache {}: {e}", self.dir.display()))
+    }
+}
+
+/// Analyzes one layer.
+pub fn analyze_layer(layer: &crate::source::Layer) -> Result<LayerResult, SourceError> {
+    let mut r = LayerResult {
+        analyzer_version: ANALYZER_VERSION,
+        ..LayerResult::default()
+    };
+    walk_layer(layer, |path, kind, reader| {
+        match kind {
+            EntryKind::Whiteout => r.whiteouts.push(path.to_owned()),
+            EntryKind::OpaqueDir => r.opaque_dirs.push(path.to_owned()),
+            EntryKind::Other => {}
+            EntryKind::File => {
+                let Some(k) = analyzer::wants(path) else {
+                    return Ok(());
+                };
+                let mut buf = Vec::new();
+                let n = reader
+                    .take(MAX_FILE + 1)
+                    .read_to_end(&mut buf)
+                    .map_err(|source| SourceError::Io {
+                        path: PathBuf::from(path),
+                        source,
+                    })?;
+                if n as u64 > MAX_FILE {
+                    r.warnings
+                        .push(format!("{path}: larger than {MAX_FILE} bytes, skipped"));
+                    return Ok(());
+                }
+                match analyzer::analyze(k, path, &buf) {
+                    Ok(fr) => {
+                        r.files.insert(path.to_owned(), fr);
+                    }
+                    Err(e) => r.warnings.push(e),
+                }
+            }
+        }
+        Ok(())
+    })?;
+    Ok(r)
+}
+
+fn under(path: &str, dir: &str) -> bool {
+    dir.is_empty()
+        || path
+            .strip_prefix(dir)
+            .is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// Scans an image into an inventory, using `cache` for layers with a DiffID. Returns the
+/// inventory and non-fatal warnings.
+pub fn inventory(
+    image: &Image,
+    cache: Option<&LayerCache>,
+) -> Result<(Inventory, Vec<String>), ScanError> {
+    let mut results = Vec::with_capacity(image.layers.len());
+    let mut warnings = Vec::new();
+    for layer in &image.layers {
+        let cached = layer
+            .diff_id
+            .as_deref()
+            .and_then(|d| cache.and_then(|c| c.get(d)));
+        let r = match cached {
+            Some(r) => r,
+            None => {
+                let r = analyze_layer(layer)?;
+                if let (Some(d), Some(c)) = (layer.diff_id.as_deref(), cache)
+                    && let Err(e) = c.put(d, &r)
+                {
+                    warnings.push(e);
+                }
+                r
+            }
+        };
+        warnings.extend(r.warnings.iter().cloned());
+        results.push(r);
+    }
+    Ok((merge(image, &results), warnings))
+}
+
+/// Applies the layer results in order and builds the inventory.
+pub fn merge(image: &Image, results: &[LayerResult]) -> Inventory {
+    let layered = image.layers.len() > 1 || image.layers.iter().any(|l| l.diff_id.is_some());
+    let mut merged: BTreeMap<&str, (usize, &FileResult)> = BTreeMap::new();
+    for (i, r) in results.iter().enumerate() {
+        for d in &r.opaque_dirs {
+            merged.retain(|p, _| !under(p, d));
+        }
+        for w in &r.whiteouts {
+            merged.retain(|p, _| *p != w.as_str() && !under(p, w));
+        }
+        for (p, fr) in &r.files {
+            merged.insert(p.as_str(), (i, fr));
+        }
+    }
+    let os = analyzer::os::detect(
+        merged
+            .iter()
+            .filter_map(|(p, (_, fr))| fr.os.as_ref().map(|o| (*p, o))),
+    );
+    let owned: HashSet<&str> = merged
+        .values()
+        .flat_map(|(_, fr)| fr.owned.iter().map(String::as_str))
+        .collect();
+    let layer_ref = |i: usize| {
+        layered.then(|| LayerRef {
+            index: i,
+            diff_id: image.layers.get(i).and_then(|l| l.diff_id.clone()),
+        })
+    };
+    let mut os_pkgs: Vec<Package> = Vec::new();
+    let mut lang: Vec<Package> = Vec::new();
+    for (path, (i, fr)) in &merged {
+        for p in &fr.packages {
+            let mut p = p.clone();
+            if p.kind.is_os() {
+                // The layer that introduced this exact package: the first one whose copy of
+                // the same database file already listed it.
+                let origin = results
+                    .iter()
+                    .enumerate()
+                    .take(i + 1)
+                    .find(|(_, r)| {
+                        r.files.get(*path).is_some_and(|f| {
+                            f.packages
+                                .iter()
+                                .any(|q| q.name == p.name && q.version == p.version)
+                        })
+                    })
+                    .map_or(*i, |(k, _)| k);
+                p.layer = layer_ref(origin);
+                os_pkgs.push(p);
+            } else {
+                if owned.contains(path) {
+                    continue;
+                }
+                p.layer = layer_ref(*i);
+                lang.push(p);
+            }
+        }
+    }
+    os_pkgs.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.version.cmp(&b.version)));
+    lang.sort_by(|a, b| a.path.cmp(&b.path).then_with(|| a.name.cmp(&b.name)));
+    os_pkgs.extend(lang);
+    Inventory {
+        artifact: image.artifact.clone(),
+        os,
+        packages: os_pkgs,
+    }
+}
+
+/// Opens `input` (see [`crate::source::open`]) and scans it.
+pub fn scan_path(
+    input: &Path,
+    name: &str,
+    cache: Option<&LayerCache>,
+) -> Result<(Inventory, Vec<String>), ScanError> {
+    let image = crate::source::open(input, name)?;
+    inventory(&image, cache)
+}

@@ -1,0 +1,151 @@
+//! Every image source yields the same inventory, with layers, whiteouts and OS-owned files
+//! handled; the per-layer cache is used on the second scan.
+
+mod support;
+
+use berth_scan::inventory::{ArtifactKind, Inventory, OsFamily, PkgType};
+use berth_scan::scan::{self, LayerCache};
+use berth_scan::source;
+
+/// (kind, name, version, layer index) of every package.
+fn summary(inv: &Inventory) -> Vec<(PkgType, String, String, Option<usize>)> {
+    inv.packages
+        .iter()
+        .map(|p| {
+            (
+                p.kind,
+                p.name.clone(),
+                p.version.clone(),
+                p.layer.as_ref().map(|l| l.index),
+            )
+        })
+        .collect()
+}
+
+fn expected() -> Vec<(PkgType, String, String, Option<usize>)> {
+    let e = |k, n: &str, v: &str, l| (k, n.to_owned(), v.to_owned(), Some(l));
+    vec![
+        e(PkgType::Deb, "bash", "5.2.15-2+b7", 0),
+        e(PkgType::Deb, "curl", "7.88.1-10+deb12u8", 1),
+        e(PkgType::Deb, "libc6", "2.36-9+deb12u14", 0),
+        e(PkgType::NodePkg, "minimist", "1.2.0", 0),
+        e(PkgType::NodePkg, "nodeapp", "1.0.0", 0),
+        e(PkgType::Cargo, "smallvec", "1.6.0", 1),
+        e(PkgType::PythonPkg, "requests", "2.25.1", 2),
+        e(PkgType::PythonPkg, "urllib3", "1.26.4", 2),
+    ]
+}
+
+fn check_layered(inv: &Inventory) {
+    assert_eq!(summary(inv), expected(), "{:#?}", inv.packages);
+    let os = inv.os.as_ref().expect("OS detected");
+    assert_eq!(
+        (&os.family, os.version.as_str()),
+        (&OsFamily::Debian, "12.15")
+    );
+    assert_eq!(inv.artifact.kind, ArtifactKind::ContainerImage);
+    assert_eq!(inv.artifact.diff_ids.len(), 3);
+    let curl = inv.packages.iter().find(|p| p.name == "curl").unwrap();
+    assert_eq!(
+        curl.layer.as_ref().unwrap().diff_id.as_deref(),
+        Some(support::diff_id(1).as_str())
+    );
+    let libc = inv.packages.iter().find(|p| p.name == "libc6").unwrap();
+    assert_eq!(libc.src_name.as_deref(), Some("glibc"));
+    assert!(
+        inv.packages.iter().all(|p| p.name != "pip"),
+        "pip is owned by python3-pip and not counted twice"
+    );
+    assert!(
+        inv.packages
+            .iter()
+            .all(|p| p.name != "lodash" && p.name != "Jinja2"),
+        "whiteouts apply"
+    );
+}
+
+#[test]
+fn docker_archive() {
+    let d = tempfile::tempdir().unwrap();
+    let (inv, w) = scan::scan_path(&support::docker_archive(d.path()), "x", None).unwrap();
+    assert!(w.is_empty(), "{w:?}");
+    check_layered(&inv);
+    assert_eq!(inv.artifact.name, "localhost/fixture:latest");
+    assert_eq!(inv.artifact.image_id.as_deref(), Some("sha256:cfg0123"));
+}
+
+#[test]
+fn oci_archive_and_layout() {
+    let d = tempfile::tempdir().unwrap();
+    let (a, _) = scan::scan_path(&support::oci_archive(d.path()), "x", None).unwrap();
+    check_layered(&a);
+    let (b, _) = scan::scan_path(&support::oci_layout(d.path()), "x", None).unwrap();
+    check_layered(&b);
+    assert_eq!(a, b);
+    assert_eq!(a.artifact.name, "localhost/fixture:latest");
+}
+
+#[test]
+fn containers_storage_reads_layers_in_place() {
+    let d = tempfile::tempdir().unwrap();
+    let root = support::containers_storage(d.path());
+    let image = source::open_containers_storage(&root, "localhost/fixture:latest").unwrap();
+    let (inv, _) = scan::inventory(&image, None).unwrap();
+    check_layered(&inv);
+    assert!(
+        source::open_containers_storage(&root, "fixture").is_ok(),
+        "short names resolve"
+    );
+    let err = source::open_containers_storage(&root, "nope").unwrap_err();
+    assert!(err.to_string().contains("podman images"), "{err}");
+}
+
+#[test]
+fn rootfs_directory_has_no_layers() {
+    let d = tempfile::tempdir().unwrap();
+    let (inv, _) = scan::scan_path(&support::rootfs(d.path()), "rootfs", None).unwrap();
+    assert_eq!(inv.artifact.kind, ArtifactKind::Filesystem);
+    let no_layers: Vec<_> = expected()
+        .into_iter()
+        .map(|(k, n, v, _)| (k, n, v, None))
+        .collect();
+    assert_eq!(summary(&inv), no_layers);
+}
+
+#[test]
+fn layer_cache_is_keyed_by_diff_id() {
+    let d = tempfile::tempdir().unwrap();
+    let img = support::docker_archive(d.path());
+    let cache = LayerCache::new(d.path().join("cache"));
+    let (first, _) = scan::scan_path(&img, "x", Some(&cache)).unwrap();
+    assert_eq!(
+        std::fs::read_dir(d.path().join("cache")).unwrap().count(),
+        3,
+        "one entry per layer"
+    );
+    // Tamper with the cached result of layer 2: the next scan must use it instead of the tar.
+    let mut r = cache.get(&support::diff_id(2)).unwrap();
+    let fr = r.files.values_mut().next().unwrap();
+    fr.packages[0].version = "9.9.9".into();
+    cache.put(&support::diff_id(2), &r).unwrap();
+    let (second, _) = scan::scan_path(&img, "x", Some(&cache)).unwrap();
+    assert_ne!(first, second);
+    assert!(second.packages.iter().any(|p| p.version == "9.9.9"));
+}
+
+#[test]
+fn bad_inputs_name_the_fix() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("junk.tar");
+    std::fs::write(
+        &p,
+        b"definitely not a tar archive, just some bytes that are long enough to matter....",
+    )
+    .unwrap();
+    let err = scan::scan_path(&p, "x", None).unwrap_err().to_string();
+    assert!(err.contains("junk.tar"), "{err}");
+    let missing = scan::scan_path(&d.path().join("missing"), "x", None)
+        .unwrap_err()
+        .to_string();
+    assert!(missing.contains("missing"), "{missing}");
+}

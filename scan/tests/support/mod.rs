@@ -1,0 +1,225 @@
+//! Builds small fixture images in every supported format from the same three layers.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use flate2::Compression;
+use flate2::write::GzEncoder;
+
+/// One layer: (path, contents); a path ending in `/` is a directory; `.wh.` names are whiteouts.
+pub type LayerSpec = Vec<(&'static str, String)>;
+
+const STATUS_1: &str = "Package: libc6\nStatus: install ok installed\nArchitecture: amd64\nSource: glibc\nVersion: 2.36-9+deb12u14\n\n\
+Package: bash\nStatus: install ok installed\nArchitecture: amd64\nVersion: 5.2.15-2+b7\n";
+const STATUS_2: &str = "Package: libc6\nStatus: install ok installed\nArchitecture: amd64\nSource: glibc\nVersion: 2.36-9+deb12u14\n\n\
+Package: bash\nStatus: install ok installed\nArchitecture: amd64\nVersion: 5.2.15-2+b7\n\n\
+Package: curl\nStatus: install ok installed\nArchitecture: amd64\nVersion: 7.88.1-10+deb12u8\n";
+
+fn metadata(name: &str, version: &str) -> String {
+    format!("Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+}
+
+/// The three layers of the fixture image.
+pub fn layers() -> Vec<LayerSpec> {
+    vec![
+        vec![
+            ("etc/os-release", "ID=debian\nVERSION_ID=\"12\"\n".into()),
+            ("etc/debian_version", "12.15\n".into()),
+            ("var/lib/dpkg/status", STATUS_1.into()),
+            ("var/lib/dpkg/info/python3-pip.list", "/.\n/usr/lib/python3/dist-packages/pip-23.0.1.dist-info/METADATA\n".into()),
+            ("usr/lib/python3/dist-packages/pip-23.0.1.dist-info/METADATA", metadata("pip", "23.0.1")),
+            ("app/node_modules/lodash/package.json", r#"{"name":"lodash","version":"4.17.15","license":"MIT"}"#.into()),
+            ("app/node_modules/minimist/package.json", r#"{"name":"minimist","version":"1.2.0"}"#.into()),
+            ("app/package.json", r#"{"name":"nodeapp","version":"1.0.0"}"#.into()),
+        ],
+        vec![
+            ("var/lib/dpkg/status", STATUS_2.into()),
+            ("app/node_modules/.wh.lodash", String::new()),
+            ("venv/lib/python3.11/site-packages/Jinja2-2.11.2.dist-info/METADATA", metadata("Jinja2", "2.11.2")),
+            ("venv/lib/python3.11/site-packages/urllib3-1.26.4.dist-info/METADATA", metadata("urllib3", "1.26.4")),
+            (
+                "app/rust/Cargo.lock",
+                "version = 3\n[[package]]\nname = \"app\"\nversion = \"0.1.0\"\n\n[[package]]\nname = \"smallvec\"\nversion = \"1.6.0\"\nsource = \"registry+https://github.com/rust-lang/crates.io-index\"\n".into(),
+            ),
+        ],
+        vec![
+            ("venv/lib/python3.11/site-packages/.wh..wh..opq", String::new()),
+            ("venv/lib/python3.11/site-packages/requests-2.25.1.dist-info/METADATA", metadata("requests", "2.25.1")),
+            ("venv/lib/python3.11/site-packages/urllib3-1.26.4.dist-info/METADATA", metadata("urllib3", "1.26.4")),
+        ],
+    ]
+}
+
+/// Fake but well-formed DiffIDs, one per layer.
+pub fn diff_id(i: usize) -> String {
+    format!("sha256:{:064x}", 0xd1ff_0000 + i)
+}
+
+fn blob_digest(i: usize) -> String {
+    format!("sha256:{:064x}", 0xb10b_0000 + i)
+}
+
+/// A layer as an uncompressed tar.
+pub fn layer_tar(spec: &LayerSpec) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, body) in spec {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(body.len() as u64);
+        h.set_mode(0o644);
+        h.set_entry_type(tar::EntryType::Regular);
+        b.append_data(&mut h, path, body.as_bytes()).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut e = GzEncoder::new(Vec::new(), Compression::fast());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+fn config_json() -> String {
+    let ids: Vec<String> = (0..layers().len()).map(diff_id).collect();
+    serde_json::json!({"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":ids}}).to_string()
+}
+
+fn tar_of(files: &[(String, Vec<u8>)]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, body) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(body.len() as u64);
+        h.set_mode(0o644);
+        b.append_data(&mut h, path, body.as_slice()).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+/// docker-archive tar (`podman save --format docker-archive`): uncompressed layers.
+pub fn docker_archive(dir: &Path) -> PathBuf {
+    let mut files = vec![];
+    let mut names = vec![];
+    for (i, l) in layers().iter().enumerate() {
+        let n = format!("{:064x}.tar", 0xa0 + i);
+        files.push((n.clone(), layer_tar(l)));
+        names.push(n);
+    }
+    files.push(("cfg0123.json".into(), config_json().into_bytes()));
+    let manifest = serde_json::json!([{"Config":"cfg0123.json","RepoTags":["localhost/fixture:latest"],"Layers":names}]);
+    files.push(("manifest.json".into(), manifest.to_string().into_bytes()));
+    let p = dir.join("docker.tar");
+    std::fs::write(&p, tar_of(&files)).unwrap();
+    p
+}
+
+fn oci_files() -> Vec<(String, Vec<u8>)> {
+    let mut files = vec![(
+        "oci-layout".to_owned(),
+        br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec(),
+    )];
+    let mut layer_desc = vec![];
+    for (i, l) in layers().iter().enumerate() {
+        // Layer 1 stays uncompressed to cover both media types.
+        let (data, mt) = if i == 1 {
+            (layer_tar(l), "application/vnd.oci.image.layer.v1.tar")
+        } else {
+            (
+                gzip(&layer_tar(l)),
+                "application/vnd.oci.image.layer.v1.tar+gzip",
+            )
+        };
+        let d = blob_digest(i);
+        layer_desc.push(serde_json::json!({"mediaType":mt,"digest":d,"size":data.len()}));
+        files.push((format!("blobs/{}", d.replace(':', "/")), data));
+    }
+    let cfg = format!("sha256:{:064x}", 0xc0f1);
+    files.push((
+        format!("blobs/{}", cfg.replace(':', "/")),
+        config_json().into_bytes(),
+    ));
+    let manifest = serde_json::json!({"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",
+        "config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":cfg,"size":1},"layers":layer_desc});
+    let md = format!("sha256:{:064x}", 0x3a41);
+    files.push((
+        format!("blobs/{}", md.replace(':', "/")),
+        manifest.to_string().into_bytes(),
+    ));
+    let index = serde_json::json!({"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json",
+        "digest":md,"size":1,"annotations":{"org.opencontainers.image.ref.name":"localhost/fixture:latest"}}]});
+    files.push(("index.json".into(), index.to_string().into_bytes()));
+    files
+}
+
+/// OCI archive tar.
+pub fn oci_archive(dir: &Path) -> PathBuf {
+    let p = dir.join("oci.tar");
+    std::fs::write(&p, tar_of(&oci_files())).unwrap();
+    p
+}
+
+/// OCI layout directory.
+pub fn oci_layout(dir: &Path) -> PathBuf {
+    let root = dir.join("oci-layout");
+    for (name, body) in oci_files() {
+        let p = root.join(name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, body).unwrap();
+    }
+    root
+}
+
+fn write_tree(root: &Path, spec: &LayerSpec) {
+    for (path, body) in spec {
+        let p = root.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, body).unwrap();
+    }
+}
+
+/// A containers-storage overlay store holding the image (whiteouts as `.wh.` files, as
+/// fuse-overlayfs writes them).
+pub fn containers_storage(dir: &Path) -> PathBuf {
+    let root = dir.join("storage");
+    let mut layer_json = vec![];
+    let mut parent: Option<String> = None;
+    for (i, l) in layers().iter().enumerate() {
+        let id = format!("{:064x}", 0x1a7e + i);
+        write_tree(&root.join("overlay").join(&id).join("diff"), l);
+        let mut j = serde_json::json!({"id":id,"diff-digest":diff_id(i)});
+        if let Some(p) = &parent {
+            j["parent"] = serde_json::json!(p);
+        }
+        layer_json.push(j);
+        parent = Some(id);
+    }
+    std::fs::create_dir_all(root.join("overlay-layers")).unwrap();
+    std::fs::write(
+        root.join("overlay-layers/layers.json"),
+        serde_json::json!(layer_json).to_string(),
+    )
+    .unwrap();
+    std::fs::create_dir_all(root.join("overlay-images")).unwrap();
+    let images = serde_json::json!([{"id":format!("{:064x}", 0x1a9e),"names":["localhost/fixture:latest"],"layer":parent}]);
+    std::fs::write(root.join("overlay-images/images.json"), images.to_string()).unwrap();
+    root
+}
+
+/// The flattened filesystem of the image, as a plain directory.
+pub fn rootfs(dir: &Path) -> PathBuf {
+    let root = dir.join("rootfs");
+    let l = layers();
+    write_tree(&root, &l[0]);
+    std::fs::remove_dir_all(root.join("app/node_modules/lodash")).unwrap();
+    let keep: LayerSpec = l[1]
+        .iter()
+        .filter(|(p, _)| !p.contains(".wh.") && !p.contains("site-packages"))
+        .cloned()
+        .collect();
+    write_tree(&root, &keep);
+    let keep: LayerSpec = l[2]
+        .iter()
+        .filter(|(p, _)| !p.contains(".wh."))
+        .cloned()
+        .collect();
+    write_tree(&root, &keep);
+    root
+}
