@@ -10,6 +10,7 @@ pub mod advisory;
 pub mod analyzer;
 pub mod inventory;
 pub mod policy;
+pub mod render;
 pub mod report;
 pub mod scan;
 pub mod severity;

@@ -1,0 +1,203 @@
+//! CycloneDX 1.6 JSON SBOM (`gl-sbom-*.cdx.json`), with Trivy-compatible properties and the
+//! reported vulnerabilities.
+
+use std::collections::HashMap;
+
+use serde_json::{Value, json};
+
+use super::{RenderContext, rfc3339};
+use crate::inventory::{ArtifactKind, Package};
+use crate::report::Report;
+use crate::severity::Severity;
+
+fn prop(name: &str, value: impl Into<String>) -> Value {
+    json!({"name": name, "value": value.into()})
+}
+
+fn component(p: &Package, purl: &str, bom_ref: &str) -> Value {
+    let mut props = vec![prop("aquasecurity:trivy:PkgType", p.kind.trivy_type())];
+    if let Some(l) = &p.layer {
+        if let Some(d) = &l.diff_id {
+            props.push(prop("aquasecurity:trivy:LayerDiffID", d.clone()));
+        }
+        props.push(prop("berth:LayerIndex", l.index.to_string()));
+    }
+    if let Some(s) = &p.src_name {
+        props.push(prop("aquasecurity:trivy:SrcName", s.clone()));
+    }
+    if let Some(s) = &p.src_version {
+        props.push(prop("aquasecurity:trivy:SrcVersion", s.clone()));
+    }
+    props.push(prop("aquasecurity:trivy:FilePath", p.path.clone()));
+    let mut c = json!({
+        "bom-ref": bom_ref,
+        "type": "library",
+        "name": p.name,
+        "version": p.version,
+        "purl": purl,
+        "properties": props,
+    });
+    if let Some((group, name)) = p
+        .name
+        .split_once(':')
+        .filter(|_| p.kind == crate::inventory::PkgType::Jar)
+    {
+        c["group"] = json!(group);
+        c["name"] = json!(name);
+    }
+    if !p.licenses.is_empty() {
+        c["licenses"] = json!(
+            p.licenses
+                .iter()
+                .map(|l| json!({"license": {"name": l}}))
+                .collect::<Vec<_>>()
+        );
+    }
+    c
+}
+
+fn rating_severity(s: Severity) -> &'static str {
+    match s {
+        Severity::Critical => "critical",
+        Severity::High => "high",
+        Severity::Medium => "medium",
+        Severity::Low => "low",
+        Severity::Unknown => "unknown",
+    }
+}
+
+/// Renders the SBOM.
+pub fn render(r: &Report, ctx: &RenderContext) -> Value {
+    let os = r.os.as_ref();
+    let root_ref = "berth:artifact".to_owned();
+    let mut components = Vec::new();
+    let mut refs: Vec<String> = Vec::with_capacity(r.packages.len());
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let os_ref = os.map(|o| {
+        let id = format!("berth:os:{}:{}", o.family.as_str(), o.version);
+        components.push(json!({
+            "bom-ref": id,
+            "type": "operating-system",
+            "name": o.family.as_str(),
+            "version": o.version,
+            "properties": [prop("aquasecurity:trivy:Class", "os-pkgs"), prop("aquasecurity:trivy:Type", o.family.as_str())],
+        }));
+        id
+    });
+    for p in &r.packages {
+        let purl = p.purl(os);
+        let n = seen.entry(purl.clone()).or_insert(0);
+        *n += 1;
+        let bom_ref = if *n == 1 {
+            purl.clone()
+        } else {
+            format!("{purl}#{n}")
+        };
+        components.push(component(p, &purl, &bom_ref));
+        refs.push(bom_ref);
+    }
+    let os_refs: Vec<String> = r
+        .packages
+        .iter()
+        .zip(&refs)
+        .filter(|(p, _)| p.kind.is_os())
+        .map(|(_, r)| r.clone())
+        .collect();
+    let lang_refs: Vec<String> = r
+        .packages
+        .iter()
+        .zip(&refs)
+        .filter(|(p, _)| !p.kind.is_os())
+        .map(|(_, r)| r.clone())
+        .collect();
+    let mut deps = vec![];
+    let mut root_deps = lang_refs;
+    if let Some(o) = &os_ref {
+        root_deps.insert(0, o.clone());
+        deps.push(json!({"ref": o, "dependsOn": os_refs}));
+    }
+    deps.insert(0, json!({"ref": root_ref, "dependsOn": root_deps}));
+    for rf in &refs {
+        deps.push(json!({"ref": rf, "dependsOn": []}));
+    }
+
+    // One vulnerability entry per id, affecting every package it was found in.
+    let mut vulns: Vec<Value> = Vec::new();
+    let mut by_id: HashMap<&str, usize> = HashMap::new();
+    for f in &r.findings {
+        let affect = json!({"ref": refs[f.package], "versions": [{"version": f.installed_version, "status": "affected"}]});
+        if let Some(&i) = by_id.get(f.id.as_str()) {
+            if let Some(a) = vulns[i]["affects"].as_array_mut() {
+                a.push(affect);
+            }
+            continue;
+        }
+        let mut ratings = vec![
+            json!({"source": {"name": f.severity_source.clone().unwrap_or_else(|| "berth".into())}, "severity": rating_severity(f.severity)}),
+        ];
+        if let Some(c) = &f.cvss {
+            let method = if c.version == "V40" {
+                "CVSSv4"
+            } else if c.vector.starts_with("CVSS:3.0") {
+                "CVSSv3"
+            } else {
+                "CVSSv31"
+            };
+            ratings.push(json!({"source": {"name": "cvss"}, "score": c.score, "severity": rating_severity(f.severity), "method": method, "vector": c.vector}));
+        }
+        let mut v = json!({
+            "id": f.id,
+            "source": {"name": f.data_source, "url": f.primary_url()},
+            "ratings": ratings,
+            "advisories": f.references.iter().filter(|u| u.starts_with("http")).take(10).map(|u| json!({"url": u})).collect::<Vec<_>>(),
+            "affects": [affect],
+        });
+        if let Some(d) = f.description.as_ref().or(f.title.as_ref()) {
+            v["description"] = json!(d);
+        }
+        if !f.fixed_version.is_empty() {
+            v["recommendation"] = json!(format!(
+                "Upgrade {} to version {}",
+                f.pkg_name, f.fixed_version
+            ));
+        }
+        for (key, val) in [("published", &f.published), ("updated", &f.modified)] {
+            if let Some(t) = val.as_deref().and_then(|t| {
+                time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+            }) {
+                v[key] = json!(rfc3339(t));
+            }
+        }
+        by_id.insert(&f.id, vulns.len());
+        vulns.push(v);
+    }
+    let mut root_props: Vec<Value> = r
+        .artifact
+        .diff_ids
+        .iter()
+        .map(|d| prop("aquasecurity:trivy:DiffID", d.clone()))
+        .collect();
+    if let Some(id) = &r.artifact.image_id {
+        root_props.push(prop("aquasecurity:trivy:ImageID", id.clone()));
+    }
+    json!({
+        "$schema": "http://cyclonedx.org/schema/bom-1.6.schema.json",
+        "bomFormat": "CycloneDX",
+        "specVersion": "1.6",
+        "serialNumber": format!("urn:uuid:{}", ctx.serial.hyphenated()),
+        "version": 1,
+        "metadata": {
+            "timestamp": rfc3339(ctx.finished),
+            "tools": {"components": [{"type": "application", "group": "berth", "name": ctx.tool_name, "version": ctx.tool_version}]},
+            "component": {
+                "bom-ref": root_ref,
+                "type": if r.artifact.kind == ArtifactKind::ContainerImage { "container" } else { "application" },
+                "name": r.artifact.name,
+                "properties": root_props,
+            },
+        },
+        "components": components,
+        "dependencies": deps,
+        "vulnerabilities": vulns,
+    })
+}

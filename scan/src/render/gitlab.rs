@@ -1,0 +1,110 @@
+//! GitLab's container scanning report (`gl-container-scanning-report.json`, schema 15.x).
+
+use serde_json::{Value, json};
+use time::macros::format_description;
+
+use super::{RenderContext, fnv64};
+use crate::report::{Finding, Report};
+
+/// The schema version declared by default (accepted by GitLab 16.x–18.x).
+pub const DEFAULT_SCHEMA_VERSION: &str = "15.0.7";
+
+fn identifier(id: &str, url: &str) -> Value {
+    let kind = match id.split('-').next().unwrap_or_default() {
+        "CVE" => "cve".to_owned(),
+        "GHSA" => "ghsa".to_owned(),
+        other => other.to_ascii_lowercase(),
+    };
+    json!({"type": kind, "name": id, "value": id, "url": url})
+}
+
+fn vulnerability(f: &Finding, r: &Report) -> Value {
+    let os = r.os.as_ref().map_or_else(
+        || "unknown".to_owned(),
+        |o| format!("{}:{}", o.family.as_str(), o.version),
+    );
+    let h = fnv64(&[
+        &r.artifact.name,
+        &f.pkg_name,
+        &f.installed_version,
+        &f.id,
+        &f.path,
+    ]);
+    let id = format!(
+        "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
+        h >> 32,
+        (h >> 16) & 0xffff,
+        h & 0xfff,
+        (h >> 4) & 0xfff,
+        h & 0xffff_ffff_ffff
+    );
+    let mut name = f
+        .title
+        .clone()
+        .unwrap_or_else(|| format!("{} in {}", f.id, f.pkg_name));
+    if name.chars().count() > 255 {
+        name = name.chars().take(254).collect::<String>() + "…";
+    }
+    let mut identifiers = vec![identifier(&f.id, &f.primary_url())];
+    identifiers.extend(
+        f.aliases
+            .iter()
+            .take(19)
+            .map(|a| identifier(a, &format!("https://osv.dev/vulnerability/{a}"))),
+    );
+    let solution = if f.fixed_version.is_empty() {
+        "No fixed version is available yet.".to_owned()
+    } else {
+        format!("Upgrade {} to {}", f.pkg_name, f.fixed_version)
+    };
+    let mut links = vec![json!({"url": f.primary_url()})];
+    links.extend(
+        f.references
+            .iter()
+            .filter(|u| u.starts_with("http"))
+            .take(10)
+            .map(|u| json!({"url": u})),
+    );
+    json!({
+        "id": id,
+        "name": name,
+        "description": f.description.clone().or_else(|| f.title.clone()).unwrap_or_else(|| f.id.clone()),
+        "severity": f.severity.gitlab(),
+        "solution": solution,
+        "identifiers": identifiers,
+        "links": links,
+        "location": {
+            "dependency": {"package": {"name": f.pkg_name}, "version": f.installed_version},
+            "operating_system": os,
+            "image": r.artifact.name,
+        },
+    })
+}
+
+/// Renders the report.
+pub fn render(r: &Report, ctx: &RenderContext) -> Value {
+    let fmt = format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]");
+    let t = |x: time::OffsetDateTime| {
+        x.to_offset(time::UtcOffset::UTC)
+            .format(&fmt)
+            .unwrap_or_default()
+    };
+    let tool = json!({"id": "berth", "name": ctx.tool_name, "version": ctx.tool_version, "vendor": {"name": "berth"}});
+    json!({
+        "version": ctx.gitlab_schema_version,
+        "schema": format!(
+            "https://gitlab.com/gitlab-org/security-products/security-report-schemas/-/raw/v{}/dist/container-scanning-report-format.json",
+            ctx.gitlab_schema_version
+        ),
+        "scan": {
+            "analyzer": tool,
+            "scanner": tool,
+            "type": "container_scanning",
+            "start_time": t(ctx.started),
+            "end_time": t(ctx.finished),
+            "status": "success",
+        },
+        "vulnerabilities": r.findings.iter().map(|f| vulnerability(f, r)).collect::<Vec<_>>(),
+        "remediations": [],
+    })
+}
