@@ -8,6 +8,7 @@
 
 pub mod advisory;
 pub mod analyzer;
+pub mod cli;
 pub mod inventory;
 pub mod policy;
 pub mod render;

@@ -1,7 +1,7 @@
 //! Every image source yields the same inventory, with layers, whiteouts and OS-owned files
 //! handled; the per-layer cache is used on the second scan.
 
-mod support;
+use crate::support;
 
 use berth_scan::inventory::{ArtifactKind, Inventory, OsFamily, PkgType};
 use berth_scan::scan::{self, LayerCache};

@@ -2,7 +2,7 @@
 //! against its published JSON schema (python-jsonschema / cyclonedx-python-lib from
 //! `scan/tests/setup.sh`).
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

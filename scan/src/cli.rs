@@ -1,0 +1,245 @@
+//! The `berth scan` and `berth db update` commands as library functions, with Trivy's flag
+//! names. The executor owns the binary: it parses these argument structs, calls `run_*`, writes
+//! the returned text to stdout and exits with the returned code.
+
+use std::path::{Path, PathBuf};
+
+use time::OffsetDateTime;
+
+use crate::advisory::db::{self, AdvisoryDb, DbError, ImportSummary, StaleAction};
+use crate::policy::{IgnoreError, IgnoreList, Policy};
+use crate::render::{self, Format, FormatError, RenderContext};
+use crate::report::Report;
+use crate::scan::{LayerCache, ScanError};
+use crate::severity::{self, SeverityError, Status, StatusError};
+use crate::source::{self, SourceError};
+
+/// Default advisory database directory.
+pub const DEFAULT_DB: &str = "/var/lib/berth/advisories";
+
+/// `berth scan IMAGE|PATH`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ScanArgs {
+    /// Image name or id in containers-storage, or a path (tar archive, OCI layout, rootfs dir).
+    pub target: Option<String>,
+    /// Read the image from this docker-archive/OCI-archive tar or OCI layout directory.
+    #[arg(long)]
+    pub input: Option<PathBuf>,
+    /// Output format: table, json, sarif, cyclonedx, gitlab.
+    #[arg(long, short = 'f', default_value = "table")]
+    pub format: String,
+    /// Write the output here instead of returning it for stdout.
+    #[arg(long, short = 'o')]
+    pub output: Option<PathBuf>,
+    /// Severities to report (comma-separated).
+    #[arg(long, short = 's', default_value = "UNKNOWN,LOW,MEDIUM,HIGH,CRITICAL")]
+    pub severity: String,
+    /// Exit code when findings remain after all filters.
+    #[arg(long, default_value_t = 0)]
+    pub exit_code: i32,
+    /// Leave out findings without a fixed version.
+    #[arg(long)]
+    pub ignore_unfixed: bool,
+    /// Leave out findings with these statuses (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub ignore_status: Vec<String>,
+    /// Ignore file: `.trivyignore` (ids, `exp:`) or `.trivyignore.yaml`.
+    #[arg(long, default_value = ".trivyignore")]
+    pub ignorefile: PathBuf,
+    /// Advisory database directory.
+    #[arg(long, env = "BERTH_DB", default_value = DEFAULT_DB)]
+    pub db: PathBuf,
+    /// Warn (or fail, with --db-stale-fail) when the advisories are older than this many days.
+    #[arg(long, default_value_t = 7)]
+    pub db_max_age_days: i64,
+    /// Refuse to scan with stale advisories.
+    #[arg(long)]
+    pub db_stale_fail: bool,
+    /// Per-layer result cache directory.
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+    /// containers-storage root for image names (default: the rootless user store).
+    #[arg(long)]
+    pub storage_root: Option<PathBuf>,
+    /// Also write GitLab's container scanning report here.
+    #[arg(long)]
+    pub gitlab_report: Option<PathBuf>,
+    /// Also write a CycloneDX SBOM here.
+    #[arg(long)]
+    pub sbom: Option<PathBuf>,
+}
+
+/// `berth db update --from PATH|file://URL`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DbUpdateArgs {
+    /// OSV directory, OSV all.zip, or a directory of all.zip files (repeatable).
+    #[arg(long, required = true)]
+    pub from: Vec<String>,
+    /// Advisory database directory to (re)build.
+    #[arg(long, env = "BERTH_DB", default_value = DEFAULT_DB)]
+    pub db: PathBuf,
+}
+
+/// Errors of the commands; every message names the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// Bad flag value.
+    #[error(transparent)]
+    Severity(#[from] SeverityError),
+    /// Bad flag value.
+    #[error(transparent)]
+    Status(#[from] StatusError),
+    /// Bad flag value.
+    #[error(transparent)]
+    Format(#[from] FormatError),
+    /// No target.
+    #[error("nothing to scan: pass an image name, a path, or --input PATH")]
+    NoTarget,
+    /// The ignore file is bad.
+    #[error(transparent)]
+    Ignore(#[from] IgnoreError),
+    /// Advisory database problem.
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// Image problem.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// Scan problem.
+    #[error(transparent)]
+    Scan(#[from] ScanError),
+    /// Writing an output failed.
+    #[error("cannot write {path}: {source}; check the directory exists and is writable")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What a scan produced.
+#[derive(Debug, Clone)]
+pub struct ScanOutcome {
+    /// The report.
+    pub report: Report,
+    /// Text for stdout (empty when `-o` was given).
+    pub stdout: String,
+    /// Warnings for the log.
+    pub warnings: Vec<String>,
+    /// The exit code Trivy's flags ask for.
+    pub exit_code: i32,
+}
+
+fn read_ignore(path: &Path, explicit: bool) -> Result<IgnoreList, CliError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(IgnoreList::parse(&text, &path.display().to_string())?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
+            Ok(IgnoreList::default())
+        }
+        Err(source) => Err(CliError::Write {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// Podman's default store: the system one for root, the user's own otherwise.
+fn default_storage_root() -> PathBuf {
+    use std::os::unix::fs::MetadataExt;
+    let root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
+    match std::env::var_os("HOME") {
+        Some(h) if !root => PathBuf::from(h).join(".local/share/containers/storage"),
+        _ => PathBuf::from("/var/lib/containers/storage"),
+    }
+}
+
+fn write(path: &Path, text: &str) -> Result<(), CliError> {
+    std::fs::write(path, text).map_err(|source| CliError::Write {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Runs `berth scan`. `now` is the clock reading used for expiry, staleness and timestamps.
+pub fn run_scan(args: &ScanArgs, now: OffsetDateTime) -> Result<ScanOutcome, CliError> {
+    let format: Format = args.format.parse()?;
+    let severities = severity::parse_list(&args.severity)?;
+    let ignore_statuses = args
+        .ignore_status
+        .iter()
+        .map(|s| s.parse::<Status>())
+        .collect::<Result<Vec<_>, _>>()?;
+    let explicit_ignore = args.ignorefile != Path::new(".trivyignore");
+    let policy = Policy {
+        severities,
+        exit_code: args.exit_code,
+        ignore_unfixed: args.ignore_unfixed,
+        ignore_statuses,
+        ignore: read_ignore(&args.ignorefile, explicit_ignore)?,
+        today: now.date(),
+    };
+    let db = AdvisoryDb::open(&args.db)?;
+    let mut warnings = Vec::new();
+    let action = if args.db_stale_fail {
+        StaleAction::Fail
+    } else {
+        StaleAction::Warn
+    };
+    warnings.extend(db.meta.check_age(now, args.db_max_age_days, action)?);
+
+    let image = match (&args.input, &args.target) {
+        (Some(p), _) => source::open(p, &p.display().to_string())?,
+        (None, Some(t)) if Path::new(t).exists() => source::open(Path::new(t), t)?,
+        (None, Some(t)) => {
+            let root = args
+                .storage_root
+                .clone()
+                .unwrap_or_else(default_storage_root);
+            source::open_containers_storage(&root, t)?
+        }
+        (None, None) => return Err(CliError::NoTarget),
+    };
+    let cache = args.cache_dir.as_ref().map(LayerCache::new);
+    let (inv, w) = crate::scan::inventory(&image, cache.as_ref())?;
+    warnings.extend(w);
+    let index = db.load_for(&inv)?;
+    let report = Report::generate(&inv, &index, &policy);
+    warnings.extend(report.warnings.iter().cloned());
+    let mut ctx = RenderContext::new(OffsetDateTime::now_utc());
+    ctx.started = now;
+    if let Some(p) = &args.gitlab_report {
+        write(p, &render::render(&report, Format::GitLab, &ctx))?;
+    }
+    if let Some(p) = &args.sbom {
+        write(p, &render::render(&report, Format::CycloneDx, &ctx))?;
+    }
+    let text = render::render(&report, format, &ctx);
+    let stdout = match &args.output {
+        Some(p) => {
+            write(p, &text)?;
+            String::new()
+        }
+        None => text,
+    };
+    Ok(ScanOutcome {
+        exit_code: report.exit_code,
+        report,
+        stdout,
+        warnings,
+    })
+}
+
+/// Runs `berth db update`.
+pub fn run_db_update(args: &DbUpdateArgs, now: OffsetDateTime) -> Result<ImportSummary, CliError> {
+    let sources = args
+        .from
+        .iter()
+        .map(|f| db::resolve_source(f))
+        .collect::<Result<Vec<_>, _>>()?;
+    std::fs::create_dir_all(&args.db).map_err(|source| CliError::Write {
+        path: args.db.clone(),
+        source,
+    })?;
+    Ok(db::import(&sources, &args.db, now)?)
+}

@@ -1,0 +1,126 @@
+//! `berth scan` / `berth db update` through the library entry points, with Trivy's flags.
+
+use crate::support;
+
+use berth_scan::cli::{self, DbUpdateArgs, ScanArgs};
+use clap::Parser;
+use time::macros::datetime;
+
+#[derive(Parser)]
+struct Scan {
+    #[command(flatten)]
+    args: ScanArgs,
+}
+
+const OSV: &str = r#"{"id":"GHSA-fake-0001","modified":"2026-11-20T00:00:00Z","database_specific":{"severity":"HIGH"},
+ "affected":[{"package":{"ecosystem":"npm","name":"minimist"},
+ "ranges":[{"type":"SEMVER","events":[{"introduced":"0"},{"fixed":"1.2.6"}]}]}]}"#;
+
+#[test]
+fn scan_with_trivy_flags() {
+    let d = tempfile::tempdir().unwrap();
+    let osv = d.path().join("osv");
+    std::fs::create_dir_all(&osv).unwrap();
+    std::fs::write(osv.join("a.json"), OSV).unwrap();
+    let db = d.path().join("db");
+    let up = DbUpdateArgs {
+        from: vec![osv.display().to_string()],
+        db: db.clone(),
+    };
+    cli::run_db_update(&up, datetime!(2026-11-23 0:00 UTC)).unwrap();
+
+    let image = support::docker_archive(d.path());
+    let ignore = d.path().join("ignore.yaml");
+    std::fs::write(&ignore, "vulnerabilities: []\n").unwrap();
+    let gl = d.path().join("gl-container-scanning-report.json");
+    let sbom = d.path().join("gl-sbom-fixture.cdx.json");
+    let argv = [
+        "scan",
+        "--input",
+        image.to_str().unwrap(),
+        "--format",
+        "json",
+        "--severity",
+        "HIGH,CRITICAL",
+        "--exit-code",
+        "3",
+        "--ignorefile",
+        ignore.to_str().unwrap(),
+        "--db",
+        db.to_str().unwrap(),
+        "--gitlab-report",
+        gl.to_str().unwrap(),
+        "--sbom",
+        sbom.to_str().unwrap(),
+    ];
+    let a = Scan::try_parse_from(argv).unwrap().args;
+    let out = cli::run_scan(&a, datetime!(2026-11-23 12:00 UTC)).unwrap();
+    assert_eq!(out.exit_code, 3);
+    assert!(out.stdout.contains("GHSA-fake-0001"));
+    assert!(out.warnings.is_empty(), "{:?}", out.warnings);
+    assert!(
+        std::fs::read_to_string(&gl)
+            .unwrap()
+            .contains("\"container_scanning\"")
+    );
+    assert!(
+        std::fs::read_to_string(&sbom)
+            .unwrap()
+            .contains("\"CycloneDX\"")
+    );
+
+    // The same with the finding ignored through a plain .trivyignore, written to -o.
+    let plain = d.path().join(".trivyignore");
+    std::fs::write(&plain, "GHSA-fake-0001 exp:2027-01-01\n").unwrap();
+    let outfile = d.path().join("out.sarif");
+    let mut a2 = a.clone();
+    a2.ignorefile = plain;
+    a2.format = "sarif".into();
+    a2.output = Some(outfile.clone());
+    let out = cli::run_scan(&a2, datetime!(2026-11-23 12:00 UTC)).unwrap();
+    assert_eq!(out.exit_code, 0);
+    assert!(out.stdout.is_empty());
+    assert!(
+        std::fs::read_to_string(&outfile)
+            .unwrap()
+            .contains("\"2.1.0\"")
+    );
+
+    // Stale data: a warning by default, an error with --db-stale-fail.
+    let later = datetime!(2027-02-01 0:00 UTC);
+    let mut a3 = a.clone();
+    a3.gitlab_report = None;
+    a3.sbom = None;
+    assert!(
+        cli::run_scan(&a3, later)
+            .unwrap()
+            .warnings
+            .iter()
+            .any(|w| w.contains("stale"))
+    );
+    a3.db_stale_fail = true;
+    assert!(
+        cli::run_scan(&a3, later)
+            .unwrap_err()
+            .to_string()
+            .contains("berth db update")
+    );
+
+    // Flag errors name the accepted values.
+    let mut bad = a.clone();
+    bad.severity = "HIGH,SEVERE".into();
+    assert!(
+        cli::run_scan(&bad, later)
+            .unwrap_err()
+            .to_string()
+            .contains("CRITICAL")
+    );
+    let mut bad = a;
+    bad.format = "xml".into();
+    assert!(
+        cli::run_scan(&bad, later)
+            .unwrap_err()
+            .to_string()
+            .contains("cyclonedx")
+    );
+}

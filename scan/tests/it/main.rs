@@ -1,0 +1,11 @@
+//! berth-scan's integration tests, in one binary (one link instead of five on small builders).
+//!
+//! Oracle and schema tests need the tools `scan/tests/setup.sh` installs; without them they
+//! fail and say so.
+
+mod advisory_db;
+mod cli;
+mod oracle;
+mod reports;
+mod sources;
+mod support;
