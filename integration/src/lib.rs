@@ -1,1 +1,322 @@
-//! berth-integration.
+//! berth-integration: drives the real `berth` binary exactly as gitlab-runner does (a new process
+//! per stage, in its own process group, stdin from /dev/null, the contract's environment) against
+//! real rootless Podman. Host setup and test images come from `integration/host` and
+//! `integration/images`; `scripts/test-all` runs both before the tests.
+
+#![expect(
+    clippy::disallowed_methods,
+    reason = "the harness plays gitlab-runner and spawns berth itself"
+)]
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+/// The runner user the host setup creates.
+pub const RUNNER_USER: &str = "berth-runner";
+/// berth's state directory on test hosts.
+pub const STATE_DIR: &str = "/var/lib/berth";
+
+/// The `berth` binary next to the test executable (cargo builds it for the workspace).
+pub fn berth_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let berth = dir.join("berth");
+    assert!(
+        berth.is_file(),
+        "{} is missing: run `cargo build --workspace` first (scripts/test-all does)",
+        berth.display()
+    );
+    berth
+}
+
+/// Fails the test unless the host can run rootless Podman jobs the way CI must.
+pub fn require_host() {
+    assert!(
+        nix::unistd::Uid::effective().is_root(),
+        "integration tests run as root, like gitlab-runner's service, so berth drops to {RUNNER_USER}"
+    );
+    let podman = Command::new("podman").arg("--version").output();
+    assert!(
+        podman.is_ok_and(|o| o.status.success()),
+        "podman is missing: run integration/host/setup-host.sh"
+    );
+    assert!(
+        nix::unistd::User::from_name(RUNNER_USER).ok().flatten().is_some(),
+        "user {RUNNER_USER} is missing: run integration/host/setup-host.sh"
+    );
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// One simulated job: the runner's temp dir, payload and environment.
+pub struct FakeRunner {
+    /// The runner's per-job temp dir (0700, like gitlab-runner's).
+    pub tmp: tempfile::TempDir,
+    /// Job id.
+    pub job_id: u64,
+    /// Runner short token (unique per test job).
+    pub token: String,
+    /// Berth config file, if any.
+    pub config: Option<PathBuf>,
+    /// `job_env` from the config stage.
+    pub job_env: BTreeMap<String, String>,
+    /// Extra environment for every stage.
+    pub extra_env: BTreeMap<String, String>,
+}
+
+/// What one stage did.
+#[derive(Debug)]
+pub struct StageResult {
+    /// Exit code (-1 for a signal).
+    pub code: i32,
+    /// stdout.
+    pub stdout: String,
+    /// stderr.
+    pub stderr: String,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+impl StageResult {
+    fn from_output(o: &Output, elapsed: Duration) -> Self {
+        Self {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+            elapsed,
+        }
+    }
+
+    /// All output, for assertion messages.
+    pub fn all(&self) -> String {
+        format!("exit {}\n--- stdout\n{}\n--- stderr\n{}", self.code, self.stdout, self.stderr)
+    }
+}
+
+impl FakeRunner {
+    /// A job with `payload` (its `id` is filled in).
+    pub fn new(mut payload: Value) -> Self {
+        let tmp = tempfile::Builder::new()
+            .prefix("custom-executor")
+            .tempdir()
+            .expect("tempdir");
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        let n = SEQ.fetch_add(1, Ordering::SeqCst);
+        let job_id = u64::from(std::process::id()) * 100 + u64::from(n);
+        payload["id"] = json!(job_id);
+        if payload.get("token").is_none() {
+            payload["token"] = json!("glcbt-integration-token");
+        }
+        let path = tmp.path().join("response.json");
+        std::fs::write(&path, payload.to_string()).expect("payload");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        Self {
+            tmp,
+            job_id,
+            token: format!("it{}x{n}", std::process::id()),
+            config: None,
+            job_env: BTreeMap::new(),
+            extra_env: BTreeMap::new(),
+        }
+    }
+
+    /// Uses a berth config with `text`.
+    pub fn with_config(mut self, text: &str) -> Self {
+        let path = self.tmp.path().join("berth.toml");
+        std::fs::write(&path, text).expect("config");
+        self.config = Some(path);
+        self
+    }
+
+    /// The job key berth derives.
+    pub fn key(&self) -> String {
+        format!("j{}-{}", self.job_id, self.token)
+    }
+
+    /// The job's host directory.
+    pub fn job_dir(&self) -> PathBuf {
+        Path::new(STATE_DIR).join("jobs").join(self.key())
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(berth_binary());
+        if let Some(c) = &self.config {
+            cmd.arg("--config").arg(c);
+        }
+        cmd.args(args)
+            .current_dir(self.tmp.path())
+            .stdin(Stdio::null())
+            .env("TMPDIR", self.tmp.path())
+            .env("BUILD_FAILURE_EXIT_CODE", "1")
+            .env("SYSTEM_FAILURE_EXIT_CODE", "2")
+            .env("BUILD_EXIT_CODE_FILE", self.tmp.path().join("build_exit_code"))
+            .env("JOB_RESPONSE_FILE", self.tmp.path().join("response.json"))
+            .env("CUSTOM_ENV_CI_RUNNER_SHORT_TOKEN", &self.token)
+            .env("CUSTOM_ENV_CI_JOB_ID", self.job_id.to_string())
+            .env("CUSTOM_ENV_CI_JOB_STATUS", "running")
+            .env("CUSTOM_ENV_CI_BUILDS_DIR", "/builds")
+            .env("CUSTOM_ENV_CI_PROJECT_DIR", "/builds/group/project")
+            .envs(&self.job_env)
+            .envs(&self.extra_env)
+            .process_group(0);
+        cmd
+    }
+
+    /// Runs a stage to completion.
+    pub fn stage(&mut self, args: &[&str]) -> StageResult {
+        let started = Instant::now();
+        let out = self.command(args).output().expect("spawn berth");
+        let result = StageResult::from_output(&out, started.elapsed());
+        if args == ["config"] && result.code == 0 {
+            let v: Value = serde_json::from_str(&result.stdout).expect("config prints JSON");
+            if let Some(env) = v["job_env"].as_object() {
+                for (k, val) in env {
+                    self.job_env.insert(k.clone(), val.as_str().unwrap_or_default().to_owned());
+                }
+            }
+        }
+        result
+    }
+
+    /// Writes a stage script the way the runner does and returns its path.
+    pub fn script(&self, name: &str, body: &str) -> PathBuf {
+        let dir = self.tmp.path().join(format!("script{name}"));
+        std::fs::create_dir_all(&dir).expect("script dir");
+        let path = dir.join("script");
+        std::fs::write(&path, format!("#!/usr/bin/env bash\nset -eo pipefail\n{body}\n")).expect("script");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        path
+    }
+
+    /// `berth run <script> <stage>` with `body`.
+    pub fn run(&mut self, stage: &str, body: &str) -> StageResult {
+        let script = self.script(stage, body);
+        let script = script.to_string_lossy().into_owned();
+        self.stage(&["run", &script, stage])
+    }
+
+    /// Starts `berth run` in the background (for cancellation tests).
+    pub fn spawn_run(&self, stage: &str, body: &str) -> Child {
+        let script = self.script(stage, body);
+        self.command(&["run", &script.to_string_lossy(), stage])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn berth run")
+    }
+
+    /// Starts a stage through a wrapper shell that plays a runner which may die.
+    pub fn spawn_via_wrapper(&self, args: &[&str]) -> Child {
+        let cmd = self.command(args);
+        let program = cmd.get_program().to_owned();
+        let inner: Vec<_> = cmd.get_args().map(|a| a.to_owned()).collect();
+        let mut wrapper = Command::new("sh");
+        wrapper
+            .arg("-c")
+            .arg("\"$@\"; echo wrapper-done")
+            .arg("sh")
+            .arg(program)
+            .args(inner)
+            .current_dir(self.tmp.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in cmd.get_envs() {
+            match v {
+                Some(v) => wrapper.env(k, v),
+                None => wrapper.env_remove(k),
+            };
+        }
+        wrapper.process_group(0);
+        wrapper.spawn().expect("spawn wrapper")
+    }
+
+    /// The build exit code file's content.
+    pub fn build_exit_code(&self) -> Option<String> {
+        std::fs::read_to_string(self.tmp.path().join("build_exit_code"))
+            .ok()
+            .map(|s| s.trim().to_owned())
+    }
+
+    /// Everything of this job still on the host: its directories, containers, processes.
+    pub fn leftovers(&self) -> Vec<String> {
+        leftovers_of(&self.key())
+    }
+}
+
+/// Things of job `key` still on the host.
+pub fn leftovers_of(key: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let job_dir = Path::new(STATE_DIR).join("jobs").join(key);
+    if job_dir.exists() {
+        found.push(format!("directory {}", job_dir.display()));
+    }
+    let uid = nix::unistd::User::from_name(RUNNER_USER)
+        .ok()
+        .flatten()
+        .map_or(0, |u| u.uid.as_raw());
+    let run_dir = PathBuf::from(format!("/run/user/{uid}/berth/{key}"));
+    if run_dir.exists() {
+        found.push(format!("directory {}", run_dir.display()));
+    }
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if pid == std::process::id() {
+            continue;
+        }
+        if let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) {
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            if cmd.contains(&format!("/{key}/")) || cmd.contains(&format!("berth-{key}")) {
+                found.push(format!("process {pid}: {cmd}"));
+            }
+        }
+    }
+    found
+}
+
+/// Sends `signal` to the process group of `child` (as gitlab-runner does on cancel/timeout).
+pub fn signal_group(child: &Child, signal: nix::sys::signal::Signal) {
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid"));
+    nix::sys::signal::killpg(pid, signal).expect("signal group");
+}
+
+/// Waits for `child` up to `timeout`, killing it after.
+pub fn wait_with_timeout(mut child: Child, timeout: Duration) -> StageResult {
+    let started = Instant::now();
+    loop {
+        if child.try_wait().expect("try_wait").is_some() {
+            let out = child.wait_with_output().expect("output");
+            return StageResult::from_output(&out, started.elapsed());
+        }
+        if started.elapsed() > timeout {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            let mut r = StageResult::from_output(&out, started.elapsed());
+            r.code = -9;
+            return r;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A minimal payload for `image`.
+pub fn payload(image: &str) -> Value {
+    json!({
+        "image": { "name": image },
+        "job_info": { "project_id": 4242, "name": "test" },
+        "runner_info": { "timeout": 600 },
+        "variables": [
+            { "key": "MY_SECRET", "value": "masked-value-xyz", "masked": true },
+            { "key": "GREETING", "value": "hi there", "masked": false }
+        ]
+    })
+}

@@ -146,6 +146,16 @@ pub enum SandboxError {
     /// The agent protocol failed.
     #[error(transparent)]
     Agent(#[from] agent::AgentError),
+    /// The per-job Podman API service did not come up.
+    #[error("the per-job Podman API service (pid {pid}) did not answer: {cause}; its log ends with:\n{log_tail}")]
+    ServiceStart {
+        /// Pid of `podman system service`.
+        pid: u32,
+        /// Last API error.
+        cause: String,
+        /// End of its log.
+        log_tail: String,
+    },
     /// The image is not available under the pull policy.
     #[error("image {image} is not available: {reason}")]
     ImageUnavailable {
@@ -199,6 +209,7 @@ impl SandboxError {
             | Self::Process(_)
             | Self::Agent(_)
             | Self::ImageUnavailable { .. }
+            | Self::ServiceStart { .. }
             | Self::ServiceNotReady { .. }
             | Self::Io { .. } => false,
         }

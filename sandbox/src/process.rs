@@ -77,6 +77,8 @@ impl CommandSpec {
             cmd.env(k, v);
         }
         cmd.stdin(Stdio::null());
+        // The caller's cwd may be gitlab-runner's root-only temp dir, unreadable after the drop.
+        cmd.current_dir("/");
         cmd
     }
 }

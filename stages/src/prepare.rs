@@ -185,6 +185,8 @@ async fn prepare_inner<S: Sandbox>(
         .map(|s| plan_image(job, s, "service").map(|p| (s.clone(), p)))
         .collect::<Result<_, _>>()?;
 
+    let t0 = std::time::Instant::now();
+    let step = |name: &str| tracing::debug!("prepare: {name} done at {} ms", t0.elapsed().as_millis());
     // A retried prepare starts from nothing: remove what an earlier attempt left.
     let leftovers = sandbox.teardown().await;
     for e in leftovers {
@@ -205,7 +207,9 @@ async fn prepare_inner<S: Sandbox>(
     std::fs::create_dir_all(&cache).map_err(StageError::io(&cache))?;
     set_mode(&cache, 0o777)?;
 
+    step("teardown of leftovers");
     sandbox.start().await?;
+    step("sandbox start");
     log.line(&format!("Using job image {} ...", image.name));
     let auth = auth_for(job, &image.registry);
     let image_info = sandbox
@@ -225,6 +229,7 @@ async fn prepare_inner<S: Sandbox>(
         );
     }
 
+    step("images");
     let mut hosts = Vec::new();
     for (spec, _) in &services {
         hosts.extend(naming::service_aliases(&spec.name, &spec.aliases()));
@@ -240,6 +245,7 @@ async fn prepare_inner<S: Sandbox>(
         })
         .await?;
 
+    step("pod");
     let job_vars: BTreeMap<String, String> = job
         .payload
         .variables
@@ -298,7 +304,9 @@ async fn prepare_inner<S: Sandbox>(
     } else {
         log.warn("no gitlab-runner binary found for the helper: artifacts and cache stages will be skipped (set gitlab_runner_binary in the berth config)");
     }
+    step("services");
     state.helper = Some(sandbox.run_container(&helper).await?);
+    step("helper");
     state.save(&job.paths.state_file())?;
 
     let mut job_container = container(job, Role::Job, StageTarget::Job.as_str(), &image.name);
@@ -307,6 +315,7 @@ async fn prepare_inner<S: Sandbox>(
         log.line("The image's entrypoint wraps the job shell, as with the Docker executor.");
     }
     state.job = Some(sandbox.run_container(&job_container).await?);
+    step("job container");
     state.prepared = true;
     state.save(&job.paths.state_file())?;
     log.line("Job sandbox ready.");

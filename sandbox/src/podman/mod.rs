@@ -38,6 +38,8 @@ pub struct PodmanSettings {
     pub api_idle_timeout_secs: u64,
     /// Runroot used when pulling into the base store.
     pub base_runroot: PathBuf,
+    /// Environment for every Podman process (`HOME`, `XDG_RUNTIME_DIR`, `TMPDIR`).
+    pub env: Vec<(String, String)>,
 }
 
 /// Rootless Podman for one job.
@@ -83,15 +85,23 @@ impl PodmanSandbox {
         &self.paths
     }
 
-    fn podman(&self) -> CommandSpec {
+    fn command(&self) -> CommandSpec {
         let mut spec = CommandSpec::new(&self.settings.podman);
+        for (k, v) in &self.settings.env {
+            spec = spec.env(k, v);
+        }
+        spec
+    }
+
+    fn podman(&self) -> CommandSpec {
+        let mut spec = self.command();
         spec.args
             .extend(self.paths.podman_store_args().into_iter().map(Into::into));
         spec
     }
 
     fn base_podman(&self) -> CommandSpec {
-        CommandSpec::new(&self.settings.podman).args([
+        self.command().args([
             "--root".to_owned(),
             self.paths.image_store.display().to_string(),
             "--runroot".to_owned(),
@@ -124,11 +134,12 @@ impl PodmanSandbox {
         std::fs::write(&pid_file, pid.to_string()).map_err(io(&pid_file))?;
         if let Err(e) = self.api.wait_ready(Duration::from_secs(20)).await {
             let log = std::fs::read(self.paths.service_log()).unwrap_or_default();
-            return Err(SandboxError::Process(process::ProcessError::Failed {
-                command: format!("podman system service (pid {pid}): {e}"),
-                status: std::os::unix::process::ExitStatusExt::from_raw(0),
-                stderr_tail: process::tail(&log),
-            }));
+            process::stop_pid(pid, Duration::from_secs(1)).await;
+            return Err(SandboxError::ServiceStart {
+                pid,
+                cause: e.to_string(),
+                log_tail: process::tail(&log),
+            });
         }
         Ok(())
     }
@@ -404,7 +415,9 @@ impl Sandbox for PodmanSandbox {
 
     async fn run_container(&self, spec: &ContainerSpec) -> Result<Started, SandboxError> {
         self.api.container_create(&self.spec_document(spec)).await?;
+        tracing::debug!("created {}", spec.name);
         self.api.container_start(&spec.name).await?;
+        tracing::debug!("started {}", spec.name);
         let state = self.api.container_inspect(&spec.name).await?.state;
         let role = match spec.role {
             Role::Service => "service",
@@ -499,6 +512,8 @@ impl Sandbox for PodmanSandbox {
     }
 
     async fn teardown(&self) -> Vec<SandboxError> {
+        let t0 = std::time::Instant::now();
+        let step = |name: &str| tracing::debug!("teardown: {name} done at {} ms", t0.elapsed().as_millis());
         let mut errors = Vec::new();
         let label = format!("{JOB_LABEL}={}", self.paths.key);
         if self.paths.storage().exists() {
@@ -528,16 +543,20 @@ impl Sandbox for PodmanSandbox {
                 Err(e) => errors.push(e),
             }
         }
+        step("pods and containers");
         if let Some(pid) = std::fs::read_to_string(self.paths.service_pid())
             .ok()
             .and_then(|t| t.trim().parse().ok())
         {
             process::stop_pid(pid, Duration::from_secs(2)).await;
         }
+        step("service");
         self.stop_stragglers().await;
+        step("stragglers");
         if let Err(e) = self.remove_store().await {
             errors.push(e);
         }
+        step("store");
         for dir in [&self.paths.job_dir, &self.paths.run_dir] {
             if let Err(e) = remove_tree(dir) {
                 errors.push(e);
