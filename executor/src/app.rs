@@ -1,6 +1,12 @@
 //! Wiring: read the runner's inputs, drop privileges, run one stage on a current-thread tokio
 //! runtime with SIGTERM bridged to cancellation, and map the outcome to an exit code.
 
+#![expect(
+    clippy::print_stdout,
+    clippy::disallowed_macros,
+    reason = "the binary is the one place that writes stdout (doctor, runner-config)"
+)]
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

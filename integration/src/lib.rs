@@ -48,7 +48,10 @@ pub fn require_host() {
         "podman is missing: run integration/host/setup-host.sh"
     );
     assert!(
-        nix::unistd::User::from_name(RUNNER_USER).ok().flatten().is_some(),
+        nix::unistd::User::from_name(RUNNER_USER)
+            .ok()
+            .flatten()
+            .is_some(),
         "user {RUNNER_USER} is missing: run integration/host/setup-host.sh"
     );
 }
@@ -96,7 +99,10 @@ impl StageResult {
 
     /// All output, for assertion messages.
     pub fn all(&self) -> String {
-        format!("exit {}\n--- stdout\n{}\n--- stderr\n{}", self.code, self.stdout, self.stderr)
+        format!(
+            "exit {}\n--- stdout\n{}\n--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
     }
 }
 
@@ -107,7 +113,8 @@ impl FakeRunner {
             .prefix("custom-executor")
             .tempdir()
             .expect("tempdir");
-        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o700))
+            .expect("chmod");
         let n = SEQ.fetch_add(1, Ordering::SeqCst);
         let job_id = u64::from(std::process::id()) * 100 + u64::from(n);
         payload["id"] = json!(job_id);
@@ -156,7 +163,10 @@ impl FakeRunner {
             .env("TMPDIR", self.tmp.path())
             .env("BUILD_FAILURE_EXIT_CODE", "1")
             .env("SYSTEM_FAILURE_EXIT_CODE", "2")
-            .env("BUILD_EXIT_CODE_FILE", self.tmp.path().join("build_exit_code"))
+            .env(
+                "BUILD_EXIT_CODE_FILE",
+                self.tmp.path().join("build_exit_code"),
+            )
             .env("JOB_RESPONSE_FILE", self.tmp.path().join("response.json"))
             .env("CUSTOM_ENV_CI_RUNNER_SHORT_TOKEN", &self.token)
             .env("CUSTOM_ENV_CI_JOB_ID", self.job_id.to_string())
@@ -178,7 +188,8 @@ impl FakeRunner {
             let v: Value = serde_json::from_str(&result.stdout).expect("config prints JSON");
             if let Some(env) = v["job_env"].as_object() {
                 for (k, val) in env {
-                    self.job_env.insert(k.clone(), val.as_str().unwrap_or_default().to_owned());
+                    self.job_env
+                        .insert(k.clone(), val.as_str().unwrap_or_default().to_owned());
                 }
             }
         }
@@ -190,7 +201,11 @@ impl FakeRunner {
         let dir = self.tmp.path().join(format!("script{name}"));
         std::fs::create_dir_all(&dir).expect("script dir");
         let path = dir.join("script");
-        std::fs::write(&path, format!("#!/usr/bin/env bash\nset -eo pipefail\n{body}\n")).expect("script");
+        std::fs::write(
+            &path,
+            format!("#!/usr/bin/env bash\nset -eo pipefail\n{body}\n"),
+        )
+        .expect("script");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700)).expect("chmod");
         path
     }

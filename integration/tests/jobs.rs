@@ -34,20 +34,40 @@ fn a_passing_job_runs_every_stage_where_it_belongs_and_leaves_nothing() {
     let mut job = prepared(payload(BUSYBOX));
     let r = job.run("prepare_script", "echo helper-says-hi; command -v git");
     ok(&r);
-    assert!(r.stdout.contains("helper-says-hi") && r.stdout.contains("/usr/bin/git"), "{}", r.all());
-    ok(&job.run("get_sources", "mkdir -p /builds/group/project && cd /builds/group/project && echo source > README"));
+    assert!(
+        r.stdout.contains("helper-says-hi") && r.stdout.contains("/usr/bin/git"),
+        "{}",
+        r.all()
+    );
+    ok(&job.run(
+        "get_sources",
+        "mkdir -p /builds/group/project && cd /builds/group/project && echo source > README",
+    ));
     let r = job.run(
         "build_script",
         "cd /builds/group/project; cat README; echo built > out.txt; command -v git || echo no-git-in-job-image",
     );
     ok(&r);
-    assert!(r.stdout.contains("source") && r.stdout.contains("no-git-in-job-image"), "{}", r.all());
+    assert!(
+        r.stdout.contains("source") && r.stdout.contains("no-git-in-job-image"),
+        "{}",
+        r.all()
+    );
     let r = job.run("after_script", "cat /builds/group/project/out.txt");
     ok(&r);
     assert!(r.stdout.contains("built"), "{}", r.all());
-    ok(&job.run("archive_cache", "mkdir -p /cache/k && echo c > /cache/k/file"));
-    ok(&job.run("upload_artifacts_on_success", "ls /builds/group/project/out.txt"));
-    ok(&job.run("cleanup_file_variables", "rm -f /builds/group/project/out.txt"));
+    ok(&job.run(
+        "archive_cache",
+        "mkdir -p /cache/k && echo c > /cache/k/file",
+    ));
+    ok(&job.run(
+        "upload_artifacts_on_success",
+        "ls /builds/group/project/out.txt",
+    ));
+    ok(&job.run(
+        "cleanup_file_variables",
+        "rm -f /builds/group/project/out.txt",
+    ));
     assert!(!r.stderr.contains("masked-value-xyz"));
     cleaned(job);
 }
@@ -58,8 +78,12 @@ fn a_failing_script_reports_its_exit_code_and_after_script_still_runs() {
     let r = job.run("build_script", "echo about-to-fail > /builds/state; exit 3");
     assert_eq!(r.code, 1, "BUILD_FAILURE_EXIT_CODE: {}", r.all());
     assert_eq!(job.build_exit_code().as_deref(), Some("3"));
-    job.extra_env.insert("CUSTOM_ENV_CI_JOB_STATUS".into(), "failed".into());
-    let r = job.run("after_script", "cat /builds/state; echo status=$CUSTOM_ENV_CI_JOB_STATUS");
+    job.extra_env
+        .insert("CUSTOM_ENV_CI_JOB_STATUS".into(), "failed".into());
+    let r = job.run(
+        "after_script",
+        "cat /builds/state; echo status=$CUSTOM_ENV_CI_JOB_STATUS",
+    );
     ok(&r);
     assert!(r.stdout.contains("about-to-fail"), "{}", r.all());
     ok(&job.run("upload_artifacts_on_failure", "true"));
@@ -76,7 +100,12 @@ fn a_service_is_reachable_by_alias_and_by_name() {
         "wget -qO- http://web:8080/ && wget -qO- http://localhost__tcp-service:8080/ && wget -qO- http://localhost-tcp-service:8080/",
     );
     ok(&r);
-    assert_eq!(r.stdout.matches("service-says-hello").count(), 3, "{}", r.all());
+    assert_eq!(
+        r.stdout.matches("service-says-hello").count(),
+        3,
+        "{}",
+        r.all()
+    );
     cleaned(job);
 }
 
@@ -91,7 +120,10 @@ fn the_image_entrypoint_wraps_the_shell_and_a_broken_one_is_the_jobs_fault() {
     let mut p = payload("localhost/entrypoint-test:latest");
     p["image"]["entrypoint"] = json!([""]);
     let mut job = prepared(p);
-    let r = job.run("build_script", "echo from-entrypoint=${FROM_ENTRYPOINT:-unset}");
+    let r = job.run(
+        "build_script",
+        "echo from-entrypoint=${FROM_ENTRYPOINT:-unset}",
+    );
     ok(&r);
     assert!(r.stdout.contains("from-entrypoint=unset"), "{}", r.all());
     cleaned(job);
@@ -100,7 +132,12 @@ fn the_image_entrypoint_wraps_the_shell_and_a_broken_one_is_the_jobs_fault() {
     let mut job = FakeRunner::new(payload("localhost/bad-entrypoint:latest"));
     ok(&job.stage(&["config"]));
     let r = job.stage(&["prepare"]);
-    assert_eq!(r.code, 1, "a broken entrypoint is a build failure: {}", r.all());
+    assert_eq!(
+        r.code,
+        1,
+        "a broken entrypoint is a build failure: {}",
+        r.all()
+    );
     assert!(r.stderr.contains("entrypoint"), "{}", r.all());
     cleaned(job);
 }
@@ -118,11 +155,19 @@ fn cancel_during_build_script_stops_the_script_within_the_grace() {
     assert_eq!(r.code, 1, "{}", r.all());
     assert!(r.elapsed < Duration::from_secs(15), "took {:?}", r.elapsed);
     assert!(r.stdout.contains("started"), "{}", r.all());
-    job.extra_env.insert("CUSTOM_ENV_CI_JOB_STATUS".into(), "canceled".into());
-    let r = job.run("after_script", "ps | grep -c 'sleep 300' || true; echo after-ran");
+    job.extra_env
+        .insert("CUSTOM_ENV_CI_JOB_STATUS".into(), "canceled".into());
+    let r = job.run(
+        "after_script",
+        "ps | grep -c 'sleep 300' || true; echo after-ran",
+    );
     ok(&r);
     assert!(r.stdout.contains("after-ran"), "{}", r.all());
-    assert!(r.stdout.lines().next().is_some_and(|l| l.trim() == "1"), "only grep itself may match: {}", r.all());
+    assert!(
+        r.stdout.lines().next().is_some_and(|l| l.trim() == "1"),
+        "only grep itself may match: {}",
+        r.all()
+    );
     cleaned(job);
 }
 
@@ -131,11 +176,22 @@ fn cleanup_after_failed_or_repeated_prepare_is_complete_and_idempotent() {
     require_host();
     let mut p = payload("localhost/not-there:1");
     p["image"]["pull_policy"] = json!(["never"]);
-    let mut job = FakeRunner::new(p).with_config("pull_policy = [\"never\"]\nallowed_pull_policies = [\"never\", \"if-not-present\"]\n");
+    let mut job = FakeRunner::new(p).with_config(
+        "pull_policy = [\"never\"]\nallowed_pull_policies = [\"never\", \"if-not-present\"]\n",
+    );
     ok(&job.stage(&["config"]));
     let r = job.stage(&["prepare"]);
-    assert_eq!(r.code, 2, "a missing image is a system failure: {}", r.all());
-    assert!(r.stderr.contains("localhost/not-there:1") && r.stderr.contains("never"), "{}", r.all());
+    assert_eq!(
+        r.code,
+        2,
+        "a missing image is a system failure: {}",
+        r.all()
+    );
+    assert!(
+        r.stderr.contains("localhost/not-there:1") && r.stderr.contains("never"),
+        "{}",
+        r.all()
+    );
     ok(&job.stage(&["cleanup"]));
     ok(&job.stage(&["cleanup"]));
     assert!(job.leftovers().is_empty(), "{:#?}", job.leftovers());
@@ -159,11 +215,18 @@ fn kill_9_mid_job_then_reap_removes_it_but_never_a_running_job() {
     let wrapper = doomed.spawn_via_wrapper(&["prepare"]);
     let r = wait_with_timeout(wrapper, Duration::from_secs(60));
     assert_eq!(r.code, 0, "{}", r.all());
-    let child = doomed.spawn_via_wrapper(&["run", &doomed.script("build_script", "sleep 300").to_string_lossy(), "build_script"]);
+    let child = doomed.spawn_via_wrapper(&[
+        "run",
+        &doomed.script("build_script", "sleep 300").to_string_lossy(),
+        "build_script",
+    ]);
     std::thread::sleep(Duration::from_secs(1));
     signal_group(&child, Signal::SIGKILL);
     let _ = wait_with_timeout(child, Duration::from_secs(10));
-    assert!(!doomed.leftovers().is_empty(), "the killed job is still there before reaping");
+    assert!(
+        !doomed.leftovers().is_empty(),
+        "the killed job is still there before reaping"
+    );
 
     let r = running.stage(&["reap"]);
     ok(&r);
@@ -171,7 +234,11 @@ fn kill_9_mid_job_then_reap_removes_it_but_never_a_running_job() {
     assert!(left.is_empty(), "reap left: {left:#?}\n{}", r.all());
     let r = running.run("build_script", "echo still-alive");
     ok(&r);
-    assert!(r.stdout.contains("still-alive"), "reap touched a running job: {}", r.all());
+    assert!(
+        r.stdout.contains("still-alive"),
+        "reap touched a running job: {}",
+        r.all()
+    );
     cleaned(running);
 }
 
@@ -184,12 +251,20 @@ fn concurrent_jobs_cannot_see_each_others_files_or_processes() {
     std::thread::sleep(Duration::from_millis(500));
     let r = b.run(
         "build_script",
-        "ls -la /builds /cache; cat /proc/*/cmdline 2>/dev/null | tr '\\0' ' ' | grep -c 77777 || true; ls / ; find / -name a-file 2>/dev/null | wc -l",
+        "ls -la /builds /cache; cat /proc/*/cmdline 2>/dev/null | tr '\\0' ' ' | grep -c 77777 || true; ls / ; { find / -name a-file 2>/dev/null || true; } | wc -l",
     );
     ok(&r);
     assert!(!r.stdout.contains("a-file"), "{}", r.all());
-    let counts: Vec<&str> = r.stdout.lines().filter(|l| l.trim().chars().all(|c| c.is_ascii_digit()) && !l.trim().is_empty()).collect();
-    assert!(counts.iter().all(|c| c.trim() == "0"), "b saw a's process or file: {}", r.all());
+    let counts: Vec<&str> = r
+        .stdout
+        .lines()
+        .filter(|l| l.trim().chars().all(|c| c.is_ascii_digit()) && !l.trim().is_empty())
+        .collect();
+    assert!(
+        counts.iter().all(|c| c.trim() == "0"),
+        "b saw a's process or file: {}",
+        r.all()
+    );
     signal_group(&sleeper, Signal::SIGTERM);
     let _ = wait_with_timeout(sleeper, Duration::from_secs(20));
     cleaned(a);
@@ -202,20 +277,34 @@ fn bad_config_and_bad_image_names_get_clear_errors() {
     let mut job = FakeRunner::new(payload(BUSYBOX)).with_config("usr = \"x\"\nmemory = \"lots\"\n");
     let r = job.stage(&["prepare"]);
     assert_eq!(r.code, 2, "{}", r.all());
-    assert!(r.stderr.contains("usr") && r.stderr.contains("fix"), "{}", r.all());
+    assert!(
+        r.stderr.contains("usr") && r.stderr.contains("fix"),
+        "{}",
+        r.all()
+    );
 
     let mut job = FakeRunner::new(payload("Not/A Valid::Image"));
     ok(&job.stage(&["config"]));
     let r = job.stage(&["prepare"]);
-    assert_eq!(r.code, 1, "a bad image name is the job's fault: {}", r.all());
+    assert_eq!(
+        r.code,
+        1,
+        "a bad image name is the job's fault: {}",
+        r.all()
+    );
     assert!(r.stderr.contains("not a valid image name"), "{}", r.all());
     ok(&job.stage(&["cleanup"]));
 
-    let mut job = FakeRunner::new(payload(BUSYBOX)).with_config("allowed_images = [\"localhost/helper-*:*\"]\n");
+    let mut job = FakeRunner::new(payload(BUSYBOX))
+        .with_config("allowed_images = [\"localhost/helper-*:*\"]\n");
     ok(&job.stage(&["config"]));
     let r = job.stage(&["prepare"]);
     assert_eq!(r.code, 1, "{}", r.all());
-    assert!(r.stderr.contains("not allowed") && r.stderr.contains("allowed_images"), "{}", r.all());
+    assert!(
+        r.stderr.contains("not allowed") && r.stderr.contains("allowed_images"),
+        "{}",
+        r.all()
+    );
     cleaned(job);
 }
 
@@ -225,7 +314,8 @@ fn config_prints_exactly_one_json_document() {
     let mut job = FakeRunner::new(payload(BUSYBOX));
     let r = job.stage(&["config"]);
     ok(&r);
-    let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("one JSON document and nothing else");
+    let v: serde_json::Value =
+        serde_json::from_str(&r.stdout).expect("one JSON document and nothing else");
     assert_eq!(v["builds_dir"], "/builds");
     assert_eq!(v["cache_dir"], "/cache");
     assert_eq!(v["driver"]["name"], "berth");

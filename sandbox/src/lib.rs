@@ -147,7 +147,9 @@ pub enum SandboxError {
     #[error(transparent)]
     Agent(#[from] agent::AgentError),
     /// The per-job Podman API service did not come up.
-    #[error("the per-job Podman API service (pid {pid}) did not answer: {cause}; its log ends with:\n{log_tail}")]
+    #[error(
+        "the per-job Podman API service (pid {pid}) did not answer: {cause}; its log ends with:\n{log_tail}"
+    )]
     ServiceStart {
         /// Pid of `podman system service`.
         pid: u32,

@@ -186,7 +186,8 @@ async fn prepare_inner<S: Sandbox>(
         .collect::<Result<_, _>>()?;
 
     let t0 = std::time::Instant::now();
-    let step = |name: &str| tracing::debug!("prepare: {name} done at {} ms", t0.elapsed().as_millis());
+    let step =
+        |name: &str| tracing::debug!("prepare: {name} done at {} ms", t0.elapsed().as_millis());
     // A retried prepare starts from nothing: remove what an earlier attempt left.
     let leftovers = sandbox.teardown().await;
     for e in leftovers {

@@ -1,1 +1,1 @@
-//! berth-tests.
+//! berth-tests: hermetic whole-job tests over the recording fake sandbox (see `tests/`).

@@ -513,7 +513,9 @@ impl Sandbox for PodmanSandbox {
 
     async fn teardown(&self) -> Vec<SandboxError> {
         let t0 = std::time::Instant::now();
-        let step = |name: &str| tracing::debug!("teardown: {name} done at {} ms", t0.elapsed().as_millis());
+        let step = |name: &str| {
+            tracing::debug!("teardown: {name} done at {} ms", t0.elapsed().as_millis())
+        };
         let mut errors = Vec::new();
         let label = format!("{JOB_LABEL}={}", self.paths.key);
         if self.paths.storage().exists() {
