@@ -635,3 +635,14 @@ mod tests {
         assert_eq!(parse_bytes("1x"), None);
     }
 }
+
+#[cfg(test)]
+mod example {
+    #[test]
+    fn the_shipped_example_config_is_valid() {
+        let text = include_str!("../berth.example.toml");
+        let config = super::Config::parse(text, None).expect("example config is valid");
+        assert_eq!(config.limits.memory_bytes, Some(4 << 30));
+        assert!(!config.allowed_images.allows("registry.example.com/untrusted/x:1"));
+    }
+}

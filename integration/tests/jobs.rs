@@ -321,3 +321,27 @@ fn config_prints_exactly_one_json_document() {
     assert_eq!(v["driver"]["name"], "berth");
     assert_eq!(v["job_env"]["BERTH_JOB_KEY"], job.key());
 }
+
+#[test]
+fn limits_from_config_are_applied_where_the_host_can_enforce_them() {
+    require_host();
+    let mut job = FakeRunner::new(payload(BUSYBOX))
+        .with_config("cpus = 1.5\nmemory = \"256m\"\npids_limit = 321\n");
+    ok(&job.stage(&["config"]));
+    ok(&job.stage(&["prepare"]));
+    let r = job.run(
+        "build_script",
+        "cat /sys/fs/cgroup/pids.max /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/pids/pids.max /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || echo no-cgroup-files",
+    );
+    ok(&r);
+    let v2 = nix::sys::statfs::statfs("/sys/fs/cgroup")
+        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC);
+    if v2 {
+        assert!(r.stdout.contains("321") && r.stdout.contains(&(256u64 << 20).to_string()), "{}", r.all());
+    } else {
+        // cgroup v1 rootless: Podman cannot enforce limits; the job must still run, and doctor says so.
+        let doctor = job.stage(&["doctor"]);
+        assert!(doctor.stdout.contains("resource limits") && doctor.stdout.contains("cgroup v1"), "{}", doctor.all());
+    }
+    cleaned(job);
+}

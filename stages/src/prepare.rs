@@ -306,16 +306,18 @@ async fn prepare_inner<S: Sandbox>(
         log.warn("no gitlab-runner binary found for the helper: artifacts and cache stages will be skipped (set gitlab_runner_binary in the berth config)");
     }
     step("services");
-    state.helper = Some(sandbox.run_container(&helper).await?);
-    step("helper");
-    state.save(&job.paths.state_file())?;
-
     let mut job_container = container(job, Role::Job, StageTarget::Job.as_str(), &image.name);
     job_container.entrypoint = entrypoint_override(&image_spec);
     if image_info.entrypoint.is_some() && job_container.entrypoint.is_none() {
         log.line("The image's entrypoint wraps the job shell, as with the Docker executor.");
     }
-    state.job = Some(sandbox.run_container(&job_container).await?);
+    // Helper and job container start side by side: each waits on its own shell.
+    let (helper_started, job_started) = tokio::join!(
+        sandbox.run_container(&helper),
+        sandbox.run_container(&job_container)
+    );
+    state.helper = Some(helper_started?);
+    state.job = Some(job_started?);
     step("job container");
     state.prepared = true;
     state.save(&job.paths.state_file())?;
