@@ -110,7 +110,8 @@ pub struct RunnerConfig {
     pub shell: String,
     /// `environment` entries (`KEY=value`).
     pub environment: Vec<String>,
-    /// `[runners.feature_flags]`; `FF_USE_TIMESTAMPS=false` by default.
+    /// `[runners.feature_flags]`; `FF_TIMESTAMPS=false` by default (the flag is
+    /// `FF_TIMESTAMPS`, not `FF_USE_TIMESTAMPS` as the contract doc says).
     pub feature_flags: BTreeMap<String, bool>,
     /// `[runners.custom]`.
     pub custom: CustomConfig,
@@ -140,7 +141,7 @@ impl RunnerConfig {
             cache_dir: "/cache".to_owned(),
             shell: "bash".to_owned(),
             environment: Vec::new(),
-            feature_flags: BTreeMap::from([("FF_USE_TIMESTAMPS".to_owned(), false)]),
+            feature_flags: BTreeMap::from([("FF_TIMESTAMPS".to_owned(), false)]),
             custom: CustomConfig::single_driver(driver),
             extra_runner_toml: String::new(),
         }
@@ -396,7 +397,7 @@ mod tests {
         for want in [
             "[[runners]]",
             "executor = \"custom\"",
-            "FF_USE_TIMESTAMPS = false",
+            "FF_TIMESTAMPS = false",
             "run_exec = \"/d/driver\"",
             "run_args = [\"run\"]",
             "config_args = [\"config\"]",

@@ -17,7 +17,8 @@ pub const DEFAULT_PEERS_DIR: &str = "/var/cache/berth-peers";
 /// The runner versions the tests target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PeerVersion {
-    /// v19.3.0, the newest release (or the 19.4.0 main-branch snapshot standing in for it).
+    /// v19.3.0, the newest release, or the 19.4.0 main-branch snapshot standing in for it
+    /// (whole, or with its proxy-refused gitlab.com dependencies stubbed).
     V19,
     /// v16.11.0, the baseline.
     V16,
@@ -35,7 +36,11 @@ impl PeerVersion {
     /// File names in the peers directory, preferred first.
     pub const fn file_names(self) -> &'static [&'static str] {
         match self {
-            Self::V19 => &["gitlab-runner-19.3.0", "gitlab-runner-19.4.0-pre-fc1f1862"],
+            Self::V19 => &[
+                "gitlab-runner-19.3.0",
+                "gitlab-runner-19.4.0-pre-fc1f1862",
+                "gitlab-runner-19.4.0-pre-fc1f1862-stubbed",
+            ],
             Self::V16 => &["gitlab-runner-16.11.0"],
         }
     }
@@ -159,6 +164,8 @@ mod tests {
         write("gitlab-runner-19.3.0.unavailable");
         assert!(locate_in(PeerVersion::V19, None, dir.path()).is_err());
         write("gitlab-runner-19.4.0-pre-fc1f1862.unavailable");
+        assert!(locate_in(PeerVersion::V19, None, dir.path()).is_err());
+        write("gitlab-runner-19.4.0-pre-fc1f1862-stubbed.unavailable");
         assert!(matches!(
             locate_in(PeerVersion::V19, None, dir.path()),
             Ok(Peer::Unavailable(_))

@@ -90,7 +90,11 @@ fn stage_order_and_argv(binary: &Path, version: PeerVersion) -> Result<()> {
     ];
     ensure!(s.sequence() == want, "stage order\n{}", s.explain());
     let root = s.dir.path().display().to_string();
-    for call in &s.calls {
+    let invocations = s
+        .calls
+        .iter()
+        .filter(|c| matches!(c.op.as_str(), "config" | "prepare" | "run" | "cleanup"));
+    for call in invocations {
         ensure!(call.env("BUILD_FAILURE_EXIT_CODE") == Some("1"), "{call:?}");
         ensure!(
             call.env("SYSTEM_FAILURE_EXIT_CODE") == Some("2"),
@@ -123,7 +127,7 @@ fn stage_order_and_argv(binary: &Path, version: PeerVersion) -> Result<()> {
                 "step_script must be renamed: {call:?}"
             );
         }
-        if call.op != "config" && call.op != "exit" {
+        if call.op != "config" {
             ensure!(
                 call.env("CUSTOM_ENV_CI_BUILDS_DIR") == Some(&format!("{root}/builds")),
                 "{call:?}"
