@@ -86,19 +86,28 @@ pub fn analyze_layer(layer: &crate::source::Layer) -> Result<LayerResult, Source
             EntryKind::Whiteout => r.whiteouts.push(path.to_owned()),
             EntryKind::OpaqueDir => r.opaque_dirs.push(path.to_owned()),
             EntryKind::Other => {}
-            EntryKind::File => {
-                let Some(k) = analyzer::wants(path) else {
-                    return Ok(());
+            EntryKind::File | EntryKind::Executable => {
+                let io_err = |source| SourceError::Io {
+                    path: PathBuf::from(path),
+                    source,
                 };
                 let mut buf = Vec::new();
-                let n = reader
-                    .take(MAX_FILE + 1)
-                    .read_to_end(&mut buf)
-                    .map_err(|source| SourceError::Io {
-                        path: PathBuf::from(path),
-                        source,
-                    })?;
-                if n as u64 > MAX_FILE {
+                let k = match analyzer::wants(path) {
+                    Some(k) => k,
+                    None if kind == EntryKind::Executable || analyzer::maybe_archive(path) => {
+                        // Sniff the magic before reading a whole binary or archive.
+                        reader.take(4).read_to_end(&mut buf).map_err(io_err)?;
+                        match analyzer::sniff(path, &buf) {
+                            Some(k) => k,
+                            None => return Ok(()),
+                        }
+                    }
+                    None => return Ok(()),
+                };
+                let limit = MAX_FILE + 1 - buf.len() as u64;
+                reader.take(limit).read_to_end(&mut buf).map_err(io_err)?;
+                let n = buf.len() as u64;
+                if n > MAX_FILE {
                     r.warnings
                         .push(format!("{path}: larger than {MAX_FILE} bytes, skipped"));
                     return Ok(());

@@ -115,6 +115,8 @@ pub struct Image {
 pub enum EntryKind {
     /// A regular file.
     File,
+    /// A regular file with an execute bit set.
+    Executable,
     /// Deletes the path from lower layers.
     Whiteout,
     /// Hides everything below this directory in lower layers.
@@ -185,7 +187,11 @@ pub fn walk_layer(
                 let mut entry = entry.map_err(io(file))?;
                 let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
                 let (path, special) = classify(&raw);
+                let exec = entry.header().mode().is_ok_and(|m| m & 0o111 != 0);
                 let kind = special.unwrap_or(match entry.header().entry_type() {
+                    tar::EntryType::Regular | tar::EntryType::Continuous if exec => {
+                        EntryKind::Executable
+                    }
                     tar::EntryType::Regular | tar::EntryType::Continuous => EntryKind::File,
                     _ => EntryKind::Other,
                 });
@@ -193,7 +199,7 @@ pub fn walk_layer(
             }
         }
         LayerData::Dir(root) => {
-            use std::os::unix::fs::{FileTypeExt, MetadataExt};
+            use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
             for e in walkdir::WalkDir::new(root)
                 .follow_links(false)
                 .sort_by_file_name()
@@ -216,10 +222,16 @@ pub fn walk_layer(
                     None if ft.is_char_device() && e.metadata().is_ok_and(|m| m.rdev() == 0) => {
                         EntryKind::Whiteout
                     }
+                    None if ft.is_file()
+                        && e.metadata()
+                            .is_ok_and(|m| m.permissions().mode() & 0o111 != 0) =>
+                    {
+                        EntryKind::Executable
+                    }
                     None if ft.is_file() => EntryKind::File,
                     None => EntryKind::Other,
                 };
-                if kind == EntryKind::File {
+                if matches!(kind, EntryKind::File | EntryKind::Executable) {
                     let mut f = File::open(e.path()).map_err(io(e.path()))?;
                     visit(&path, kind, &mut f)?;
                 } else {

@@ -2,8 +2,10 @@
 //! or lists of files owned by OS packages. They never touch the filesystem themselves.
 
 pub mod apk;
+pub mod binary;
 pub mod cargo;
 pub mod dpkg;
+pub mod jar;
 pub mod npm;
 pub mod os;
 pub mod python;
@@ -16,7 +18,7 @@ use crate::inventory::Package;
 pub const ANALYZER_VERSION: u32 = 1;
 
 /// Largest file an analyzer reads; bigger files are skipped with a warning.
-pub const MAX_FILE: u64 = 64 << 20;
+pub const MAX_FILE: u64 = 256 << 20;
 
 /// Which analyzer handles a path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +37,26 @@ pub enum Kind {
     Npm,
     /// Cargo.lock.
     CargoLock,
+    /// An ELF executable (Go build info, cargo-auditable `.dep-v0`).
+    Binary,
+    /// A Java archive.
+    Jar,
+}
+
+/// True for names of Java archives, which are sniffed for the zip magic.
+pub fn maybe_archive(path: &str) -> bool {
+    [".jar", ".war", ".ear", ".par"]
+        .iter()
+        .any(|e| path.ends_with(e))
+}
+
+/// Chooses an analyzer from a file's first bytes: ELF executables and zip-based archives.
+pub fn sniff(path: &str, magic: &[u8]) -> Option<Kind> {
+    match magic {
+        [0x7f, b'E', b'L', b'F', ..] => Some(Kind::Binary),
+        [b'P', b'K', 3, 4, ..] if maybe_archive(path) => Some(Kind::Jar),
+        _ => None,
+    }
 }
 
 /// OS facts from one file.
@@ -127,6 +149,14 @@ pub fn analyze(kind: Kind, path: &str, data: &[u8]) -> Result<FileResult, String
         }),
         Kind::CargoLock => Ok(FileResult {
             packages: cargo::parse_lock(&text, path)?,
+            ..FileResult::default()
+        }),
+        Kind::Binary => Ok(FileResult {
+            packages: binary::parse(data, path),
+            ..FileResult::default()
+        }),
+        Kind::Jar => Ok(FileResult {
+            packages: jar::parse(data, path),
             ..FileResult::default()
         }),
     }
