@@ -303,6 +303,15 @@ impl Package {
                     PkgType::Apk => ("apk", os.map_or("alpine", |o| o.family.as_str())),
                     _ => ("rpm", os.map_or("redhat", |o| o.family.as_str())),
                 };
+                // Like Trivy: the epoch goes into a qualifier, not the version.
+                let (epoch, version) = match self.version.split_once(':') {
+                    Some((e, v))
+                        if self.kind != PkgType::Apk && e.bytes().all(|b| b.is_ascii_digit()) =>
+                    {
+                        (Some(e), v)
+                    }
+                    _ => (None, self.version.as_str()),
+                };
                 let mut q = Vec::new();
                 if let Some(a) = &self.arch {
                     q.push(format!("arch={}", enc(a)));
@@ -310,16 +319,15 @@ impl Package {
                 if let Some(o) = os {
                     q.push(format!("distro={}-{}", o.family.as_str(), enc(&o.version)));
                 }
+                if let Some(e) = epoch.filter(|e| *e != "0") {
+                    q.push(format!("epoch={e}"));
+                }
                 let q = if q.is_empty() {
                     String::new()
                 } else {
                     format!("?{}", q.join("&"))
                 };
-                format!(
-                    "pkg:{ty}/{ns}/{}@{}{q}",
-                    enc(&self.name),
-                    enc(&self.version)
-                )
+                format!("pkg:{ty}/{ns}/{}@{}{q}", enc(&self.name), enc(version))
             }
             PkgType::PythonPkg => format!(
                 "pkg:pypi/{}@{}",
@@ -397,6 +405,11 @@ mod tests {
         assert_eq!(
             p.purl(Some(&debian())),
             "pkg:deb/debian/libc6@2.36-9%2Bdeb12u14?arch=amd64&distro=debian-12.15"
+        );
+        let z = Package::new(PkgType::Deb, "zlib1g", "1:1.2.13.dfsg-1", "x");
+        assert_eq!(
+            z.purl(Some(&debian())),
+            "pkg:deb/debian/zlib1g@1.2.13.dfsg-1?distro=debian-12.15&epoch=1"
         );
         let n = Package::new(PkgType::NodePkg, "@types/node", "1.0.0", "x");
         assert_eq!(n.purl(None), "pkg:npm/%40types/node@1.0.0");

@@ -125,6 +125,10 @@ pub fn analyze_layer(layer: &crate::source::Layer) -> Result<LayerResult, Source
     Ok(r)
 }
 
+fn cargo_dir(path: &str) -> &str {
+    path.rsplit_once('/').map_or("", |(d, _)| d)
+}
+
 fn under(path: &str, dir: &str) -> bool {
     dir.is_empty()
         || path
@@ -193,33 +197,42 @@ pub fn merge(image: &Image, results: &[LayerResult]) -> Inventory {
             diff_id: image.layers.get(i).and_then(|l| l.diff_id.clone()),
         })
     };
+    // A Cargo.toml next to a Cargo.lock names the root crate, which is not a dependency.
+    let cargo_roots: HashSet<(&str, &str)> = merged
+        .iter()
+        .filter_map(|(p, (_, fr))| fr.root_package.as_deref().map(|n| (cargo_dir(p), n)))
+        .collect();
     let mut os_pkgs: Vec<Package> = Vec::new();
     let mut lang: Vec<Package> = Vec::new();
     for (path, (i, fr)) in &merged {
         for p in &fr.packages {
             let mut p = p.clone();
-            if p.kind.is_os() {
-                // The layer that introduced this exact package: the first one whose copy of
-                // the same database file already listed it.
-                let origin = results
-                    .iter()
-                    .enumerate()
-                    .take(i + 1)
-                    .find(|(_, r)| {
-                        r.files.get(*path).is_some_and(|f| {
-                            f.packages
-                                .iter()
-                                .any(|q| q.name == p.name && q.version == p.version)
-                        })
+            if !p.kind.is_os() && owned.contains(path) {
+                continue;
+            }
+            if p.kind == crate::inventory::PkgType::Cargo
+                && cargo_roots.contains(&(cargo_dir(path), p.name.as_str()))
+            {
+                continue;
+            }
+            // The layer that introduced this exact package: the first one whose copy of the
+            // same file already listed it (Trivy's origin-layer rule).
+            let origin = results
+                .iter()
+                .enumerate()
+                .take(i + 1)
+                .find(|(_, r)| {
+                    r.files.get(*path).is_some_and(|f| {
+                        f.packages
+                            .iter()
+                            .any(|q| q.name == p.name && q.version == p.version)
                     })
-                    .map_or(*i, |(k, _)| k);
-                p.layer = layer_ref(origin);
+                })
+                .map_or(*i, |(k, _)| k);
+            p.layer = layer_ref(origin);
+            if p.kind.is_os() {
                 os_pkgs.push(p);
             } else {
-                if owned.contains(path) {
-                    continue;
-                }
-                p.layer = layer_ref(*i);
                 lang.push(p);
             }
         }

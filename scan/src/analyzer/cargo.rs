@@ -1,5 +1,5 @@
-//! Rust: `Cargo.lock` (registry and git dependencies; local path crates such as the root are
-//! left out, as Trivy does).
+//! Rust: `Cargo.lock` (every package, as Trivy lists them) and `Cargo.toml`, whose
+//! `[package] name` marks the root crate that the scan then leaves out, as Trivy does.
 
 use serde::Deserialize;
 
@@ -15,8 +15,24 @@ struct Lock {
 struct LockPkg {
     name: String,
     version: String,
-    #[serde(default)]
-    source: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Manifest {
+    package: Option<ManifestPackage>,
+}
+
+#[derive(Deserialize)]
+struct ManifestPackage {
+    name: String,
+}
+
+/// The `[package] name` of a Cargo.toml, if it has one.
+pub fn manifest_name(text: &str) -> Option<String> {
+    toml::from_str::<Manifest>(text)
+        .ok()?
+        .package
+        .map(|p| p.name)
 }
 
 /// Parses a Cargo.lock.
@@ -25,7 +41,6 @@ pub fn parse_lock(text: &str, path: &str) -> Result<Vec<Package>, String> {
     Ok(lock
         .package
         .into_iter()
-        .filter(|p| p.source.is_some())
         .map(|p| Package::new(PkgType::Cargo, p.name, p.version, path))
         .collect())
 }
@@ -39,8 +54,13 @@ mod tests {
         let lock = "version = 3\n\n[[package]]\nname = \"app\"\nversion = \"0.1.0\"\ndependencies = [\"smallvec\"]\n\n\
 [[package]]\nname = \"smallvec\"\nversion = \"1.6.0\"\nsource = \"registry+https://github.com/rust-lang/crates.io-index\"\n";
         let p = parse_lock(lock, "app/Cargo.lock").unwrap();
-        assert_eq!(p.len(), 1);
-        assert_eq!(p[0].name, "smallvec");
+        let names: Vec<&str> = p.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["app", "smallvec"]);
+        assert_eq!(
+            manifest_name("[package]\nname = \"app\"\nversion = \"0.1.0\"\n").as_deref(),
+            Some("app")
+        );
+        assert_eq!(manifest_name("[workspace]\nmembers = []\n"), None);
         assert!(parse_lock("[[package]]\nname = 1\n", "x").is_err());
     }
 }

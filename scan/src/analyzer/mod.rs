@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::inventory::Package;
 
 /// Bumped whenever an analyzer's output changes; part of the per-layer cache key.
-pub const ANALYZER_VERSION: u32 = 1;
+pub const ANALYZER_VERSION: u32 = 2;
 
 /// Largest file an analyzer reads; bigger files are skipped with a warning.
 pub const MAX_FILE: u64 = 256 << 20;
@@ -37,6 +37,8 @@ pub enum Kind {
     Npm,
     /// Cargo.lock.
     CargoLock,
+    /// Cargo.toml (only to learn the root crate's name).
+    CargoToml,
     /// An ELF executable (Go build info, cargo-auditable `.dep-v0`).
     Binary,
     /// A Java archive.
@@ -85,6 +87,9 @@ pub struct FileResult {
     /// Files owned by OS packages (relative paths).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub owned: Vec<String>,
+    /// The package a manifest declares itself to be (Cargo.toml's `[package] name`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_package: Option<String>,
 }
 
 /// The analyzer for `path` (relative, no leading `/`), if any.
@@ -110,6 +115,7 @@ pub fn wants(path: &str) -> Option<Kind> {
         "PKG-INFO" if parent.ends_with(".egg-info") || parent == "EGG-INFO" => Some(Kind::Python),
         "package.json" => Some(Kind::Npm),
         "Cargo.lock" => Some(Kind::CargoLock),
+        "Cargo.toml" => Some(Kind::CargoToml),
         _ if base.ends_with(".egg-info") => Some(Kind::Python),
         _ => None,
     }
@@ -149,6 +155,10 @@ pub fn analyze(kind: Kind, path: &str, data: &[u8]) -> Result<FileResult, String
         }),
         Kind::CargoLock => Ok(FileResult {
             packages: cargo::parse_lock(&text, path)?,
+            ..FileResult::default()
+        }),
+        Kind::CargoToml => Ok(FileResult {
+            root_package: cargo::manifest_name(&text),
             ..FileResult::default()
         }),
         Kind::Binary => Ok(FileResult {

@@ -9,3 +9,4 @@ mod oracle;
 mod reports;
 mod sources;
 mod support;
+mod trivy;

@@ -38,8 +38,12 @@ pub fn layers() -> Vec<LayerSpec> {
             ("venv/lib/python3.11/site-packages/Jinja2-2.11.2.dist-info/METADATA", metadata("Jinja2", "2.11.2")),
             ("venv/lib/python3.11/site-packages/urllib3-1.26.4.dist-info/METADATA", metadata("urllib3", "1.26.4")),
             (
+                "app/rust/Cargo.toml",
+                "[package]\nname = \"app\"\nversion = \"0.1.0\"\n\n[dependencies]\nsmallvec = \"1.6\"\n".into(),
+            ),
+            (
                 "app/rust/Cargo.lock",
-                "version = 3\n[[package]]\nname = \"app\"\nversion = \"0.1.0\"\n\n[[package]]\nname = \"smallvec\"\nversion = \"1.6.0\"\nsource = \"registry+https://github.com/rust-lang/crates.io-index\"\n".into(),
+                "version = 3\n[[package]]\nname = \"app\"\nversion = \"0.1.0\"\ndependencies = [\"smallvec\"]\n\n[[package]]\nname = \"smallvec\"\nversion = \"1.6.0\"\nsource = \"registry+https://github.com/rust-lang/crates.io-index\"\n".into(),
             ),
         ],
         vec![
