@@ -242,6 +242,9 @@ fn stage(
         return Ok(ExitCode::SUCCESS);
     }
 
+    let job_cgroup = matches!(command, Command::Prepare)
+        && nix::unistd::Uid::effective().is_root()
+        && create_job_cgroup(&job, &user);
     privileges::drop_to(&user).map_err(|detail| StageError::User {
         user: user.name.clone(),
         detail,
@@ -265,17 +268,27 @@ fn stage(
                 let runtime_dir = job.host.runtime_dir.clone();
                 let image_store = job.config.image_store();
                 let reaped = berth_stages::reap::reap(&jobs_dir, Some(&job.key), |key| {
-                    PodmanSandbox::new(JobPaths::new(key, &jobs_dir, &runtime_dir, &image_store), settings.clone())
+                    PodmanSandbox::new(
+                        JobPaths::new(key, &jobs_dir, &runtime_dir, &image_store),
+                        settings.clone(),
+                    )
                 })
                 .await;
                 for (key, why) in &reaped.reaped {
                     tracing::info!("reaped abandoned job {key} ({why:?})");
+                    let _ = privileges::with_root(|| berth_sandbox::cgroups::remove(key));
                 }
                 for e in &reaped.errors {
                     log.warn(&format!("reaping abandoned jobs: {e}"));
                 }
                 tokio::select! {
-                    r = berth_stages::prepare::prepare(&job, &sandbox, &mut log) => r.map(|()| ExitCode::SUCCESS),
+                    r = berth_stages::prepare::prepare(&job, &sandbox, &mut log) => {
+                        r?;
+                        if job_cgroup {
+                            adopt_into_job_cgroup(&job, &mut log);
+                        }
+                        Ok(ExitCode::SUCCESS)
+                    }
                     () = cancel.cancelled() => Err(StageError::Contract {
                         what: "time to finish prepare".into(),
                         detail: "cancelled by gitlab-runner (timeout or job cancel)".into(),
@@ -285,14 +298,20 @@ fn stage(
             Command::Run { stage, .. } => {
                 let script = script.unwrap_or_default();
                 let mut out = tokio::io::stdout();
-                let outcome = berth_stages::run::run(&job, &sandbox, &stage, &script, &mut out, &cancel).await?;
+                let outcome =
+                    berth_stages::run::run(&job, &sandbox, &stage, &script, &mut out, &cancel)
+                        .await?;
                 Ok(match outcome {
                     RunOutcome::Success => ExitCode::SUCCESS,
                     RunOutcome::ScriptFailed(c) | RunOutcome::Cancelled(c) => {
                         if let Some(file) = &build_exit_code_file {
-                            let written = privileges::with_root(|| std::fs::write(file, format!("{c}\n")));
+                            let written =
+                                privileges::with_root(|| std::fs::write(file, format!("{c}\n")));
                             if let Err(e) = written {
-                                log.warn(&format!("cannot write BUILD_EXIT_CODE_FILE {}: {e}", file.display()));
+                                log.warn(&format!(
+                                    "cannot write BUILD_EXIT_CODE_FILE {}: {e}",
+                                    file.display()
+                                ));
                             }
                         }
                         code(codes.build)
@@ -300,8 +319,16 @@ fn stage(
                 })
             }
             Command::Cleanup => {
-                let errors = berth_stages::cleanup::cleanup(&job, &sandbox, &mut log).await;
-                Ok(if errors.is_empty() { ExitCode::SUCCESS } else { code(codes.system) })
+                let mut errors = berth_stages::cleanup::cleanup(&job, &sandbox, &mut log).await;
+                for e in privileges::with_root(|| berth_sandbox::cgroups::remove(&job.key)) {
+                    log.warn(&format!("removing the job's cgroup: {e}"));
+                    errors.push(StageError::io(Path::new("/sys/fs/cgroup"))(e));
+                }
+                Ok(if errors.is_empty() {
+                    ExitCode::SUCCESS
+                } else {
+                    code(codes.system)
+                })
             }
             Command::Reap => {
                 let settings = job.podman_settings();
@@ -309,20 +336,66 @@ fn stage(
                 let runtime_dir = job.host.runtime_dir.clone();
                 let image_store = job.config.image_store();
                 let report = berth_stages::reap::reap(&jobs_dir, None, |key| {
-                    PodmanSandbox::new(JobPaths::new(key, &jobs_dir, &runtime_dir, &image_store), settings.clone())
+                    PodmanSandbox::new(
+                        JobPaths::new(key, &jobs_dir, &runtime_dir, &image_store),
+                        settings.clone(),
+                    )
                 })
                 .await;
                 for (key, why) in &report.reaped {
                     log.line(&format!("reaped {key}: {why:?}"));
+                    for e in privileges::with_root(|| berth_sandbox::cgroups::remove(key)) {
+                        log.warn(&format!("removing the cgroup of {key}: {e}"));
+                    }
                 }
                 for e in &report.errors {
                     log.warn(&e.to_string());
                 }
-                Ok(if report.errors.is_empty() { ExitCode::SUCCESS } else { code(codes.system) })
+                Ok(if report.errors.is_empty() {
+                    ExitCode::SUCCESS
+                } else {
+                    code(codes.system)
+                })
             }
             Command::Config | Command::Doctor | Command::RunnerConfig => Ok(ExitCode::SUCCESS),
         }
     })
+}
+
+/// On cgroup v1 hosts rootless Podman cannot enforce limits; berth, still root, creates a cgroup
+/// for the job's containers (see `berth_sandbox::cgroups`). Returns whether it did.
+fn create_job_cgroup(job: &Job, user: &RunnerUser) -> bool {
+    let limits = &job.config.limits;
+    let wanted = limits.cpus.is_some() || limits.memory_bytes.is_some() || limits.pids.is_some();
+    if !wanted || !berth_sandbox::cgroups::v1_available() {
+        return false;
+    }
+    match berth_sandbox::cgroups::create(&job.key, limits, user.uid, user.gid) {
+        Ok(_) => true,
+        Err(e) => {
+            tracing::warn!("per-job limits not enforced: cannot create the job's cgroup: {e}");
+            false
+        }
+    }
+}
+
+/// Moves the job's running containers into its cgroup (root is needed to move subuid processes).
+fn adopt_into_job_cgroup(job: &Job, log: &mut JobLog) {
+    let Ok(state) = berth_stages::state::JobState::load(&job.paths.state_file()) else {
+        return;
+    };
+    let roots: Vec<u32> = state
+        .helper
+        .iter()
+        .chain(state.job.iter())
+        .chain(state.services.iter())
+        .map(|s| s.init_pid)
+        .collect();
+    if let Err(e) = privileges::with_root(|| berth_sandbox::cgroups::adopt(&job.key, &roots)) {
+        log.warn(&format!(
+            "per-job limits not enforced: cannot move the containers into the job's cgroup: {e}"
+        ));
+    }
 }
 
 /// SIGTERM and SIGINT (the runner's cancel and timeout) cancel the stage.

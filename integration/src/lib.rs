@@ -281,6 +281,12 @@ pub fn leftovers_of(key: &str) -> Vec<String> {
     if run_dir.exists() {
         found.push(format!("directory {}", run_dir.display()));
     }
+    for controller in ["memory", "pids", "cpu"] {
+        let cgroup = PathBuf::from(format!("/sys/fs/cgroup/{controller}/berth/{key}"));
+        if cgroup.exists() {
+            found.push(format!("cgroup {}", cgroup.display()));
+        }
+    }
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
             continue;
@@ -290,7 +296,13 @@ pub fn leftovers_of(key: &str) -> Vec<String> {
         }
         if let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) {
             let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-            if cmd.contains(&format!("/{key}/")) || cmd.contains(&format!("berth-{key}")) {
+            let mounts =
+                std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap_or_default();
+            if cmd.contains(&format!("/{key}/"))
+                || cmd.contains(&format!("berth-{key}"))
+                || mounts.contains(&format!("/{key}/builds "))
+                || mounts.contains(&format!("/{key}/agent/"))
+            {
                 found.push(format!("process {pid}: {cmd}"));
             }
         }

@@ -337,11 +337,45 @@ fn limits_from_config_are_applied_where_the_host_can_enforce_them() {
     let v2 = nix::sys::statfs::statfs("/sys/fs/cgroup")
         .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC);
     if v2 {
-        assert!(r.stdout.contains("321") && r.stdout.contains(&(256u64 << 20).to_string()), "{}", r.all());
+        assert!(
+            r.stdout.contains("321") && r.stdout.contains(&(256u64 << 20).to_string()),
+            "{}",
+            r.all()
+        );
     } else {
-        // cgroup v1 rootless: Podman cannot enforce limits; the job must still run, and doctor says so.
+        // cgroup v1: rootless Podman cannot set limits; berth puts the whole job in its own cgroup.
+        let pids_max =
+            std::fs::read_to_string(format!("/sys/fs/cgroup/pids/berth/{}/pids.max", job.key()))
+                .expect("the job's pids cgroup exists");
+        assert_eq!(pids_max.trim(), "321");
+        let mem = std::fs::read_to_string(format!(
+            "/sys/fs/cgroup/memory/berth/{}/memory.limit_in_bytes",
+            job.key()
+        ))
+        .expect("the job's memory cgroup exists");
+        assert_eq!(mem.trim(), (256u64 << 20).to_string());
+        // Forks beyond the limit fail; the kernel counts them in pids.events.
+        let _ = job.run(
+            "build_script",
+            "for i in $(seq 400); do sleep 30 & done 2>/dev/null; true",
+        );
+        let events = std::fs::read_to_string(format!(
+            "/sys/fs/cgroup/pids/berth/{}/pids.events",
+            job.key()
+        ))
+        .expect("pids.events");
+        let refused: u64 = events
+            .split_whitespace()
+            .nth(1)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        assert!(refused > 0, "the pids limit did not bite: {events}");
         let doctor = job.stage(&["doctor"]);
-        assert!(doctor.stdout.contains("resource limits") && doctor.stdout.contains("cgroup v1"), "{}", doctor.all());
+        assert!(
+            doctor.stdout.contains("resource limits"),
+            "{}",
+            doctor.all()
+        );
     }
     cleaned(job);
 }

@@ -22,7 +22,7 @@ pub const MOUNT_POINT: &str = "/.berth";
 /// The agent loop, run as `sh -c AGENT_SCRIPT`.
 pub const AGENT_SCRIPT: &str = r#"d=/.berth
 echo $$ > $d/agent.pid
-while :; do
+while [ -p $d/ctl ]; do
   read -r id shell < $d/ctl || continue
   case "$id" in ''|*/*) continue ;; esac
   s=sh
@@ -231,7 +231,11 @@ impl AgentDir {
                 }
             }
             if let Some(code) = read_number(&rc_path) {
-                // Drain what the script wrote between our last read and its exit.
+                // Drain what the script wrote between our last read and its exit; a fast script
+                // may have finished before its log was first opened.
+                if log.is_none() {
+                    log = tokio::fs::File::open(&log_path).await.ok();
+                }
                 if let Some(file) = log.as_mut() {
                     file.seek(SeekFrom::Start(offset))
                         .await
@@ -329,10 +333,20 @@ fn read_number(path: &Path) -> Option<u64> {
 
 /// One process as seen from the host.
 #[derive(Debug, Clone, Copy)]
-struct ProcInfo {
+pub(crate) struct ProcInfo {
     pid: u32,
     ppid: u32,
     ns_pid: u32,
+}
+
+/// Every process on the host with its parent and innermost-namespace pid.
+pub(crate) fn process_table() -> Vec<ProcInfo> {
+    processes()
+}
+
+/// Host pids of every descendant of `root`.
+pub(crate) fn descendant_pids(all: &[ProcInfo], root: u32) -> Vec<u32> {
+    descendants(all, root).into_iter().map(|p| p.pid).collect()
 }
 
 fn processes() -> Vec<ProcInfo> {

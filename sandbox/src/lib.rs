@@ -3,6 +3,7 @@
 //! a recording fake for tests. Also home of the process leash and the per-job paths.
 
 pub mod agent;
+pub mod cgroups;
 pub mod fake;
 pub mod paths;
 pub mod podman;

@@ -200,6 +200,7 @@ async fn prepare_inner<S: Sandbox>(
         deadline_unix: unix_now() + job.timeout_secs() + 3600,
         helper: None,
         job: None,
+        services: Vec::new(),
         prepared: false,
     };
     std::fs::create_dir_all(&job.paths.job_dir).map_err(StageError::io(&job.paths.job_dir))?;
@@ -271,6 +272,7 @@ async fn prepare_inner<S: Sandbox>(
                 .map(|v| (v.key.clone(), v.value.clone())),
         );
         let started = sandbox.run_container(&c).await?;
+        state.services.push(started);
         let ports: Vec<u16> = info
             .tcp_ports
             .iter()

@@ -105,6 +105,7 @@ mod tests {
             deadline_unix: deadline,
             helper: None,
             job: None,
+            services: Vec::new(),
             prepared: true,
         }
         .save(&dir.join("state.json"))

@@ -57,6 +57,9 @@ pub struct JobState {
     pub helper: Option<Started>,
     /// The job container, once started.
     pub job: Option<Started>,
+    /// Service containers, once started.
+    #[serde(default)]
+    pub services: Vec<Started>,
     /// Whether prepare finished.
     pub prepared: bool,
 }
@@ -110,6 +113,7 @@ mod tests {
             deadline_unix: 10,
             helper: Some(Started { init_pid: 5 }),
             job: None,
+            services: Vec::new(),
             prepared: false,
         };
         state.save(&path).expect("save");

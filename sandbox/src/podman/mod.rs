@@ -262,13 +262,18 @@ impl PodmanSandbox {
     /// a per-tmpdir pause process) after the pod is gone.
     async fn stop_stragglers(&self) {
         let needles = [
-            self.paths.job_dir.display().to_string(),
-            self.paths.run_dir.display().to_string(),
+            format!("{}/", self.paths.job_dir.display()),
+            format!("{}/", self.paths.run_dir.display()),
+        ];
+        // Mount roots are relative to their file system, so match the tail that names the job.
+        let mounts = [
+            format!("/{}/builds ", self.paths.key),
+            format!("/{}/agent/", self.paths.key),
         ];
         let own = std::process::id();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
         loop {
-            let pids = processes_mentioning(&needles, own);
+            let pids = processes_mentioning(&needles, &mounts, own);
             if pids.is_empty() {
                 return;
             }
@@ -328,18 +333,31 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), SandboxError> {
     f.write_all(bytes).map_err(io(path))
 }
 
-/// Pids of processes whose command line mentions any of `needles`, except `own`.
-pub fn processes_mentioning(needles: &[String], own: u32) -> Vec<u32> {
+/// Pids of the processes of one job, except `own`: Podman's helpers (conmon, the API service,
+/// `container cleanup`) name the job's directories in their arguments (`cmdline_needles`), and
+/// every container process has the job's own bind mounts (`/builds`, `/.berth`) in its mount
+/// table (`mount_needles`), even when Podman has lost track of it. The overlay mounts of the
+/// shared rootless mount namespace are deliberately not needles: every Podman process of the user
+/// sees those.
+pub fn processes_mentioning(
+    cmdline_needles: &[String],
+    mount_needles: &[String],
+    own: u32,
+) -> Vec<u32> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
+    };
+    let mentions = |bytes: &[u8], needles: &[String]| {
+        let text = String::from_utf8_lossy(bytes);
+        needles.iter().any(|n| text.contains(n.as_str()))
     };
     dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| *pid != own)
         .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmd| {
-                let cmd = String::from_utf8_lossy(&cmd);
-                needles.iter().any(|n| cmd.contains(n.as_str()))
-            })
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| mentions(&c, cmdline_needles))
+                || std::fs::read(format!("/proc/{pid}/mountinfo"))
+                    .is_ok_and(|m| mentions(&m, mount_needles))
         })
         .collect()
 }
