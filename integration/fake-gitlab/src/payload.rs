@@ -209,6 +209,12 @@ pub struct GitInfo {
 }
 
 impl GitInfo {
+    /// Branch `main` at `sha` of the repository the fake serves at `group/project.git`
+    /// ([`crate::FakeGitLab::serve_repo`]).
+    pub fn fake_repo(gitlab_url: &str, sha: impl Into<String>) -> Self {
+        Self::branch(format!("{gitlab_url}/group/project.git"), "main", sha)
+    }
+
     /// A branch checkout of `sha` from `repo_url`.
     pub fn branch(
         repo_url: impl Into<String>,

@@ -379,11 +379,7 @@ fn git_clone_and_artifact_upload(binary: &Path, version: PeerVersion) -> Result<
             gitlab.serve_repo("group/project.git", &bare);
             JobPayload::new(1, &["cat hello.txt > out.txt", "echo built"])
                 .artifact(Artifact::archive(&["out.txt"]))
-                .git(GitInfo::branch(
-                    format!("{}/group/project.git", gitlab.url()),
-                    "main",
-                    sha,
-                ))
+                .git(GitInfo::fake_repo(&gitlab.url(), sha))
         },
         |_| {},
     )?;

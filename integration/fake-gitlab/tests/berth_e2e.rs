@@ -1,0 +1,281 @@
+//! berth end to end: the real gitlab-runner (v19 peer) runs jobs from the fake GitLab with the
+//! real `berth` binary as its custom executor, on real rootless Podman. This is what GitLab
+//! would see from a berth runner.
+//!
+//! Needs what `scripts/test-all` sets up first: the host (`integration/host/setup-host.sh`), the
+//! test images (`integration/images/build-test-images.sh`), the peer
+//! (`integration/fake-gitlab/peers/build-gitlab-runner.sh`) and `cargo build --workspace` (for
+//! `target/<profile>/berth`, or set `BERTH_BINARY`). Missing pieces fail the tests.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Result, ensure};
+use berth_fake_gitlab::harness::{CustomConfig, RunOptions, run_single};
+use berth_fake_gitlab::payload::{Artifact, GitInfo, Image, Variable};
+use berth_fake_gitlab::peers::PeerVersion;
+use berth_fake_gitlab::server::Injection;
+use berth_fake_gitlab::{FakeGitLab, JobPayload, RunnerConfig};
+use common::{peer, tail};
+
+const IMAGE: &str = "localhost/busybox:latest";
+const SECRET: &str = "berth-secret-value-42";
+
+/// The berth binary cargo built next to this test (or `$BERTH_BINARY`).
+fn berth_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("BERTH_BINARY") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().unwrap_or_default();
+    let berth = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("berth"))
+        .unwrap_or_default();
+    assert!(
+        berth.is_file(),
+        "{} is missing: run `cargo build --workspace` first (scripts/test-all does), or set BERTH_BINARY",
+        berth.display()
+    );
+    berth
+}
+
+struct BerthRun {
+    gitlab: FakeGitLab,
+    job_id: u64,
+    stderr: String,
+    elapsed: Duration,
+    _dir: tempfile::TempDir,
+}
+
+impl BerthRun {
+    fn explain(&self) -> String {
+        format!(
+            "final: {:?}\ntrace:\n{}\nrunner stderr (tail):\n{}",
+            self.gitlab.final_update(self.job_id).map(|u| u.0),
+            self.gitlab.trace_text(self.job_id),
+            tail(&self.stderr, 40)
+        )
+    }
+
+    /// The final state and reason (the exit code of a killed script is whatever the signal left)
+    /// and the trace checksum.
+    fn check_state(&self, state: &str, reason: &str) -> Result<()> {
+        let update = self.gitlab.final_update(self.job_id);
+        ensure!(
+            update
+                .as_ref()
+                .is_some_and(|u| u.state() == state && u.failure_reason() == reason),
+            "want {state}/{reason}\n{}",
+            self.explain()
+        );
+        self.gitlab
+            .verify_trace(self.job_id)
+            .map_err(|e| anyhow::anyhow!("{e}\n{}", self.explain()))
+    }
+
+    fn check_trace_has(&self, text: &str) -> Result<()> {
+        ensure!(
+            self.gitlab.trace_text(self.job_id).contains(text),
+            "trace lacks {text:?}\n{}",
+            self.explain()
+        );
+        Ok(())
+    }
+
+    fn check_final(&self, state: &str, reason: &str, exit_code: Option<i64>) -> Result<()> {
+        let update = self.gitlab.final_update(self.job_id);
+        ensure!(
+            update.as_ref().is_some_and(|u| u.state() == state
+                && u.failure_reason() == reason
+                && u.exit_code() == exit_code),
+            "want {state}/{reason}/{exit_code:?}\n{}",
+            self.explain()
+        );
+        self.gitlab
+            .verify_trace(self.job_id)
+            .map_err(|e| anyhow::anyhow!("{e}\n{}", self.explain()))
+    }
+}
+
+/// Runs one job through `gitlab-runner run-single` with berth as the custom executor. berth's
+/// pod uses the host network so the helper container reaches the fake at 127.0.0.1. berth names
+/// everything after the job id and the runner's short token, so every test uses its own job id
+/// and every test process its own runner token: parallel tests must not share a job key.
+fn run_with_berth(
+    binary: &Path,
+    make_job: impl FnOnce(&FakeGitLab) -> JobPayload,
+    setup: impl FnOnce(&FakeGitLab),
+) -> Result<BerthRun> {
+    let dir = tempfile::tempdir()?;
+    let gitlab = FakeGitLab::start()?;
+    let job = make_job(&gitlab);
+    gitlab.push_job(&job);
+    setup(&gitlab);
+    let berth_config = dir.path().join("berth.toml");
+    std::fs::write(&berth_config, "network = \"host\"\nstop_grace = 2\n")?;
+    let berth = berth_binary();
+    let stage = |name: &str| {
+        Some((
+            berth.clone(),
+            vec![
+                "--config".to_owned(),
+                berth_config.display().to_string(),
+                name.to_owned(),
+            ],
+        ))
+    };
+    let mut config = RunnerConfig::recommended(&gitlab.url(), &berth);
+    config.token = format!("glrt-e2e{}", std::process::id());
+    config.custom = CustomConfig {
+        config: stage("config"),
+        prepare: stage("prepare"),
+        run: stage("run"),
+        cleanup: stage("cleanup"),
+        graceful_kill_timeout: Some(10),
+        force_kill_timeout: Some(5),
+        exec_timeouts: None,
+    };
+    let mut options = RunOptions::new(binary, dir.path());
+    options.wall_clock = Duration::from_secs(200);
+    let outcome = run_single(&config, &options)?;
+    let run = BerthRun {
+        gitlab,
+        job_id: job.id,
+        stderr: outcome.stderr,
+        elapsed: outcome.elapsed,
+        _dir: dir,
+    };
+    ensure!(
+        !outcome.killed_at_deadline,
+        "gitlab-runner hit the harness deadline\n{}",
+        run.explain()
+    );
+    Ok(run)
+}
+
+/// A job in the busybox image whose after_script reports the job status.
+fn job(id: u64, script: &[&str]) -> JobPayload {
+    JobPayload::new(id, script)
+        .after_script(&["echo after-status=$CI_JOB_STATUS"])
+        .image(Image::new(IMAGE))
+}
+
+fn v19() -> Option<PathBuf> {
+    peer(PeerVersion::V19)
+}
+
+#[test]
+fn berth_runs_a_job_clones_and_uploads_artifacts() -> Result<()> {
+    let Some(binary) = v19() else { return Ok(()) };
+    let repo_root = tempfile::tempdir()?;
+    let (bare, sha) = common::make_repo(repo_root.path())?;
+    // The helper container (not root on the host) reads the repository through the fake.
+    let run = run_with_berth(
+        &binary,
+        |gitlab| {
+            gitlab.serve_repo("group/project.git", &bare);
+            job(
+                101,
+                &[
+                    "cat hello.txt",
+                    "echo secret=$MY_SECRET",
+                    "echo built-by-berth > out.txt",
+                ],
+            )
+            .variable(Variable::masked("MY_SECRET", SECRET))
+            .artifact(Artifact::archive(&["out.txt"]))
+            .git(GitInfo::fake_repo(&gitlab.url(), sha))
+        },
+        |_| {},
+    )?;
+    run.check_final("success", "", None)?;
+    let trace = run.gitlab.trace_text(run.job_id);
+    for want in [
+        "Using Custom executor with driver berth",
+        "hello from the fake repo",
+        "secret=[MASKED]",
+        "after-status=success",
+    ] {
+        ensure!(
+            trace.contains(want),
+            "trace lacks {want:?}\n{}",
+            run.explain()
+        );
+    }
+    ensure!(
+        !trace.contains(SECRET),
+        "masked value leaked\n{}",
+        run.explain()
+    );
+    let artifacts = run.gitlab.artifacts();
+    let zip = artifacts
+        .iter()
+        .find(|a| a.job_id == run.job_id && a.filename == "artifacts.zip");
+    ensure!(
+        zip.is_some_and(|z| z.data.starts_with(b"PK") && z.data.windows(7).any(|w| w == b"out.txt")),
+        "no artifacts.zip with out.txt: {:?}\n{}",
+        artifacts.iter().map(|a| (&a.filename, a.data.len())).collect::<Vec<_>>(),
+        run.explain()
+    );
+    Ok(())
+}
+
+#[test]
+fn berth_reports_the_script_exit_code() -> Result<()> {
+    let Some(binary) = v19() else { return Ok(()) };
+    let run = run_with_berth(
+        &binary,
+        |_| job(102, &["echo about-to-fail", "exit 3"]),
+        |_| {},
+    )?;
+    run.check_final("failed", "script_failure", Some(3))?;
+    run.check_trace_has("after-status=failed")?;
+    Ok(())
+}
+
+#[test]
+fn berth_cancel_runs_after_script_as_canceled() -> Result<()> {
+    let Some(binary) = v19() else { return Ok(()) };
+    let run = run_with_berth(
+        &binary,
+        |_| job(103, &["echo BUILD_STARTED", "sleep 300"]),
+        |gitlab| {
+            gitlab.set_trace_update_interval(1);
+            gitlab.inject(Injection::cancel_when_trace_contains("BUILD_STARTED"));
+        },
+    )?;
+    run.check_state("failed", "job_canceled")?;
+    run.check_trace_has("after-status=canceled")?;
+    ensure!(
+        run.elapsed < Duration::from_secs(120),
+        "cancel took {:?}\n{}",
+        run.elapsed,
+        run.explain()
+    );
+    Ok(())
+}
+
+#[test]
+fn berth_job_timeout_is_job_execution_timeout() -> Result<()> {
+    let Some(binary) = v19() else { return Ok(()) };
+    let run = run_with_berth(
+        &binary,
+        |_| {
+            JobPayload::new(104, &["echo sleeping", "sleep 300"])
+                .image(Image::new(IMAGE))
+                .timeout(8)
+        },
+        |_| {},
+    )?;
+    run.check_state("failed", "job_execution_timeout")?;
+    ensure!(
+        run.elapsed < Duration::from_secs(120),
+        "timeout took {:?}\n{}",
+        run.elapsed,
+        run.explain()
+    );
+    Ok(())
+}
