@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A recording custom-executor driver for harness tests (contract §6). It runs each stage script
 # on the host with bash and appends one record per call to $BERTH_FAKE_DRIVER_LOG:
-#   op=<config|prepare|run|cleanup|exit|signal> <TAB> argc=N <TAB> arg=... <TAB> env:NAME=value ...
+#   op=<config|prepare|run|cleanup|exit|signal> <TAB> argc=N <TAB> t=<unix time> <TAB> arg=... <TAB> env:NAME=value ...
 # Values have tabs and newlines escaped as \t and \n.
 #
 # Knobs (inherited from gitlab-runner's environment):
@@ -36,7 +36,7 @@ vars=(PWD TMPDIR BUILD_FAILURE_EXIT_CODE SYSTEM_FAILURE_EXIT_CODE BUILD_EXIT_COD
   CUSTOM_ENV_CI_JOB_STATUS CUSTOM_ENV_CI_JOB_ID CUSTOM_ENV_CI_BUILDS_DIR CUSTOM_ENV_CI_PROJECT_DIR
   CUSTOM_ENV_CI_JOB_TIMEOUT CUSTOM_ENV_CI_JOB_IMAGE CUSTOM_ENV_CI_RUNNER_VERSION CUSTOM_ENV_CI_JOB_SERVICES
   CUSTOM_ENV_GIT_STRATEGY ${BERTH_FAKE_DRIVER_RECORD_VARS:-})
-fields=("op=$op" "argc=$#")
+fields=("op=$op" "argc=$#" "t=${EPOCHREALTIME:-}")
 for a in "$@"; do fields+=("arg=$a"); done
 for v in "${vars[@]}"; do
   if [ -n "${!v+x}" ]; then fields+=("env:$v=${!v}"); fi
@@ -69,7 +69,7 @@ case $op in
       wait "$child"
       rc=$?
     done
-    record "op=exit" "stage=$stage" "rc=$rc"
+    record "op=exit" "stage=$stage" "rc=$rc" "t=${EPOCHREALTIME:-}"
     if [ "$rc" -ne 0 ]; then
       if [ -n "${BUILD_EXIT_CODE_FILE:-}" ]; then
         printf '%d\n' "$rc" >"$BUILD_EXIT_CODE_FILE"
@@ -79,6 +79,7 @@ case $op in
     exit 0
     ;;
   cleanup)
+    record "op=cleanup-done" "t=${EPOCHREALTIME:-}"
     exit 0
     ;;
   *)

@@ -16,16 +16,17 @@ pub fn script_path() -> PathBuf {
 }
 
 /// One record: a driver invocation (`config`, `prepare`, `run`, `cleanup`), the exit of a
-/// stage script (`exit`), or a SIGTERM the driver saw (`signal`).
+/// stage script (`exit`), the end of cleanup (`cleanup-done`), or a SIGTERM the driver saw
+/// (`signal`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DriverCall {
-    /// `config`, `prepare`, `run`, `cleanup`, `exit` or `signal`.
+    /// `config`, `prepare`, `run`, `cleanup`, `exit`, `cleanup-done` or `signal`.
     pub op: String,
     /// argv after the operation (for `run`: script path and stage name).
     pub args: Vec<String>,
     /// Recorded environment variables.
     pub env: BTreeMap<String, String>,
-    /// Other `key=value` fields (`stage`, `rc`, `sig`).
+    /// Other `key=value` fields (`stage`, `rc`, `sig`, `t`).
     pub fields: BTreeMap<String, String>,
 }
 
@@ -37,6 +38,12 @@ impl DriverCall {
         } else {
             self.fields.get("stage").map(String::as_str)
         }
+    }
+
+    /// The record's time (`t`, bash's `$EPOCHREALTIME`).
+    pub fn time(&self) -> Option<std::time::SystemTime> {
+        let secs: f64 = self.fields.get("t")?.replace(',', ".").parse().ok()?;
+        std::time::SystemTime::UNIX_EPOCH.checked_add(std::time::Duration::from_secs_f64(secs))
     }
 
     /// A recorded environment variable.
@@ -125,6 +132,12 @@ mod tests {
         assert_eq!(calls[0].stage(), Some("build_script"));
         assert_eq!(calls[0].env("CUSTOM_ENV_A"), Some("1\n2"));
         assert_eq!(calls[1].fields.get("rc").map(String::as_str), Some("3"));
+        assert!(calls[0].time().is_none());
+        let timed = parse("op=cleanup-done\tt=1795469283.250000\n");
+        let t = timed[0]
+            .time()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+        assert_eq!(t.map(|d| d.as_millis()), Some(1_795_469_283_250));
         assert_eq!(sequence(&calls), vec!["run:build_script".to_owned()]);
     }
 

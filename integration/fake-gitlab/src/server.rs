@@ -46,6 +46,8 @@ pub struct RecordedRequest {
     pub body: Vec<u8>,
     /// The status code the fake answered with.
     pub status: u16,
+    /// When the request had been read (before the answer), for ordering against driver records.
+    pub received: std::time::SystemTime,
 }
 
 impl RecordedRequest {
@@ -241,6 +243,21 @@ impl FakeGitLab {
             .collect()
     }
 
+    /// The recorded last `PUT /jobs/<job_id>` whose state is not `running`.
+    pub fn final_update_request(&self, job_id: u64) -> Option<RecordedRequest> {
+        let path = format!("/api/v4/jobs/{job_id}");
+        lock(&self.shared)
+            .requests
+            .iter()
+            .rev()
+            .find(|r| {
+                r.method == "PUT"
+                    && r.path == path
+                    && r.json().is_some_and(|v| v["state"] != "running")
+            })
+            .cloned()
+    }
+
     /// The last `PUT /jobs/<job_id>` whose state is not `running`.
     pub fn final_update(&self, job_id: u64) -> Option<FinalUpdate> {
         self.job_updates(job_id)
@@ -375,6 +392,7 @@ async fn handle(State(shared): State<Shared>, request: Request) -> Response {
         .await
         .map(|b| b.to_vec())
         .unwrap_or_default();
+    let received = std::time::SystemTime::now();
     let path = parts.uri.path().to_owned();
     let query = parts.uri.query().unwrap_or_default().to_owned();
     let reply = route(&shared, &parts.method, &path, &query, &parts.headers, &body);
@@ -394,6 +412,7 @@ async fn handle(State(shared): State<Shared>, request: Request) -> Response {
             .collect(),
         body,
         status: reply.status.as_u16(),
+        received,
     };
     lock(&shared).requests.push(recorded);
     let mut response = Response::new(Body::from(reply.body));

@@ -183,6 +183,19 @@ fn stage_order_and_argv(binary: &Path, version: PeerVersion) -> Result<()> {
         "masked value leaked\n{}",
         s.explain()
     );
+    // Cleanup finishes before the final PUT (contract §1.2).
+    let cleanup_done = s
+        .calls
+        .iter()
+        .rev()
+        .find(|c| c.op == "cleanup-done")
+        .and_then(|c| c.time());
+    let final_put = s.gitlab.final_update_request(1).map(|r| r.received);
+    ensure!(
+        cleanup_done.is_some() && final_put.is_some() && cleanup_done < final_put,
+        "{cleanup_done:?} vs {final_put:?}\n{}",
+        s.explain()
+    );
     let updates = s.gitlab.job_updates(1);
     if version == PeerVersion::V19 {
         ensure!(
