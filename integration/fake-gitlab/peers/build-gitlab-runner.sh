@@ -84,6 +84,7 @@ finish() {
         echo "gitlab-runner $name: the Go module proxy ($GOPROXY) refused $what or a module it needs:"
         grep -B1 "This module version is not available" "$log" | grep -v '^--$' | head -n 24
       } >"$out.unavailable"
+      rm -rf "$work"
       return 3
     fi
     echo "build-gitlab-runner.sh: building gitlab-runner $name failed; log: $log" >&2
