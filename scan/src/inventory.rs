@@ -263,7 +263,8 @@ impl Package {
         }
     }
 
-    /// OSV ecosystem names this package is matched against; an entry ending in `:` is a prefix.
+    /// OSV ecosystem names this package is matched against; `*` in an entry matches any text
+    /// (see [`ecosystem_matches`]).
     pub fn ecosystems(&self, os: Option<&Os>) -> Vec<String> {
         match self.kind {
             PkgType::PythonPkg => vec!["PyPI".into()],
@@ -277,11 +278,16 @@ impl Package {
                     OsFamily::Debian => vec![format!("Debian:{}", os.major()), "Debian".into()],
                     OsFamily::Ubuntu => vec![
                         format!("Ubuntu:{}", os.major_minor()),
-                        format!("Ubuntu:{}:", os.major_minor()),
+                        format!("Ubuntu:{}:*", os.major_minor()),
                     ],
                     OsFamily::Alpine => vec![format!("Alpine:v{}", os.major_minor())],
                     OsFamily::Wolfi => vec!["Wolfi".into()],
-                    OsFamily::Redhat | OsFamily::Centos => vec!["Red Hat:".into()],
+                    // Red Hat's OSV ecosystems name a CPE: "Red Hat:enterprise_linux:9::appstream".
+                    OsFamily::Redhat | OsFamily::Centos => vec![
+                        format!("Red Hat:*:{}", os.major()),
+                        format!("Red Hat:*:{}::*", os.major()),
+                        format!("Red Hat:*:{}.*", os.major()),
+                    ],
                     OsFamily::Rocky => {
                         vec![format!("Rocky Linux:{}", os.major()), "Rocky Linux".into()]
                     }
@@ -356,6 +362,14 @@ impl Package {
             },
         }
     }
+}
+
+/// True when an advisory ecosystem name matches a wanted name or `*` pattern.
+pub fn ecosystem_matches(pattern: &str, ecosystem: &str) -> bool {
+    if !pattern.contains('*') {
+        return pattern == ecosystem;
+    }
+    glob::Pattern::new(pattern).is_ok_and(|p| p.matches(ecosystem))
 }
 
 /// Percent-encodes a purl segment (purl-spec: everything but unreserved characters).
@@ -435,5 +449,21 @@ mod tests {
         let a = Package::new(PkgType::Apk, "musl", "1.2.4-r2", "lib/apk/db/installed");
         assert_eq!(a.ecosystems(Some(&alpine)), vec!["Alpine:v3.19".to_owned()]);
         assert!(a.ecosystems(None).is_empty());
+        let rhel = Os {
+            family: OsFamily::Redhat,
+            version: "9.3".into(),
+        };
+        let r = Package::new(
+            PkgType::Rpm,
+            "openssl",
+            "1:3.0.7-25.el9_3",
+            "var/lib/rpm/rpmdb.sqlite",
+        );
+        let pats = r.ecosystems(Some(&rhel));
+        let hit = |e: &str| pats.iter().any(|p| ecosystem_matches(p, e));
+        assert!(hit("Red Hat:enterprise_linux:9::appstream"));
+        assert!(hit("Red Hat:rhel_eus:9.2::baseos"));
+        assert!(!hit("Red Hat:enterprise_linux:8::appstream"));
+        assert!(!hit("Red Hat:enterprise_linux:19::appstream"));
     }
 }

@@ -392,17 +392,13 @@ impl AdvisoryDb {
         })
     }
 
-    /// Loads the ecosystems matching `wanted` (exact names, or prefixes ending in `:`).
+    /// Loads the ecosystems matching `wanted` (names, or patterns with `*`).
     pub fn load(&self, wanted: &[String]) -> Result<AdvisoryIndex, DbError> {
         let mut index = AdvisoryIndex::default();
         for (name, m) in &self.meta.ecosystems {
-            let hit = wanted.iter().any(|w| {
-                if w.ends_with(':') {
-                    name.starts_with(w.as_str())
-                } else {
-                    name == w
-                }
-            });
+            let hit = wanted
+                .iter()
+                .any(|w| crate::inventory::ecosystem_matches(w, name));
             if !hit {
                 continue;
             }

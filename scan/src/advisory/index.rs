@@ -329,13 +329,9 @@ impl AdvisoryIndex {
         wanted: &'w [String],
     ) -> impl Iterator<Item = (&'a String, &'a EcosystemData)> + use<'a, 'w> {
         self.ecosystems.iter().filter(move |(k, _)| {
-            wanted.iter().any(|w| {
-                if w.ends_with(':') {
-                    k.starts_with(w.as_str())
-                } else {
-                    *k == w
-                }
-            })
+            wanted
+                .iter()
+                .any(|w| crate::inventory::ecosystem_matches(w, k))
         })
     }
 
