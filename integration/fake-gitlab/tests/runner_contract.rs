@@ -427,3 +427,41 @@ fn git_clone_and_artifact_upload(binary: &Path, version: PeerVersion) -> Result<
     Ok(())
 }
 per_version!(git_clone_and_artifact_upload);
+
+/// The flag form of the configuration (what v16.11.0 needs, lacking `-c/-r`), checked on the
+/// v19 peer, which accepts both. Feature flags cannot be passed as flags, so timestamps stay on.
+#[test]
+fn flags_style_configuration_runs_a_job() -> Result<()> {
+    let Some(binary) = peer(PeerVersion::V19) else {
+        return Ok(());
+    };
+    let job = JobPayload::new(1, &["echo via-flags"]);
+    let s = scenario(
+        &binary,
+        PeerVersion::V19,
+        |_| job,
+        |setup| setup.options.style = berth_fake_gitlab::harness::ConfigStyle::Flags,
+    )?;
+    ensure!(
+        !s.outcome.argv.iter().any(|a| a == "-c"),
+        "{:?}",
+        s.outcome.argv
+    );
+    check_final(&s, "success", "", None)?;
+    let want = [
+        "config",
+        "prepare",
+        "run:prepare_script",
+        "run:get_sources",
+        "run:build_script",
+        "run:cleanup_file_variables",
+        "cleanup",
+    ];
+    ensure!(s.sequence() == want, "{}", s.explain());
+    ensure!(
+        s.gitlab.trace_text(1).contains("via-flags"),
+        "{}",
+        s.explain()
+    );
+    Ok(())
+}
