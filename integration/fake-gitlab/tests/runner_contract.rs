@@ -40,6 +40,22 @@ macro_rules! per_version {
     };
 }
 
+/// The driver calls of a passing job without git, cache or artifacts (contract §1.5).
+fn passing_job_stages(after_script: bool) -> Vec<&'static str> {
+    let mut stages = vec![
+        "config",
+        "prepare",
+        "run:prepare_script",
+        "run:get_sources",
+        "run:build_script",
+    ];
+    if after_script {
+        stages.push("run:after_script");
+    }
+    stages.extend(["run:cleanup_file_variables", "cleanup"]);
+    stages
+}
+
 const SECRET: &str = "s3cr3t-value-1234";
 
 fn check_final(s: &Scenario, state: &str, reason: &str, exit_code: Option<i64>) -> Result<()> {
@@ -78,16 +94,7 @@ fn stage_order_and_argv(binary: &Path, version: PeerVersion) -> Result<()> {
         },
     )?;
     check_final(&s, "success", "", None)?;
-    let want = [
-        "config",
-        "prepare",
-        "run:prepare_script",
-        "run:get_sources",
-        "run:build_script",
-        "run:after_script",
-        "run:cleanup_file_variables",
-        "cleanup",
-    ];
+    let want = passing_job_stages(true);
     ensure!(s.sequence() == want, "stage order\n{}", s.explain());
     let root = s.dir.path().display().to_string();
     let invocations = s
@@ -448,15 +455,7 @@ fn flags_style_configuration_runs_a_job() -> Result<()> {
         s.outcome.argv
     );
     check_final(&s, "success", "", None)?;
-    let want = [
-        "config",
-        "prepare",
-        "run:prepare_script",
-        "run:get_sources",
-        "run:build_script",
-        "run:cleanup_file_variables",
-        "cleanup",
-    ];
+    let want = passing_job_stages(false);
     ensure!(s.sequence() == want, "{}", s.explain());
     ensure!(
         s.gitlab.trace_text(1).contains("via-flags"),
