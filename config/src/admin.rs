@@ -79,6 +79,7 @@ struct RawConfig {
     stop_grace: Option<u64>,
     no_new_privileges: Option<bool>,
     cap_drop: Option<Vec<String>>,
+    insecure_registries: Option<Vec<String>>,
 }
 
 /// Keys [`RawConfig`] accepts, for reporting every unknown key at once.
@@ -104,6 +105,7 @@ const KNOWN_KEYS: &[&str] = &[
     "stop_grace",
     "no_new_privileges",
     "cap_drop",
+    "insecure_registries",
 ];
 
 /// An allow-list of doublestar globs with `!` exclusions (the Docker executor's `allowed_images`).
@@ -210,6 +212,8 @@ pub struct Config {
     pub no_new_privileges: bool,
     /// Capabilities removed from Podman's default set.
     pub cap_drop: Vec<String>,
+    /// Registries (`host[:port]`) pulled from over plain HTTP or without TLS verification.
+    pub insecure_registries: Vec<String>,
 }
 
 /// One thing wrong with the config: the key, what is wrong, and how to fix it.
@@ -510,6 +514,16 @@ fn validate(raw: RawConfig, source: Option<&Path>) -> Result<Config, Vec<ConfigP
             ));
         }
     }
+    let insecure_registries = raw.insecure_registries.unwrap_or_default();
+    for registry in &insecure_registries {
+        if registry.is_empty() || registry.contains('/') {
+            problems.push(ConfigProblem::new(
+                "insecure_registries",
+                format!("{registry:?} is not a registry host"),
+                "write host[:port], e.g. \"127.0.0.1:5000\"",
+            ));
+        }
+    }
     let config = Config {
         source: source.map(Path::to_owned),
         user,
@@ -537,6 +551,7 @@ fn validate(raw: RawConfig, source: Option<&Path>) -> Result<Config, Vec<ConfigP
         stop_grace_secs: raw.stop_grace.unwrap_or(5),
         no_new_privileges: raw.no_new_privileges.unwrap_or(true),
         cap_drop,
+        insecure_registries,
     };
     if problems.is_empty() {
         Ok(config)
@@ -643,6 +658,10 @@ mod example {
         let text = include_str!("../berth.example.toml");
         let config = super::Config::parse(text, None).expect("example config is valid");
         assert_eq!(config.limits.memory_bytes, Some(4 << 30));
-        assert!(!config.allowed_images.allows("registry.example.com/untrusted/x:1"));
+        assert!(
+            !config
+                .allowed_images
+                .allows("registry.example.com/untrusted/x:1")
+        );
     }
 }

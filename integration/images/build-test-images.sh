@@ -15,6 +15,8 @@ MIRROR=${BERTH_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 log() { printf 'build-test-images: %s\n' "$*" >&2; }
 [ "$(id -u)" = 0 ] || { log "run as root"; exit 1; }
 install -d -m 0755 "$CACHE"
+# htpasswd (bcrypt) for the authenticated loopback registry in the pull tests.
+command -v htpasswd >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq apache2-utils >/dev/null; }
 uid=$(id -u "$RUNNER_USER")
 install -d -m 0700 -o "$RUNNER_USER" -g "$RUNNER_USER" "/run/user/$uid/berth"
 

@@ -347,3 +347,88 @@ pub fn payload(image: &str) -> Value {
         ]
     })
 }
+
+/// Runs a command as the runner user against berth's shared base store.
+pub fn base_podman(args: &[&str]) -> Output {
+    let uid = nix::unistd::User::from_name(RUNNER_USER)
+        .ok()
+        .flatten()
+        .map_or(0, |u| u.uid.as_raw());
+    Command::new("runuser")
+        .args(["-u", RUNNER_USER, "--", "env", "-C", "/"])
+        .arg(format!("XDG_RUNTIME_DIR=/run/user/{uid}"))
+        .arg(format!("HOME=/home/{RUNNER_USER}"))
+        .args(["podman", "--root", &format!("{STATE_DIR}/images")])
+        .args(["--runroot", &format!("/run/user/{uid}/berth/base-run")])
+        .args([
+            "--storage-driver",
+            "overlay",
+            "--cgroup-manager",
+            "cgroupfs",
+            "--events-backend",
+            "file",
+        ])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run podman as the runner user")
+}
+
+/// A real OCI registry (Debian's docker-registry) on loopback with htpasswd authentication.
+pub struct Registry {
+    child: Child,
+    /// `127.0.0.1:<port>`.
+    pub address: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    /// Starts a registry that accepts `user`/`password` only.
+    pub fn start(user: &str, password: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let htpasswd = Command::new("htpasswd")
+            .args(["-Bbn", user, password])
+            .output()
+            .expect("htpasswd is installed by integration/images/build-test-images.sh");
+        assert!(htpasswd.status.success(), "htpasswd failed");
+        std::fs::write(dir.path().join("htpasswd"), &htpasswd.stdout).expect("htpasswd file");
+        let config = format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {d}/data\nhttp:\n  addr: 127.0.0.1:{port}\nauth:\n  htpasswd:\n    realm: berth-test\n    path: {d}/htpasswd\n",
+            d = dir.path().display()
+        );
+        std::fs::write(dir.path().join("config.yml"), config).expect("config");
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(dir.path().join("config.yml"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("docker-registry is installed by integration/host/setup-host.sh");
+        let address = format!("127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(&address).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "registry on {address} did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self {
+            child,
+            address,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use berth_integration::{
-    FakeRunner, StageResult, leftovers_of, payload, require_host, signal_group, wait_with_timeout,
+    FakeRunner, Registry, StageResult, base_podman, leftovers_of, payload, require_host,
+    signal_group, wait_with_timeout,
 };
 use nix::sys::signal::Signal;
 use serde_json::json;
@@ -378,4 +379,64 @@ fn limits_from_config_are_applied_where_the_host_can_enforce_them() {
         );
     }
     cleaned(job);
+}
+
+#[test]
+fn pull_policy_always_pulls_with_the_jobs_credentials_and_never_shows_them() {
+    require_host();
+    let registry = Registry::start("ci-user", "s3cret-registry-pass");
+    let image = format!("{}/berth/busybox:pulled", registry.address);
+    let pushed = base_podman(&[
+        "push",
+        "--quiet",
+        "--tls-verify=false",
+        "--creds",
+        "ci-user:s3cret-registry-pass",
+        BUSYBOX,
+        &image,
+    ]);
+    assert!(
+        pushed.status.success(),
+        "push: {}",
+        String::from_utf8_lossy(&pushed.stderr)
+    );
+    let config = format!(
+        "pull_policy = [\"always\"]\nallowed_pull_policies = [\"always\", \"if-not-present\"]\ninsecure_registries = [\"{}\"]\n",
+        registry.address
+    );
+    let with_creds = |password: &str| {
+        let mut p = payload(&image);
+        p["credentials"] = json!([{
+            "type": "registry", "url": registry.address, "username": "ci-user", "password": password
+        }]);
+        p["variables"] =
+            json!([{ "key": "CI_REGISTRY_PASSWORD", "value": password, "masked": true }]);
+        p
+    };
+
+    let mut job = FakeRunner::new(with_creds("s3cret-registry-pass")).with_config(&config);
+    ok(&job.stage(&["config"]));
+    let r = job.stage(&["prepare"]);
+    ok(&r);
+    assert!(!r.stderr.contains("s3cret-registry-pass"), "{}", r.all());
+    assert!(
+        !job.job_dir().join("auth.json").exists(),
+        "credentials outlived the pull"
+    );
+    let r = job.run("build_script", "echo pulled-image-runs");
+    ok(&r);
+    assert!(r.stdout.contains("pulled-image-runs"), "{}", r.all());
+    cleaned(job);
+
+    let mut job = FakeRunner::new(with_creds("wrong-password-here")).with_config(&config);
+    ok(&job.stage(&["config"]));
+    let r = job.stage(&["prepare"]);
+    assert_eq!(r.code, 2, "a failed pull is a system failure: {}", r.all());
+    assert!(
+        r.stderr.contains("pull failed") && !r.stderr.contains("wrong-password-here"),
+        "{}",
+        r.all()
+    );
+    cleaned(job);
+    let _ = base_podman(&["rmi", "--force", &image]);
 }

@@ -10,7 +10,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::agent::ScriptEnd;
-use crate::{ContainerSpec, ImageInfo, PodSpec, RegistryAuth, Sandbox, SandboxError, Started};
+use crate::{ContainerSpec, ImageInfo, PodSpec, PullOptions, Sandbox, SandboxError, Started};
 
 /// One recorded call.
 #[derive(Debug, Clone, PartialEq)]
@@ -93,12 +93,12 @@ impl Sandbox for FakeSandbox {
         &self,
         image: &str,
         policies: &[PullPolicy],
-        auth: Option<&RegistryAuth>,
+        pull: &PullOptions,
     ) -> Result<ImageInfo, SandboxError> {
         self.record(Call::EnsureImage(
             image.to_owned(),
             policies.to_vec(),
-            auth.is_some(),
+            pull.auth.is_some(),
         ));
         self.behaviour
             .images

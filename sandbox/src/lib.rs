@@ -43,6 +43,15 @@ impl fmt::Debug for RegistryAuth {
     }
 }
 
+/// How to pull one image.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PullOptions {
+    /// Credentials for its registry.
+    pub auth: Option<RegistryAuth>,
+    /// Pull without TLS verification (an admin-listed insecure registry).
+    pub insecure: bool,
+}
+
 /// What berth needs to know about an image.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ImageInfo {
@@ -232,7 +241,7 @@ pub trait Sandbox {
         &self,
         image: &str,
         policies: &[PullPolicy],
-        auth: Option<&RegistryAuth>,
+        pull: &PullOptions,
     ) -> Result<ImageInfo, SandboxError>;
     /// Creates and starts the job's pod.
     async fn create_pod(&self, spec: &PodSpec) -> Result<(), SandboxError>;

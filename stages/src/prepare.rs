@@ -9,7 +9,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use berth_config::protocol::ImageSpec;
 use berth_config::{PullPolicy, StageTarget};
 use berth_sandbox::podman::job_labels;
-use berth_sandbox::{ContainerSpec, Mount, PodSpec, RegistryAuth, Role, Sandbox, SandboxError};
+use berth_sandbox::{
+    ContainerSpec, Mount, PodSpec, PullOptions, RegistryAuth, Role, Sandbox, SandboxError,
+};
 
 use crate::config_stage::{BUILDS_DIR, CACHE_DIR};
 use crate::naming;
@@ -82,6 +84,13 @@ fn plan_image(job: &Job, spec: &ImageSpec, kind: &'static str) -> Result<ImagePl
         registry: reference.registry().to_owned(),
         policies,
     })
+}
+
+fn pull_options(job: &Job, registry: &str) -> PullOptions {
+    PullOptions {
+        auth: auth_for(job, registry),
+        insecure: job.config.insecure_registries.iter().any(|r| r == registry),
+    }
 }
 
 fn auth_for(job: &Job, registry: &str) -> Option<RegistryAuth> {
@@ -213,20 +222,30 @@ async fn prepare_inner<S: Sandbox>(
     sandbox.start().await?;
     step("sandbox start");
     log.line(&format!("Using job image {} ...", image.name));
-    let auth = auth_for(job, &image.registry);
     let image_info = sandbox
-        .ensure_image(&image.name, &image.policies, auth.as_ref())
+        .ensure_image(
+            &image.name,
+            &image.policies,
+            &pull_options(job, &image.registry),
+        )
         .await?;
-    let helper_info = sandbox
-        .ensure_image(&job.config.helper_image, &job.config.pull_policy, None)
+    // The helper is the runner's own tooling, provisioned with the host: pulled only when missing.
+    sandbox
+        .ensure_image(
+            &job.config.helper_image,
+            &[PullPolicy::IfNotPresent],
+            &PullOptions::default(),
+        )
         .await?;
-    let _ = helper_info;
     let mut service_infos = Vec::new();
     for (_, plan) in &services {
-        let auth = auth_for(job, &plan.registry);
         service_infos.push(
             sandbox
-                .ensure_image(&plan.name, &plan.policies, auth.as_ref())
+                .ensure_image(
+                    &plan.name,
+                    &plan.policies,
+                    &pull_options(job, &plan.registry),
+                )
                 .await?,
         );
     }

@@ -17,9 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::agent::{AGENT_SCRIPT, AgentDir, MOUNT_POINT, ScriptEnd};
 use crate::paths::JobPaths;
 use crate::process::{self, CommandSpec};
-use crate::{
-    ContainerSpec, ImageInfo, PodSpec, RegistryAuth, Role, Sandbox, SandboxError, Started,
-};
+use crate::{ContainerSpec, ImageInfo, PodSpec, PullOptions, Role, Sandbox, SandboxError, Started};
 use api::Api;
 
 /// Label every object of a job carries.
@@ -144,9 +142,12 @@ impl PodmanSandbox {
         Ok(())
     }
 
-    async fn pull(&self, image: &str, auth: Option<&RegistryAuth>) -> Result<(), SandboxError> {
+    async fn pull(&self, image: &str, pull: &PullOptions) -> Result<(), SandboxError> {
         let mut spec = self.base_podman().args(["pull", "--quiet"]);
-        if let Some(auth) = auth {
+        if pull.insecure {
+            spec = spec.args(["--tls-verify=false"]);
+        }
+        if let Some(auth) = &pull.auth {
             let file = self.paths.auth_file();
             let token = base64::engine::general_purpose::STANDARD
                 .encode(format!("{}:{}", auth.username, auth.password));
@@ -381,7 +382,7 @@ impl Sandbox for PodmanSandbox {
         &self,
         image: &str,
         policies: &[PullPolicy],
-        auth: Option<&RegistryAuth>,
+        pull: &PullOptions,
     ) -> Result<ImageInfo, SandboxError> {
         let mut tried = Vec::new();
         for policy in policies {
@@ -393,7 +394,7 @@ impl Sandbox for PodmanSandbox {
                 }
                 PullPolicy::IfNotPresent if present => Ok(()),
                 PullPolicy::IfNotPresent | PullPolicy::Always => self
-                    .pull(image, auth)
+                    .pull(image, pull)
                     .await
                     .map_err(|e| format!("pull failed ({}): {e}", policy.as_str())),
             };
