@@ -67,11 +67,16 @@ impl LayerCache {
     pub fn put(&self, diff_id: &str, r: &LayerResult) -> Result<(), String> {
         std::fs::create_dir_all(&self.dir)
             .map_err(|e| format!("cache {}: {e}", self.dir.display()))?;
-        let tmp = self.dir.join(format!(".tmp-{}", std::process::id()));
+        let target = self.path(diff_id);
+        let name = target
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        // One temp file per entry and process, so parallel layer threads never collide.
+        let tmp = self.dir.join(format!(".tmp-{}-{name}", std::process::id()));
         let bytes = serde_json::to_vec(r).map_err(|e| e.to_string())?;
         std::fs::write(&tmp, bytes).map_err(|e| format!("cache {}: {e}", tmp.display()))?;
-        std::fs::rename(&tmp, self.path(diff_id))
-            .map_err(|e| format!("cache {}: {e}", self.dir.display()))
+        std::fs::rename(&tmp, &target).map_err(|e| format!("cache {}: {e}", self.dir.display()))
     }
 }
 
@@ -142,27 +147,49 @@ pub fn inventory(
     image: &Image,
     cache: Option<&LayerCache>,
 ) -> Result<(Inventory, Vec<String>), ScanError> {
-    let mut results = Vec::with_capacity(image.layers.len());
-    let mut warnings = Vec::new();
-    for layer in &image.layers {
-        let cached = layer
+    // Layers are independent until merged: analyze them on as many threads as there are cores.
+    let one = |layer: &crate::source::Layer| -> Result<(LayerResult, Option<String>), SourceError> {
+        if let Some(r) = layer
             .diff_id
             .as_deref()
-            .and_then(|d| cache.and_then(|c| c.get(d)));
-        let r = match cached {
-            Some(r) => r,
-            None => {
-                let r = analyze_layer(layer)?;
-                if let (Some(d), Some(c)) = (layer.diff_id.as_deref(), cache)
-                    && let Err(e) = c.put(d, &r)
-                {
-                    warnings.push(e);
-                }
-                r
-            }
+            .and_then(|d| cache.and_then(|c| c.get(d)))
+        {
+            return Ok((r, None));
+        }
+        let r = analyze_layer(layer)?;
+        let put_err = match (layer.diff_id.as_deref(), cache) {
+            (Some(d), Some(c)) => c.put(d, &r).err(),
+            _ => None,
         };
-        warnings.extend(r.warnings.iter().cloned());
-        results.push(r);
+        Ok((r, put_err))
+    };
+    let threads = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZero::get)
+        .max(1);
+    let mut results = Vec::with_capacity(image.layers.len());
+    let mut warnings = Vec::new();
+    for chunk in image.layers.chunks(threads) {
+        let done: Vec<Result<(LayerResult, Option<String>), SourceError>> =
+            std::thread::scope(|s| {
+                let handles: Vec<_> = chunk.iter().map(|l| s.spawn(move || one(l))).collect();
+                handles
+                    .into_iter()
+                    .map(|h| {
+                        h.join().unwrap_or_else(|_| {
+                            Err(SourceError::Io {
+                                path: PathBuf::from("<layer>"),
+                                source: std::io::Error::other("layer analysis thread panicked"),
+                            })
+                        })
+                    })
+                    .collect()
+            });
+        for d in done {
+            let (r, put_err) = d?;
+            warnings.extend(put_err);
+            warnings.extend(r.warnings.iter().cloned());
+            results.push(r);
+        }
     }
     Ok((merge(image, &results), warnings))
 }
