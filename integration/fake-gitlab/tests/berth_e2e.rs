@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use anyhow::{Result, ensure};
 use berth_fake_gitlab::harness::{CustomConfig, RunOptions, run_single};
-use berth_fake_gitlab::payload::{Artifact, GitInfo, Image, Variable};
+use berth_fake_gitlab::payload::{
+    Artifact, ArtifactsFile, Cache, Dependency, GitInfo, Image, Variable,
+};
 use berth_fake_gitlab::peers::PeerVersion;
 use berth_fake_gitlab::server::Injection;
 use berth_fake_gitlab::{FakeGitLab, JobPayload, RunnerConfig};
@@ -104,16 +106,12 @@ impl BerthRun {
 /// pod uses the host network so the helper container reaches the fake at 127.0.0.1. berth names
 /// everything after the job id and the runner's short token, so every test uses its own job id
 /// and every test process its own runner token: parallel tests must not share a job key.
-fn run_with_berth(
+/// A runner configuration with berth as the custom executor, pointed at `gitlab`.
+fn berth_runner(
     binary: &Path,
-    make_job: impl FnOnce(&FakeGitLab) -> JobPayload,
-    setup: impl FnOnce(&FakeGitLab),
-) -> Result<BerthRun> {
+    gitlab: &FakeGitLab,
+) -> Result<(tempfile::TempDir, RunnerConfig, RunOptions)> {
     let dir = tempfile::tempdir()?;
-    let gitlab = FakeGitLab::start()?;
-    let job = make_job(&gitlab);
-    gitlab.push_job(&job);
-    setup(&gitlab);
     let berth_config = dir.path().join("berth.toml");
     std::fs::write(&berth_config, "network = \"host\"\nstop_grace = 2\n")?;
     let berth = berth_binary();
@@ -140,6 +138,19 @@ fn run_with_berth(
     };
     let mut options = RunOptions::new(binary, dir.path());
     options.wall_clock = Duration::from_secs(200);
+    Ok((dir, config, options))
+}
+
+fn run_with_berth(
+    binary: &Path,
+    make_job: impl FnOnce(&FakeGitLab) -> JobPayload,
+    setup: impl FnOnce(&FakeGitLab),
+) -> Result<BerthRun> {
+    let gitlab = FakeGitLab::start()?;
+    let job = make_job(&gitlab);
+    gitlab.push_job(&job);
+    setup(&gitlab);
+    let (dir, config, options) = berth_runner(binary, &gitlab)?;
     let outcome = run_single(&config, &options)?;
     let run = BerthRun {
         gitlab,
@@ -276,6 +287,127 @@ fn berth_job_timeout_is_job_execution_timeout() -> Result<()> {
         "timeout took {:?}\n{}",
         run.elapsed,
         run.explain()
+    );
+    Ok(())
+}
+
+/// Removes berth's per-project cache of a test project (berth keeps it by design).
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Two jobs of one project in a row: the first archives a cache and uploads artifacts; the
+/// second restores the cache (berth keeps `/cache` per project) and downloads the first job's
+/// artifacts through the fake (`dependencies`).
+#[test]
+fn berth_passes_cache_and_artifacts_between_jobs() -> Result<()> {
+    let Some(binary) = v19() else { return Ok(()) };
+    let gitlab = FakeGitLab::start()?;
+    let (_dir, config, options) = berth_runner(&binary, &gitlab)?;
+    // A project of its own per test process, so no earlier run's cache can answer.
+    let project_id = 700_000 + u64::from(std::process::id());
+    let key = format!("deps-{project_id}");
+    let _cache = RemoveOnDrop(PathBuf::from(format!(
+        "/var/lib/berth/cache/project-{project_id}"
+    )));
+    let mut first = JobPayload::new(
+        105,
+        &[
+            "mkdir -p vendor",
+            "echo cached-by-105 > vendor/dep.txt",
+            "echo artifact-of-105 > out.txt",
+        ],
+    )
+    .image(Image::new(IMAGE))
+    .cache(Cache::new(&key, &["vendor/"]))
+    .artifact(Artifact::archive(&["out.txt"]));
+    first.project_id = project_id;
+    gitlab.push_job(&first);
+    let one = run_single(&config, &options)?;
+    let explain = |id: u64, stderr: &str| {
+        format!(
+            "final: {:?}\ntrace:\n{}\nrunner stderr (tail):\n{}",
+            gitlab.final_update(id).map(|u| u.0),
+            gitlab.trace_text(id),
+            tail(stderr, 40)
+        )
+    };
+    ensure!(
+        gitlab
+            .final_update(105)
+            .is_some_and(|u| u.state() == "success"),
+        "{}",
+        explain(105, &one.stderr)
+    );
+    let zip = gitlab
+        .artifacts()
+        .into_iter()
+        .find(|a| a.job_id == 105 && a.filename == "artifacts.zip");
+    ensure!(
+        zip.is_some(),
+        "job 105 uploaded no artifacts\n{}",
+        explain(105, &one.stderr)
+    );
+    let zip = zip.map(|a| a.data).unwrap_or_default();
+    let size = zip.len() as u64;
+    gitlab.serve_artifacts(105, zip);
+
+    let mut second = JobPayload::new(106, &["cat vendor/dep.txt", "cat out.txt"])
+        .image(Image::new(IMAGE))
+        .cache(Cache {
+            policy: "pull".to_owned(),
+            ..Cache::new(&key, &["vendor/"])
+        })
+        .dependency(Dependency {
+            id: 105,
+            token: first.token.clone(),
+            name: first.name.clone(),
+            artifacts_file: ArtifactsFile {
+                filename: "artifacts.zip".to_owned(),
+                size,
+            },
+        });
+    second.project_id = project_id;
+    gitlab.push_job(&second);
+    let two = run_single(&config, &options)?;
+    ensure!(
+        gitlab
+            .final_update(106)
+            .is_some_and(|u| u.state() == "success"),
+        "{}",
+        explain(106, &two.stderr)
+    );
+    gitlab
+        .verify_trace(106)
+        .map_err(|e| anyhow::anyhow!("{e}\n{}", explain(106, &two.stderr)))?;
+    ensure!(
+        gitlab.trace_text(105).contains("Created cache"),
+        "{}",
+        explain(105, &one.stderr)
+    );
+    let trace = gitlab.trace_text(106);
+    ensure!(
+        trace.contains("Successfully extracted cache"),
+        "{}",
+        explain(106, &two.stderr)
+    );
+    ensure!(
+        trace.contains("cached-by-105") && trace.contains("artifact-of-105"),
+        "{}",
+        explain(106, &two.stderr)
+    );
+    let download = gitlab
+        .requests()
+        .into_iter()
+        .find(|r| r.method == "GET" && r.path == "/api/v4/jobs/105/artifacts");
+    ensure!(
+        download.is_some_and(|r| r.header("job-token") == Some(first.token.as_str())),
+        "artifacts-downloader used the dependency's token\n{}",
+        explain(106, &two.stderr)
     );
     Ok(())
 }
