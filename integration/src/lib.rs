@@ -227,23 +227,38 @@ impl FakeRunner {
             .expect("spawn berth run")
     }
 
-    /// Starts a stage through a wrapper shell that plays a runner which may die.
-    pub fn spawn_via_wrapper(&self, args: &[&str]) -> Child {
-        let cmd = self.command(args);
-        let program = cmd.get_program().to_owned();
-        let inner: Vec<_> = cmd.get_args().map(|a| a.to_owned()).collect();
+    /// Runs `stages` one after another (each a berth argument list) under one wrapper shell that
+    /// plays a gitlab-runner process which can be killed mid-job.
+    pub fn spawn_via_wrapper(&self, stages: &[&[&str]]) -> Child {
+        let template = self.command(&[]);
+        let berth = template.get_program().to_owned();
+        let mut script = String::new();
+        let mut args: Vec<std::ffi::OsString> = Vec::new();
+        for stage in stages {
+            if !script.is_empty() {
+                script.push_str(" && ");
+            }
+            script.push_str("\"$0\"");
+            for arg in template
+                .get_args()
+                .chain(stage.iter().map(std::ffi::OsStr::new))
+            {
+                args.push(arg.to_owned());
+                script.push_str(&format!(" \"${{{}}}\"", args.len()));
+            }
+        }
+        script.push_str("; echo wrapper-done rc=$?");
         let mut wrapper = Command::new("sh");
         wrapper
             .arg("-c")
-            .arg("\"$@\"; echo wrapper-done")
-            .arg("sh")
-            .arg(program)
-            .args(inner)
+            .arg(script)
+            .arg(berth)
+            .args(args)
             .current_dir(self.tmp.path())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        for (k, v) in cmd.get_envs() {
+        for (k, v) in template.get_envs() {
             match v {
                 Some(v) => wrapper.env(k, v),
                 None => wrapper.env_remove(k),

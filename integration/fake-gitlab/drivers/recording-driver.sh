@@ -60,15 +60,10 @@ case $op in
     ;;
   run)
     script=$1 stage=$2
-    bash "$script" &
-    child=$!
-    # wait returns early when a trapped signal arrives; wait again for the real status.
-    wait "$child"
+    # In the foreground, so $? is the script's own status; the TERM trap (the runner signals the
+    # whole process group) runs once the script has exited.
+    bash "$script"
     rc=$?
-    while kill -0 "$child" 2>/dev/null; do
-      wait "$child"
-      rc=$?
-    done
     record "op=exit" "stage=$stage" "rc=$rc" "t=${EPOCHREALTIME:-}"
     if [ "$rc" -ne 0 ]; then
       if [ -n "${BUILD_EXIT_CODE_FILE:-}" ]; then

@@ -349,7 +349,14 @@ fn cancel_reaches_after_script(binary: &Path, version: PeerVersion) -> Result<()
         .iter()
         .find(|c| c.op == "exit" && c.stage() == Some("build_script"));
     ensure!(
-        build_exit.is_some_and(|c| c.fields.get("rc").is_some_and(|rc| rc != "0")),
+        // v17.4+ scripts trap TERM with `exit 1` (contract §1.7); v16.11.0's die of the signal.
+        build_exit.is_some_and(|c| c.fields.get("rc").is_some_and(|rc| {
+            if version == PeerVersion::V19 {
+                rc == "1"
+            } else {
+                rc != "0"
+            }
+        })),
         "build_script was stopped\n{}",
         s.explain()
     );

@@ -536,6 +536,16 @@ impl Sandbox for PodmanSandbox {
             tracing::debug!("teardown: {name} done at {} ms", t0.elapsed().as_millis())
         };
         let mut errors = Vec::new();
+        // Two reapers (or a reaper and the job's own cleanup) must not tear down at once.
+        let _lock = match std::fs::File::open(&self.paths.job_dir) {
+            Ok(dir) => tokio::task::spawn_blocking(move || {
+                nix::fcntl::Flock::lock(dir, nix::fcntl::FlockArg::LockExclusive).ok()
+            })
+            .await
+            .ok()
+            .flatten(),
+            Err(_) => None,
+        };
         let label = format!("{JOB_LABEL}={}", self.paths.key);
         if self.paths.storage().exists() {
             match self.ensure_service().await {
@@ -574,8 +584,22 @@ impl Sandbox for PodmanSandbox {
         step("service");
         self.stop_stragglers().await;
         step("stragglers");
-        if let Err(e) = self.remove_store().await {
-            errors.push(e);
+        // conmon may still launch `podman container cleanup` for a container that just died;
+        // it writes into the store while we delete it. Stop it and try again.
+        let mut attempt = 0;
+        loop {
+            match self.remove_store().await {
+                Ok(()) => break,
+                Err(_) if attempt < 3 => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    self.stop_stragglers().await;
+                }
+                Err(e) => {
+                    errors.push(e);
+                    break;
+                }
+            }
         }
         step("store");
         for dir in [&self.paths.job_dir, &self.paths.run_dir] {
