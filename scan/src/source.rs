@@ -229,6 +229,7 @@ pub fn walk_layer(
                         EntryKind::Executable
                     }
                     None if ft.is_file() => EntryKind::File,
+                    None if ft.is_dir() && overlay_opaque(e.path()) => EntryKind::OpaqueDir,
                     None => EntryKind::Other,
                 };
                 if matches!(kind, EntryKind::File | EntryKind::Executable) {
@@ -241,6 +242,19 @@ pub fn walk_layer(
         }
     }
     Ok(())
+}
+
+/// Overlay marks a directory that hides the lower layers' content with an xattr:
+/// `trusted.overlay.opaque` (kernel overlayfs as root) or `user.overlay.opaque` (rootless).
+fn overlay_opaque(dir: &Path) -> bool {
+    ["trusted.overlay.opaque", "user.overlay.opaque"]
+        .iter()
+        .any(|name| {
+            xattr::get(dir, name)
+                .ok()
+                .flatten()
+                .is_some_and(|v| v.first() == Some(&b'y'))
+        })
 }
 
 #[derive(Deserialize)]

@@ -150,3 +150,35 @@ fn bad_inputs_name_the_fix() {
         .to_string();
     assert!(missing.contains("missing"), "{missing}");
 }
+
+#[test]
+fn overlay_diff_dirs_with_opaque_xattr() {
+    // Layer 1 has site-packages with Jinja2; layer 2 replaces the directory (opaque by xattr,
+    // as kernel overlayfs writes it) with only requests.
+    let d = tempfile::tempdir().unwrap();
+    let l1 = d.path().join("l1");
+    let l2 = d.path().join("l2");
+    let sp = "venv/lib/python3.11/site-packages";
+    for (root, pkg) in [(&l1, "Jinja2-2.11.2"), (&l2, "requests-2.25.1")] {
+        let meta = root.join(sp).join(format!("{pkg}.dist-info"));
+        std::fs::create_dir_all(&meta).unwrap();
+        let (name, version) = pkg.split_once('-').unwrap();
+        std::fs::write(
+            meta.join("METADATA"),
+            format!("Name: {name}\nVersion: {version}\n"),
+        )
+        .unwrap();
+    }
+    xattr::set(l2.join(sp), "trusted.overlay.opaque", b"y").unwrap();
+    let layer = |p: &std::path::Path, i: usize| source::Layer {
+        diff_id: Some(support::diff_id(i)),
+        data: source::LayerData::Dir(p.to_owned()),
+    };
+    let image = source::Image {
+        artifact: Default::default(),
+        layers: vec![layer(&l1, 0), layer(&l2, 1)],
+    };
+    let (inv, _) = scan::inventory(&image, None).unwrap();
+    let names: Vec<&str> = inv.packages.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["requests"]);
+}
