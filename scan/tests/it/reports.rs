@@ -15,7 +15,7 @@ use berth_scan::scan;
 use berth_scan::severity::Severity;
 use time::macros::{date, datetime};
 
-const RECORDS: &[&str] = &[
+pub(crate) const RECORDS: &[&str] = &[
     r#"{"id":"DEBIAN-CVE-2099-0001","modified":"2026-11-20T10:00:00Z","upstream":["CVE-2099-0001"],
        "summary":"glibc: buffer overflow in a fake function",
        "affected":[{"package":{"ecosystem":"Debian:12","name":"glibc"},"ecosystem_specific":{"severity":"low"},
@@ -45,7 +45,7 @@ fn tools() -> PathBuf {
         .map_or_else(|| PathBuf::from("/var/cache/berth-test"), PathBuf::from)
 }
 
-fn index() -> AdvisoryIndex {
+pub(crate) fn index() -> AdvisoryIndex {
     let recs: Vec<OsvRecord> = RECORDS
         .iter()
         .map(|r| OsvRecord::from_json(r.as_bytes()).unwrap())
