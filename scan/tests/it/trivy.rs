@@ -194,20 +194,18 @@ fn python(tools: &std::path::Path) -> Command {
     Command::new(tools.join("venv/bin/python"))
 }
 
-/// Same advisories, same image: berth and Trivy report the same (id, package, installed
-/// version, severity), and berth's fixed version is among Trivy's patched versions.
-#[test]
-fn trivy_agrees_on_findings() {
+/// Builds a Trivy DB from `spec`, writes the fixture image, scans it with Trivy offline and
+/// returns (image path, Trivy's JSON report).
+fn trivy_with_db(spec: &serde_json::Value, dir: &std::path::Path) -> (PathBuf, serde_json::Value) {
     let tools = std::env::var_os("BERTH_TEST_TOOLS")
         .map_or_else(|| PathBuf::from("/var/cache/berth-test"), PathBuf::from);
-    let d = tempfile::tempdir().unwrap();
-    let spec = d.path().join("spec.json");
-    std::fs::write(&spec, trivy_spec().to_string()).unwrap();
-    let cache = d.path().join("trivy-cache");
+    let spec_path = dir.join("spec.json");
+    std::fs::write(&spec_path, spec.to_string()).unwrap();
+    let cache = dir.join("trivy-cache");
     let mk = python(&tools)
         .arg("-c")
         .arg(MAKE_TRIVY_DB)
-        .arg(&spec)
+        .arg(&spec_path)
         .arg(cache.join("db"))
         .output()
         .unwrap();
@@ -216,8 +214,7 @@ fn trivy_agrees_on_findings() {
         "building the Trivy DB failed (run `bash scan/tests/setup.sh`, it installs boltdb): {}",
         String::from_utf8_lossy(&mk.stderr)
     );
-
-    let image = support::docker_archive(d.path());
+    let image = support::docker_archive(dir);
     let theirs = run_trivy(
         &image,
         &cache,
@@ -229,6 +226,15 @@ fn trivy_agrees_on_findings() {
             "vuln",
         ],
     );
+    (image, theirs)
+}
+
+/// Same advisories, same image: berth and Trivy report the same (id, package, installed
+/// version, severity), and berth's fixed version is among Trivy's patched versions.
+#[test]
+fn trivy_agrees_on_findings() {
+    let d = tempfile::tempdir().unwrap();
+    let (image, theirs) = trivy_with_db(&trivy_spec(), d.path());
     let mut trivy_rows = BTreeSet::new();
     let mut trivy_fixed = std::collections::BTreeMap::new();
     for r in theirs["Results"].as_array().unwrap() {
@@ -291,4 +297,179 @@ fn trivy_agrees_on_findings() {
             theirs
         );
     }
+}
+
+/// Deterministic xorshift generator.
+struct Rng(u64);
+
+impl Rng {
+    fn pick<'a>(&mut self, xs: &[&'a str]) -> &'a str {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        xs[(self.0 % xs.len() as u64) as usize]
+    }
+}
+
+/// Generated advisories around the fixture's installed versions, each written both as OSV
+/// (introduced/fixed/last_affected events) and as trivy-db (`VulnerableVersions` or Debian's
+/// `FixedVersion`): berth and Trivy must flag exactly the same ones.
+#[test]
+fn trivy_agrees_on_generated_ranges() {
+    // (trivy bucket, OSV ecosystem, package, candidate bounds, scheme)
+    let cases: [(&str, &str, &str, &[&str], berth_scan::version::Scheme); 3] = [
+        (
+            "npm::gen",
+            "npm",
+            "minimist",
+            &[
+                "0.0.1",
+                "0.2.4",
+                "1.0.0",
+                "1.1.9",
+                "1.2.0",
+                "1.2.0-rc.1",
+                "1.2.1",
+                "1.2.6",
+                "2.0.0",
+            ],
+            berth_scan::version::Scheme::Npm,
+        ),
+        (
+            "pip::gen",
+            "PyPI",
+            "urllib3",
+            &[
+                "1.26.0",
+                "1.26.3",
+                "1.26.4",
+                "1.26.4rc1",
+                "1.26.4.post1",
+                "1.26.5",
+                "1.27",
+                "1.26.4.dev0",
+                "1.25",
+            ],
+            berth_scan::version::Scheme::Pep440,
+        ),
+        (
+            "cargo::gen",
+            "crates.io",
+            "smallvec",
+            &[
+                "0.6.3",
+                "1.5.9",
+                "1.6.0",
+                "1.6.0-alpha.1",
+                "1.6.1",
+                "2.0.0",
+                "1.0.0",
+            ],
+            berth_scan::version::Scheme::Semver,
+        ),
+    ];
+    let mut rng = Rng(0x7215_5EED_0000_0001);
+    let mut records = Vec::new();
+    let mut spec = serde_json::json!({"data-source": {}, "vulnerability": {}, "buckets": {}});
+    let mut n = 0;
+    for (bucket, eco, pkg, bounds, scheme) in cases {
+        spec["data-source"][bucket] =
+            serde_json::json!({"ID": "osv", "Name": bucket, "URL": "https://example.invalid"});
+        for _ in 0..24 {
+            n += 1;
+            let id = format!("GHSA-gen-{n:04}");
+            let lo = rng.pick(&[&["0"], bounds].concat());
+            let hi = rng.pick(bounds);
+            let last = rng.pick(&["fixed", "fixed", "last_affected"]);
+            // keep well-formed ranges: introduced below the end
+            if lo != "0" && scheme.compare(lo, hi).unwrap() != std::cmp::Ordering::Less {
+                continue;
+            }
+            let mut trivy_range = Vec::new();
+            if lo != "0" {
+                trivy_range.push(format!(">={lo}"));
+            }
+            trivy_range.push(if last == "fixed" {
+                format!("<{hi}")
+            } else {
+                format!("<={hi}")
+            });
+            let mut adv = serde_json::json!({"VulnerableVersions": [trivy_range.join(", ")]});
+            if last == "fixed" {
+                adv["PatchedVersions"] = serde_json::json!([hi]);
+            }
+            spec["buckets"][bucket][pkg][&id] = adv;
+            spec["vulnerability"][&id] = serde_json::json!({"Title": id});
+            records.push(
+                serde_json::json!({"id": id, "modified": "2026-11-01T00:00:00Z",
+                "affected": [{"package": {"ecosystem": eco, "name": pkg},
+                "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": lo}, {last: hi}]}]}]}),
+            );
+        }
+    }
+    // Debian: fixed versions only.
+    spec["data-source"]["debian 12"] =
+        serde_json::json!({"ID": "debian", "Name": "Debian", "URL": "https://example.invalid"});
+    for fixed in [
+        "2.36-9+deb12u15",
+        "2.36-9+deb12u14",
+        "2.36-9+deb12u9",
+        "2.36-9+deb12u14~1",
+        "2.36-10",
+        "1:2.36-1",
+        "2.36-9",
+        "2.36-9+deb12u14+b1",
+    ] {
+        n += 1;
+        let id = format!("CVE-2099-{n:04}");
+        spec["buckets"]["debian 12"]["glibc"][&id] = serde_json::json!({"FixedVersion": fixed});
+        spec["vulnerability"][&id] = serde_json::json!({"Title": id});
+        records.push(serde_json::json!({"id": id, "modified": "2026-11-01T00:00:00Z",
+            "affected": [{"package": {"ecosystem": "Debian:12", "name": "glibc"},
+            "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": fixed}]}]}]}));
+    }
+
+    let d = tempfile::tempdir().unwrap();
+    let (image, theirs) = trivy_with_db(&spec, d.path());
+    let trivy_ids: BTreeSet<(String, String)> = theirs["Results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["Vulnerabilities"].as_array().cloned().unwrap_or_default())
+        .map(|v| {
+            (
+                v["VulnerabilityID"].as_str().unwrap().to_owned(),
+                v["PkgName"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+
+    let recs: Vec<berth_scan::advisory::OsvRecord> = records
+        .iter()
+        .map(|r| berth_scan::advisory::OsvRecord::from_json(r.to_string().as_bytes()).unwrap())
+        .collect();
+    let (inv, _) = scan::scan_path(&image, "x", None).unwrap();
+    let r = Report::generate(
+        &inv,
+        &berth_scan::advisory::AdvisoryIndex::from_records(&recs),
+        &berth_scan::policy::Policy::report_all(date!(2026 - 11 - 23)),
+    );
+    let ours: BTreeSet<(String, String)> = r
+        .findings
+        .iter()
+        .map(|f| (f.id.clone(), f.pkg_name.clone()))
+        .collect();
+    assert!(
+        ours.len() >= 10 && ours.len() < records.len(),
+        "a mix of hits and misses: {} of {}",
+        ours.len(),
+        records.len()
+    );
+    assert_eq!(
+        ours,
+        trivy_ids,
+        "only berth: {:?}\nonly trivy: {:?}",
+        ours.difference(&trivy_ids).collect::<Vec<_>>(),
+        trivy_ids.difference(&ours).collect::<Vec<_>>()
+    );
 }
