@@ -80,6 +80,7 @@ struct RawConfig {
     no_new_privileges: Option<bool>,
     cap_drop: Option<Vec<String>>,
     insecure_registries: Option<Vec<String>>,
+    nested_builds: Option<bool>,
 }
 
 /// Keys [`RawConfig`] accepts, for reporting every unknown key at once.
@@ -106,6 +107,7 @@ const KNOWN_KEYS: &[&str] = &[
     "no_new_privileges",
     "cap_drop",
     "insecure_registries",
+    "nested_builds",
 ];
 
 /// An allow-list of doublestar globs with `!` exclusions (the Docker executor's `allowed_images`).
@@ -214,6 +216,9 @@ pub struct Config {
     pub cap_drop: Vec<String>,
     /// Registries (`host[:port]`) pulled from over plain HTTP or without TLS verification.
     pub insecure_registries: Vec<String>,
+    /// Prepare job containers for `podman build`/`buildah bud` inside (chroot isolation, a
+    /// per-job inner store, the base store as read-only inner image store).
+    pub nested_builds: bool,
 }
 
 /// One thing wrong with the config: the key, what is wrong, and how to fix it.
@@ -552,6 +557,7 @@ fn validate(raw: RawConfig, source: Option<&Path>) -> Result<Config, Vec<ConfigP
         no_new_privileges: raw.no_new_privileges.unwrap_or(true),
         cap_drop,
         insecure_registries,
+        nested_builds: raw.nested_builds.unwrap_or(true),
     };
     if problems.is_empty() {
         Ok(config)

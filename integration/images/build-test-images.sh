@@ -5,6 +5,7 @@
 #   localhost/entrypoint-test:latest busybox with an ENTRYPOINT that wraps the command
 #   localhost/bad-entrypoint:latest  busybox whose ENTRYPOINT ignores its command
 #   localhost/tcp-service:latest   busybox that listens on an EXPOSEd port (a service)
+#   localhost/podman-in-job:latest debootstrap minbase bookworm with podman and buildah (nested builds)
 # Root filesystems are cached under $BERTH_TEST_CACHE (default /var/cache/berth-test) so reruns
 # take seconds. Idempotent; run as root after integration/host/setup-host.sh.
 set -euo pipefail
@@ -78,6 +79,20 @@ if ! have_image localhost/berth-helper:latest; then
     rm -rf "$CACHE/helper-root"
   fi
   import_tar localhost/berth-helper:latest "$CACHE/helper.tar" 'CMD ["/bin/bash"]'
+fi
+
+if ! have_image localhost/podman-in-job:latest; then
+  if [ ! -s "$CACHE/podman-in-job.tar" ]; then
+    log "debootstrap minbase bookworm with podman and buildah (a few minutes)"
+    rm -rf "$CACHE/pij-root"
+    debootstrap --variant=minbase --include=podman,buildah,netavark,slirp4netns,fuse-overlayfs,uidmap,ca-certificates \
+      bookworm "$CACHE/pij-root" "$MIRROR" >"$CACHE/debootstrap-pij.log" 2>&1 ||
+      { tail -20 "$CACHE/debootstrap-pij.log" >&2; exit 1; }
+    rm -rf "$CACHE/pij-root/var/cache/apt/archives/"*.deb "$CACHE/pij-root/var/lib/apt/lists/"*
+    tar -C "$CACHE/pij-root" -cf "$CACHE/podman-in-job.tar.tmp" . && mv "$CACHE/podman-in-job.tar.tmp" "$CACHE/podman-in-job.tar"
+    rm -rf "$CACHE/pij-root"
+  fi
+  import_tar localhost/podman-in-job:latest "$CACHE/podman-in-job.tar" 'CMD ["/bin/bash"]'
 fi
 
 # Podman builds its pod infra image on first use; build it once in the base store so that every

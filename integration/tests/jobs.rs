@@ -447,3 +447,38 @@ fn pull_policy_always_pulls_with_the_jobs_credentials_and_never_shows_them() {
     cleaned(job);
     let _ = base_podman(&["rmi", "--force", &image]);
 }
+
+#[test]
+fn a_job_builds_images_with_podman_and_buildah_inside_without_privilege() {
+    let mut job = prepared(payload("localhost/podman-in-job:latest"));
+    let r = job.run(
+        "build_script",
+        r#"mkdir -p /tmp/ctx && cd /tmp/ctx
+printf 'FROM localhost/busybox:latest\nRUN echo built-inside > /hello\n' > Containerfile
+podman build -q -t localhost/nested:podman .
+buildah bud -q -t localhost/nested:buildah .
+podman images --format '{{.Repository}}:{{.Tag}} ro={{.ReadOnly}}'
+echo inner-store-kb=$(du -sk /var/lib/containers/storage | cut -f1)
+if mount -t tmpfs none /mnt 2>/dev/null; then echo mount-allowed; else echo mount-refused; fi"#,
+    );
+    ok(&r);
+    for needle in [
+        "localhost/nested:podman ro=false",
+        "localhost/nested:buildah ro=false",
+        "localhost/busybox:latest ro=true",
+        "mount-refused",
+    ] {
+        assert!(r.stdout.contains(needle), "{needle}: {}", r.all());
+    }
+    let kb: u64 = r
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("inner-store-kb="))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(u64::MAX);
+    assert!(
+        kb < 20_000,
+        "the base image was copied into the job ({kb} KiB)"
+    );
+    cleaned(job);
+}

@@ -44,6 +44,11 @@ impl JobPaths {
         self.job_dir.join("agent").join(target.as_str())
     }
 
+    /// Inner container store and configuration for builds inside the job container.
+    pub fn nested(&self) -> PathBuf {
+        self.job_dir.join("nested")
+    }
+
     /// The versioned state file (no secrets).
     pub fn state_file(&self) -> PathBuf {
         self.job_dir.join("state.json")

@@ -10,6 +10,7 @@ pub mod doctor;
 pub mod error;
 pub mod joblog;
 pub mod naming;
+pub mod nested;
 pub mod prepare;
 pub mod reap;
 pub mod run;

@@ -329,6 +329,11 @@ async fn prepare_inner<S: Sandbox>(
     step("services");
     let mut job_container = container(job, Role::Job, StageTarget::Job.as_str(), &image.name);
     job_container.entrypoint = entrypoint_override(&image_spec);
+    if job.config.nested_builds {
+        let (mounts, env) = crate::nested::prepare(&job.paths.nested(), &job.config.image_store())?;
+        job_container.mounts.extend(mounts);
+        job_container.env.extend(env);
+    }
     if image_info.entrypoint.is_some() && job_container.entrypoint.is_none() {
         log.line("The image's entrypoint wraps the job shell, as with the Docker executor.");
     }

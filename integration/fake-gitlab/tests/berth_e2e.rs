@@ -174,8 +174,14 @@ fn job(id: u64, script: &[&str]) -> JobPayload {
         .image(Image::new(IMAGE))
 }
 
+/// The v19 peer; its absence fails the test (never a silent pass).
 fn v19() -> Option<PathBuf> {
-    peer(PeerVersion::V19)
+    Some(peer(PeerVersion::V19).unwrap_or_else(|| {
+        panic!(
+            "no gitlab-runner v19 peer could be built; see {}",
+            berth_fake_gitlab::peers::BUILD_SCRIPT
+        )
+    }))
 }
 
 #[test]

@@ -302,10 +302,12 @@ impl PodmanSandbox {
             return Ok(());
         }
         let s = storage.display().to_string();
+        // The inner store of nested builds holds files of subordinate ids too.
+        let nested = self.paths.nested().display().to_string();
         let script = format!(
             "grep -F ' {s}/' /proc/self/mounts | cut -d' ' -f2 | sort -r | \
              while read -r m; do umount -l \"$m\" 2>/dev/null; done; \
-             umount -l '{s}/overlay' 2>/dev/null; rm -rf '{s}'"
+             umount -l '{s}/overlay' 2>/dev/null; rm -rf '{s}' '{nested}'"
         );
         let spec = self.podman().args(["unshare", "sh", "-c", script.as_str()]);
         process::run(&spec, &CancellationToken::new()).await?;
