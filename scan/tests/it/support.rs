@@ -83,7 +83,11 @@ fn gzip(data: &[u8]) -> Vec<u8> {
 }
 
 fn config_json() -> String {
-    let ids: Vec<String> = (0..layers().len()).map(diff_id).collect();
+    config_json_for(layers().len())
+}
+
+fn config_json_for(n: usize) -> String {
+    let ids: Vec<String> = (0..n).map(diff_id).collect();
     serde_json::json!({"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":ids}}).to_string()
 }
 
@@ -100,17 +104,25 @@ fn tar_of(files: &[(String, Vec<u8>)]) -> Vec<u8> {
 
 /// docker-archive tar (`podman save --format docker-archive`): uncompressed layers.
 pub fn docker_archive(dir: &Path) -> PathBuf {
+    docker_archive_of(dir, &layers(), "docker.tar")
+}
+
+/// A docker-archive tar named `name` in `dir` holding the given layers.
+pub fn docker_archive_of(dir: &Path, layers: &[LayerSpec], name: &str) -> PathBuf {
     let mut files = vec![];
     let mut names = vec![];
-    for (i, l) in layers().iter().enumerate() {
+    for (i, l) in layers.iter().enumerate() {
         let n = format!("{:064x}.tar", 0xa0 + i);
         files.push((n.clone(), layer_tar(l)));
         names.push(n);
     }
-    files.push(("cfg0123.json".into(), config_json().into_bytes()));
+    files.push((
+        "cfg0123.json".into(),
+        config_json_for(layers.len()).into_bytes(),
+    ));
     let manifest = serde_json::json!([{"Config":"cfg0123.json","RepoTags":["localhost/fixture:latest"],"Layers":names}]);
     files.push(("manifest.json".into(), manifest.to_string().into_bytes()));
-    let p = dir.join("docker.tar");
+    let p = dir.join(name);
     std::fs::write(&p, tar_of(&files)).unwrap();
     p
 }

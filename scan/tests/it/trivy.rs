@@ -197,6 +197,15 @@ fn python(tools: &std::path::Path) -> Command {
 /// Builds a Trivy DB from `spec`, writes the fixture image, scans it with Trivy offline and
 /// returns (image path, Trivy's JSON report).
 fn trivy_with_db(spec: &serde_json::Value, dir: &std::path::Path) -> (PathBuf, serde_json::Value) {
+    trivy_with_db_on(spec, dir, &support::layers())
+}
+
+/// As [`trivy_with_db`], for an image made of `layers`.
+fn trivy_with_db_on(
+    spec: &serde_json::Value,
+    dir: &std::path::Path,
+    layers: &[support::LayerSpec],
+) -> (PathBuf, serde_json::Value) {
     let tools = std::env::var_os("BERTH_TEST_TOOLS")
         .map_or_else(|| PathBuf::from("/var/cache/berth-test"), PathBuf::from);
     let spec_path = dir.join("spec.json");
@@ -214,7 +223,7 @@ fn trivy_with_db(spec: &serde_json::Value, dir: &std::path::Path) -> (PathBuf, s
         "building the Trivy DB failed (run `bash scan/tests/setup.sh`, it installs boltdb): {}",
         String::from_utf8_lossy(&mk.stderr)
     );
-    let image = support::docker_archive(dir);
+    let image = support::docker_archive_of(dir, layers, "image.tar");
     let theirs = run_trivy(
         &image,
         &cache,
@@ -431,24 +440,23 @@ fn trivy_agrees_on_generated_ranges() {
 
     let d = tempfile::tempdir().unwrap();
     let (image, theirs) = trivy_with_db(&spec, d.path());
-    let trivy_ids: BTreeSet<(String, String)> = theirs["Results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|r| r["Vulnerabilities"].as_array().cloned().unwrap_or_default())
-        .map(|v| {
-            (
-                v["VulnerabilityID"].as_str().unwrap().to_owned(),
-                v["PkgName"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
+    let trivy_ids = trivy_hits(&theirs);
 
+    assert_same_hits(&image, &records, &trivy_ids);
+}
+
+/// Scans `image` with berth against OSV `records` and checks it flags exactly the (id, package)
+/// pairs Trivy did, with both hits and misses in the corpus.
+fn assert_same_hits(
+    image: &std::path::Path,
+    records: &[serde_json::Value],
+    trivy_ids: &BTreeSet<(String, String)>,
+) {
     let recs: Vec<berth_scan::advisory::OsvRecord> = records
         .iter()
         .map(|r| berth_scan::advisory::OsvRecord::from_json(r.to_string().as_bytes()).unwrap())
         .collect();
-    let (inv, _) = scan::scan_path(&image, "x", None).unwrap();
+    let (inv, _) = scan::scan_path(image, "x", None).unwrap();
     let r = Report::generate(
         &inv,
         &berth_scan::advisory::AdvisoryIndex::from_records(&recs),
@@ -466,10 +474,131 @@ fn trivy_agrees_on_generated_ranges() {
         records.len()
     );
     assert_eq!(
-        ours,
+        &ours,
         trivy_ids,
         "only berth: {:?}\nonly trivy: {:?}",
-        ours.difference(&trivy_ids).collect::<Vec<_>>(),
+        ours.difference(trivy_ids).collect::<Vec<_>>(),
         trivy_ids.difference(&ours).collect::<Vec<_>>()
     );
+}
+
+/// (id, package) of every vulnerability in a Trivy JSON report.
+fn trivy_hits(report: &serde_json::Value) -> BTreeSet<(String, String)> {
+    report["Results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["Vulnerabilities"].as_array().cloned().unwrap_or_default())
+        .map(|v| {
+            (
+                v["VulnerabilityID"].as_str().unwrap().to_owned(),
+                v["PkgName"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// apk has no native oracle on Debian; Trivy's apk comparer (a port of apk-tools) is the
+/// behavioural one. Generated fixed versions around each installed version must be judged
+/// alike by berth and Trivy.
+#[test]
+fn trivy_agrees_on_alpine_versions() {
+    let installed = [
+        ("musl", "musl", "1.2.4_git20230717-r4"),
+        ("busybox", "busybox", "1.36.1-r15"),
+        ("libcrypto3", "openssl", "3.1.4-r5"),
+        ("zlib", "zlib", "1.3.1-r0"),
+        ("foo", "foo", "1.0_rc1-r0"),
+        ("bar", "bar", "1.0.0_p2-r3"),
+        ("baz", "baz", "2.3a-r1"),
+        ("qux", "qux", "0.10.2-r10"),
+    ];
+    let mut db = String::new();
+    for (name, origin, v) in installed {
+        db.push_str(&format!("P:{name}\nV:{v}\nA:x86_64\no:{origin}\n\n"));
+    }
+    let layer: support::LayerSpec = vec![
+        ("etc/alpine-release", "3.19.1\n".into()),
+        ("etc/os-release", "ID=alpine\nVERSION_ID=3.19.1\n".into()),
+        ("lib/apk/db/installed", db),
+    ];
+    let tweaks = [
+        "",
+        "-r0",
+        "-r1",
+        "-r9",
+        "-r10",
+        "-r16",
+        "_rc1",
+        "_rc2-r0",
+        "_p1",
+        "_p3-r0",
+        "_alpha",
+        "_beta2",
+        "_pre1",
+        "a",
+        "b",
+        "_git20240101",
+        ".1",
+        ".0",
+        "_svn1",
+        "_hg2",
+    ];
+    let mut rng = Rng(0xA1B2_C3D4_E5F6_0789);
+    let mut spec = serde_json::json!({"data-source": {"alpine 3.19": {"ID": "alpine", "Name": "Alpine Secdb", "URL": "https://example.invalid"}},
+        "vulnerability": {}, "buckets": {"alpine 3.19": {}}});
+    let mut records = Vec::new();
+    let mut n = 0;
+    for (_, origin, v) in installed {
+        let base = v.split("-r").next().unwrap_or(v);
+        let bumped: Vec<String> = {
+            // vary the last number of the base up and down
+            let (head, last) = base.rsplit_once('.').unwrap_or(("", base));
+            let digits: String = last.chars().take_while(char::is_ascii_digit).collect();
+            let rest = &last[digits.len()..];
+            let num: u64 = digits.parse().unwrap_or(0);
+            let join = |x: u64| {
+                if head.is_empty() {
+                    format!("{x}{rest}")
+                } else {
+                    format!("{head}.{x}{rest}")
+                }
+            };
+            vec![
+                join(num + 1),
+                join(num.saturating_sub(1)),
+                base.to_owned(),
+                v.to_owned(),
+            ]
+        };
+        for _ in 0..14 {
+            n += 1;
+            let stem = rng.pick(&bumped.iter().map(String::as_str).collect::<Vec<_>>());
+            let fixed = format!(
+                "{}{}",
+                stem.split("-r").next().unwrap_or(stem),
+                rng.pick(&tweaks)
+            );
+            if berth_scan::version::apk::validate(&fixed).is_err() {
+                continue;
+            }
+            let id = format!("CVE-2099-{n:04}");
+            spec["buckets"]["alpine 3.19"][origin][&id] =
+                serde_json::json!({"FixedVersion": fixed});
+            spec["vulnerability"][&id] = serde_json::json!({"Title": id});
+            records.push(serde_json::json!({"id": id, "modified": "2026-11-01T00:00:00Z",
+                "affected": [{"package": {"ecosystem": "Alpine:v3.19", "name": origin},
+                "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": fixed}]}]}]}));
+        }
+    }
+    let d = tempfile::tempdir().unwrap();
+    let (image, theirs) = trivy_with_db_on(&spec, d.path(), &[layer]);
+    let trivy_ids = trivy_hits(&theirs);
+    let (inv, _) = scan::scan_path(&image, "x", None).unwrap();
+    assert_eq!(
+        inv.packages.len(),
+        installed.len(),
+        "every apk package is listed"
+    );
+    assert_same_hits(&image, &records, &trivy_ids);
 }
