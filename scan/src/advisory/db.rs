@@ -4,7 +4,10 @@
 //! Layout of a database directory:
 //! ```text
 //! berth-advisories.json          metadata: schema, import time, newest record, ecosystems
-//! eco/<sanitised name>.json.gz   one EcosystemData per ecosystem
+//! eco/<sanitised name>/<shard>.json.gz
+//!                                one EcosystemData per shard of an ecosystem: packages are
+//!                                spread over shards by a hash of their name, so a scan loads
+//!                                only the shards holding the packages it has
 //! ```
 
 use std::collections::BTreeMap;
@@ -25,7 +28,11 @@ use super::osv::OsvRecord;
 /// The metadata file's name.
 pub const META_FILE: &str = "berth-advisories.json";
 /// Layout version written by this code.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
+/// Packages per shard aimed at when writing.
+const PACKAGES_PER_SHARD: usize = 256;
+/// Most shards per ecosystem.
+const MAX_SHARDS: usize = 256;
 
 /// Errors of the advisory database.
 #[derive(Debug, thiserror::Error)]
@@ -101,8 +108,10 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DbError + '_ {
 /// One ecosystem's entry in the metadata.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EcosystemMeta {
-    /// File under `eco/`.
-    pub file: String,
+    /// Directory under `eco/`.
+    pub dir: String,
+    /// Number of shards (files `0.json.gz` … `<shards-1>.json.gz`).
+    pub shards: usize,
     /// Vulnerabilities.
     pub vulns: usize,
     /// Packages with entries.
@@ -190,8 +199,16 @@ fn sanitize(eco: &str) -> String {
     let sum = eco
         .bytes()
         .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
-    s.push_str(&format!("-{sum:08x}.json.gz"));
+    s.push_str(&format!("-{sum:08x}"));
     s
+}
+
+/// The shard a package name lives in.
+fn shard_of(name: &str, shards: usize) -> usize {
+    let h = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    usize::try_from(h % shards.max(1) as u64).unwrap_or(0)
 }
 
 /// Reads every OSV record under `source`: a JSON file, an `all.zip`, or a directory tree of
@@ -316,19 +333,41 @@ pub fn write(
     fs::create_dir_all(&eco_dir).map_err(io(&eco_dir))?;
     let mut ecosystems = BTreeMap::new();
     for (name, data) in &index.ecosystems {
-        let file = sanitize(name);
-        let path = eco_dir.join(&file);
-        let f = fs::File::create(&path).map_err(io(&path))?;
-        let mut gz = GzEncoder::new(std::io::BufWriter::new(f), Compression::default());
-        serde_json::to_writer(&mut gz, data).map_err(|e| DbError::Corrupt {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
-        gz.finish().and_then(|mut w| w.flush()).map_err(io(&path))?;
+        let dir = sanitize(name);
+        let shards = data
+            .packages
+            .len()
+            .div_ceil(PACKAGES_PER_SHARD)
+            .clamp(1, MAX_SHARDS);
+        let mut parts: Vec<EcosystemData> = vec![EcosystemData::default(); shards];
+        for (pkg, entries) in &data.packages {
+            let part = &mut parts[shard_of(pkg, shards)];
+            for e in entries {
+                if let Some(v) = data.vulns.get(&e.vuln) {
+                    part.vulns
+                        .entry(e.vuln.clone())
+                        .or_insert_with(|| v.clone());
+                }
+            }
+            part.packages.insert(pkg.clone(), entries.clone());
+        }
+        let sub = eco_dir.join(&dir);
+        fs::create_dir_all(&sub).map_err(io(&sub))?;
+        for (i, part) in parts.iter().enumerate() {
+            let path = sub.join(format!("{i}.json.gz"));
+            let f = fs::File::create(&path).map_err(io(&path))?;
+            let mut gz = GzEncoder::new(std::io::BufWriter::new(f), Compression::default());
+            serde_json::to_writer(&mut gz, part).map_err(|e| DbError::Corrupt {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+            gz.finish().and_then(|mut w| w.flush()).map_err(io(&path))?;
+        }
         ecosystems.insert(
             name.clone(),
             EcosystemMeta {
-                file,
+                dir,
+                shards,
                 vulns: data.vulns.len(),
                 packages: data.packages.len(),
             },
@@ -392,31 +431,56 @@ impl AdvisoryDb {
         })
     }
 
-    /// Loads the ecosystems matching `wanted` (names, or patterns with `*`).
+    /// Loads the ecosystems matching `wanted` (names, or patterns with `*`), all of them.
     pub fn load(&self, wanted: &[String]) -> Result<AdvisoryIndex, DbError> {
+        self.load_packages(wanted, None)
+    }
+
+    /// Loads the ecosystems matching `wanted`; with `packages`, only the shards that can hold
+    /// one of those (advisory-normalised) package names.
+    pub fn load_packages(
+        &self,
+        wanted: &[String],
+        packages: Option<&std::collections::BTreeSet<String>>,
+    ) -> Result<AdvisoryIndex, DbError> {
         let mut index = AdvisoryIndex::default();
         for (name, m) in &self.meta.ecosystems {
-            let hit = wanted
+            if !wanted
                 .iter()
-                .any(|w| crate::inventory::ecosystem_matches(w, name));
-            if !hit {
+                .any(|w| crate::inventory::ecosystem_matches(w, name))
+            {
                 continue;
             }
-            let path = self.dir.join("eco").join(&m.file);
-            let f = fs::File::open(&path).map_err(io(&path))?;
-            let data: EcosystemData = serde_json::from_reader(std::io::BufReader::new(
-                GzDecoder::new(f),
-            ))
-            .map_err(|e| DbError::Corrupt {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?;
-            index.ecosystems.insert(name.clone(), data);
+            let shards: std::collections::BTreeSet<usize> = match packages {
+                Some(p) => p
+                    .iter()
+                    .map(|n| shard_of(&super::index::normalize_package_name(name, n), m.shards))
+                    .collect(),
+                None => (0..m.shards).collect(),
+            };
+            let data = index.ecosystems.entry(name.clone()).or_default();
+            for i in shards {
+                let path = self
+                    .dir
+                    .join("eco")
+                    .join(&m.dir)
+                    .join(format!("{i}.json.gz"));
+                let f = fs::File::open(&path).map_err(io(&path))?;
+                let part: EcosystemData = serde_json::from_reader(std::io::BufReader::new(
+                    GzDecoder::new(f),
+                ))
+                .map_err(|e| DbError::Corrupt {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?;
+                data.vulns.extend(part.vulns);
+                data.packages.extend(part.packages);
+            }
         }
         Ok(index)
     }
 
-    /// Loads everything the inventory's packages can match.
+    /// Loads the shards holding advisories for the inventory's packages.
     pub fn load_for(&self, inv: &crate::inventory::Inventory) -> Result<AdvisoryIndex, DbError> {
         let mut wanted: Vec<String> = inv
             .packages
@@ -425,6 +489,11 @@ impl AdvisoryDb {
             .collect();
         wanted.sort();
         wanted.dedup();
-        self.load(&wanted)
+        let names: std::collections::BTreeSet<String> = inv
+            .packages
+            .iter()
+            .flat_map(|p| std::iter::once(p.advisory_name()).chain(p.src_name.clone()))
+            .collect();
+        self.load_packages(&wanted, Some(&names))
     }
 }

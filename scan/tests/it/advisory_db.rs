@@ -180,3 +180,39 @@ fn staleness_and_errors() {
         Err(DbError::Zip { .. })
     ));
 }
+
+#[test]
+fn large_ecosystems_load_only_needed_shards() {
+    let src = tempfile::tempdir().unwrap();
+    for i in 0..2000 {
+        let rec = format!(
+            r#"{{"id":"GHSA-many-{i:04}","modified":"2026-11-01T00:00:00Z","affected":[{{"package":{{"ecosystem":"npm","name":"pkg{i}"}},"versions":["1.0.0"]}}]}}"#
+        );
+        std::fs::write(src.path().join(format!("{i}.json")), rec).unwrap();
+    }
+    std::fs::write(src.path().join("lodash.json"), LODASH).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    db::import(
+        &[src.path().to_owned()],
+        out.path(),
+        datetime!(2026-11-23 12:00 UTC),
+    )
+    .unwrap();
+    let db = AdvisoryDb::open(out.path()).unwrap();
+    let npm = &db.meta.ecosystems["npm"];
+    assert!(npm.shards > 1, "{npm:?}");
+    let idx = db.load_for(&inventory()).unwrap();
+    let loaded = idx.ecosystems["npm"].packages.len();
+    assert!(
+        loaded < 2001 / 2,
+        "only the lodash shard is read, not all {} packages ({loaded} loaded)",
+        npm.packages
+    );
+    assert!(idx.ecosystems["npm"].packages.contains_key("lodash"));
+    assert_eq!(
+        db.load(&["npm".to_owned()]).unwrap().ecosystems["npm"]
+            .packages
+            .len(),
+        2001
+    );
+}
