@@ -81,6 +81,7 @@ struct RawConfig {
     cap_drop: Option<Vec<String>>,
     insecure_registries: Option<Vec<String>>,
     nested_builds: Option<bool>,
+    build_socket: Option<bool>,
 }
 
 /// Keys [`RawConfig`] accepts, for reporting every unknown key at once.
@@ -108,6 +109,7 @@ const KNOWN_KEYS: &[&str] = &[
     "cap_drop",
     "insecure_registries",
     "nested_builds",
+    "build_socket",
 ];
 
 /// An allow-list of doublestar globs with `!` exclusions (the Docker executor's `allowed_images`).
@@ -219,6 +221,8 @@ pub struct Config {
     /// Prepare job containers for `podman build`/`buildah bud` inside (chroot isolation, a
     /// per-job inner store, the base store as read-only inner image store).
     pub nested_builds: bool,
+    /// Offer the job a Docker-compatible build socket behind berth's filtering proxy.
+    pub build_socket: bool,
 }
 
 /// One thing wrong with the config: the key, what is wrong, and how to fix it.
@@ -558,6 +562,7 @@ fn validate(raw: RawConfig, source: Option<&Path>) -> Result<Config, Vec<ConfigP
         cap_drop,
         insecure_registries,
         nested_builds: raw.nested_builds.unwrap_or(true),
+        build_socket: raw.build_socket.unwrap_or(true),
     };
     if problems.is_empty() {
         Ok(config)

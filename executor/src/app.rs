@@ -68,6 +68,28 @@ pub(crate) fn main(cli: Cli) -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Doctor => doctor(cli.config.as_deref()),
+        Command::BuildProxy {
+            listen,
+            upstream,
+            bind_root,
+            log,
+        } => {
+            let served = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .and_then(|rt| {
+                    rt.block_on(berth_sandbox::proxy::serve(
+                        &listen, &upstream, &bind_root, &log,
+                    ))
+                });
+            match served {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("build socket proxy: {e}");
+                    code(codes.system)
+                }
+            }
+        }
         command => match stage(command, cli.config.as_deref(), env, &codes) {
             Ok(c) => c,
             Err(e) => report(&e, &codes),
@@ -187,6 +209,7 @@ fn host_facts(config: &Config, user: &RunnerUser) -> HostFacts {
         runner_binary: runner_binary(config),
         runner: ProcessIdentity::of(nix::unistd::getppid().as_raw().cast_unsigned()),
         podman: PathBuf::from("podman"),
+        berth: std::env::current_exe().ok(),
     }
 }
 
@@ -357,7 +380,10 @@ fn stage(
                     code(codes.system)
                 })
             }
-            Command::Config | Command::Doctor | Command::RunnerConfig => Ok(ExitCode::SUCCESS),
+            Command::Config
+            | Command::Doctor
+            | Command::RunnerConfig
+            | Command::BuildProxy { .. } => Ok(ExitCode::SUCCESS),
         }
     })
 }

@@ -36,4 +36,20 @@ pub(crate) enum Command {
     Doctor,
     /// Print the [runners.custom] block for gitlab-runner's config.toml.
     RunnerConfig,
+    /// Serve a job's build socket (started by prepare; not for direct use).
+    #[command(hide = true)]
+    BuildProxy {
+        /// Socket to listen on.
+        #[arg(long)]
+        listen: PathBuf,
+        /// The job's Podman API socket.
+        #[arg(long)]
+        upstream: PathBuf,
+        /// The only host directory containers may bind-mount from.
+        #[arg(long)]
+        bind_root: PathBuf,
+        /// Where refusals are logged.
+        #[arg(long)]
+        log: PathBuf,
+    },
 }

@@ -5,7 +5,7 @@
 #   localhost/entrypoint-test:latest busybox with an ENTRYPOINT that wraps the command
 #   localhost/bad-entrypoint:latest  busybox whose ENTRYPOINT ignores its command
 #   localhost/tcp-service:latest   busybox that listens on an EXPOSEd port (a service)
-#   localhost/podman-in-job:latest debootstrap minbase bookworm with podman and buildah (nested builds)
+#   localhost/build-tools:latest   debootstrap minbase bookworm with podman, buildah, curl, docker CLI
 # Root filesystems are cached under $BERTH_TEST_CACHE (default /var/cache/berth-test) so reruns
 # take seconds. Idempotent; run as root after integration/host/setup-host.sh.
 set -euo pipefail
@@ -81,18 +81,22 @@ if ! have_image localhost/berth-helper:latest; then
   import_tar localhost/berth-helper:latest "$CACHE/helper.tar" 'CMD ["/bin/bash"]'
 fi
 
-if ! have_image localhost/podman-in-job:latest; then
-  if [ ! -s "$CACHE/podman-in-job.tar" ]; then
-    log "debootstrap minbase bookworm with podman and buildah (a few minutes)"
-    rm -rf "$CACHE/pij-root"
-    debootstrap --variant=minbase --include=podman,buildah,netavark,slirp4netns,fuse-overlayfs,uidmap,ca-certificates \
-      bookworm "$CACHE/pij-root" "$MIRROR" >"$CACHE/debootstrap-pij.log" 2>&1 ||
-      { tail -20 "$CACHE/debootstrap-pij.log" >&2; exit 1; }
-    rm -rf "$CACHE/pij-root/var/cache/apt/archives/"*.deb "$CACHE/pij-root/var/lib/apt/lists/"*
-    tar -C "$CACHE/pij-root" -cf "$CACHE/podman-in-job.tar.tmp" . && mv "$CACHE/podman-in-job.tar.tmp" "$CACHE/podman-in-job.tar"
-    rm -rf "$CACHE/pij-root"
+if ! have_image localhost/build-tools:latest; then
+  if [ ! -s "$CACHE/build-tools.tar" ]; then
+    log "debootstrap minbase bookworm with podman, buildah, curl and the docker CLI (a few minutes)"
+    rm -rf "$CACHE/bt-root" "$CACHE/docker-deb"
+    debootstrap --variant=minbase --include=podman,buildah,netavark,slirp4netns,fuse-overlayfs,uidmap,ca-certificates,curl \
+      bookworm "$CACHE/bt-root" "$MIRROR" >"$CACHE/debootstrap-bt.log" 2>&1 ||
+      { tail -20 "$CACHE/debootstrap-bt.log" >&2; exit 1; }
+    # Only the docker CLI from Debian's docker.io, not its daemon.
+    mkdir -p "$CACHE/docker-deb" && (cd "$CACHE/docker-deb" && apt-get download -qq docker.io >/dev/null)
+    dpkg-deb --fsys-tarfile "$CACHE"/docker-deb/docker.io_*.deb | tar -x -C "$CACHE/docker-deb" ./usr/bin/docker
+    install -m 0755 "$CACHE/docker-deb/usr/bin/docker" "$CACHE/bt-root/usr/local/bin/docker"
+    rm -rf "$CACHE/bt-root/var/cache/apt/archives/"*.deb "$CACHE/bt-root/var/lib/apt/lists/"* "$CACHE/docker-deb"
+    tar -C "$CACHE/bt-root" -cf "$CACHE/build-tools.tar.tmp" . && mv "$CACHE/build-tools.tar.tmp" "$CACHE/build-tools.tar"
+    rm -rf "$CACHE/bt-root"
   fi
-  import_tar localhost/podman-in-job:latest "$CACHE/podman-in-job.tar" 'CMD ["/bin/bash"]'
+  import_tar localhost/build-tools:latest "$CACHE/build-tools.tar" 'CMD ["/bin/bash"]'
 fi
 
 # Podman builds its pod infra image on first use; build it once in the base store so that every

@@ -450,7 +450,7 @@ fn pull_policy_always_pulls_with_the_jobs_credentials_and_never_shows_them() {
 
 #[test]
 fn a_job_builds_images_with_podman_and_buildah_inside_without_privilege() {
-    let mut job = prepared(payload("localhost/podman-in-job:latest"));
+    let mut job = prepared(payload("localhost/build-tools:latest"));
     let r = job.run(
         "build_script",
         r#"mkdir -p /tmp/ctx && cd /tmp/ctx
@@ -480,5 +480,73 @@ if mount -t tmpfs none /mnt 2>/dev/null; then echo mount-allowed; else echo moun
         kb < 20_000,
         "the base image was copied into the job ({kb} KiB)"
     );
+    cleaned(job);
+}
+
+#[test]
+fn the_build_socket_builds_tags_and_pushes_but_refuses_every_escape() {
+    require_host();
+    let registry = Registry::start("ci-user", "push-pass-123");
+    let reg = registry.address.clone();
+    let mut job = prepared(payload("localhost/build-tools:latest"));
+    let helper = format!("berth-{}-helper", job.key());
+    let script = format!(
+        r#"set +e
+mkdir -p /tmp/ctx && cd /tmp/ctx
+printf 'FROM localhost/busybox:latest\nRUN echo via-socket > /hello\n' > Containerfile
+DOCKER_BUILDKIT=0 docker build -q -t localhost/sock:docker . >/dev/null && echo docker-build-ok
+podman --remote build -q -t localhost/sock:podman . >/dev/null && echo podman-build-ok
+docker tag localhost/sock:docker {reg}/berth/sock:1 && echo tag-ok
+docker image inspect {reg}/berth/sock:1 >/dev/null && echo inspect-ok
+podman --remote push -q --tls-verify=false --creds ci-user:push-pass-123 {reg}/berth/sock:1 && echo push-ok
+B=localhost/busybox:latest
+docker run --rm --privileged $B true 2>&1 | grep -q 'socket refused' && echo refused-privileged
+docker run --rm -v /etc:/h $B true 2>&1 | grep -q 'socket refused' && echo refused-bind
+docker run --rm --device /dev/null:/dev/x $B true 2>&1 | grep -q 'socket refused' && echo refused-device
+docker run --rm --cap-add SYS_ADMIN $B true 2>&1 | grep -q 'socket refused' && echo refused-cap
+docker run --rm --network host $B true 2>&1 | grep -q 'socket refused' && echo refused-hostnet
+docker run --rm --pid host $B true 2>&1 | grep -q 'socket refused' && echo refused-hostpid
+docker run --rm --ipc host $B true 2>&1 | grep -q 'socket refused' && echo refused-hostipc
+docker run --rm --userns host $B true 2>&1 | grep -q 'socket refused' && echo refused-hostuserns
+docker run --rm --security-opt seccomp=unconfined $B true 2>&1 | grep -q 'socket refused' && echo refused-seccomp
+docker rm -f {helper} 2>&1 | grep -q 'socket refused' && echo refused-foreign
+docker exec {helper} true 2>&1 | grep -q 'socket refused' && echo refused-exec
+podman --remote run --rm --privileged $B true 2>&1 | grep -q 'socket refused' && echo refused-libpod-privileged
+podman --remote run --rm -v /:/host $B true 2>&1 | grep -q 'socket refused' && echo refused-libpod-bind
+curl -s --unix-socket /run/berth/docker.sock -X POST -H content-type:application/json http://d/v1.41/volumes/create -d '{{}}' | grep -q 'socket refused' && echo refused-volume
+true"#
+    );
+    let r = job.run("build_script", &script);
+    ok(&r);
+    for marker in [
+        "docker-build-ok",
+        "podman-build-ok",
+        "tag-ok",
+        "inspect-ok",
+        "push-ok",
+        "refused-privileged",
+        "refused-bind",
+        "refused-device",
+        "refused-cap",
+        "refused-hostnet",
+        "refused-hostpid",
+        "refused-hostipc",
+        "refused-hostuserns",
+        "refused-seccomp",
+        "refused-foreign",
+        "refused-exec",
+        "refused-libpod-privileged",
+        "refused-libpod-bind",
+        "refused-volume",
+    ] {
+        assert!(r.stdout.contains(marker), "{marker} missing: {}", r.all());
+    }
+    assert!(
+        r.stdout.contains("berth build socket refused: POST"),
+        "refusals reach the job log: {}",
+        r.all()
+    );
+    let r = job.run("after_script", "echo helper-still-there");
+    ok(&r);
     cleaned(job);
 }

@@ -9,6 +9,7 @@ pub mod paths;
 pub mod podman;
 pub mod ports;
 pub mod process;
+pub mod proxy;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -49,6 +49,16 @@ impl JobPaths {
         self.job_dir.join("nested")
     }
 
+    /// Directory holding the build socket (mounted at `/run/berth` in the job container).
+    pub fn build_socket_dir(&self) -> PathBuf {
+        self.job_dir.join("buildsock")
+    }
+
+    /// Refusals of the build socket, copied into the job log by `berth run`.
+    pub fn build_socket_log(&self) -> PathBuf {
+        self.job_dir.join("build-socket.log")
+    }
+
     /// The versioned state file (no secrets).
     pub fn state_file(&self) -> PathBuf {
         self.job_dir.join("state.json")

@@ -25,6 +25,8 @@ pub struct HostFacts {
     pub podman_env: Vec<(String, String)>,
     /// The `podman` binary.
     pub podman: PathBuf,
+    /// The berth binary itself (runs the build socket proxy).
+    pub berth: Option<PathBuf>,
 }
 
 /// One job.
@@ -103,6 +105,7 @@ impl Job {
             api_idle_timeout_secs: self.config.api_idle_timeout_secs,
             base_runroot: self.host.runtime_dir.join("base-run"),
             env: self.host.podman_env.clone(),
+            build_socket_proxy: self.host.berth.clone().filter(|_| self.config.build_socket),
         }
     }
 

@@ -21,6 +21,30 @@ pub enum RunOutcome {
     Cancelled(i32),
 }
 
+/// Copies refusals of the build socket proxy that happened during the stage into the job log.
+async fn report_build_socket_refusals(job: &Job, out: &mut (dyn AsyncWrite + Unpin + Send)) {
+    use tokio::io::AsyncWriteExt;
+    let log = job.paths.build_socket_log();
+    let Ok(text) = std::fs::read_to_string(&log) else {
+        return;
+    };
+    let mark = log.with_extension("shown");
+    let shown: usize = std::fs::read_to_string(&mark)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    let Some(new) = text.get(shown..) else {
+        return;
+    };
+    for line in new.lines() {
+        let _ = out
+            .write_all(format!("\x1b[0;33mberth build socket refused: {line}\x1b[0;m\n").as_bytes())
+            .await;
+    }
+    let _ = out.flush().await;
+    let _ = std::fs::write(&mark, text.len().to_string());
+}
+
 /// Runs `script` for `stage_name`.
 pub async fn run<S: Sandbox>(
     job: &Job,
@@ -56,6 +80,7 @@ pub async fn run<S: Sandbox>(
     let end = sandbox
         .exec(target, started, &id, script, out, cancel)
         .await?;
+    report_build_socket_refusals(job, out).await;
     Ok(match end {
         ScriptEnd::Exited(0) => RunOutcome::Success,
         ScriptEnd::Exited(code) => RunOutcome::ScriptFailed(code),

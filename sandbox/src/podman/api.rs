@@ -272,30 +272,15 @@ impl Api {
         }
     }
 
-    /// Lists pods carrying `label`.
-    pub async fn pods_with_label(&self, label: &str) -> Result<Vec<PodSummary>, ApiError> {
-        let filters = serde_json::json!({ "label": [label] }).to_string();
-        self.json(
-            Method::GET,
-            &format!("{API}/pods/json?filters={}", encode(&filters)),
-        )
-        .await
+    /// Lists every pod in the store.
+    pub async fn pods(&self) -> Result<Vec<PodSummary>, ApiError> {
+        self.json(Method::GET, &format!("{API}/pods/json")).await
     }
 
-    /// Lists containers (running or not) carrying `label`.
-    pub async fn containers_with_label(
-        &self,
-        label: &str,
-    ) -> Result<Vec<ContainerSummary>, ApiError> {
-        let filters = serde_json::json!({ "label": [label] }).to_string();
-        self.json(
-            Method::GET,
-            &format!(
-                "{API}/containers/json?all=true&filters={}",
-                encode(&filters)
-            ),
-        )
-        .await
+    /// Lists every container in the store, running or not.
+    pub async fn containers(&self) -> Result<Vec<ContainerSummary>, ApiError> {
+        self.json(Method::GET, &format!("{API}/containers/json?all=true"))
+            .await
     }
 
     /// Creates a container from a libpod SpecGenerator document.

@@ -38,7 +38,12 @@ pub struct PodmanSettings {
     pub base_runroot: PathBuf,
     /// Environment for every Podman process (`HOME`, `XDG_RUNTIME_DIR`, `TMPDIR`).
     pub env: Vec<(String, String)>,
+    /// The berth binary, to start the job's build socket proxy (None: no build socket).
+    pub build_socket_proxy: Option<PathBuf>,
 }
+
+/// Where the build socket appears in the job container.
+pub const BUILD_SOCKET_DIR: &str = "/run/berth";
 
 /// Rootless Podman for one job.
 #[derive(Debug)]
@@ -250,6 +255,20 @@ impl PodmanSandbox {
         if !limits.is_empty() {
             doc["resource_limits"] = Value::Object(limits);
         }
+        if spec.role == Role::Job && self.settings.build_socket_proxy.is_some() {
+            doc["mounts"]
+                .as_array_mut()
+                .expect("mounts is an array")
+                .push(json!({
+                    "type": "bind",
+                    "source": self.paths.build_socket_dir(),
+                    "destination": BUILD_SOCKET_DIR,
+                    "options": ["rbind", "ro"],
+                }));
+            let socket = format!("unix://{BUILD_SOCKET_DIR}/docker.sock");
+            doc["env"]["DOCKER_HOST"] = json!(socket);
+            doc["env"]["CONTAINER_HOST"] = json!(socket);
+        }
         if let Some(entrypoint) = &spec.entrypoint {
             doc["entrypoint"] = json!(entrypoint);
         }
@@ -257,6 +276,42 @@ impl PodmanSandbox {
             doc["command"] = json!(command);
         }
         doc
+    }
+
+    /// Starts the filtering proxy that serves the job's build socket (see `crate::proxy`).
+    async fn start_build_socket(&self) -> Result<(), SandboxError> {
+        let Some(berth) = &self.settings.build_socket_proxy else {
+            return Ok(());
+        };
+        let dir = self.paths.build_socket_dir();
+        mkdir(&dir, 0o755)?;
+        let socket = dir.join("docker.sock");
+        let spec = CommandSpec::new(berth).args([
+            "build-proxy".into(),
+            "--listen".into(),
+            socket.clone().into_os_string(),
+            "--upstream".into(),
+            self.paths.socket().into_os_string(),
+            "--bind-root".into(),
+            self.paths.builds().into_os_string(),
+            "--log".into(),
+            self.paths.build_socket_log().into_os_string(),
+        ]);
+        let pid = process::spawn_detached(&spec, &self.paths.job_dir.join("build-proxy.out"))?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !socket.exists() {
+            if tokio::time::Instant::now() >= deadline || !process::alive(pid) {
+                let log =
+                    std::fs::read(self.paths.job_dir.join("build-proxy.out")).unwrap_or_default();
+                return Err(SandboxError::ServiceStart {
+                    pid,
+                    cause: "the build socket proxy did not create its socket".into(),
+                    log_tail: process::tail(&log),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Ok(())
     }
 
     /// Stops processes still using this job's directories (conmon, `podman container cleanup`,
@@ -435,6 +490,9 @@ impl Sandbox for PodmanSandbox {
     }
 
     async fn run_container(&self, spec: &ContainerSpec) -> Result<Started, SandboxError> {
+        if spec.role == Role::Job {
+            self.start_build_socket().await?;
+        }
         self.api.container_create(&self.spec_document(spec)).await?;
         tracing::debug!("created {}", spec.name);
         self.api.container_start(&spec.name).await?;
@@ -548,11 +606,12 @@ impl Sandbox for PodmanSandbox {
             .flatten(),
             Err(_) => None,
         };
-        let label = format!("{JOB_LABEL}={}", self.paths.key);
         if self.paths.storage().exists() {
             match self.ensure_service().await {
                 Ok(()) => {
-                    match self.api.pods_with_label(&label).await {
+                    // The store is the job's alone: everything in it goes, including containers
+                    // the job started through its build socket.
+                    match self.api.pods().await {
                         Ok(pods) => {
                             for pod in pods {
                                 if let Err(e) = self.api.pod_remove(&pod.name).await {
@@ -562,7 +621,7 @@ impl Sandbox for PodmanSandbox {
                         }
                         Err(e) => errors.push(e.into()),
                     }
-                    match self.api.containers_with_label(&label).await {
+                    match self.api.containers().await {
                         Ok(containers) => {
                             for c in containers.iter().flat_map(|c| c.names.first()) {
                                 if let Err(e) = self.api.container_remove(c).await {
