@@ -7,7 +7,7 @@ use flate2::Compression;
 use flate2::write::GzEncoder;
 
 /// One layer: (path, contents); a path ending in `/` is a directory; `.wh.` names are whiteouts.
-pub type LayerSpec = Vec<(&'static str, String)>;
+pub type LayerSpec = Vec<(&'static str, Vec<u8>)>;
 
 const STATUS_1: &str = "Package: libc6\nStatus: install ok installed\nArchitecture: amd64\nSource: glibc\nVersion: 2.36-9+deb12u14\n\n\
 Package: bash\nStatus: install ok installed\nArchitecture: amd64\nVersion: 5.2.15-2+b7\n";
@@ -15,8 +15,8 @@ const STATUS_2: &str = "Package: libc6\nStatus: install ok installed\nArchitectu
 Package: bash\nStatus: install ok installed\nArchitecture: amd64\nVersion: 5.2.15-2+b7\n\n\
 Package: curl\nStatus: install ok installed\nArchitecture: amd64\nVersion: 7.88.1-10+deb12u8\n";
 
-fn metadata(name: &str, version: &str) -> String {
-    format!("Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+fn metadata(name: &str, version: &str) -> Vec<u8> {
+    format!("Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n").into_bytes()
 }
 
 /// The three layers of the fixture image.
@@ -34,7 +34,7 @@ pub fn layers() -> Vec<LayerSpec> {
         ],
         vec![
             ("var/lib/dpkg/status", STATUS_2.into()),
-            ("app/node_modules/.wh.lodash", String::new()),
+            ("app/node_modules/.wh.lodash", Vec::new()),
             ("venv/lib/python3.11/site-packages/Jinja2-2.11.2.dist-info/METADATA", metadata("Jinja2", "2.11.2")),
             ("venv/lib/python3.11/site-packages/urllib3-1.26.4.dist-info/METADATA", metadata("urllib3", "1.26.4")),
             (
@@ -47,7 +47,7 @@ pub fn layers() -> Vec<LayerSpec> {
             ),
         ],
         vec![
-            ("venv/lib/python3.11/site-packages/.wh..wh..opq", String::new()),
+            ("venv/lib/python3.11/site-packages/.wh..wh..opq", Vec::new()),
             ("venv/lib/python3.11/site-packages/requests-2.25.1.dist-info/METADATA", metadata("requests", "2.25.1")),
             ("venv/lib/python3.11/site-packages/urllib3-1.26.4.dist-info/METADATA", metadata("urllib3", "1.26.4")),
         ],
@@ -71,7 +71,7 @@ pub fn layer_tar(spec: &LayerSpec) -> Vec<u8> {
         h.set_size(body.len() as u64);
         h.set_mode(0o644);
         h.set_entry_type(tar::EntryType::Regular);
-        b.append_data(&mut h, path, body.as_bytes()).unwrap();
+        b.append_data(&mut h, path, body.as_slice()).unwrap();
     }
     b.into_inner().unwrap()
 }

@@ -152,6 +152,23 @@ for page in (0, 1):
 open(path, "wb").write(data)
 json.dump({"Version": 2, "NextUpdate": "2099-01-01T00:00:00Z", "UpdatedAt": "2026-11-20T00:00:00Z",
            "DownloadedAt": "2026-11-20T00:00:00Z"}, open(os.path.join(out, "metadata.json"), "w"))
+# An empty Java DB, so Trivy identifies jars from pom.properties without downloading one.
+import sqlite3
+java = os.path.join(os.path.dirname(out), "java-db")
+os.makedirs(java, exist_ok=True)
+j = sqlite3.connect(os.path.join(java, "trivy-java.db"))
+j.executescript("""
+CREATE TABLE artifacts(id INTEGER PRIMARY KEY, group_id TEXT, artifact_id TEXT);
+CREATE TABLE indices(artifact_id INTEGER, version TEXT, sha1 BLOB, archive_type TEXT,
+  foreign key (artifact_id) references artifacts(id));
+CREATE UNIQUE INDEX artifacts_idx ON artifacts(artifact_id, group_id);
+CREATE INDEX indices_artifact_idx ON indices(artifact_id);
+CREATE UNIQUE INDEX indices_sha1_idx ON indices(sha1);
+""")
+j.commit()
+j.close()
+json.dump({"Version": 1, "NextUpdate": "2099-01-01T00:00:00Z", "UpdatedAt": "2026-11-20T00:00:00Z",
+           "DownloadedAt": "2026-11-20T00:00:00Z"}, open(os.path.join(java, "metadata.json"), "w"))
 "#;
 
 /// The advisories of `reports::RECORDS`, written the way trivy-db stores them.
@@ -520,7 +537,7 @@ fn trivy_agrees_on_alpine_versions() {
     let layer: support::LayerSpec = vec![
         ("etc/alpine-release", "3.19.1\n".into()),
         ("etc/os-release", "ID=alpine\nVERSION_ID=3.19.1\n".into()),
-        ("lib/apk/db/installed", db),
+        ("lib/apk/db/installed", db.into_bytes()),
     ];
     let tweaks = [
         "",
@@ -601,4 +618,117 @@ fn trivy_agrees_on_alpine_versions() {
         "every apk package is listed"
     );
     assert_same_hits(&image, &records, &trivy_ids);
+}
+
+fn jar(files: &[(&str, &[u8])]) -> Vec<u8> {
+    use std::io::Write;
+    let mut z = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    for (n, b) in files {
+        z.start_file(*n, zip::write::SimpleFileOptions::default())
+            .unwrap();
+        z.write_all(b).unwrap();
+    }
+    z.finish().unwrap().into_inner()
+}
+
+/// Maven: jars identified from pom.properties (also nested in a fat jar), and generated ranges
+/// around their versions, judged by berth's ComparableVersion port and Trivy's Maven comparer.
+#[test]
+fn trivy_agrees_on_maven_jars() {
+    let pom = |g: &str, a: &str, v: &str| {
+        format!("groupId={g}\nartifactId={a}\nversion={v}\n").into_bytes()
+    };
+    let guava = jar(&[(
+        "META-INF/maven/com.google.guava/guava/pom.properties",
+        &pom("com.google.guava", "guava", "31.1-jre"),
+    )]);
+    let lang3 = jar(&[(
+        "META-INF/maven/org.apache.commons/commons-lang3/pom.properties",
+        &pom("org.apache.commons", "commons-lang3", "3.12.0"),
+    )]);
+    let boot = jar(&[
+        ("BOOT-INF/lib/commons-lang3-3.12.0.jar", &lang3),
+        ("META-INF/MANIFEST.MF", b"Manifest-Version: 1.0\n"),
+    ]);
+    let layer: support::LayerSpec = vec![("app/guava-31.1-jre.jar", guava), ("app/boot.jar", boot)];
+    let cases: [(&str, &[&str]); 2] = [
+        (
+            "com.google.guava:guava",
+            &[
+                "30.0-jre",
+                "31.0",
+                "31.1",
+                "31.1-jre",
+                "31.1-android",
+                "32.0.0-android",
+                "32.0.1-jre",
+                "31.1.0",
+                "31.0.1-jre",
+                "31.1-rc1",
+                "1.0",
+                "31.1-jre.1",
+                "31.1-sp1",
+            ],
+        ),
+        (
+            "org.apache.commons:commons-lang3",
+            &[
+                "3.12.0",
+                "3.12",
+                "3.11",
+                "3.12.1",
+                "3.13.0",
+                "3.12.0-SNAPSHOT",
+                "3.12.0-rc1",
+                "3.12.0.1",
+                "3.9",
+                "4.0",
+                "3.12.0-alpha",
+            ],
+        ),
+    ];
+    let bucket = "maven::GitHub Security Advisory Maven";
+    let mut spec = serde_json::json!({"data-source": {bucket: {"ID": "ghsa", "Name": "GHSA Maven", "URL": "https://example.invalid"}},
+        "vulnerability": {}, "buckets": {bucket: {}}});
+    let mut records = Vec::new();
+    let mut rng = Rng(0x3A7E_11A5_0000_0042);
+    let mut n = 0;
+    for (pkg, bounds) in cases {
+        for _ in 0..30 {
+            n += 1;
+            let (lo, hi) = (rng.pick(&[&["0"], bounds].concat()), rng.pick(bounds));
+            if lo != "0" && berth_scan::version::maven::compare(lo, hi) != std::cmp::Ordering::Less
+            {
+                continue;
+            }
+            let id = format!("GHSA-mvn-{n:04}");
+            let range = if lo == "0" {
+                format!("<{hi}")
+            } else {
+                format!(">={lo}, <{hi}")
+            };
+            spec["buckets"][bucket][pkg][&id] =
+                serde_json::json!({"VulnerableVersions": [range], "PatchedVersions": [hi]});
+            spec["vulnerability"][&id] = serde_json::json!({"Title": id});
+            records.push(serde_json::json!({"id": id, "modified": "2026-11-01T00:00:00Z",
+                "affected": [{"package": {"ecosystem": "Maven", "name": pkg},
+                "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": lo}, {"fixed": hi}]}]}]}));
+        }
+    }
+    let d = tempfile::tempdir().unwrap();
+    let (image, theirs) = trivy_with_db_on(&spec, d.path(), &[layer]);
+    let (inv, _) = scan::scan_path(&image, "x", None).unwrap();
+    let names: BTreeSet<(&str, &str)> = inv
+        .packages
+        .iter()
+        .map(|p| (p.name.as_str(), p.version.as_str()))
+        .collect();
+    assert_eq!(
+        names,
+        BTreeSet::from([
+            ("com.google.guava:guava", "31.1-jre"),
+            ("org.apache.commons:commons-lang3", "3.12.0")
+        ])
+    );
+    assert_same_hits(&image, &records, &trivy_hits(&theirs));
 }
