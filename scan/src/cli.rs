@@ -107,6 +107,17 @@ pub enum CliError {
     /// Scan problem.
     #[error(transparent)]
     Scan(#[from] ScanError),
+    /// Reading an input file failed.
+    #[error(
+        "cannot read {path}: {source}; check the path (for --ignorefile, the file must exist when named)"
+    )]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// Writing an output failed.
     #[error("cannot write {path}: {source}; check the directory exists and is writable")]
     Write {
@@ -137,7 +148,7 @@ fn read_ignore(path: &Path, explicit: bool) -> Result<IgnoreList, CliError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
             Ok(IgnoreList::default())
         }
-        Err(source) => Err(CliError::Write {
+        Err(source) => Err(CliError::Read {
             path: path.to_owned(),
             source,
         }),

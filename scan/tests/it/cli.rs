@@ -124,3 +124,33 @@ fn scan_with_trivy_flags() {
             .contains("cyclonedx")
     );
 }
+
+#[test]
+fn a_named_ignore_file_must_exist() {
+    let d = tempfile::tempdir().unwrap();
+    let argv = [
+        "scan",
+        "--input",
+        "x.tar",
+        "--ignorefile",
+        "/nonexistent/.trivyignore.yaml",
+        "--db",
+        "/nonexistent-db",
+    ];
+    let a = Scan::try_parse_from(argv).unwrap().args;
+    let err = cli::run_scan(&a, datetime!(2026-11-23 12:00 UTC))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("cannot read") && err.contains(".trivyignore.yaml"),
+        "{err}"
+    );
+    // The default .trivyignore may be absent; then the database is the next thing missing.
+    let mut a2 = a;
+    a2.ignorefile = ".trivyignore".into();
+    a2.db = d.path().join("nodb");
+    let err = cli::run_scan(&a2, datetime!(2026-11-23 12:00 UTC))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("berth db update"), "{err}");
+}
