@@ -265,9 +265,21 @@ impl PodmanSandbox {
                     "destination": BUILD_SOCKET_DIR,
                     "options": ["rbind", "ro"],
                 }));
-            let socket = format!("unix://{BUILD_SOCKET_DIR}/docker.sock");
-            doc["env"]["DOCKER_HOST"] = json!(socket);
-            doc["env"]["CONTAINER_HOST"] = json!(socket);
+            // `podman --remote` finds the socket at its default root path; CONTAINER_HOST would
+            // turn every plain `podman` into a remote one and bypass the nested store.
+            // Root in a user namespace looks under /run/user/0; real root under /run/podman.
+            for destination in ["/run/podman/podman.sock", "/run/user/0/podman/podman.sock"] {
+                doc["mounts"]
+                    .as_array_mut()
+                    .expect("mounts is an array")
+                    .push(json!({
+                        "type": "bind",
+                        "source": self.paths.build_socket_dir().join("docker.sock"),
+                        "destination": destination,
+                        "options": ["rbind", "ro"],
+                    }));
+            }
+            doc["env"]["DOCKER_HOST"] = json!(format!("unix://{BUILD_SOCKET_DIR}/docker.sock"));
         }
         if let Some(entrypoint) = &spec.entrypoint {
             doc["entrypoint"] = json!(entrypoint);
