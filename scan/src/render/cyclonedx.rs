@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use super::{RenderContext, rfc3339};
 use crate::inventory::{ArtifactKind, Package};
-use crate::report::Report;
+use crate::report::{Finding, Report, Suppression};
 use crate::severity::Severity;
 
 fn prop(name: &str, value: impl Into<String>) -> Value {
@@ -66,6 +66,47 @@ fn rating_severity(s: Severity) -> &'static str {
     }
 }
 
+fn vulnerability(f: &Finding, affect: Value) -> Value {
+    let mut ratings = vec![json!({
+        "source": {"name": f.severity_source.clone().unwrap_or_else(|| "berth".into())},
+        "severity": rating_severity(f.severity),
+    })];
+    if let Some(c) = &f.cvss {
+        let method = if c.version == "V40" {
+            "CVSSv4"
+        } else if c.vector.starts_with("CVSS:3.0") {
+            "CVSSv3"
+        } else {
+            "CVSSv31"
+        };
+        ratings.push(json!({"source": {"name": "cvss"}, "score": c.score, "severity": rating_severity(f.severity), "method": method, "vector": c.vector}));
+    }
+    let mut v = json!({
+        "id": f.id,
+        "source": {"name": f.data_source, "url": f.primary_url()},
+        "ratings": ratings,
+        "advisories": f.references.iter().filter(|u| u.starts_with("http")).take(10).map(|u| json!({"url": u})).collect::<Vec<_>>(),
+        "affects": [affect],
+    });
+    if let Some(d) = f.description.as_ref().or(f.title.as_ref()) {
+        v["description"] = json!(d);
+    }
+    if !f.fixed_version.is_empty() {
+        v["recommendation"] = json!(format!(
+            "Upgrade {} to version {}",
+            f.pkg_name, f.fixed_version
+        ));
+    }
+    for (key, val) in [("published", &f.published), ("updated", &f.modified)] {
+        if let Some(t) = val.as_deref().and_then(|t| {
+            time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+        }) {
+            v[key] = json!(rfc3339(t));
+        }
+    }
+    v
+}
+
 /// Renders the SBOM.
 pub fn render(r: &Report, ctx: &RenderContext) -> Value {
     let os = r.os.as_ref();
@@ -121,54 +162,32 @@ pub fn render(r: &Report, ctx: &RenderContext) -> Value {
         deps.push(json!({"ref": rf, "dependsOn": []}));
     }
 
-    // One vulnerability entry per id, affecting every package it was found in.
+    // One vulnerability entry per id, affecting every package it was found in; findings an
+    // ignore rule suppressed get their own entry with a VEX-style `analysis`.
     let mut vulns: Vec<Value> = Vec::new();
-    let mut by_id: HashMap<&str, usize> = HashMap::new();
-    for f in &r.findings {
+    let mut by_id: HashMap<(&str, bool), usize> = HashMap::new();
+    let ignored = r.suppressed.iter().filter_map(|s| match &s.reason {
+        Suppression::Ignored { source, statement } => Some((&s.finding, Some((source, statement)))),
+        _ => None,
+    });
+    for (f, why) in r.findings.iter().map(|f| (f, None)).chain(ignored) {
         let affect = json!({"ref": refs[f.package], "versions": [{"version": f.installed_version, "status": "affected"}]});
-        if let Some(&i) = by_id.get(f.id.as_str()) {
+        let key = (f.id.as_str(), why.is_some());
+        if let Some(&i) = by_id.get(&key) {
             if let Some(a) = vulns[i]["affects"].as_array_mut() {
                 a.push(affect);
             }
             continue;
         }
-        let mut ratings = vec![
-            json!({"source": {"name": f.severity_source.clone().unwrap_or_else(|| "berth".into())}, "severity": rating_severity(f.severity)}),
-        ];
-        if let Some(c) = &f.cvss {
-            let method = if c.version == "V40" {
-                "CVSSv4"
-            } else if c.vector.starts_with("CVSS:3.0") {
-                "CVSSv3"
-            } else {
-                "CVSSv31"
+        let mut v = vulnerability(f, affect);
+        if let Some((source, statement)) = why {
+            let detail = match statement {
+                Some(s) => format!("ignored by {source}: {s}"),
+                None => format!("ignored by {source}"),
             };
-            ratings.push(json!({"source": {"name": "cvss"}, "score": c.score, "severity": rating_severity(f.severity), "method": method, "vector": c.vector}));
+            v["analysis"] = json!({"state": "not_affected", "detail": detail});
         }
-        let mut v = json!({
-            "id": f.id,
-            "source": {"name": f.data_source, "url": f.primary_url()},
-            "ratings": ratings,
-            "advisories": f.references.iter().filter(|u| u.starts_with("http")).take(10).map(|u| json!({"url": u})).collect::<Vec<_>>(),
-            "affects": [affect],
-        });
-        if let Some(d) = f.description.as_ref().or(f.title.as_ref()) {
-            v["description"] = json!(d);
-        }
-        if !f.fixed_version.is_empty() {
-            v["recommendation"] = json!(format!(
-                "Upgrade {} to version {}",
-                f.pkg_name, f.fixed_version
-            ));
-        }
-        for (key, val) in [("published", &f.published), ("updated", &f.modified)] {
-            if let Some(t) = val.as_deref().and_then(|t| {
-                time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
-            }) {
-                v[key] = json!(rfc3339(t));
-            }
-        }
-        by_id.insert(&f.id, vulns.len());
+        by_id.insert(key, vulns.len());
         vulns.push(v);
     }
     let mut root_props: Vec<Value> = r

@@ -292,6 +292,23 @@ fn json_and_table() {
     let modified = &cargo["ExperimentalModifiedFindings"][0];
     assert_eq!(modified["Statement"], "not reachable");
     assert_eq!(modified["Source"], ".trivyignore.yaml");
+    // The ignored finding travels in the SBOM as a VEX-style analysis.
+    let cdx = render::render(&r, Format::CycloneDx, &ctx());
+    validate("cyclonedx", Path::new("-"), &cdx).unwrap();
+    let cdx: serde_json::Value = serde_json::from_str(&cdx).unwrap();
+    let ignored = cdx["vulnerabilities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["analysis"]["state"] == "not_affected")
+        .unwrap();
+    assert_eq!(ignored["id"], "RUSTSEC-2099-0001");
+    assert!(
+        ignored["analysis"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("not reachable")
+    );
     let table = render::render(&r, Format::Table, &ctx());
     assert!(table.contains("CRITICAL: 1"), "{table}");
     assert!(
