@@ -114,9 +114,9 @@ impl Os {
             .join(".")
     }
 
-    /// `family:major` as GitLab's `operating_system` field wants it.
+    /// `family:version` for GitLab's `operating_system` field (e.g. `debian:12.15`).
     pub fn gitlab_name(&self) -> String {
-        format!("{} {}", self.family.as_str(), self.version)
+        format!("{}:{}", self.family.as_str(), self.version)
     }
 }
 

@@ -19,10 +19,9 @@ fn identifier(id: &str, url: &str) -> Value {
 }
 
 fn vulnerability(f: &Finding, r: &Report) -> Value {
-    let os = r.os.as_ref().map_or_else(
-        || "unknown".to_owned(),
-        |o| format!("{}:{}", o.family.as_str(), o.version),
-    );
+    let os =
+        r.os.as_ref()
+            .map_or_else(|| "unknown".to_owned(), crate::inventory::Os::gitlab_name);
     let h = fnv64(&[
         &r.artifact.name,
         &f.pkg_name,
