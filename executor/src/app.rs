@@ -68,6 +68,27 @@ pub(crate) fn main(cli: Cli) -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Doctor => doctor(cli.config.as_deref()),
+        Command::Scan(args) => scan(&args),
+        Command::Db {
+            command: crate::cli::DbCommand::Update(args),
+        } => match berth_scan::cli::run_db_update(&args, time::OffsetDateTime::now_utc()) {
+            Ok(summary) => {
+                for w in &summary.warnings {
+                    tracing::warn!("{w}");
+                }
+                println!(
+                    "imported {} advisories into {} ({} ecosystems)",
+                    summary.meta.records,
+                    args.db.display(),
+                    summary.meta.ecosystems.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                tracing::error!("{e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::BuildProxy {
             listen,
             upstream,
@@ -160,6 +181,22 @@ fn doctor(config: Option<&Path>) -> ExitCode {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+fn scan(args: &berth_scan::cli::ScanArgs) -> ExitCode {
+    match berth_scan::cli::run_scan(args, time::OffsetDateTime::now_utc()) {
+        Ok(outcome) => {
+            for w in &outcome.warnings {
+                tracing::warn!("{w}");
+            }
+            print!("{}", outcome.stdout);
+            code(outcome.exit_code)
+        }
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -383,7 +420,9 @@ fn stage(
             Command::Config
             | Command::Doctor
             | Command::RunnerConfig
-            | Command::BuildProxy { .. } => Ok(ExitCode::SUCCESS),
+            | Command::BuildProxy { .. }
+            | Command::Scan(_)
+            | Command::Db { .. } => Ok(ExitCode::SUCCESS),
         }
     })
 }

@@ -36,6 +36,13 @@ pub(crate) enum Command {
     Doctor,
     /// Print the [runners.custom] block for gitlab-runner's config.toml.
     RunnerConfig,
+    /// Scan an image or path for vulnerable packages (Trivy's flag names).
+    Scan(berth_scan::cli::ScanArgs),
+    /// Manage the offline advisory database.
+    Db {
+        #[command(subcommand)]
+        command: DbCommand,
+    },
     /// Serve a job's build socket (started by prepare; not for direct use).
     #[command(hide = true)]
     BuildProxy {
@@ -52,4 +59,10 @@ pub(crate) enum Command {
         #[arg(long)]
         log: PathBuf,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum DbCommand {
+    /// Import OSV advisories (directory, all.zip, or a directory of all.zip files).
+    Update(berth_scan::cli::DbUpdateArgs),
 }
