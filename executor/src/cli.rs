@@ -37,7 +37,7 @@ pub(crate) enum Command {
     /// Print the [runners.custom] block for gitlab-runner's config.toml.
     RunnerConfig,
     /// Scan an image or path for vulnerable packages (Trivy's flag names).
-    Scan(berth_scan::cli::ScanArgs),
+    Scan(Box<berth_scan::cli::ScanArgs>),
     /// Manage the offline advisory database.
     Db {
         #[command(subcommand)]
