@@ -61,6 +61,9 @@ pub struct ScanArgs {
     /// containers-storage root for image names (default: the rootless user store).
     #[arg(long)]
     pub storage_root: Option<PathBuf>,
+    /// Read-only image stores whose layers images in the root may build on (repeatable).
+    #[arg(long = "additional-image-store")]
+    pub additional_image_stores: Vec<PathBuf>,
     /// Also write GitLab's container scanning report here.
     #[arg(long)]
     pub gitlab_report: Option<PathBuf>,
@@ -207,7 +210,9 @@ pub fn run_scan(args: &ScanArgs, now: OffsetDateTime) -> Result<ScanOutcome, Cli
                 .storage_root
                 .clone()
                 .unwrap_or_else(default_storage_root);
-            source::open_containers_storage(&root, t)?
+            let mut roots = vec![root.as_path()];
+            roots.extend(args.additional_image_stores.iter().map(PathBuf::as_path));
+            source::open_containers_storage_in(&roots, t)?
         }
         (None, None) => return Err(CliError::NoTarget),
     };

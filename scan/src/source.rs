@@ -585,15 +585,32 @@ struct CsLayer {
 /// `~/.local/share/containers/storage`), reading each layer's `diff` directory in place: no
 /// export. `image` is a name (`localhost/app:tag`), a full id or an id prefix.
 pub fn open_containers_storage(root: &Path, image: &str) -> Result<Image, SourceError> {
-    let read = |p: PathBuf| std::fs::read(&p).map_err(|source| SourceError::Io { path: p, source });
-    let images: Vec<CsImage> = serde_json::from_slice(&read(
-        root.join("overlay-images/images.json"),
-    )?)
-    .map_err(|source| SourceError::Json {
-        what: "images.json".into(),
-        path: root.to_owned(),
-        source,
+    open_containers_storage_in(&[root], image)
+}
+
+/// Like [`open_containers_storage`], over a store and its additional read-only image stores
+/// (`roots[0]` first): an image built in a per-job store keeps its base layers in the shared
+/// store it was built from.
+pub fn open_containers_storage_in(roots: &[&Path], image: &str) -> Result<Image, SourceError> {
+    let root = *roots.first().ok_or_else(|| SourceError::Format {
+        path: PathBuf::from("<none>"),
+        reason: "no containers-storage root given".into(),
     })?;
+    let read = |p: PathBuf| std::fs::read(&p).map_err(|source| SourceError::Io { path: p, source });
+    let mut images: Vec<CsImage> = Vec::new();
+    for (i, r) in roots.iter().enumerate() {
+        let path = r.join("overlay-images/images.json");
+        if i > 0 && !path.exists() {
+            continue;
+        }
+        let found: Vec<CsImage> =
+            serde_json::from_slice(&read(path)?).map_err(|source| SourceError::Json {
+                what: "images.json".into(),
+                path: r.to_path_buf(),
+                source,
+            })?;
+        images.extend(found);
+    }
     let bare = image.trim_start_matches("sha256:");
     // Compare references the way podman resolves short names for local images.
     let norm = |r: &str| {
@@ -625,31 +642,41 @@ pub fn open_containers_storage(root: &Path, image: &str) -> Result<Image, Source
             root: root.to_owned(),
             image: image.to_owned(),
         })?;
-    let layers: Vec<CsLayer> = serde_json::from_slice(&read(
-        root.join("overlay-layers/layers.json"),
-    )?)
-    .map_err(|source| SourceError::Json {
-        what: "layers.json".into(),
-        path: root.to_owned(),
-        source,
-    })?;
-    let by_id: HashMap<&str, &CsLayer> = layers.iter().map(|l| (l.id.as_str(), l)).collect();
+    let mut layers: Vec<(PathBuf, CsLayer)> = Vec::new();
+    for (i, r) in roots.iter().enumerate() {
+        let path = r.join("overlay-layers/layers.json");
+        if i > 0 && !path.exists() {
+            continue;
+        }
+        let found: Vec<CsLayer> =
+            serde_json::from_slice(&read(path)?).map_err(|source| SourceError::Json {
+                what: "layers.json".into(),
+                path: r.to_path_buf(),
+                source,
+            })?;
+        layers.extend(found.into_iter().map(|l| (r.to_path_buf(), l)));
+    }
+    // The first store that has a layer wins, as in containers-storage.
+    let mut by_id: HashMap<&str, (&Path, &CsLayer)> = HashMap::new();
+    for (r, l) in &layers {
+        by_id.entry(l.id.as_str()).or_insert((r.as_path(), l));
+    }
     let mut chain = Vec::new();
     let mut cur = img.layer.as_deref();
     while let Some(id) = cur {
-        let l = by_id.get(id).ok_or_else(|| SourceError::Format {
+        let (r, l) = by_id.get(id).ok_or_else(|| SourceError::Format {
             path: root.to_owned(),
             reason: format!("layer {id} of image {} is missing from layers.json", img.id),
         })?;
-        chain.push(*l);
+        chain.push((*r, *l));
         cur = l.parent.as_deref();
     }
     chain.reverse();
     let out: Vec<Layer> = chain
         .iter()
-        .map(|l| Layer {
+        .map(|(r, l)| Layer {
             diff_id: l.diff_digest.clone(),
-            data: LayerData::Dir(root.join("overlay").join(&l.id).join("diff")),
+            data: LayerData::Dir(r.join("overlay").join(&l.id).join("diff")),
         })
         .collect();
     Ok(Image {
