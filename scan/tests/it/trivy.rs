@@ -620,6 +620,65 @@ fn trivy_agrees_on_alpine_versions() {
     assert_same_hits(&image, &records, &trivy_ids);
 }
 
+/// Generated `[introduced, fixed)` advisories over `bounds` for each package, as a Trivy DB
+/// spec (one bucket) and as OSV records.
+fn generated_ranges(
+    bucket: &str,
+    ecosystem: &str,
+    scheme: berth_scan::version::Scheme,
+    cases: &[(&str, &[&str])],
+    per_package: usize,
+    seed: u64,
+) -> (serde_json::Value, Vec<serde_json::Value>) {
+    let mut spec = serde_json::json!({"data-source": {bucket: {"ID": "ghsa", "Name": bucket, "URL": "https://example.invalid"}},
+        "vulnerability": {}, "buckets": {bucket: {}}});
+    let mut records = Vec::new();
+    let mut rng = Rng(seed);
+    let mut n = 0;
+    for (pkg, bounds) in cases {
+        for _ in 0..per_package {
+            n += 1;
+            let (lo, hi) = (rng.pick(&[&["0"], *bounds].concat()), rng.pick(bounds));
+            if lo != "0" && scheme.compare(lo, hi).unwrap() != std::cmp::Ordering::Less {
+                continue;
+            }
+            let id = format!("GHSA-gen-{ecosystem}-{n:04}");
+            let range = if lo == "0" {
+                format!("<{hi}")
+            } else {
+                format!(">={lo}, <{hi}")
+            };
+            spec["buckets"][bucket][*pkg][&id] =
+                serde_json::json!({"VulnerableVersions": [range], "PatchedVersions": [hi]});
+            spec["vulnerability"][&id] = serde_json::json!({"Title": id});
+            records.push(serde_json::json!({"id": id, "modified": "2026-11-01T00:00:00Z",
+                "affected": [{"package": {"ecosystem": ecosystem, "name": pkg},
+                "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": lo}, {"fixed": hi}]}]}]}));
+        }
+    }
+    (spec, records)
+}
+
+/// Scans `layers` with Trivy (DB from `spec`) and berth (OSV `records`): berth lists exactly
+/// `packages` (name, version) and both flag the same advisories.
+fn check_parity(
+    spec: &serde_json::Value,
+    records: &[serde_json::Value],
+    layers: &[support::LayerSpec],
+    packages: &[(&str, &str)],
+) {
+    let d = tempfile::tempdir().unwrap();
+    let (image, theirs) = trivy_with_db_on(spec, d.path(), layers);
+    let (inv, _) = scan::scan_path(&image, "x", None).unwrap();
+    let names: BTreeSet<(&str, &str)> = inv
+        .packages
+        .iter()
+        .map(|p| (p.name.as_str(), p.version.as_str()))
+        .collect();
+    assert_eq!(names, packages.iter().copied().collect::<BTreeSet<_>>());
+    assert_same_hits(&image, records, &trivy_hits(&theirs));
+}
+
 fn jar(files: &[(&str, &[u8])]) -> Vec<u8> {
     use std::io::Write;
     let mut z = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
@@ -687,48 +746,88 @@ fn trivy_agrees_on_maven_jars() {
             ],
         ),
     ];
-    let bucket = "maven::GitHub Security Advisory Maven";
-    let mut spec = serde_json::json!({"data-source": {bucket: {"ID": "ghsa", "Name": "GHSA Maven", "URL": "https://example.invalid"}},
-        "vulnerability": {}, "buckets": {bucket: {}}});
-    let mut records = Vec::new();
-    let mut rng = Rng(0x3A7E_11A5_0000_0042);
-    let mut n = 0;
-    for (pkg, bounds) in cases {
-        for _ in 0..30 {
-            n += 1;
-            let (lo, hi) = (rng.pick(&[&["0"], bounds].concat()), rng.pick(bounds));
-            if lo != "0" && berth_scan::version::maven::compare(lo, hi) != std::cmp::Ordering::Less
-            {
-                continue;
-            }
-            let id = format!("GHSA-mvn-{n:04}");
-            let range = if lo == "0" {
-                format!("<{hi}")
-            } else {
-                format!(">={lo}, <{hi}")
-            };
-            spec["buckets"][bucket][pkg][&id] =
-                serde_json::json!({"VulnerableVersions": [range], "PatchedVersions": [hi]});
-            spec["vulnerability"][&id] = serde_json::json!({"Title": id});
-            records.push(serde_json::json!({"id": id, "modified": "2026-11-01T00:00:00Z",
-                "affected": [{"package": {"ecosystem": "Maven", "name": pkg},
-                "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": lo}, {"fixed": hi}]}]}]}));
-        }
-    }
-    let d = tempfile::tempdir().unwrap();
-    let (image, theirs) = trivy_with_db_on(&spec, d.path(), &[layer]);
-    let (inv, _) = scan::scan_path(&image, "x", None).unwrap();
-    let names: BTreeSet<(&str, &str)> = inv
-        .packages
-        .iter()
-        .map(|p| (p.name.as_str(), p.version.as_str()))
-        .collect();
-    assert_eq!(
-        names,
-        BTreeSet::from([
-            ("com.google.guava:guava", "31.1-jre"),
-            ("org.apache.commons:commons-lang3", "3.12.0")
-        ])
+    let (spec, records) = generated_ranges(
+        "maven::GitHub Security Advisory Maven",
+        "Maven",
+        berth_scan::version::Scheme::Maven,
+        &cases,
+        30,
+        0x3A7E_11A5_0000_0042,
     );
-    assert_same_hits(&image, &records, &trivy_hits(&theirs));
+    check_parity(
+        &spec,
+        &records,
+        &[layer],
+        &[
+            ("com.google.guava:guava", "31.1-jre"),
+            ("org.apache.commons:commons-lang3", "3.12.0"),
+        ],
+    );
+}
+
+/// Go: a synthetic Go binary (build info with main module, deps and a replacement) is read the
+/// same way by berth and Trivy, and generated ranges over its module versions and the Go
+/// toolchain version flag the same advisories.
+#[test]
+fn trivy_agrees_on_go_binaries() {
+    let modinfo = "path\texample.com/app\nmod\texample.com/app\t(devel)\t\n\
+        dep\tgolang.org/x/net\tv0.7.0\th1:x=\ndep\tgithub.com/a/b\tv1.2.3\th1:y=\n=>\tgithub.com/fork/b\tv1.2.4-0.20230101000000-abcdefabcdef\th1:z=\n\
+        dep\tgithub.com/old/lib\tv2.1.0+incompatible\th1:w=\n";
+    let layer: support::LayerSpec =
+        vec![("usr/local/bin/app", support::go_binary("go1.20.3", modinfo))];
+    let cases: [(&str, &[&str]); 4] = [
+        (
+            "stdlib",
+            &[
+                "1.19.9",
+                "1.20.3",
+                "1.20.4",
+                "1.20.0",
+                "1.21.0",
+                "1.20.3-rc.1",
+                "1.18",
+            ],
+        ),
+        (
+            "golang.org/x/net",
+            &[
+                "0.7.0",
+                "0.6.0",
+                "0.8.0",
+                "0.7.1",
+                "0.0.0-20230101000000-abcdefabcdef",
+                "0.7.0-pre.1",
+            ],
+        ),
+        (
+            "github.com/fork/b",
+            &[
+                "1.2.4",
+                "1.2.3",
+                "1.2.4-0.20220101000000-abcdefabcdef",
+                "1.2.4-0.20240101000000-abcdefabcdef",
+                "1.3.0",
+            ],
+        ),
+        ("github.com/old/lib", &["2.1.0", "2.0.9", "2.1.1", "3.0.0"]),
+    ];
+    let (spec, records) = generated_ranges(
+        "go::GitHub Security Advisory Go",
+        "Go",
+        berth_scan::version::Scheme::Go,
+        &cases,
+        16,
+        0x6060_6060_0000_0007,
+    );
+    check_parity(
+        &spec,
+        &records,
+        &[layer],
+        &[
+            ("stdlib", "v1.20.3"),
+            ("golang.org/x/net", "v0.7.0"),
+            ("github.com/fork/b", "v1.2.4-0.20230101000000-abcdefabcdef"),
+            ("github.com/old/lib", "v2.1.0+incompatible"),
+        ],
+    );
 }
