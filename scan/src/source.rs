@@ -465,12 +465,26 @@ fn open_docker(store: &dyn Store, name: &str) -> Result<Image, SourceError> {
 fn open_oci(store: &dyn Store, name: &str) -> Result<Image, SourceError> {
     let index: OciIndex = json(store, "index.json", "index.json")?;
     let pick = |ds: &[Descriptor]| -> Option<String> {
-        let linux_amd64 = ds.iter().find(|d| {
+        // The host's platform first, then any real image; never a BuildKit attestation.
+        let host = match std::env::consts::ARCH {
+            "x86_64" => "amd64",
+            "aarch64" => "arm64",
+            other => other,
+        };
+        let attestation = |d: &&Descriptor| {
+            d.platform.as_ref().is_some_and(|p| p.os == "unknown")
+                || d.annotations
+                    .as_ref()
+                    .is_some_and(|a| a.contains_key("vnd.docker.reference.type"))
+        };
+        let native = ds.iter().find(|d| {
             d.platform
                 .as_ref()
-                .is_some_and(|p| p.os == "linux" && p.architecture == "amd64")
+                .is_some_and(|p| p.os == "linux" && p.architecture == host)
         });
-        linux_amd64.or_else(|| ds.first()).map(|d| d.digest.clone())
+        native
+            .or_else(|| ds.iter().find(|d| !attestation(d)))
+            .map(|d| d.digest.clone())
     };
     let mut digest = pick(&index.manifests).ok_or_else(|| SourceError::Format {
         path: store.path().to_owned(),

@@ -182,3 +182,20 @@ fn overlay_diff_dirs_with_opaque_xattr() {
     let names: Vec<&str> = inv.packages.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(names, ["requests"]);
 }
+
+#[test]
+fn oci_index_skips_attestations() {
+    let d = tempfile::tempdir().unwrap();
+    let layout = support::oci_layout(d.path());
+    let path = layout.join("index.json");
+    let mut index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let image = index["manifests"][0].clone();
+    let attestation = serde_json::json!({"mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "digest": format!("sha256:{:064x}", 0xdead), "size": 1, "platform": {"os": "unknown", "architecture": "unknown"},
+        "annotations": {"vnd.docker.reference.type": "attestation-manifest"}});
+    index["manifests"] = serde_json::json!([attestation, image]);
+    std::fs::write(&path, index.to_string()).unwrap();
+    let (inv, _) = scan::scan_path(&layout, "x", None).unwrap();
+    check_layered(&inv);
+}
