@@ -82,6 +82,11 @@ struct RawConfig {
     insecure_registries: Option<Vec<String>>,
     nested_builds: Option<bool>,
     build_socket: Option<bool>,
+    scan_images: Option<bool>,
+    scan_db: Option<PathBuf>,
+    scan_severity: Option<String>,
+    scan_block: Option<bool>,
+    scan_ignore_unfixed: Option<bool>,
 }
 
 /// Keys [`RawConfig`] accepts, for reporting every unknown key at once.
@@ -110,6 +115,11 @@ const KNOWN_KEYS: &[&str] = &[
     "insecure_registries",
     "nested_builds",
     "build_socket",
+    "scan_images",
+    "scan_db",
+    "scan_severity",
+    "scan_block",
+    "scan_ignore_unfixed",
 ];
 
 /// An allow-list of doublestar globs with `!` exclusions (the Docker executor's `allowed_images`).
@@ -223,6 +233,23 @@ pub struct Config {
     pub nested_builds: bool,
     /// Offer the job a Docker-compatible build socket behind berth's filtering proxy.
     pub build_socket: bool,
+    /// Scanning of the images a job builds.
+    pub scan: ScanSettings,
+}
+
+/// How berth scans the images a job builds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanSettings {
+    /// Scan at all.
+    pub enabled: bool,
+    /// Advisory database (made by `berth db update`).
+    pub db: PathBuf,
+    /// Severities that count (comma-separated, Trivy's names).
+    pub severity: String,
+    /// Fail the job when counted findings remain.
+    pub block: bool,
+    /// Leave out findings without a fixed version.
+    pub ignore_unfixed: bool,
 }
 
 /// One thing wrong with the config: the key, what is wrong, and how to fix it.
@@ -533,6 +560,33 @@ fn validate(raw: RawConfig, source: Option<&Path>) -> Result<Config, Vec<ConfigP
             ));
         }
     }
+    let severity = raw
+        .scan_severity
+        .unwrap_or_else(|| "HIGH,CRITICAL".to_owned());
+    for level in severity.split(',') {
+        if !matches!(
+            level.trim(),
+            "UNKNOWN" | "LOW" | "MEDIUM" | "HIGH" | "CRITICAL"
+        ) {
+            problems.push(ConfigProblem::new(
+                "scan_severity",
+                format!("{level:?} is not a severity"),
+                "list some of UNKNOWN, LOW, MEDIUM, HIGH, CRITICAL, e.g. \"HIGH,CRITICAL\"",
+            ));
+        }
+    }
+    let scan = ScanSettings {
+        enabled: raw.scan_images.unwrap_or(true),
+        db: absolute(
+            "scan_db",
+            raw.scan_db
+                .unwrap_or_else(|| PathBuf::from("/var/lib/berth/advisories")),
+            &mut problems,
+        ),
+        severity,
+        block: raw.scan_block.unwrap_or(true),
+        ignore_unfixed: raw.scan_ignore_unfixed.unwrap_or(false),
+    };
     let config = Config {
         source: source.map(Path::to_owned),
         user,
@@ -563,6 +617,7 @@ fn validate(raw: RawConfig, source: Option<&Path>) -> Result<Config, Vec<ConfigP
         insecure_registries,
         nested_builds: raw.nested_builds.unwrap_or(true),
         build_socket: raw.build_socket.unwrap_or(true),
+        scan,
     };
     if problems.is_empty() {
         Ok(config)

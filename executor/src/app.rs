@@ -311,6 +311,8 @@ fn stage(
     })?;
     std::fs::create_dir_all(&job.host.runtime_dir)
         .map_err(StageError::io(&job.host.runtime_dir))?;
+    // gitlab-runner starts us in its root-only temp dir, unusable after the drop.
+    std::env::set_current_dir("/").map_err(StageError::io(Path::new("/")))?;
     let mut log = JobLog::new(Box::new(std::io::stderr()), Vec::new());
     log.mask(job.payload.masked_values().into_iter().map(str::to_owned));
     let sandbox = PodmanSandbox::new(job.paths.clone(), job.podman_settings());

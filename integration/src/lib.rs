@@ -447,3 +447,20 @@ impl Drop for Registry {
         let _ = self.child.wait();
     }
 }
+
+/// Makes a tree readable (and its directories searchable) by every user, like `chmod -R a+rX`:
+/// berth reads it after dropping to the runner user.
+pub fn make_readable_by_all(path: &Path) {
+    let meta = std::fs::metadata(path).expect("stat");
+    let extra = if meta.is_dir() { 0o555 } else { 0o444 };
+    std::fs::set_permissions(
+        path,
+        std::fs::Permissions::from_mode(meta.permissions().mode() | extra),
+    )
+    .expect("chmod");
+    if meta.is_dir() {
+        for entry in std::fs::read_dir(path).expect("read_dir").flatten() {
+            make_readable_by_all(&entry.path());
+        }
+    }
+}

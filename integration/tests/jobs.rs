@@ -551,3 +551,79 @@ true"#
     ok(&r);
     cleaned(job);
 }
+
+const VULN_RECORD: &str = r#"{"schema_version":"1.6.0","id":"CVE-2099-4242","modified":"2026-11-20T10:00:00Z",
+ "database_specific":{"severity":"CRITICAL"},
+ "affected":[{"package":{"ecosystem":"Debian:12","name":"libberthdemo"},
+ "ranges":[{"type":"ECOSYSTEM","events":[{"introduced":"0"},{"fixed":"1.0-2"}]}]}]}"#;
+
+const VULN_BUILD: &str = r#"mkdir -p /builds/group/project /tmp/vctx && cd /tmp/vctx
+printf 'Package: libberthdemo\nStatus: install ok installed\nVersion: 1.0-1\nArchitecture: amd64\n\n' > status
+printf 'ID=debian\nVERSION_ID="12"\nPRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\n' > os-release
+printf 'FROM localhost/busybox:latest\nCOPY status /var/lib/dpkg/status\nCOPY os-release /etc/os-release\n' > Containerfile
+podman build -q -t localhost/vulnerable:1 . >/dev/null && echo built"#;
+
+#[test]
+fn images_a_job_builds_are_scanned_and_the_policy_decides() {
+    require_host();
+    let advisories = tempfile::tempdir().expect("tempdir");
+    std::fs::write(advisories.path().join("CVE-2099-4242.json"), VULN_RECORD).expect("record");
+    let db = tempfile::Builder::new()
+        .prefix("berth-db")
+        .tempdir()
+        .expect("db dir");
+    let mut importer = FakeRunner::new(payload(BUSYBOX));
+    let imported = importer.stage(&[
+        "db",
+        "update",
+        "--from",
+        &advisories.path().to_string_lossy(),
+        "--db",
+        &db.path().to_string_lossy(),
+    ]);
+    ok(&imported);
+    berth_integration::make_readable_by_all(db.path());
+    let config = format!(
+        "scan_db = \"{}\"\nscan_severity = \"HIGH,CRITICAL\"\n",
+        db.path().display()
+    );
+
+    let mut job = prepared(payload("localhost/build-tools:latest"));
+    job = job.with_config(&config);
+    let r = job.run("build_script", VULN_BUILD);
+    assert_eq!(r.code, 1, "blocked by the policy: {}", r.all());
+    assert!(
+        r.stdout.contains("built") && r.stdout.contains("CVE-2099-4242"),
+        "{}",
+        r.all()
+    );
+    assert!(
+        r.stderr.contains("security policy") && r.stderr.contains(".trivyignore"),
+        "{}",
+        r.all()
+    );
+    let report = job
+        .job_dir()
+        .join("builds/group/project/gl-container-scanning-report.json");
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report).expect("GitLab report written"))
+            .expect("json");
+    assert!(report.to_string().contains("CVE-2099-4242"), "{report}");
+    let sboms = std::fs::read_dir(job.job_dir().join("builds/group/project"))
+        .expect("project dir")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("gl-sbom-"))
+        .count();
+    assert_eq!(sboms, 1);
+    cleaned(job);
+
+    let mut job = prepared(payload("localhost/build-tools:latest"));
+    job = job.with_config(&config);
+    let r = job.run(
+        "build_script",
+        &format!("mkdir -p /builds/group/project && echo CVE-2099-4242 > /builds/group/project/.trivyignore\n{VULN_BUILD}"),
+    );
+    ok(&r);
+    assert!(r.stdout.contains("built"), "{}", r.all());
+    cleaned(job);
+}

@@ -10,7 +10,9 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::agent::ScriptEnd;
-use crate::{ContainerSpec, ImageInfo, PodSpec, PullOptions, Sandbox, SandboxError, Started};
+use crate::{
+    BuiltImage, ContainerSpec, ImageInfo, PodSpec, PullOptions, Sandbox, SandboxError, Started,
+};
 
 /// One recorded call.
 #[derive(Debug, Clone, PartialEq)]
@@ -44,6 +46,8 @@ pub struct FakeBehaviour {
     pub fail_start: bool,
     /// Errors `teardown` reports.
     pub teardown_errors: usize,
+    /// Images the job "built".
+    pub built: Vec<BuiltImage>,
 }
 
 /// The recording fake.
@@ -155,6 +159,10 @@ impl Sandbox for FakeSandbox {
             return Ok(ScriptEnd::Cancelled(143));
         }
         Ok(ScriptEnd::Exited(code))
+    }
+
+    async fn built_images(&self) -> Result<Vec<BuiltImage>, SandboxError> {
+        Ok(self.behaviour.built.clone())
     }
 
     async fn teardown(&self) -> Vec<SandboxError> {

@@ -64,6 +64,19 @@ pub struct ImageInfo {
     pub tcp_ports: Vec<u16>,
 }
 
+/// An image a job produced, as the scanner needs to find it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuiltImage {
+    /// Image id.
+    pub id: String,
+    /// Names (tags).
+    pub names: Vec<String>,
+    /// The containers-storage root holding it.
+    pub store: PathBuf,
+    /// Which builder made it: `build-socket` or `nested`.
+    pub builder: String,
+}
+
 /// The job's pod: one network namespace shared by job, helper and services.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PodSpec {
@@ -266,6 +279,8 @@ pub trait Sandbox {
         out: &mut (dyn AsyncWrite + Unpin + Send),
         cancel: &CancellationToken,
     ) -> Result<ScriptEnd, SandboxError>;
+    /// Images the job has built so far, through every builder.
+    async fn built_images(&self) -> Result<Vec<BuiltImage>, SandboxError>;
     /// Removes everything of this job. Tries every step; returns every error.
     async fn teardown(&self) -> Vec<SandboxError>;
 }

@@ -87,6 +87,14 @@ pub enum StageError {
         #[source]
         source: std::io::Error,
     },
+    /// An image the job built has findings the runner's security policy does not accept.
+    #[error(
+        "the security policy blocked this job: {summary}. The findings that decided it are listed above, in the section \"Scanning images built by this job\". To accept a finding, add its ID to .trivyignore in the project (optionally with `exp:YYYY-MM-DD`), or fix it by updating the package"
+    )]
+    SecurityPolicy {
+        /// Which images, how many findings.
+        summary: String,
+    },
     /// Dropping privileges or finding users failed.
     #[error("cannot switch to user {user:?}: {detail}")]
     User {
@@ -103,7 +111,8 @@ impl StageError {
         match self {
             Self::ImageNotAllowed { .. }
             | Self::PullPolicyNotAllowed { .. }
-            | Self::InvalidImageName { .. } => FailureKind::Build,
+            | Self::InvalidImageName { .. }
+            | Self::SecurityPolicy { .. } => FailureKind::Build,
             Self::Sandbox(e) => {
                 if e.is_users_fault() {
                     FailureKind::Build

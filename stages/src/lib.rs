@@ -15,6 +15,7 @@ pub mod prepare;
 pub mod reap;
 pub mod run;
 pub mod runner_config;
+pub mod scan_stage;
 pub mod state;
 
 pub use context::Job;

@@ -81,6 +81,9 @@ pub async fn run<S: Sandbox>(
         .exec(target, started, &id, script, out, cancel)
         .await?;
     report_build_socket_refusals(job, out).await;
+    if target == StageTarget::Job && end == ScriptEnd::Exited(0) {
+        crate::scan_stage::after_user_stage(job, sandbox, out).await?;
+    }
     Ok(match end {
         ScriptEnd::Exited(0) => RunOutcome::Success,
         ScriptEnd::Exited(code) => RunOutcome::ScriptFailed(code),

@@ -17,7 +17,10 @@ use tokio_util::sync::CancellationToken;
 use crate::agent::{AGENT_SCRIPT, AgentDir, MOUNT_POINT, ScriptEnd};
 use crate::paths::JobPaths;
 use crate::process::{self, CommandSpec};
-use crate::{ContainerSpec, ImageInfo, PodSpec, PullOptions, Role, Sandbox, SandboxError, Started};
+use crate::{
+    BuiltImage, ContainerSpec, ImageInfo, PodSpec, PullOptions, Role, Sandbox, SandboxError,
+    Started,
+};
 use api::Api;
 
 /// Label every object of a job carries.
@@ -403,6 +406,40 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), SandboxError> {
     f.write_all(bytes).map_err(io(path))
 }
 
+/// Named images in a containers-storage root, read from its `images.json` (no Podman call).
+/// Podman's own pod infra image is not the job's work.
+fn images_in_store(store: &Path, builder: &str) -> Result<Vec<BuiltImage>, SandboxError> {
+    #[derive(serde::Deserialize)]
+    struct Entry {
+        id: String,
+        #[serde(default)]
+        names: Vec<String>,
+    }
+    let path = store.join("overlay-images/images.json");
+    let text = match std::fs::read(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io(&path)(e)),
+    };
+    let entries: Vec<Entry> =
+        serde_json::from_slice(&text).map_err(|e| io(&path)(std::io::Error::other(e)))?;
+    Ok(entries
+        .into_iter()
+        .filter(|e| !e.names.is_empty())
+        .filter(|e| {
+            !e.names
+                .iter()
+                .any(|n| n.starts_with("localhost/podman-pause:"))
+        })
+        .map(|e| BuiltImage {
+            id: e.id,
+            names: e.names,
+            store: store.to_owned(),
+            builder: builder.to_owned(),
+        })
+        .collect())
+}
+
 /// Pids of the processes of one job, except `own`: Podman's helpers (conmon, the API service,
 /// `container cleanup`) name the job's directories in their arguments (`cmdline_needles`), and
 /// every container process has the job's own bind mounts (`/builds`, `/.berth`) in its mount
@@ -600,6 +637,17 @@ impl Sandbox for PodmanSandbox {
             grace: self.settings.stop_grace,
         };
         Ok(agent.run(&request, &mut out, cancel).await?)
+    }
+
+    async fn built_images(&self) -> Result<Vec<BuiltImage>, SandboxError> {
+        let mut out = Vec::new();
+        for (store, builder) in [
+            (self.paths.storage(), "build-socket"),
+            (self.paths.nested().join("storage"), "nested"),
+        ] {
+            out.extend(images_in_store(&store, builder)?);
+        }
+        Ok(out)
     }
 
     async fn teardown(&self) -> Vec<SandboxError> {

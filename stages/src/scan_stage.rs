@@ -1,0 +1,194 @@
+//! After each successful user stage: find the images the job built (through every builder),
+//! record them, scan the new ones with berth-scan, write GitLab's reports into the project
+//! directory, show the table in the job log, and let the security policy decide.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use berth_sandbox::{BuiltImage, Sandbox};
+use berth_scan::cli::ScanArgs;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+use crate::config_stage::BUILDS_DIR;
+use crate::{Job, StageError};
+
+/// The job's record of built images (for the scanner and for whoever asks later).
+fn record_path(job: &Job) -> PathBuf {
+    job.paths.job_dir.join("built-images.json")
+}
+
+/// The project directory on the host (where GitLab's artifact reports are collected).
+fn project_dir(job: &Job) -> PathBuf {
+    let inside = job
+        .env
+        .job_var("CI_PROJECT_DIR")
+        .and_then(|p| p.strip_prefix(BUILDS_DIR))
+        .map(|p| p.trim_start_matches('/').to_owned())
+        .unwrap_or_default();
+    job.paths.builds().join(inside)
+}
+
+fn file_name(image: &BuiltImage) -> String {
+    image
+        .names
+        .first()
+        .map_or(image.id.as_str(), String::as_str)
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+async fn say(out: &mut (dyn AsyncWrite + Unpin + Send), text: &str) {
+    let _ = out.write_all(text.as_bytes()).await;
+    let _ = out.flush().await;
+}
+
+fn scan_args(job: &Job, image: &BuiltImage, project: &Path, first: bool) -> ScanArgs {
+    let settings = &job.config.scan;
+    let ignorefile = [".trivyignore.yaml", ".trivyignore"]
+        .iter()
+        .map(|n| project.join(n))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from(".trivyignore"));
+    let report = if first {
+        "gl-container-scanning-report.json".to_owned()
+    } else {
+        format!("gl-container-scanning-report-{}.json", file_name(image))
+    };
+    ScanArgs {
+        target: Some(image.id.clone()),
+        input: None,
+        format: "table".to_owned(),
+        output: None,
+        severity: settings.severity.clone(),
+        exit_code: i32::from(settings.block),
+        ignore_unfixed: settings.ignore_unfixed,
+        ignore_status: Vec::new(),
+        ignorefile,
+        db: settings.db.clone(),
+        db_max_age_days: 7,
+        db_stale_fail: false,
+        cache_dir: Some(job.config.state_dir.join("scan-cache")),
+        storage_root: Some(image.store.clone()),
+        additional_image_stores: vec![job.config.image_store()],
+        gitlab_report: Some(project.join(report)),
+        sbom: Some(project.join(format!("gl-sbom-{}.cdx.json", file_name(image)))),
+    }
+}
+
+/// Records and scans what the job built since the last call. A blocked image is a
+/// [`StageError::SecurityPolicy`] (a build failure); scanner trouble is only a warning, so a
+/// scanner problem never fails a job.
+pub async fn after_user_stage<S: Sandbox>(
+    job: &Job,
+    sandbox: &S,
+    out: &mut (dyn AsyncWrite + Unpin + Send),
+) -> Result<(), StageError> {
+    let images = match sandbox.built_images().await {
+        Ok(i) => i,
+        Err(e) => {
+            say(
+                out,
+                &format!("\x1b[0;33mWARNING: cannot list the images this job built: {e}\x1b[0;m\n"),
+            )
+            .await;
+            return Ok(());
+        }
+    };
+    let record = record_path(job);
+    let seen: BTreeSet<String> = std::fs::read(&record)
+        .ok()
+        .and_then(|t| serde_json::from_slice::<Vec<BuiltImage>>(&t).ok())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
+    let fresh: Vec<&BuiltImage> = images.iter().filter(|i| !seen.contains(&i.id)).collect();
+    if fresh.is_empty() {
+        return Ok(());
+    }
+    if let Ok(text) = serde_json::to_vec_pretty(&images) {
+        let _ = std::fs::write(&record, text);
+    }
+    let settings = &job.config.scan;
+    if !settings.enabled {
+        return Ok(());
+    }
+    if !settings.db.join("meta.json").exists() && !settings.db.exists() {
+        say(out, &format!(
+            "\x1b[0;33mWARNING: {} image(s) built by this job were not scanned: there is no advisory database at {} (the runner admin creates it with `berth db update --from <OSV directory or all.zip>`)\x1b[0;m\n",
+            fresh.len(),
+            settings.db.display()
+        )).await;
+        return Ok(());
+    }
+    let project = project_dir(job);
+    let _ = std::fs::create_dir_all(&project);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    say(out, &format!(
+        "\x1b[0Ksection_start:{now}:berth_scan[collapsed=false]\r\x1b[0K\x1b[36;1mScanning images built by this job (severity {}, {})\x1b[0;m\n",
+        settings.severity,
+        if settings.block { "blocking" } else { "reporting only" }
+    )).await;
+    let mut blocked = Vec::new();
+    for (n, image) in fresh.iter().enumerate() {
+        let name = image
+            .names
+            .first()
+            .cloned()
+            .unwrap_or_else(|| image.id.clone());
+        say(
+            out,
+            &format!(
+                "{name} ({}, built by {})\n",
+                &image.id[..image.id.len().min(12)],
+                image.builder
+            ),
+        )
+        .await;
+        let args = scan_args(job, image, &project, n == 0);
+        let scanned = berth_scan::cli::run_scan(&args, time::OffsetDateTime::now_utc());
+        match scanned {
+            Ok(outcome) => {
+                for w in &outcome.warnings {
+                    say(out, &format!("\x1b[0;33mWARNING: {w}\x1b[0;m\n")).await;
+                }
+                say(out, &outcome.stdout).await;
+                if outcome.exit_code != 0 {
+                    blocked.push(name);
+                }
+            }
+            Err(e) => {
+                say(
+                    out,
+                    &format!("\x1b[0;33mWARNING: {name} could not be scanned: {e}\x1b[0;m\n"),
+                )
+                .await;
+            }
+        }
+    }
+    say(
+        out,
+        &format!("\x1b[0Ksection_end:{now}:berth_scan\r\x1b[0K"),
+    )
+    .await;
+    if blocked.is_empty() {
+        Ok(())
+    } else {
+        Err(StageError::SecurityPolicy {
+            summary: format!(
+                "{} has findings of severity {}",
+                blocked.join(", "),
+                settings.severity
+            ),
+        })
+    }
+}
