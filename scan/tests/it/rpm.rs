@@ -32,7 +32,7 @@ const SPEC: &str = "Name: hello-berth\nVersion: 1.2.3\nRelease: 4.el9\nEpoch: 1\
 printf 'Name: six\\nVersion: 1.16.0\\n' > %{buildroot}/usr/lib/python3.9/site-packages/six-1.16.0.dist-info/METADATA\n\
 %files\n/usr/lib/python3.9/site-packages/six-1.16.0.dist-info/METADATA\n";
 
-fn build_rootfs(dir: &Path) -> std::path::PathBuf {
+pub(crate) fn build_rootfs(dir: &Path) -> std::path::PathBuf {
     let top = dir.join("rpmbuild");
     std::fs::create_dir_all(top.join("SPECS")).unwrap();
     std::fs::write(top.join("SPECS/hello.spec"), SPEC).unwrap();
