@@ -195,6 +195,47 @@ pub(crate) fn stanzas(text: &str) -> impl Iterator<Item = &str> {
 mod tests {
     use super::*;
 
+    /// Truncated and corrupted inputs never panic any analyzer.
+    #[test]
+    fn garbage_never_panics() {
+        let kinds = [
+            Kind::Os,
+            Kind::DpkgStatus,
+            Kind::DpkgList,
+            Kind::Apk,
+            Kind::RpmSqlite,
+            Kind::Python,
+            Kind::Npm,
+            Kind::CargoLock,
+            Kind::CargoToml,
+            Kind::Binary,
+            Kind::Jar,
+        ];
+        let seeds: [&[u8]; 6] = [
+            b"\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00>\x00\x01\x00\x00\x00",
+            b"PK\x03\x04\x14\x00\x00\x00\x08\x00",
+            b"SQLite format 3\x00\x10\x00\x01\x01",
+            b"Package: x\nVersion:\n\nP:\nV:1\nR:a\n",
+            b"{\"name\": 1, \"version\": [",
+            b"[[package]]\nname = \"a\"\n",
+        ];
+        let mut x: u64 = 0xfeed_f00d_dead_beef;
+        for seed in seeds {
+            for len in 0..seed.len() + 64 {
+                let mut data: Vec<u8> = seed.iter().copied().take(len).collect();
+                while data.len() < len {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    data.push(x.to_le_bytes()[0]);
+                }
+                for k in kinds {
+                    let _ = analyze(k, "some/path", &data);
+                }
+            }
+        }
+    }
+
     #[test]
     fn routing() {
         assert_eq!(wants("var/lib/dpkg/status"), Some(Kind::DpkgStatus));

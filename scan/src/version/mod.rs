@@ -110,6 +110,45 @@ mod tests {
         );
     }
 
+    /// Arbitrary input never panics, and comparing a value with itself is never "less".
+    #[test]
+    fn garbage_never_panics() {
+        let alphabet = b"0123456789.-_~^+:!abcrvpgitAZ \x00\xff";
+        let mut x: u64 = 0x1234_5678_9abc_def1;
+        for _ in 0..20_000 {
+            let mut v = |len: usize| {
+                (0..len)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        alphabet[(x % alphabet.len() as u64) as usize]
+                    })
+                    .collect::<Vec<u8>>()
+            };
+            let (a, b) = (v(12), v(8));
+            let (a, b) = (
+                String::from_utf8_lossy(&a).into_owned(),
+                String::from_utf8_lossy(&b).into_owned(),
+            );
+            for s in [
+                Scheme::Dpkg,
+                Scheme::Apk,
+                Scheme::Rpm,
+                Scheme::Pep440,
+                Scheme::Npm,
+                Scheme::Go,
+                Scheme::Maven,
+                Scheme::Semver,
+            ] {
+                let _ = s.compare(&a, &b);
+                if let Ok(o) = s.compare(&a, &a) {
+                    assert_eq!(o, Ordering::Equal, "{} {a:?}", s.name());
+                }
+            }
+        }
+    }
+
     #[test]
     fn scheme_dispatch() {
         assert_eq!(Scheme::Dpkg.compare("1.0~rc1", "1.0"), Ok(Ordering::Less));
