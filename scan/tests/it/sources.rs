@@ -199,3 +199,26 @@ fn oci_index_skips_attestations() {
     let (inv, _) = scan::scan_path(&layout, "x", None).unwrap();
     check_layered(&inv);
 }
+
+#[test]
+fn truncated_archives_fail_cleanly() {
+    let d = tempfile::tempdir().unwrap();
+    let full = std::fs::read(support::docker_archive(d.path())).unwrap();
+    let oci = std::fs::read(support::oci_archive(d.path())).unwrap();
+    for data in [&full, &oci] {
+        for cut in [
+            10,
+            512,
+            1024,
+            4096,
+            data.len() / 3,
+            data.len() / 2,
+            data.len() - 700,
+        ] {
+            let p = d.path().join("cut.tar");
+            std::fs::write(&p, &data[..cut]).unwrap();
+            // An error or a partial inventory, never a panic.
+            let _ = scan::scan_path(&p, "x", None);
+        }
+    }
+}
