@@ -893,3 +893,73 @@ fn trivy_agrees_on_rpm_packages() {
     assert_eq!(inv.packages.len(), 1, "{:?}", inv.packages);
     assert_same_hits(&image, &records, &trivy_hits(&theirs));
 }
+
+/// Ubuntu: dpkg packages matched by source package against `Ubuntu:22.04:LTS` OSV records and a
+/// trivy-db `ubuntu 22.04` bucket with generated fixed versions (ubuntu revisions, epochs, `~`).
+#[test]
+fn trivy_agrees_on_ubuntu() {
+    let status = "Package: libssl3\nStatus: install ok installed\nArchitecture: amd64\nSource: openssl\nVersion: 3.0.2-0ubuntu1.10\n\n\
+Package: zlib1g\nStatus: install ok installed\nArchitecture: amd64\nSource: zlib\nVersion: 1:1.2.11.dfsg-2ubuntu9.2\n";
+    let layer: support::LayerSpec = vec![
+        (
+            "etc/os-release",
+            b"ID=ubuntu\nVERSION_ID=\"22.04\"\n".to_vec(),
+        ),
+        (
+            "etc/lsb-release",
+            b"DISTRIB_ID=Ubuntu\nDISTRIB_RELEASE=22.04\nDISTRIB_CODENAME=jammy\n".to_vec(),
+        ),
+        ("var/lib/dpkg/status", status.as_bytes().to_vec()),
+    ];
+    let cases: [(&str, &[&str]); 2] = [
+        (
+            "openssl",
+            &[
+                "3.0.2-0ubuntu1.11",
+                "3.0.2-0ubuntu1.10",
+                "3.0.2-0ubuntu1.9",
+                "3.0.2-0ubuntu1.10+esm1",
+                "3.0.2-0ubuntu2",
+                "3.0.2~rc1-1",
+                "1:3.0.0-1",
+                "3.0.10-1ubuntu1",
+            ],
+        ),
+        (
+            "zlib",
+            &[
+                "1:1.2.11.dfsg-2ubuntu9.2",
+                "1:1.2.11.dfsg-2ubuntu9.3",
+                "1.2.13.dfsg-1",
+                "1:1.2.11.dfsg-2ubuntu10",
+                "1:1.2.11-1",
+                "2:1.0-1",
+            ],
+        ),
+    ];
+    let bucket = "ubuntu 22.04";
+    let mut spec = serde_json::json!({"data-source": {bucket: {"ID": "ubuntu", "Name": "Ubuntu CVE Tracker", "URL": "https://example.invalid"}},
+        "vulnerability": {}, "buckets": {bucket: {}}});
+    let mut records = Vec::new();
+    let mut n = 0;
+    for (pkg, fixed) in cases {
+        for f in fixed {
+            n += 1;
+            let id = format!("CVE-2099-{:04}", 700 + n);
+            spec["buckets"][bucket][pkg][&id] = serde_json::json!({"FixedVersion": f});
+            spec["vulnerability"][&id] = serde_json::json!({"Title": id});
+            records.push(serde_json::json!({"id": format!("UBUNTU-{id}"), "upstream": [id], "modified": "2026-11-01T00:00:00Z",
+                "affected": [{"package": {"ecosystem": "Ubuntu:22.04:LTS", "name": pkg},
+                "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": f}]}]}]}));
+        }
+    }
+    check_parity(
+        &spec,
+        &records,
+        &[layer],
+        &[
+            ("libssl3", "3.0.2-0ubuntu1.10"),
+            ("zlib1g", "1:1.2.11.dfsg-2ubuntu9.2"),
+        ],
+    );
+}
