@@ -89,7 +89,9 @@ if ! have_image localhost/build-tools:latest; then
       bookworm "$CACHE/bt-root" "$MIRROR" >"$CACHE/debootstrap-bt.log" 2>&1 ||
       { tail -20 "$CACHE/debootstrap-bt.log" >&2; exit 1; }
     # Only the docker CLI from Debian's docker.io, not its daemon.
-    mkdir -p "$CACHE/docker-deb" && (cd "$CACHE/docker-deb" && apt-get download -qq docker.io >/dev/null)
+    mkdir -p "$CACHE/docker-deb" && chmod 0777 "$CACHE/docker-deb"
+    (cd "$CACHE/docker-deb" && { apt-get download -qq docker.io >/dev/null 2>&1 ||
+      { apt-get update -qq && apt-get download -qq docker.io >/dev/null; }; })
     dpkg-deb --fsys-tarfile "$CACHE"/docker-deb/docker.io_*.deb | tar -x -C "$CACHE/docker-deb" ./usr/bin/docker
     install -m 0755 "$CACHE/docker-deb/usr/bin/docker" "$CACHE/bt-root/usr/local/bin/docker"
     rm -rf "$CACHE/bt-root/var/cache/apt/archives/"*.deb "$CACHE/bt-root/var/lib/apt/lists/"* "$CACHE/docker-deb"

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Image builds through each berth builder, side by side in one hyperfine run, against the floor
+# (rootful `podman build` on the host). Run as root after scripts/test-all set the host up.
+# The same small and medium Containerfiles (benches/contexts/) are built with --no-cache.
+# Writes benches/results/build-builders.{md,json}.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release --locked -p berth >/dev/null
+BERTH=$PWD/target/release/berth
+work=$(mktemp -d /tmp/custom-executorXXXXXX)
+trap '"$BERTH" cleanup >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
+printf '{"id": %d, "token": "t", "image": {"name": "localhost/build-tools:latest"}, "job_info": {"project_id": 1}}' \
+  "$(( $(date +%s) % 100000000 ))" >"$work/response.json"
+export JOB_RESPONSE_FILE=$work/response.json BUILD_EXIT_CODE_FILE=$work/bec TMPDIR=$work \
+  BUILD_FAILURE_EXIT_CODE=1 SYSTEM_FAILURE_EXIT_CODE=2 CUSTOM_ENV_CI_RUNNER_SHORT_TOKEN=benchb \
+  CUSTOM_ENV_CI_PROJECT_DIR=/builds/bench/project
+"$BERTH" prepare >/dev/null 2>&1
+# The contexts reach the job through its /builds directory.
+key=$("$BERTH" config | sed -n 's/.*"BERTH_JOB_KEY":"\([^"]*\)".*/\1/p')
+mkdir -p "/var/lib/berth/jobs/$key/builds/ctx" && cp -r benches/contexts/* "/var/lib/berth/jobs/$key/builds/ctx/"
+chmod -R a+rwX "/var/lib/berth/jobs/$key/builds/ctx"
+script() { printf '#!/usr/bin/env bash\nset -e\ncd /builds/ctx/%s\n%s\n' "$1" "$2" >"$work/$3"; }
+for size in small medium; do
+  script "$size" 'podman build -q --no-cache -t localhost/bench:nested . >/dev/null' "nested-$size"
+  script "$size" 'DOCKER_BUILDKIT=0 docker build -q --no-cache -t localhost/bench:socket . >/dev/null' "socket-$size"
+done
+# The floor: rootful podman on the host, with busybox in root's store.
+podman image exists localhost/busybox:latest 2>/dev/null ||
+  podman import --change 'CMD ["/bin/sh"]' /var/cache/berth-test/busybox.tar localhost/busybox:latest >/dev/null
+mkdir -p benches/results
+hyperfine --warmup 1 --runs "${RUNS:-8}" \
+  --export-markdown benches/results/build-builders.md --export-json benches/results/build-builders.json \
+  -n "small: rootful podman build (floor)" "podman build -q --no-cache -t localhost/bench:floor benches/contexts/small" \
+  -n "small: nested podman in the job" "$BERTH run $work/nested-small build_script" \
+  -n "small: docker CLI via build socket" "$BERTH run $work/socket-small build_script" \
+  -n "medium: rootful podman build (floor)" "podman build -q --no-cache -t localhost/bench:floor benches/contexts/medium" \
+  -n "medium: nested podman in the job" "$BERTH run $work/nested-medium build_script" \
+  -n "medium: docker CLI via build socket" "$BERTH run $work/socket-medium build_script"
