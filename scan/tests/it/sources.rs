@@ -222,3 +222,55 @@ fn truncated_archives_fail_cleanly() {
         }
     }
 }
+
+#[test]
+fn containers_storage_with_an_additional_image_store() {
+    // The base image's layers live in a shared read-only store; the job's store holds only the
+    // top layer and the image, as after a build in a per-job store.
+    let d = tempfile::tempdir().unwrap();
+    let (shared, job) = (d.path().join("shared"), d.path().join("job"));
+    let layers = support::layers();
+    let id = |i: usize| format!("{:064x}", 0x1a7e + i);
+    let mut shared_layers = vec![];
+    for (i, l) in layers.iter().enumerate().take(2) {
+        support::write_tree(&shared.join("overlay").join(id(i)).join("diff"), l);
+        let mut j = serde_json::json!({"id": id(i), "diff-digest": support::diff_id(i)});
+        if i > 0 {
+            j["parent"] = serde_json::json!(id(i - 1));
+        }
+        shared_layers.push(j);
+    }
+    support::write_tree(&job.join("overlay").join(id(2)).join("diff"), &layers[2]);
+    for (root, layer_json, images) in [
+        (
+            &shared,
+            serde_json::json!(shared_layers),
+            serde_json::json!([{"id": format!("{:064x}", 0xba5e), "names": ["localhost/base:latest"], "layer": id(1)}]),
+        ),
+        (
+            &job,
+            serde_json::json!([{"id": id(2), "parent": id(1), "diff-digest": support::diff_id(2)}]),
+            serde_json::json!([{"id": format!("{:064x}", 0x1a9e), "names": ["localhost/fixture:latest"], "layer": id(2)}]),
+        ),
+    ] {
+        std::fs::create_dir_all(root.join("overlay-layers")).unwrap();
+        std::fs::write(
+            root.join("overlay-layers/layers.json"),
+            layer_json.to_string(),
+        )
+        .unwrap();
+        std::fs::create_dir_all(root.join("overlay-images")).unwrap();
+        std::fs::write(root.join("overlay-images/images.json"), images.to_string()).unwrap();
+    }
+    let image = source::open_containers_storage_in(
+        &[job.as_path(), shared.as_path()],
+        "localhost/fixture:latest",
+    )
+    .unwrap();
+    let (inv, _) = scan::inventory(&image, None).unwrap();
+    check_layered(&inv);
+    assert!(
+        source::open_containers_storage(&job, "localhost/fixture:latest").is_err(),
+        "the base layers are only in the shared store"
+    );
+}

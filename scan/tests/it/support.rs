@@ -184,7 +184,7 @@ pub fn oci_layout(dir: &Path) -> PathBuf {
     root
 }
 
-fn write_tree(root: &Path, spec: &LayerSpec) {
+pub fn write_tree(root: &Path, spec: &LayerSpec) {
     for (path, body) in spec {
         let p = root.join(path);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
