@@ -102,6 +102,8 @@ pub struct RunnerConfig {
     pub url: String,
     /// `token`: the runner authentication token.
     pub token: String,
+    /// `executor`: `custom` (the driver), or `shell` for the no-isolation floor in benchmarks.
+    pub executor: String,
     /// `builds_dir` (config_exec may override it).
     pub builds_dir: String,
     /// `cache_dir` (config_exec may override it).
@@ -137,6 +139,7 @@ impl RunnerConfig {
             name: "it".to_owned(),
             url: url.to_owned(),
             token: "glrt-test".to_owned(),
+            executor: "custom".to_owned(),
             builds_dir: "/builds".to_owned(),
             cache_dir: "/cache".to_owned(),
             shell: "bash".to_owned(),
@@ -153,7 +156,7 @@ impl RunnerConfig {
         let _ = writeln!(out, "  name = {}", quote(&self.name));
         let _ = writeln!(out, "  url = {}", quote(&self.url));
         let _ = writeln!(out, "  token = {}", quote(&self.token));
-        out.push_str("  executor = \"custom\"\n");
+        let _ = writeln!(out, "  executor = {}", quote(&self.executor));
         let _ = writeln!(out, "  builds_dir = {}", quote(&self.builds_dir));
         let _ = writeln!(out, "  cache_dir = {}", quote(&self.cache_dir));
         let _ = writeln!(out, "  shell = {}", quote(&self.shell));
