@@ -1,0 +1,34 @@
+# Sourced by the peer build scripts: the Go environment for building peers from the Go module
+# proxy into a cache outside the repository. (integration/fake-gitlab/peers/build-gitlab-runner.sh
+# repeats these lines and can source this file instead.)
+#
+#   peers_go_env NAME   export GOMODCACHE/GOCACHE (under $PEERS_DIR unless BERTH_PEERS_GOMODCACHE
+#                       or BERTH_PEERS_GOCACHE say otherwise), GOFLAGS=-mod=mod, CGO_ENABLED=0,
+#                       GOTOOLCHAIN=local, GOPROXY, and GOSUMDB: sum.golang.org when reachable,
+#                       otherwise off. Exits 1 (with NAME in the message) when go is missing.
+#   peers_refused LOG   true when LOG shows the proxy's final refusal (403 "This module version
+#                       is not available."); prints those lines.
+
+peers_go_env() {
+  export GOMODCACHE=${BERTH_PEERS_GOMODCACHE:-$PEERS_DIR/gomodcache}
+  export GOCACHE=${BERTH_PEERS_GOCACHE:-$PEERS_DIR/gocache}
+  export GOFLAGS=-mod=mod CGO_ENABLED=0 GOTOOLCHAIN=local GOPROXY=${GOPROXY:-https://proxy.golang.org}
+  export GONOSUMDB= GOPRIVATE= GOWORK=off
+  export PATH=$PATH:/usr/local/go/bin
+  if ! command -v go >/dev/null 2>&1; then
+    echo "$1: the go command is not on PATH (nor in /usr/local/go/bin)" >&2
+    exit 1
+  fi
+  if [ -z "${GOSUMDB:-}" ]; then
+    if timeout 10 bash -c 'exec 3<>/dev/tcp/sum.golang.org/443' 2>/dev/null; then
+      export GOSUMDB=sum.golang.org
+    else
+      export GOSUMDB=off
+    fi
+  fi
+}
+
+peers_refused() {
+  grep -q "This module version is not available" "$1" &&
+    grep -B1 "This module version is not available" "$1" | grep -v '^--$' | head -n 24
+}
