@@ -87,6 +87,8 @@ struct RawConfig {
     scan_severity: Option<String>,
     scan_block: Option<bool>,
     scan_ignore_unfixed: Option<bool>,
+    buildkitd: Option<PathBuf>,
+    buildkit_network: Option<String>,
 }
 
 /// Keys [`RawConfig`] accepts, for reporting every unknown key at once.
@@ -120,6 +122,8 @@ const KNOWN_KEYS: &[&str] = &[
     "scan_severity",
     "scan_block",
     "scan_ignore_unfixed",
+    "buildkitd",
+    "buildkit_network",
 ];
 
 /// An allow-list of doublestar globs with `!` exclusions (the Docker executor's `allowed_images`).
@@ -235,6 +239,11 @@ pub struct Config {
     pub build_socket: bool,
     /// Scanning of the images a job builds.
     pub scan: ScanSettings,
+    /// Per-job rootless BuildKit: the `buildkitd` binary (None: not offered).
+    pub buildkitd: Option<PathBuf>,
+    /// Network of the per-job buildkitd's RUN steps: `isolated` (slirp4netns without the
+    /// host's loopback, default) or `host`.
+    pub buildkit_host_network: bool,
 }
 
 /// How berth scans the images a job builds.
@@ -587,6 +596,21 @@ fn validate(raw: RawConfig, source: Option<&Path>) -> Result<Config, Vec<ConfigP
         block: raw.scan_block.unwrap_or(true),
         ignore_unfixed: raw.scan_ignore_unfixed.unwrap_or(false),
     };
+    let buildkitd = raw
+        .buildkitd
+        .map(|p| absolute("buildkitd", p, &mut problems));
+    let buildkit_host_network = match raw.buildkit_network.as_deref().unwrap_or("isolated") {
+        "isolated" => false,
+        "host" => true,
+        other => {
+            problems.push(ConfigProblem::new(
+                "buildkit_network",
+                format!("unknown BuildKit network {other:?}"),
+                "use \"isolated\" (default: no access to the host's loopback) or \"host\"",
+            ));
+            false
+        }
+    };
     let config = Config {
         source: source.map(Path::to_owned),
         user,
@@ -618,6 +642,8 @@ fn validate(raw: RawConfig, source: Option<&Path>) -> Result<Config, Vec<ConfigP
         nested_builds: raw.nested_builds.unwrap_or(true),
         build_socket: raw.build_socket.unwrap_or(true),
         scan,
+        buildkitd,
+        buildkit_host_network,
     };
     if problems.is_empty() {
         Ok(config)

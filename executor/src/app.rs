@@ -69,6 +69,10 @@ pub(crate) fn main(cli: Cli) -> ExitCode {
         }
         Command::Doctor => doctor(cli.config.as_deref()),
         Command::Scan(args) => scan(&args),
+        Command::Reap => match reap(cli.config.as_deref()) {
+            Ok(c) => c,
+            Err(e) => report(&e, &codes),
+        },
         Command::Db {
             command: crate::cli::DbCommand::Update(args),
         } => match berth_scan::cli::run_db_update(&args, time::OffsetDateTime::now_utc()) {
@@ -182,6 +186,49 @@ fn doctor(config: Option<&Path>) -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// `berth reap` on its own (cron, an admin): no job payload needed.
+fn reap(config_path: Option<&Path>) -> Result<ExitCode, StageError> {
+    let config = load_config(config_path)?;
+    let user = privileges::runner_user(&config.user).map_err(|detail| StageError::User {
+        user: config.user.clone(),
+        detail,
+    })?;
+    let host = host_facts(&config, &user);
+    privileges::drop_to(&user).map_err(|detail| StageError::User {
+        user: user.name.clone(),
+        detail,
+    })?;
+    std::env::set_current_dir("/").map_err(StageError::io(Path::new("/")))?;
+    let settings = berth_stages::context::podman_settings(&config, &host);
+    let jobs_dir = config.jobs_dir();
+    let image_store = config.image_store();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(StageError::io(Path::new("<tokio runtime>")))?;
+    let report = runtime.block_on(berth_stages::reap::reap(&jobs_dir, None, |key| {
+        PodmanSandbox::new(
+            JobPaths::new(key, &jobs_dir, &host.runtime_dir, &image_store),
+            settings.clone(),
+        )
+    }));
+    let mut log = JobLog::new(Box::new(std::io::stderr()), Vec::new());
+    for (key, why) in &report.reaped {
+        log.line(&format!("reaped {key}: {why:?}"));
+        for e in privileges::with_root(|| berth_sandbox::cgroups::remove(key)) {
+            log.warn(&format!("removing the cgroup of {key}: {e}"));
+        }
+    }
+    for e in &report.errors {
+        log.warn(&e.to_string());
+    }
+    Ok(if report.errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn scan(args: &berth_scan::cli::ScanArgs) -> ExitCode {
@@ -392,34 +439,8 @@ fn stage(
                     code(codes.system)
                 })
             }
-            Command::Reap => {
-                let settings = job.podman_settings();
-                let jobs_dir = job.config.jobs_dir();
-                let runtime_dir = job.host.runtime_dir.clone();
-                let image_store = job.config.image_store();
-                let report = berth_stages::reap::reap(&jobs_dir, None, |key| {
-                    PodmanSandbox::new(
-                        JobPaths::new(key, &jobs_dir, &runtime_dir, &image_store),
-                        settings.clone(),
-                    )
-                })
-                .await;
-                for (key, why) in &report.reaped {
-                    log.line(&format!("reaped {key}: {why:?}"));
-                    for e in privileges::with_root(|| berth_sandbox::cgroups::remove(key)) {
-                        log.warn(&format!("removing the cgroup of {key}: {e}"));
-                    }
-                }
-                for e in &report.errors {
-                    log.warn(&e.to_string());
-                }
-                Ok(if report.errors.is_empty() {
-                    ExitCode::SUCCESS
-                } else {
-                    code(codes.system)
-                })
-            }
             Command::Config
+            | Command::Reap
             | Command::Doctor
             | Command::RunnerConfig
             | Command::BuildProxy { .. }

@@ -464,3 +464,18 @@ pub fn make_readable_by_all(path: &Path) {
         }
     }
 }
+
+/// Hands a tree the test (root) created inside a job's directory to the runner user, as if the
+/// job had written it.
+pub fn give_to_runner_user(path: &Path) {
+    let user = nix::unistd::User::from_name(RUNNER_USER)
+        .ok()
+        .flatten()
+        .expect("runner user");
+    nix::unistd::chown(path, Some(user.uid), Some(user.gid)).expect("chown");
+    if path.is_dir() {
+        for entry in std::fs::read_dir(path).expect("read_dir").flatten() {
+            give_to_runner_user(&entry.path());
+        }
+    }
+}

@@ -627,3 +627,54 @@ fn images_a_job_builds_are_scanned_and_the_policy_decides() {
     assert!(r.stdout.contains("built"), "{}", r.all());
     cleaned(job);
 }
+
+const BUILDKITD: &str = "/var/cache/berth-peers/buildkit/buildkitd";
+const BUILDCTL: &str = "/var/cache/berth-peers/buildkit/buildctl";
+
+#[test]
+fn rootless_buildkit_per_job_builds_and_pushes() {
+    require_host();
+    for peer in [BUILDKITD, BUILDCTL] {
+        assert!(
+            std::path::Path::new(peer).is_file(),
+            "{peer} is missing: run integration/peers/build-buildkit.sh"
+        );
+    }
+    let registry = Registry::start("bk-user", "bk-pass-123");
+    let reg = registry.address.clone();
+    let config = format!("buildkitd = \"{BUILDKITD}\"\nbuildkit_network = \"host\"\n");
+    let mut job = FakeRunner::new(payload("localhost/build-tools:latest")).with_config(&config);
+    ok(&job.stage(&["config"]));
+    ok(&job.stage(&["prepare"]));
+    let tools = job.job_dir().join("builds/tools");
+    std::fs::create_dir_all(&tools).expect("tools dir");
+    std::fs::copy(BUILDCTL, tools.join("buildctl")).expect("copy buildctl");
+    berth_integration::make_readable_by_all(&tools);
+    berth_integration::give_to_runner_user(&tools);
+    let auth = format!(
+        "{{\"auths\":{{\"{reg}\":{{\"auth\":\"{}\"}}}}}}",
+        "YmstdXNlcjpiay1wYXNzLTEyMw=="
+    );
+    let script = format!(
+        r#"echo BUILDKIT_HOST=$BUILDKIT_HOST
+mkdir -p /tmp/bk ~/.docker && cd /tmp/bk && echo from-buildkit > hello.txt
+printf 'FROM scratch\nCOPY hello.txt /hello.txt\n' > Containerfile
+echo '{auth}' > ~/.docker/config.json
+B=/builds/tools/buildctl
+$B debug workers >/dev/null && echo workers-ok
+$B build --frontend dockerfile.v0 --local context=. --local dockerfile=. --opt filename=Containerfile --output type=oci,dest=/builds/out.tar && echo oci-ok
+$B build --frontend dockerfile.v0 --local context=. --local dockerfile=. --opt filename=Containerfile --output type=image,name={reg}/berth/bk:1,push=true,registry.insecure=true && echo push-ok"#
+    );
+    let r = job.run("build_script", &script);
+    ok(&r);
+    for marker in [
+        "BUILDKIT_HOST=unix:///run/buildkit/buildkitd.sock",
+        "workers-ok",
+        "oci-ok",
+        "push-ok",
+    ] {
+        assert!(r.stdout.contains(marker), "{marker}: {}", r.all());
+    }
+    assert!(job.job_dir().join("builds/out.tar").is_file());
+    cleaned(job);
+}

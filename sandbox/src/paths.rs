@@ -54,6 +54,11 @@ impl JobPaths {
         self.job_dir.join("buildsock")
     }
 
+    /// The per-job BuildKit daemon's state (root, rootlesskit state, socket directory).
+    pub fn buildkit(&self) -> PathBuf {
+        self.job_dir.join("buildkit")
+    }
+
     /// Refusals of the build socket, copied into the job log by `berth run`.
     pub fn build_socket_log(&self) -> PathBuf {
         self.job_dir.join("build-socket.log")

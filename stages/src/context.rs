@@ -98,15 +98,7 @@ impl Job {
 
     /// Settings for the Podman backend.
     pub fn podman_settings(&self) -> PodmanSettings {
-        PodmanSettings {
-            podman: self.host.podman.clone(),
-            shell: self.config.shell.clone(),
-            stop_grace: Duration::from_secs(self.config.stop_grace_secs),
-            api_idle_timeout_secs: self.config.api_idle_timeout_secs,
-            base_runroot: self.host.runtime_dir.join("base-run"),
-            env: self.host.podman_env.clone(),
-            build_socket_proxy: self.host.berth.clone().filter(|_| self.config.build_socket),
-        }
+        podman_settings(&self.config, &self.host)
     }
 
     /// The job's timeout in seconds (the runner's default when the payload has none).
@@ -115,6 +107,21 @@ impl Job {
             0 => 7200,
             t => t,
         }
+    }
+}
+
+/// Settings for the Podman backend from the config and the host, with or without a job.
+pub fn podman_settings(config: &Config, host: &HostFacts) -> PodmanSettings {
+    PodmanSettings {
+        podman: host.podman.clone(),
+        shell: config.shell.clone(),
+        stop_grace: Duration::from_secs(config.stop_grace_secs),
+        api_idle_timeout_secs: config.api_idle_timeout_secs,
+        base_runroot: host.runtime_dir.join("base-run"),
+        env: host.podman_env.clone(),
+        buildkitd: config.buildkitd.clone(),
+        buildkit_host_network: config.buildkit_host_network,
+        build_socket_proxy: host.berth.clone().filter(|_| config.build_socket),
     }
 }
 

@@ -43,7 +43,14 @@ pub struct PodmanSettings {
     pub env: Vec<(String, String)>,
     /// The berth binary, to start the job's build socket proxy (None: no build socket).
     pub build_socket_proxy: Option<PathBuf>,
+    /// The `buildkitd` binary for a per-job rootless BuildKit (None: not offered).
+    pub buildkitd: Option<PathBuf>,
+    /// Let BuildKit's RUN steps use the host network (else slirp4netns without host loopback).
+    pub buildkit_host_network: bool,
 }
+
+/// Where the BuildKit socket appears in the job container.
+pub const BUILDKIT_SOCKET_DIR: &str = "/run/buildkit";
 
 /// Where the build socket appears in the job container.
 pub const BUILD_SOCKET_DIR: &str = "/run/berth";
@@ -258,6 +265,19 @@ impl PodmanSandbox {
         if !limits.is_empty() {
             doc["resource_limits"] = Value::Object(limits);
         }
+        if spec.role == Role::Job && self.settings.buildkitd.is_some() {
+            doc["mounts"]
+                .as_array_mut()
+                .expect("mounts is an array")
+                .push(json!({
+                    "type": "bind",
+                    "source": self.paths.buildkit().join("sock"),
+                    "destination": BUILDKIT_SOCKET_DIR,
+                    "options": ["rbind", "ro"],
+                }));
+            doc["env"]["BUILDKIT_HOST"] =
+                json!(format!("unix://{BUILDKIT_SOCKET_DIR}/buildkitd.sock"));
+        }
         if spec.role == Role::Job && self.settings.build_socket_proxy.is_some() {
             doc["mounts"]
                 .as_array_mut()
@@ -329,6 +349,60 @@ impl PodmanSandbox {
         Ok(())
     }
 
+    /// Starts the job's own rootless BuildKit daemon (`rootlesskit buildkitd`, native overlayfs,
+    /// its own root, socket and OpenTelemetry socket, so jobs never share one).
+    async fn start_buildkit(&self) -> Result<(), SandboxError> {
+        let Some(buildkitd) = &self.settings.buildkitd else {
+            return Ok(());
+        };
+        let dir = self.paths.buildkit();
+        mkdir(&dir, 0o700)?;
+        mkdir(&dir.join("sock"), 0o755)?;
+        let socket = dir.join("sock/buildkitd.sock");
+        let mut spec = self
+            .command()
+            .args([format!("--state-dir={}", dir.join("rk").display())]);
+        spec = if self.settings.buildkit_host_network {
+            spec.args(["--net=host"])
+        } else {
+            spec.args([
+                "--net=slirp4netns",
+                "--disable-host-loopback",
+                "--copy-up=/etc",
+            ])
+        };
+        spec.program = PathBuf::from("rootlesskit");
+        spec = spec.args([
+            buildkitd.clone().into_os_string(),
+            "--root".into(),
+            dir.join("root").into_os_string(),
+            "--addr".into(),
+            format!("unix://{}", socket.display()).into(),
+            "--otel-socket-path".into(),
+            dir.join("otel.sock").into_os_string(),
+            "--oci-worker=true".into(),
+            "--containerd-worker=false".into(),
+            "--oci-worker-snapshotter=overlayfs".into(),
+            "--cdi-disabled".into(),
+        ]);
+        let log = self.paths.job_dir.join("buildkitd.log");
+        let pid = process::spawn_detached(&spec, &log)?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while !socket.exists() {
+            if tokio::time::Instant::now() >= deadline || !process::alive(pid) {
+                return Err(SandboxError::ServiceStart {
+                    pid,
+                    cause: "rootless buildkitd did not create its socket".into(),
+                    log_tail: process::tail(&std::fs::read(&log).unwrap_or_default()),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // Job containers run as other users too; the socket's directory is the job's alone.
+        let _ = std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666));
+        Ok(())
+    }
+
     /// Stops processes still using this job's directories (conmon, `podman container cleanup`,
     /// a per-tmpdir pause process) after the pod is gone.
     async fn stop_stragglers(&self) {
@@ -368,16 +442,19 @@ impl PodmanSandbox {
     /// Removes the per-job store inside the user namespace, after unmounting its layers.
     async fn remove_store(&self) -> Result<(), SandboxError> {
         let storage = self.paths.storage();
-        if !storage.exists() {
+        if !storage.exists() && !self.paths.buildkit().exists() && !self.paths.nested().exists() {
             return Ok(());
         }
         let s = storage.display().to_string();
         // The inner store of nested builds holds files of subordinate ids too.
         let nested = self.paths.nested().display().to_string();
+        let buildkit = self.paths.buildkit().display().to_string();
+        // Files that non-root container users wrote into /builds belong to subordinate ids too.
+        let builds = self.paths.builds().display().to_string();
         let script = format!(
             "grep -F ' {s}/' /proc/self/mounts | cut -d' ' -f2 | sort -r | \
              while read -r m; do umount -l \"$m\" 2>/dev/null; done; \
-             umount -l '{s}/overlay' 2>/dev/null; rm -rf '{s}' '{nested}'"
+             umount -l '{s}/overlay' 2>/dev/null; rm -rf '{s}' '{nested}' '{buildkit}' '{builds}'"
         );
         let spec = self.podman().args(["unshare", "sh", "-c", script.as_str()]);
         process::run(&spec, &CancellationToken::new()).await?;
@@ -541,6 +618,7 @@ impl Sandbox for PodmanSandbox {
     async fn run_container(&self, spec: &ContainerSpec) -> Result<Started, SandboxError> {
         if spec.role == Role::Job {
             self.start_build_socket().await?;
+            self.start_buildkit().await?;
         }
         self.api.container_create(&self.spec_document(spec)).await?;
         tracing::debug!("created {}", spec.name);
