@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Image builds through each berth builder, side by side in one hyperfine run, against the floor
-# (rootful `podman build` on the host). Run as root after scripts/test-all set the host up.
+# Image builds through each berth builder (nested podman, the build socket, per-job rootless
+# BuildKit), side by side in one hyperfine run, against the floor (rootful `podman build` on the
+# host). Run as root after scripts/test-all set the host up (BuildKit from
+# integration/peers/build-buildkit.sh).
 # The same small and medium Containerfiles (benches/contexts/) are built with --no-cache.
 # Writes benches/results/build-builders.{md,json}.
 set -euo pipefail
@@ -9,6 +11,9 @@ cargo build --release --locked -p berth >/dev/null
 BERTH=$PWD/target/release/berth
 work=$(mktemp -d /tmp/custom-executorXXXXXX)
 trap '"$BERTH" cleanup >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
+BUILDKIT=${BERTH_PEERS_DIR:-/var/cache/berth-peers}/buildkit
+printf 'buildkitd = "%s"\n' "$BUILDKIT/buildkitd" >"$work/berth.toml"
+export BERTH_CONFIG=$work/berth.toml
 printf '{"id": %d, "token": "t", "image": {"name": "localhost/build-tools:latest"}, "job_info": {"project_id": 1}}' \
   "$(( $(date +%s) % 100000000 ))" >"$work/response.json"
 export JOB_RESPONSE_FILE=$work/response.json BUILD_EXIT_CODE_FILE=$work/bec TMPDIR=$work \
@@ -18,11 +23,22 @@ export JOB_RESPONSE_FILE=$work/response.json BUILD_EXIT_CODE_FILE=$work/bec TMPD
 # The contexts reach the job through its /builds directory.
 key=$("$BERTH" config | sed -n 's/.*"BERTH_JOB_KEY":"\([^"]*\)".*/\1/p')
 mkdir -p "/var/lib/berth/jobs/$key/builds/ctx" && cp -r benches/contexts/* "/var/lib/berth/jobs/$key/builds/ctx/"
+chown -R berth-runner:berth-runner "/var/lib/berth/jobs/$key/builds/ctx"
+# BuildKit resolves FROM through an OCI layout of the base image (no registry here).
+uid=$(id -u berth-runner)
+runuser -u berth-runner -- env -C / XDG_RUNTIME_DIR=/run/user/$uid HOME=/home/berth-runner TMPDIR=/run/user/$uid/berth \
+  podman --root /var/lib/berth/images --runroot /run/user/$uid/berth/base-run --storage-driver overlay \
+  image save --format oci-dir -o "/var/lib/berth/jobs/$key/builds/ctx/busybox-oci" localhost/busybox:latest >/dev/null
+cp "$BUILDKIT/buildctl" "/var/lib/berth/jobs/$key/builds/ctx/buildctl"
+digest=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["manifests"][0]["digest"])' \
+  "/var/lib/berth/jobs/$key/builds/ctx/busybox-oci/index.json")
+chown -R berth-runner:berth-runner "/var/lib/berth/jobs/$key/builds/ctx"
 chmod -R a+rwX "/var/lib/berth/jobs/$key/builds/ctx"
 script() { printf '#!/usr/bin/env bash\nset -e\ncd /builds/ctx/%s\n%s\n' "$1" "$2" >"$work/$3"; }
 for size in small medium; do
   script "$size" 'podman build -q --no-cache -t localhost/bench:nested . >/dev/null' "nested-$size"
-  script "$size" 'DOCKER_BUILDKIT=0 docker build -q --no-cache -t localhost/bench:socket . >/dev/null' "socket-$size"
+  script "$size" 'DOCKER_BUILDKIT=0 docker build -q --no-cache -f Containerfile -t localhost/bench:socket . >/dev/null' "socket-$size"
+  script "$size" "/builds/ctx/buildctl build --frontend dockerfile.v0 --local context=. --local dockerfile=. --opt filename=Containerfile --no-cache --oci-layout base=/builds/ctx/busybox-oci --opt context:busybox=oci-layout://base@$digest --output type=oci,dest=/tmp/out.tar >/dev/null 2>&1" "buildkit-$size"
 done
 # The floor: rootful podman on the host, with busybox in root's store.
 podman image exists localhost/busybox:latest 2>/dev/null ||
@@ -33,6 +49,8 @@ hyperfine --warmup 1 --runs "${RUNS:-8}" \
   -n "small: rootful podman build (floor)" "podman build -q --no-cache -t localhost/bench:floor benches/contexts/small" \
   -n "small: nested podman in the job" "$BERTH run $work/nested-small build_script" \
   -n "small: docker CLI via build socket" "$BERTH run $work/socket-small build_script" \
+  -n "small: buildctl via per-job rootless BuildKit" "$BERTH run $work/buildkit-small build_script" \
   -n "medium: rootful podman build (floor)" "podman build -q --no-cache -t localhost/bench:floor benches/contexts/medium" \
   -n "medium: nested podman in the job" "$BERTH run $work/nested-medium build_script" \
-  -n "medium: docker CLI via build socket" "$BERTH run $work/socket-medium build_script"
+  -n "medium: docker CLI via build socket" "$BERTH run $work/socket-medium build_script" \
+  -n "medium: buildctl via per-job rootless BuildKit" "$BERTH run $work/buildkit-medium build_script"

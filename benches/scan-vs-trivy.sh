@@ -33,8 +33,8 @@ hyperfine --warmup 1 --runs "${RUNS:-5}" \
   --export-markdown benches/results/scan-vs-trivy.md --export-json benches/results/scan-vs-trivy.json \
   -n "berth cold" --prepare "rm -rf $work/berth-cache" "$berth_scan --cache-dir $work/berth-cache" \
   -n "trivy cold" --prepare "rm -rf $work/trivy-cache" "$trivy_scan --cache-dir $work/trivy-cache" \
-  -n "berth warm" "$berth_scan --cache-dir $work/berth-warm" \
-  -n "trivy warm" "$trivy_scan --cache-dir $work/trivy-warm"
+  -n "berth warm" --prepare true "$berth_scan --cache-dir $work/berth-warm" \
+  -n "trivy warm" --prepare true "$trivy_scan --cache-dir $work/trivy-warm"
 {
   rm -rf "$work/berth-cache" "$work/trivy-cache"
   /usr/bin/time -f "berth cold: peak RSS %M KiB, %e s" $berth_scan --cache-dir "$work/berth-cache"
