@@ -46,25 +46,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     } else {
         let berth_config = dir.path().join("berth.toml");
         std::fs::write(&berth_config, "network = \"host\"\n")?;
-        let stage = |name: &str| {
-            Some((
-                berth.clone(),
-                vec![
-                    "--config".to_owned(),
-                    berth_config.display().to_string(),
-                    name.to_owned(),
-                ],
-            ))
-        };
-        config.custom = CustomConfig {
-            config: stage("config"),
-            prepare: stage("prepare"),
-            run: stage("run"),
-            cleanup: stage("cleanup"),
-            graceful_kill_timeout: Some(10),
-            force_kill_timeout: Some(5),
-            exec_timeouts: None,
-        };
+        config.custom = CustomConfig::berth(&berth, &berth_config);
     }
     let mut options = RunOptions::new(&runner, dir.path());
     options.wall_clock = Duration::from_secs(120);

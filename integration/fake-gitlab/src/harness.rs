@@ -91,6 +91,30 @@ impl CustomConfig {
             exec_timeouts: None,
         }
     }
+
+    /// berth for all four stages, called as `berth --config FILE config|prepare|run|cleanup`,
+    /// with berth's short stop grace in mind.
+    pub fn berth(berth: &Path, berth_config: &Path) -> Self {
+        let stage = |name: &str| {
+            Some((
+                berth.to_path_buf(),
+                vec![
+                    "--config".to_owned(),
+                    berth_config.display().to_string(),
+                    name.to_owned(),
+                ],
+            ))
+        };
+        Self {
+            config: stage("config"),
+            prepare: stage("prepare"),
+            run: stage("run"),
+            cleanup: stage("cleanup"),
+            graceful_kill_timeout: Some(10),
+            force_kill_timeout: Some(5),
+            exec_timeouts: None,
+        }
+    }
 }
 
 /// One `[[runners]]` entry with executor `custom`.

@@ -115,27 +115,9 @@ fn berth_runner(
     let berth_config = dir.path().join("berth.toml");
     std::fs::write(&berth_config, "network = \"host\"\nstop_grace = 2\n")?;
     let berth = berth_binary();
-    let stage = |name: &str| {
-        Some((
-            berth.clone(),
-            vec![
-                "--config".to_owned(),
-                berth_config.display().to_string(),
-                name.to_owned(),
-            ],
-        ))
-    };
     let mut config = RunnerConfig::recommended(&gitlab.url(), &berth);
     config.token = format!("glrt-e2e{}", std::process::id());
-    config.custom = CustomConfig {
-        config: stage("config"),
-        prepare: stage("prepare"),
-        run: stage("run"),
-        cleanup: stage("cleanup"),
-        graceful_kill_timeout: Some(10),
-        force_kill_timeout: Some(5),
-        exec_timeouts: None,
-    };
+    config.custom = CustomConfig::berth(&berth, &berth_config);
     let mut options = RunOptions::new(binary, dir.path());
     options.wall_clock = Duration::from_secs(200);
     Ok((dir, config, options))
