@@ -244,9 +244,12 @@ pub fn run_checks(config: &Config, euid: u32, podman_version: Option<&str>) -> V
                     Some("enable systemd delegation (Delegate=memory pids cpu for user@.service) and `loginctl enable-linger`"))
             }
         }
+        Cgroups::V1 if euid == 0 => check("resource limits", Level::Ok,
+            "cgroup v1/hybrid: rootless Podman cannot set limits here, so berth (started as root) puts each job's containers into its own cgroup under /sys/fs/cgroup/*/berth/ with the configured cpus, memory and pids limits, for the job as a whole",
+            None),
         Cgroups::V1 => check("resource limits", if limits_wanted { Level::Warn } else { Level::Ok },
-            "cgroup v1/hybrid: rootless Podman cannot enforce cpus, memory or pids limits here; berth passes them and Podman ignores them",
-            limits_wanted.then_some("move the host to cgroup v2 with systemd delegation to enforce per-job limits")),
+            "cgroup v1/hybrid and berth not started as root: neither rootless Podman nor berth can enforce cpus, memory or pids limits here",
+            limits_wanted.then_some("run berth from gitlab-runner's root service (berth drops privileges itself), or move the host to cgroup v2 with systemd delegation")),
     });
     let hard = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
         .map(|(_, h)| h)
