@@ -72,10 +72,11 @@ pub struct ScanArgs {
     pub sbom: Option<PathBuf>,
 }
 
-/// `berth db update --from PATH|file://URL`.
+/// `berth db update --from PATH|file://URL|http(s)://URL`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DbUpdateArgs {
-    /// OSV directory, OSV all.zip, or a directory of all.zip files (repeatable).
+    /// OSV directory, OSV all.zip, a directory of all.zip files, or an http(s) URL of an
+    /// all.zip or OSV JSON file (repeatable).
     #[arg(long, required = true)]
     pub from: Vec<String>,
     /// Advisory database directory to (re)build.
@@ -120,6 +121,16 @@ pub enum CliError {
         /// The cause.
         #[source]
         source: std::io::Error,
+    },
+    /// Downloading an advisory source failed.
+    #[error(
+        "cannot download {url}: {message}; check the URL and that this host can reach it (or download it yourself and pass the file)"
+    )]
+    Download {
+        /// The URL.
+        url: String,
+        /// What went wrong.
+        message: String,
     },
     /// Writing an output failed.
     #[error("cannot write {path}: {source}; check the directory exists and is writable")]
@@ -246,16 +257,50 @@ pub fn run_scan(args: &ScanArgs, now: OffsetDateTime) -> Result<ScanOutcome, Cli
     })
 }
 
+/// Downloads an http(s) source into `dir`, keeping the file name (an OSV `all.zip` stays a zip).
+fn download(url: &str, dir: &Path, n: usize) -> Result<PathBuf, CliError> {
+    let fail = |message: String| CliError::Download {
+        url: url.to_owned(),
+        message,
+    };
+    let name = url
+        .split(['?', '#'])
+        .next()
+        .and_then(|u| u.rsplit('/').next())
+        .filter(|n| !n.is_empty())
+        .unwrap_or("all.zip");
+    std::fs::create_dir_all(dir).map_err(|source| CliError::Write {
+        path: dir.to_owned(),
+        source,
+    })?;
+    let path = dir.join(format!("{n}-{name}"));
+    let mut response = ureq::get(url).call().map_err(|e| fail(e.to_string()))?;
+    let mut file = std::fs::File::create(&path).map_err(|source| CliError::Write {
+        path: path.clone(),
+        source,
+    })?;
+    std::io::copy(&mut response.body_mut().as_reader(), &mut file)
+        .map_err(|e| fail(e.to_string()))?;
+    Ok(path)
+}
+
 /// Runs `berth db update`.
 pub fn run_db_update(args: &DbUpdateArgs, now: OffsetDateTime) -> Result<ImportSummary, CliError> {
-    let sources = args
-        .from
-        .iter()
-        .map(|f| db::resolve_source(f))
-        .collect::<Result<Vec<_>, _>>()?;
     std::fs::create_dir_all(&args.db).map_err(|source| CliError::Write {
         path: args.db.clone(),
         source,
     })?;
-    Ok(db::import(&sources, &args.db, now)?)
+    // Downloads live beside the database only for the import.
+    let downloads = args.db.with_extension("downloads");
+    let mut sources = Vec::new();
+    for (n, from) in args.from.iter().enumerate() {
+        if from.starts_with("http://") || from.starts_with("https://") {
+            sources.push(download(from, &downloads, n)?);
+        } else {
+            sources.push(db::resolve_source(from)?);
+        }
+    }
+    let imported = db::import(&sources, &args.db, now);
+    let _ = std::fs::remove_dir_all(&downloads);
+    Ok(imported?)
 }

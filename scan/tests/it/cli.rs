@@ -154,3 +154,66 @@ fn a_named_ignore_file_must_exist() {
         .to_string();
     assert!(err.contains("berth db update"), "{err}");
 }
+
+/// Serves `body` once per connection over plain HTTP on loopback; returns the URL base.
+fn serve(body: Vec<u8>, connections: usize) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(connections) {
+            let mut stream = stream.unwrap();
+            let mut request = [0u8; 4096];
+            let n = stream.read(&mut request).unwrap_or(0);
+            let not_found = String::from_utf8_lossy(&request[..n]).contains("/missing");
+            let head = if not_found {
+                "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                    .to_owned()
+            } else {
+                format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/zip\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    body.len()
+                )
+            };
+            let _ = stream.write_all(head.as_bytes());
+            if !not_found {
+                let _ = stream.write_all(&body);
+            }
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[test]
+fn db_update_downloads_an_all_zip_over_http() {
+    use std::io::Write;
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    zip.start_file(
+        "GHSA-fake-0001.json",
+        zip::write::SimpleFileOptions::default(),
+    )
+    .unwrap();
+    zip.write_all(OSV.as_bytes()).unwrap();
+    let bytes = zip.finish().unwrap().into_inner();
+    let base = serve(bytes, 2);
+    let db = tempfile::tempdir().unwrap();
+    let args = DbUpdateArgs {
+        from: vec![format!("{base}/npm/all.zip")],
+        db: db.path().join("db"),
+    };
+    let summary = cli::run_db_update(&args, datetime!(2026-11-23 12:00 UTC)).unwrap();
+    assert_eq!(summary.meta.records, 1);
+    assert!(
+        !db.path().join("db.downloads").exists(),
+        "downloads are removed after the import"
+    );
+    let missing = DbUpdateArgs {
+        from: vec![format!("{base}/missing/all.zip")],
+        db: db.path().join("db2"),
+    };
+    let err = cli::run_db_update(&missing, datetime!(2026-11-23 12:00 UTC)).unwrap_err();
+    assert!(
+        err.to_string().contains("cannot download") && err.to_string().contains("404"),
+        "{err}"
+    );
+}
