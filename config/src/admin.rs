@@ -89,6 +89,7 @@ struct RawConfig {
     scan_ignore_unfixed: Option<bool>,
     buildkitd: Option<PathBuf>,
     buildkit_network: Option<String>,
+    scan_jobs_may_relax: Option<bool>,
 }
 
 /// Keys [`RawConfig`] accepts, for reporting every unknown key at once.
@@ -124,6 +125,7 @@ const KNOWN_KEYS: &[&str] = &[
     "scan_ignore_unfixed",
     "buildkitd",
     "buildkit_network",
+    "scan_jobs_may_relax",
 ];
 
 /// An allow-list of doublestar globs with `!` exclusions (the Docker executor's `allowed_images`).
@@ -259,6 +261,9 @@ pub struct ScanSettings {
     pub block: bool,
     /// Leave out findings without a fixed version.
     pub ignore_unfixed: bool,
+    /// Jobs may relax the policy (fewer severities, ignore unfixed, not blocking) through
+    /// `BERTH_SCAN_*` variables; they may always make it stricter.
+    pub jobs_may_relax: bool,
 }
 
 /// One thing wrong with the config: the key, what is wrong, and how to fix it.
@@ -595,6 +600,7 @@ fn validate(raw: RawConfig, source: Option<&Path>) -> Result<Config, Vec<ConfigP
         severity,
         block: raw.scan_block.unwrap_or(true),
         ignore_unfixed: raw.scan_ignore_unfixed.unwrap_or(false),
+        jobs_may_relax: raw.scan_jobs_may_relax.unwrap_or(false),
     };
     let buildkitd = raw
         .buildkitd

@@ -5,6 +5,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+use berth_config::admin::ScanSettings;
 use berth_sandbox::{BuiltImage, Sandbox};
 use berth_scan::cli::ScanArgs;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
@@ -49,8 +50,65 @@ async fn say(out: &mut (dyn AsyncWrite + Unpin + Send), text: &str) {
     let _ = out.flush().await;
 }
 
-fn scan_args(job: &Job, image: &BuiltImage, project: &Path, first: bool) -> ScanArgs {
-    let settings = &job.config.scan;
+/// The policy in force for this job: the admin's, adjusted by the job's `BERTH_SCAN_SEVERITY`,
+/// `BERTH_SCAN_IGNORE_UNFIXED` and `BERTH_SCAN_BLOCK` variables where the admin allows it. A job
+/// may always make the policy stricter; relaxing it needs `scan_jobs_may_relax`. Returns the
+/// policy and a warning for every adjustment that was refused.
+pub fn effective_policy(
+    settings: &ScanSettings,
+    job_var: impl Fn(&str) -> Option<String>,
+) -> (ScanSettings, Vec<String>) {
+    let mut policy = settings.clone();
+    let mut refused = Vec::new();
+    let levels = |s: &str| -> BTreeSet<String> {
+        s.split(',')
+            .map(|l| l.trim().to_ascii_uppercase())
+            .filter(|l| !l.is_empty())
+            .collect()
+    };
+    let truthy = |v: &str| matches!(v.trim(), "1" | "true" | "yes");
+    if let Some(wanted) = job_var("BERTH_SCAN_SEVERITY") {
+        let known = ["UNKNOWN", "LOW", "MEDIUM", "HIGH", "CRITICAL"];
+        let wanted_set = levels(&wanted);
+        if let Some(bad) = wanted_set.iter().find(|l| !known.contains(&l.as_str())) {
+            refused.push(format!("BERTH_SCAN_SEVERITY: {bad:?} is not a severity (use UNKNOWN, LOW, MEDIUM, HIGH, CRITICAL)"));
+        } else if levels(&settings.severity).is_subset(&wanted_set) || settings.jobs_may_relax {
+            policy.severity = wanted_set.into_iter().collect::<Vec<_>>().join(",");
+        } else {
+            refused.push(format!(
+                "BERTH_SCAN_SEVERITY={wanted} would leave out severities the runner's policy counts ({}); the runner admin does not let jobs relax the policy",
+                settings.severity
+            ));
+        }
+    }
+    if let Some(v) = job_var("BERTH_SCAN_IGNORE_UNFIXED") {
+        let wanted = truthy(&v);
+        if !wanted || settings.ignore_unfixed || settings.jobs_may_relax {
+            policy.ignore_unfixed = wanted && (settings.ignore_unfixed || settings.jobs_may_relax);
+        } else {
+            refused.push("BERTH_SCAN_IGNORE_UNFIXED: the runner admin does not let jobs ignore unfixed findings".to_owned());
+        }
+    }
+    if let Some(v) = job_var("BERTH_SCAN_BLOCK") {
+        let wanted = truthy(&v);
+        if wanted || !settings.block || settings.jobs_may_relax {
+            policy.block = wanted;
+        } else {
+            refused.push(
+                "BERTH_SCAN_BLOCK: the runner admin does not let jobs turn blocking off".to_owned(),
+            );
+        }
+    }
+    (policy, refused)
+}
+
+fn scan_args(
+    job: &Job,
+    settings: &ScanSettings,
+    image: &BuiltImage,
+    project: &Path,
+    first: bool,
+) -> ScanArgs {
     let ignorefile = [".trivyignore.yaml", ".trivyignore"]
         .iter()
         .map(|n| project.join(n))
@@ -116,10 +174,16 @@ pub async fn after_user_stage<S: Sandbox>(
     if let Ok(text) = serde_json::to_vec_pretty(&images) {
         let _ = std::fs::write(&record, text);
     }
-    let settings = &job.config.scan;
-    if !settings.enabled {
+    if !job.config.scan.enabled {
         return Ok(());
     }
+    let (policy, refused) = effective_policy(&job.config.scan, |k| {
+        job.payload.variable(k).map(str::to_owned)
+    });
+    for r in &refused {
+        say(out, &format!("\x1b[0;33mWARNING: {r}\x1b[0;m\n")).await;
+    }
+    let settings = &policy;
     if !settings.db.join("meta.json").exists() && !settings.db.exists() {
         say(out, &format!(
             "\x1b[0;33mWARNING: {} image(s) built by this job were not scanned: there is no advisory database at {} (the runner admin creates it with `berth db update --from <OSV directory or all.zip>`)\x1b[0;m\n",
@@ -154,7 +218,7 @@ pub async fn after_user_stage<S: Sandbox>(
             ),
         )
         .await;
-        let args = scan_args(job, image, &project, n == 0);
+        let args = scan_args(job, settings, image, &project, n == 0);
         let scanned = berth_scan::cli::run_scan(&args, time::OffsetDateTime::now_utc());
         match scanned {
             Ok(outcome) => {
@@ -190,5 +254,63 @@ pub async fn after_user_stage<S: Sandbox>(
                 settings.severity
             ),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn admin(jobs_may_relax: bool) -> ScanSettings {
+        ScanSettings {
+            enabled: true,
+            db: "/db".into(),
+            severity: "HIGH,CRITICAL".into(),
+            block: true,
+            ignore_unfixed: false,
+            jobs_may_relax,
+        }
+    }
+
+    fn vars(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: std::collections::BTreeMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn jobs_may_tighten_but_not_relax_unless_allowed() {
+        let (p, refused) = effective_policy(
+            &admin(false),
+            vars(&[("BERTH_SCAN_SEVERITY", "medium,HIGH,CRITICAL")]),
+        );
+        assert!(refused.is_empty(), "{refused:?}");
+        assert_eq!(p.severity, "CRITICAL,HIGH,MEDIUM");
+        let (p, refused) = effective_policy(
+            &admin(false),
+            vars(&[
+                ("BERTH_SCAN_SEVERITY", "CRITICAL"),
+                ("BERTH_SCAN_BLOCK", "false"),
+                ("BERTH_SCAN_IGNORE_UNFIXED", "true"),
+            ]),
+        );
+        assert_eq!(refused.len(), 3, "{refused:?}");
+        assert_eq!(p, admin(false));
+        let (p, refused) = effective_policy(
+            &admin(true),
+            vars(&[
+                ("BERTH_SCAN_SEVERITY", "CRITICAL"),
+                ("BERTH_SCAN_BLOCK", "false"),
+                ("BERTH_SCAN_IGNORE_UNFIXED", "1"),
+            ]),
+        );
+        assert!(refused.is_empty(), "{refused:?}");
+        assert_eq!(p.severity, "CRITICAL");
+        assert!(!p.block && p.ignore_unfixed);
+        let (_, refused) =
+            effective_policy(&admin(true), vars(&[("BERTH_SCAN_SEVERITY", "SEVERE")]));
+        assert!(refused[0].contains("not a severity"));
     }
 }
