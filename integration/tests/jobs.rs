@@ -683,3 +683,40 @@ $B build --frontend dockerfile.v0 --local context=. --local dockerfile=. --opt f
     assert!(job.job_dir().join("builds/out.tar").is_file());
     cleaned(job);
 }
+
+#[test]
+fn pushes_use_the_jobs_own_registry_credentials_without_login() {
+    require_host();
+    let registry = Registry::start("ci-registry-user", "ci-registry-pass-9");
+    let reg = registry.address.clone();
+    let mut p = payload("localhost/build-tools:latest");
+    p["variables"] = json!([
+        { "key": "CI_REGISTRY", "value": reg },
+        { "key": "CI_REGISTRY_USER", "value": "ci-registry-user" },
+        { "key": "CI_REGISTRY_PASSWORD", "value": "ci-registry-pass-9", "masked": true }
+    ]);
+    let mut job = FakeRunner::new(p).with_config("network = \"host\"\n");
+    ok(&job.stage(&["config"]));
+    let r = job.stage(&["prepare"]);
+    ok(&r);
+    assert!(!r.stderr.contains("ci-registry-pass-9"), "{}", r.all());
+    let script = format!(
+        r#"mkdir -p /tmp/ci && cd /tmp/ci && printf 'FROM localhost/busybox:latest\nRUN echo ci > /ci\n' > Containerfile
+podman build -q -t {reg}/berth/ci:1 . >/dev/null
+podman push -q --tls-verify=false {reg}/berth/ci:1 && echo pushed-without-login
+touch /run/berth-auth/config.json 2>/dev/null || echo auth-file-read-only"#
+    );
+    let r = job.run("build_script", &script);
+    ok(&r);
+    assert!(
+        r.stdout.contains("pushed-without-login") && r.stdout.contains("auth-file-read-only"),
+        "{}",
+        r.all()
+    );
+    let auth = job.job_dir().join("registry-auth/config.json");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&auth).expect("auth file").permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600, "only the job may read its credentials");
+    cleaned(job);
+}

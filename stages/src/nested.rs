@@ -75,9 +75,83 @@ pub fn prepare(
     Ok((mounts, env))
 }
 
+/// Where the job's registry credentials appear in the job container.
+pub const REGISTRY_AUTH_DIR: &str = "/run/berth-auth";
+
+/// The job's own registry credentials (`CI_REGISTRY`, `CI_REGISTRY_USER`,
+/// `CI_REGISTRY_PASSWORD`) as a Docker/Podman auth file in a 0700 directory of the job, mounted
+/// read-only and named by `DOCKER_CONFIG` (docker CLI, buildctl) and `REGISTRY_AUTH_FILE`
+/// (podman, buildah), so pushes to the job's registry need no `login`. Nothing is written when
+/// the job has no such credentials.
+pub fn registry_auth(
+    dir: &Path,
+    registry: Option<&str>,
+    user: Option<&str>,
+    password: Option<&str>,
+) -> Result<Option<(Mount, BTreeMap<String, String>)>, StageError> {
+    use base64::Engine;
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let (Some(registry), Some(user), Some(password)) = (registry, user, password) else {
+        return Ok(None);
+    };
+    std::fs::create_dir_all(dir).map_err(StageError::io(dir))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(StageError::io(dir))?;
+    let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    let doc = serde_json::json!({ "auths": { registry: { "auth": token } } });
+    let path = dir.join("config.json");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(StageError::io(&path))?;
+    file.write_all(doc.to_string().as_bytes())
+        .map_err(StageError::io(&path))?;
+    let mount = Mount {
+        source: dir.to_owned(),
+        destination: REGISTRY_AUTH_DIR.to_owned(),
+        read_only: true,
+    };
+    let env = BTreeMap::from([
+        ("DOCKER_CONFIG".to_owned(), REGISTRY_AUTH_DIR.to_owned()),
+        (
+            "REGISTRY_AUTH_FILE".to_owned(),
+            format!("{REGISTRY_AUTH_DIR}/config.json"),
+        ),
+    ]);
+    Ok(Some((mount, env)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn registry_credentials_become_a_private_auth_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("auth");
+        assert!(
+            registry_auth(&dir, Some("r:5000"), None, Some("p"))
+                .expect("ok")
+                .is_none()
+        );
+        let (mount, env) = registry_auth(&dir, Some("r:5000"), Some("u"), Some("p"))
+            .expect("ok")
+            .expect("written");
+        assert!(mount.read_only);
+        assert_eq!(env["DOCKER_CONFIG"], REGISTRY_AUTH_DIR);
+        let file = dir.join("config.json");
+        assert_eq!(
+            std::fs::metadata(&file).expect("file").permissions().mode() & 0o777,
+            0o600
+        );
+        let text = std::fs::read_to_string(file).expect("read");
+        assert!(text.contains("r:5000") && text.contains("dTpw"), "{text}");
+    }
 
     #[test]
     fn writes_inner_config_and_mounts_the_base_store_read_only() {

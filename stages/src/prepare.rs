@@ -334,6 +334,15 @@ async fn prepare_inner<S: Sandbox>(
         job_container.mounts.extend(mounts);
         job_container.env.extend(env);
     }
+    if let Some((mount, env)) = crate::nested::registry_auth(
+        &job.paths.job_dir.join("registry-auth"),
+        job.payload.variable("CI_REGISTRY"),
+        job.payload.variable("CI_REGISTRY_USER"),
+        job.payload.variable("CI_REGISTRY_PASSWORD"),
+    )? {
+        job_container.mounts.push(mount);
+        job_container.env.extend(env);
+    }
     if image_info.entrypoint.is_some() && job_container.entrypoint.is_none() {
         log.line("The image's entrypoint wraps the job shell, as with the Docker executor.");
     }
