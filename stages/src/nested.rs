@@ -10,6 +10,9 @@ use berth_sandbox::Mount;
 
 use crate::StageError;
 
+/// Environment variables for a container.
+pub type Env = BTreeMap<String, String>;
+
 /// Where the inner store lives in the job container.
 pub const INNER_STORE: &str = "/var/lib/containers/storage";
 /// Where the shared base store appears, read-only, in the job container.
@@ -33,7 +36,7 @@ const CONTAINERS_CONF: &str = "# Written by berth for builds inside this job.\n\
 pub fn prepare(
     dir: &Path,
     base_store: &Path,
-) -> Result<(Vec<Mount>, BTreeMap<String, String>), StageError> {
+) -> Result<(Vec<Mount>, Env), StageError> {
     let store = dir.join("storage");
     let conf = dir.join("conf");
     for d in [&store, &conf] {
@@ -88,7 +91,7 @@ pub fn registry_auth(
     registry: Option<&str>,
     user: Option<&str>,
     password: Option<&str>,
-) -> Result<Option<(Mount, BTreeMap<String, String>)>, StageError> {
+) -> Result<Option<(Mount, Env)>, StageError> {
     use base64::Engine;
     use std::io::Write;
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
