@@ -33,10 +33,7 @@ const CONTAINERS_CONF: &str = "# Written by berth for builds inside this job.\n\
 
 /// Writes the inner configuration under `dir` and returns the mounts and environment for the
 /// job container.
-pub fn prepare(
-    dir: &Path,
-    base_store: &Path,
-) -> Result<(Vec<Mount>, Env), StageError> {
+pub fn prepare(dir: &Path, base_store: &Path) -> Result<(Vec<Mount>, Env), StageError> {
     let store = dir.join("storage");
     let conf = dir.join("conf");
     for d in [&store, &conf] {
