@@ -681,6 +681,13 @@ $B build --frontend dockerfile.v0 --local context=. --local dockerfile=. --opt f
         assert!(r.stdout.contains(marker), "{marker}: {}", r.all());
     }
     assert!(job.job_dir().join("builds/out.tar").is_file());
+    let record = std::fs::read_to_string(job.job_dir().join("built-images.json"))
+        .expect("built images are recorded");
+    assert!(
+        record.contains("\"builder\": \"buildkit\"")
+            && record.contains(&format!("{reg}/berth/bk:1")),
+        "BuildKit's images are recorded for the scanner: {record}"
+    );
     cleaned(job);
 }
 

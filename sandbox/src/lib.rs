@@ -73,8 +73,11 @@ pub struct BuiltImage {
     pub names: Vec<String>,
     /// The containers-storage root holding it.
     pub store: PathBuf,
-    /// Which builder made it: `build-socket` or `nested`.
+    /// Which builder made it: `build-socket`, `nested` or `buildkit`.
     pub builder: String,
+    /// `store` is an OCI layout directory rather than a containers-storage root.
+    #[serde(default)]
+    pub oci_layout: bool,
 }
 
 /// The job's pod: one network namespace shared by job, helper and services.

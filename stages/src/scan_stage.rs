@@ -119,9 +119,14 @@ fn scan_args(
     } else {
         format!("gl-container-scanning-report-{}.json", file_name(image))
     };
+    let (target, input, storage_root) = if image.oci_layout {
+        (None, Some(image.store.clone()), None)
+    } else {
+        (Some(image.id.clone()), None, Some(image.store.clone()))
+    };
     ScanArgs {
-        target: Some(image.id.clone()),
-        input: None,
+        target,
+        input,
         format: "table".to_owned(),
         output: None,
         severity: settings.severity.clone(),
@@ -133,7 +138,7 @@ fn scan_args(
         db_max_age_days: 7,
         db_stale_fail: false,
         cache_dir: Some(job.config.state_dir.join("scan-cache")),
-        storage_root: Some(image.store.clone()),
+        storage_root,
         additional_image_stores: vec![job.config.image_store()],
         gitlab_report: Some(project.join(report)),
         sbom: Some(project.join(format!("gl-sbom-{}.cdx.json", file_name(image)))),

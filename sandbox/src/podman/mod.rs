@@ -349,6 +349,81 @@ impl PodmanSandbox {
         Ok(())
     }
 
+    /// Images the job's BuildKit produced, from its build history, each made scannable as an
+    /// OCI layout over BuildKit's own content store (no copy). Best effort: no daemon, no
+    /// `buildctl` beside `buildkitd`, or no history means none.
+    async fn buildkit_images(&self) -> Vec<BuiltImage> {
+        let Some(buildctl) = self
+            .settings
+            .buildkitd
+            .as_ref()
+            .map(|d| d.with_file_name("buildctl"))
+            .filter(|c| c.is_file())
+        else {
+            return Vec::new();
+        };
+        let dir = self.paths.buildkit();
+        let socket = dir.join("sock/buildkitd.sock");
+        if !socket.exists() {
+            return Vec::new();
+        }
+        let spec = self.command().args([
+            "--addr".to_owned(),
+            format!("unix://{}", socket.display()),
+            "debug".to_owned(),
+            "histories".to_owned(),
+            "--format".to_owned(),
+            "{{json .}}".to_owned(),
+        ]);
+        let mut spec = spec;
+        spec.program = buildctl;
+        let Ok(output) = process::run(&spec, &CancellationToken::new()).await else {
+            return Vec::new();
+        };
+        let blobs = dir.join("root/runc-overlayfs/content/blobs");
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter_map(|event| {
+                let record = event.get("record")?;
+                let result = record.get("Result")?.get("ResultDeprecated")?;
+                let digest = result.get("digest")?.as_str()?.to_owned();
+                let hex = digest.strip_prefix("sha256:")?.to_owned();
+                let names: Vec<String> = record
+                    .get("Exporters")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|e| e.get("Attrs")?.get("name")?.as_str())
+                    .flat_map(|n| n.split(',').map(str::to_owned).collect::<Vec<_>>())
+                    .collect();
+                let layout = dir.join("layouts").join(&hex);
+                std::fs::create_dir_all(&layout).ok()?;
+                std::fs::write(layout.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).ok()?;
+                let index = json!({
+                    "schemaVersion": 2,
+                    "manifests": [{
+                        "mediaType": result.get("media_type").cloned().unwrap_or(json!("application/vnd.oci.image.manifest.v1+json")),
+                        "digest": digest,
+                        "size": result.get("size").cloned().unwrap_or(json!(0)),
+                    }],
+                });
+                std::fs::write(layout.join("index.json"), index.to_string()).ok()?;
+                let link = layout.join("blobs");
+                if !link.exists() {
+                    std::os::unix::fs::symlink(&blobs, &link).ok()?;
+                }
+                Some(BuiltImage {
+                    id: hex,
+                    names: if names.is_empty() { vec![digest] } else { names },
+                    store: layout,
+                    builder: "buildkit".to_owned(),
+                    oci_layout: true,
+                })
+            })
+            .collect()
+    }
+
     /// Starts the job's own rootless BuildKit daemon (`rootlesskit buildkitd`, native overlayfs,
     /// its own root, socket and OpenTelemetry socket, so jobs never share one).
     async fn start_buildkit(&self) -> Result<(), SandboxError> {
@@ -513,6 +588,7 @@ fn images_in_store(store: &Path, builder: &str) -> Result<Vec<BuiltImage>, Sandb
             names: e.names,
             store: store.to_owned(),
             builder: builder.to_owned(),
+            oci_layout: false,
         })
         .collect())
 }
@@ -725,6 +801,7 @@ impl Sandbox for PodmanSandbox {
         ] {
             out.extend(images_in_store(&store, builder)?);
         }
+        out.extend(self.buildkit_images().await);
         Ok(out)
     }
 
