@@ -90,6 +90,7 @@ struct RawConfig {
     buildkitd: Option<PathBuf>,
     buildkit_network: Option<String>,
     scan_jobs_may_relax: Option<bool>,
+    buildkit_cache: Option<String>,
 }
 
 /// Keys [`RawConfig`] accepts, for reporting every unknown key at once.
@@ -126,6 +127,7 @@ const KNOWN_KEYS: &[&str] = &[
     "buildkitd",
     "buildkit_network",
     "scan_jobs_may_relax",
+    "buildkit_cache",
 ];
 
 /// An allow-list of doublestar globs with `!` exclusions (the Docker executor's `allowed_images`).
@@ -246,6 +248,8 @@ pub struct Config {
     /// Network of the per-job buildkitd's RUN steps: `isolated` (slirp4netns without the
     /// host's loopback, default) or `host`.
     pub buildkit_host_network: bool,
+    /// Keep BuildKit's cache per project (and apart for protected refs) instead of per job.
+    pub buildkit_cache_per_project: bool,
 }
 
 /// How berth scans the images a job builds.
@@ -617,6 +621,18 @@ fn validate(raw: RawConfig, source: Option<&Path>) -> Result<Config, Vec<ConfigP
             false
         }
     };
+    let buildkit_cache_per_project = match raw.buildkit_cache.as_deref().unwrap_or("job") {
+        "job" => false,
+        "project" => true,
+        other => {
+            problems.push(ConfigProblem::new(
+                "buildkit_cache",
+                format!("unknown BuildKit cache scope {other:?}"),
+                "use \"job\" (default: dropped with the job) or \"project\" (kept per project and per protected/unprotected ref)",
+            ));
+            false
+        }
+    };
     let config = Config {
         source: source.map(Path::to_owned),
         user,
@@ -650,6 +666,7 @@ fn validate(raw: RawConfig, source: Option<&Path>) -> Result<Config, Vec<ConfigP
         scan,
         buildkitd,
         buildkit_host_network,
+        buildkit_cache_per_project,
     };
     if problems.is_empty() {
         Ok(config)

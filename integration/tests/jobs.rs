@@ -727,3 +727,39 @@ touch /run/berth-auth/config.json 2>/dev/null || echo auth-file-read-only"#
     assert_eq!(mode & 0o777, 0o600, "only the job may read its credentials");
     cleaned(job);
 }
+
+#[test]
+fn buildkit_cache_is_kept_per_project_when_configured() {
+    require_host();
+    let config = format!("buildkitd = \"{BUILDKITD}\"\nbuildkit_cache = \"project\"\n");
+    let mut p = payload("localhost/build-tools:latest");
+    p["job_info"]["project_id"] = json!(std::process::id() + 900_000);
+    let script = r#"mkdir -p /tmp/c && cd /tmp/c && echo same-content > data.txt
+printf 'FROM scratch\nCOPY data.txt /data.txt\n' > Containerfile
+/builds/tools/buildctl build --progress plain --frontend dockerfile.v0 --local context=. --local dockerfile=. --opt filename=Containerfile --output type=oci,dest=/tmp/o.tar 2>&1 | grep -E 'CACHED|DONE' | head -5"#;
+    let mut outputs = Vec::new();
+    for _ in 0..2 {
+        let mut job = FakeRunner::new(p.clone()).with_config(&config);
+        ok(&job.stage(&["config"]));
+        ok(&job.stage(&["prepare"]));
+        let tools = job.job_dir().join("builds/tools");
+        std::fs::create_dir_all(&tools).expect("tools dir");
+        std::fs::copy(BUILDCTL, tools.join("buildctl")).expect("copy buildctl");
+        berth_integration::make_readable_by_all(&tools);
+        berth_integration::give_to_runner_user(&tools);
+        let r = job.run("build_script", script);
+        ok(&r);
+        outputs.push(r.stdout.clone());
+        cleaned(job);
+    }
+    assert!(
+        !outputs[0].contains("CACHED"),
+        "the first build is cold: {}",
+        outputs[0]
+    );
+    assert!(
+        outputs[1].contains("CACHED"),
+        "the second job reuses the project's cache: {}",
+        outputs[1]
+    );
+}

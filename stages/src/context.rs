@@ -98,7 +98,21 @@ impl Job {
 
     /// Settings for the Podman backend.
     pub fn podman_settings(&self) -> PodmanSettings {
-        podman_settings(&self.config, &self.host)
+        let mut settings = podman_settings(&self.config, &self.host);
+        if self.config.buildkit_cache_per_project {
+            settings.buildkit_shared_root = Some(self.buildkit_cache_dir());
+        }
+        settings
+    }
+
+    /// The project's BuildKit root, kept apart for protected refs like the cache directory.
+    pub fn buildkit_cache_dir(&self) -> PathBuf {
+        let name = self
+            .cache_dir()
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        self.config.state_dir.join("buildkit-cache").join(name)
     }
 
     /// The job's timeout in seconds (the runner's default when the payload has none).
@@ -121,6 +135,7 @@ pub fn podman_settings(config: &Config, host: &HostFacts) -> PodmanSettings {
         env: host.podman_env.clone(),
         buildkitd: config.buildkitd.clone(),
         buildkit_host_network: config.buildkit_host_network,
+        buildkit_shared_root: None,
         build_socket_proxy: host.berth.clone().filter(|_| config.build_socket),
     }
 }

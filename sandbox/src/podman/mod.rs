@@ -47,6 +47,8 @@ pub struct PodmanSettings {
     pub buildkitd: Option<PathBuf>,
     /// Let BuildKit's RUN steps use the host network (else slirp4netns without host loopback).
     pub buildkit_host_network: bool,
+    /// A BuildKit root shared by the jobs of one project and ref kind (None: per job).
+    pub buildkit_shared_root: Option<PathBuf>,
 }
 
 /// Where the BuildKit socket appears in the job container.
@@ -424,6 +426,44 @@ impl PodmanSandbox {
             .collect()
     }
 
+    /// Starts buildkitd on the project's shared root, holding `flock` on it for the daemon's life.
+    /// Returns None when another job of the project holds it: that job keeps the cache warm, and
+    /// this one builds with its own root (a cold cache) rather than waiting.
+    async fn start_shared_buildkit(
+        &self,
+        spec: &CommandSpec,
+        shared: &Path,
+        log: &Path,
+    ) -> Result<Option<u32>, SandboxError> {
+        const LOCKED: i32 = 75;
+        mkdir(shared, 0o700)?;
+        let root_arg = self.paths.buildkit().join("root").into_os_string();
+        let mut locked = CommandSpec::new("flock");
+        locked.env = spec.env.clone();
+        locked = locked.args([
+            "--nonblock".into(),
+            "--conflict-exit-code".into(),
+            LOCKED.to_string().into(),
+            shared.join(".lock").into_os_string(),
+            spec.program.clone().into_os_string(),
+        ]);
+        locked.args.extend(spec.args.iter().map(|a| {
+            if *a == root_arg {
+                shared.join("root").into_os_string()
+            } else {
+                a.clone()
+            }
+        }));
+        let pid = process::spawn_detached(&locked, log)?;
+        // A conflict makes flock exit at once; a held lock keeps it running with the daemon.
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let child = nix::unistd::Pid::from_raw(pid.cast_signed());
+        match nix::sys::wait::waitpid(child, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+            Ok(nix::sys::wait::WaitStatus::Exited(_, LOCKED)) => Ok(None),
+            _ => Ok(Some(pid)),
+        }
+    }
+
     /// Starts the job's own rootless BuildKit daemon (`rootlesskit buildkitd`, native overlayfs,
     /// its own root, socket and OpenTelemetry socket, so jobs never share one).
     async fn start_buildkit(&self) -> Result<(), SandboxError> {
@@ -461,7 +501,13 @@ impl PodmanSandbox {
             "--cdi-disabled".into(),
         ]);
         let log = self.paths.job_dir.join("buildkitd.log");
-        let pid = process::spawn_detached(&spec, &log)?;
+        let pid = match &self.settings.buildkit_shared_root {
+            Some(shared) => match self.start_shared_buildkit(&spec, shared, &log).await? {
+                Some(pid) => pid,
+                None => process::spawn_detached(&spec, &log)?,
+            },
+            None => process::spawn_detached(&spec, &log)?,
+        };
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         while !socket.exists() {
             if tokio::time::Instant::now() >= deadline || !process::alive(pid) {
