@@ -210,7 +210,10 @@ fn cleanup_after_failed_or_repeated_prepare_is_complete_and_idempotent() {
 fn kill_9_mid_job_then_reap_removes_it_but_never_a_running_job() {
     let mut running = prepared(payload(BUSYBOX));
     require_host();
-    let mut doomed = FakeRunner::new(payload(BUSYBOX));
+    // The doomed job has every builder running (build socket proxy, rootless buildkitd): they
+    // must die with it too.
+    let mut doomed =
+        FakeRunner::new(payload(BUSYBOX)).with_config(&format!("buildkitd = \"{BUILDKITD}\"\n"));
     ok(&doomed.stage(&["config"]));
     // The doomed job's "runner" is a shell that is killed with berth in the middle of the job.
     let script = doomed.script("build_script", "sleep 300");
@@ -229,10 +232,13 @@ fn kill_9_mid_job_then_reap_removes_it_but_never_a_running_job() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(
-        !doomed.leftovers().is_empty(),
-        "the job runs before the kill"
-    );
+    let before = doomed.leftovers();
+    for builder in ["buildkitd", "build-proxy"] {
+        assert!(
+            before.iter().any(|l| l.contains(builder)),
+            "{builder} runs before the kill: {before:#?}"
+        );
+    }
     signal_group(&runner, Signal::SIGKILL);
     let _ = wait_with_timeout(runner, Duration::from_secs(10));
 
