@@ -164,7 +164,7 @@ fn doctor(config: Option<&Path>) -> ExitCode {
         }
     };
     let euid = nix::unistd::Uid::effective().as_raw();
-    let version = podman_version(&config);
+    let version = podman_version();
     let checks = berth_stages::doctor::run_checks(&config, euid, version.as_deref());
     let mut failed = false;
     for c in &checks {
@@ -247,14 +247,12 @@ fn scan(args: &berth_scan::cli::ScanArgs) -> ExitCode {
     }
 }
 
-fn podman_version(config: &Config) -> Option<String> {
-    let user = privileges::runner_user(&config.user).ok()?;
+fn podman_version() -> Option<String> {
     let spec = berth_sandbox::process::CommandSpec::new("podman").args(["--version"]);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .ok()?;
-    let _ = user;
     rt.block_on(berth_sandbox::process::run(&spec, &Cancel::new()))
         .ok()
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())

@@ -8,7 +8,7 @@
 //! `out/<id>.pid` and its exit status to `out/<id>.rc`. Only shell builtins are used, so an image
 //! needs nothing but `/bin/sh`.
 
-use std::io::{ErrorKind, SeekFrom};
+use std::io::SeekFrom;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -324,11 +324,7 @@ fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), AgentError> {
 }
 
 fn read_number(path: &Path) -> Option<u64> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => text.trim().parse().ok(),
-        Err(e) if e.kind() == ErrorKind::NotFound => None,
-        Err(_) => None,
-    }
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
 /// One process as seen from the host.
@@ -339,17 +335,13 @@ pub(crate) struct ProcInfo {
     ns_pid: u32,
 }
 
-/// Every process on the host with its parent and innermost-namespace pid.
-pub(crate) fn process_table() -> Vec<ProcInfo> {
-    processes()
-}
-
 /// Host pids of every descendant of `root`.
 pub(crate) fn descendant_pids(all: &[ProcInfo], root: u32) -> Vec<u32> {
     descendants(all, root).into_iter().map(|p| p.pid).collect()
 }
 
-fn processes() -> Vec<ProcInfo> {
+/// Every process on the host with its parent and innermost-namespace pid.
+pub(crate) fn processes() -> Vec<ProcInfo> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };

@@ -70,7 +70,7 @@ pub fn create(key: &str, limits: &Limits, uid: u32, gid: u32) -> io::Result<Vec<
 
 /// Moves each process tree rooted at `roots` into the job's cgroups. Needs root.
 pub fn adopt(key: &str, roots: &[u32]) -> io::Result<usize> {
-    let all = crate::agent::process_table();
+    let all = crate::agent::processes();
     let mut pids: Vec<u32> = roots.to_vec();
     for root in roots {
         pids.extend(crate::agent::descendant_pids(&all, *root));

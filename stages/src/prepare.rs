@@ -2,7 +2,7 @@
 //! store, pod, services, helper and job containers.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -360,7 +360,7 @@ async fn prepare_inner<S: Sandbox>(
     Ok(())
 }
 
-fn set_mode(path: &PathBuf, mode: u32) -> Result<(), StageError> {
+fn set_mode(path: &std::path::Path, mode: u32) -> Result<(), StageError> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .map_err(StageError::io(path))

@@ -189,7 +189,7 @@ pub async fn after_user_stage<S: Sandbox>(
         say(out, &format!("\x1b[0;33mWARNING: {r}\x1b[0;m\n")).await;
     }
     let settings = &policy;
-    if !settings.db.join("meta.json").exists() && !settings.db.exists() {
+    if !settings.db.exists() {
         say(out, &format!(
             "\x1b[0;33mWARNING: {} image(s) built by this job were not scanned: there is no advisory database at {} (the runner admin creates it with `berth db update --from <OSV directory or all.zip>`)\x1b[0;m\n",
             fresh.len(),
