@@ -81,6 +81,7 @@ struct RawConfig {
     cap_drop: Option<Vec<String>>,
     insecure_registries: Option<Vec<String>>,
     nested_builds: Option<bool>,
+    nested_run: Option<bool>,
     build_socket: Option<bool>,
     scan_images: Option<bool>,
     scan_db: Option<PathBuf>,
@@ -118,6 +119,7 @@ const KNOWN_KEYS: &[&str] = &[
     "cap_drop",
     "insecure_registries",
     "nested_builds",
+    "nested_run",
     "build_socket",
     "scan_images",
     "scan_db",
@@ -239,6 +241,11 @@ pub struct Config {
     /// Prepare job containers for `podman build`/`buildah bud` inside (chroot isolation, a
     /// per-job inner store, the base store as read-only inner image store).
     pub nested_builds: bool,
+    /// Also allow `podman run` and OCI-isolation builds inside the job: the job container gets
+    /// Podman's default seccomp profile with `sethostname`, `setdomainname` and `setns` no
+    /// longer gated on CAP_SYS_ADMIN, an unmasked `/proc`, and inner containers get a user
+    /// namespace of their own. Never privileged, never unconfined.
+    pub nested_run: bool,
     /// Offer the job a Docker-compatible build socket behind berth's filtering proxy.
     pub build_socket: bool,
     /// Scanning of the images a job builds.
@@ -633,6 +640,15 @@ fn validate(raw: RawConfig, source: Option<&Path>) -> Result<Config, Vec<ConfigP
             false
         }
     };
+    let nested_builds = raw.nested_builds.unwrap_or(true);
+    let nested_run = raw.nested_run.unwrap_or(false);
+    if nested_run && !nested_builds {
+        problems.push(ConfigProblem::new(
+            "nested_run",
+            "nested_run needs nested_builds, which is false",
+            "set nested_builds = true, or remove nested_run",
+        ));
+    }
     let config = Config {
         source: source.map(Path::to_owned),
         user,
@@ -661,7 +677,8 @@ fn validate(raw: RawConfig, source: Option<&Path>) -> Result<Config, Vec<ConfigP
         no_new_privileges: raw.no_new_privileges.unwrap_or(true),
         cap_drop,
         insecure_registries,
-        nested_builds: raw.nested_builds.unwrap_or(true),
+        nested_builds,
+        nested_run,
         build_socket: raw.build_socket.unwrap_or(true),
         scan,
         buildkitd,
@@ -755,6 +772,21 @@ mod tests {
         assert!(!list.allows("localhost/evil:1"));
         assert!(!list.allows("docker.io/library/alpine:3"));
         assert!(!list.allows("localhost/a/b:1"), "* does not cross /");
+    }
+
+    #[test]
+    fn nested_run_is_off_by_default_and_needs_nested_builds() {
+        assert!(!Config::defaults().nested_run);
+        let on = Config::parse("nested_run = true\n", None).expect("valid");
+        assert!(on.nested_run && on.nested_builds);
+        let err = Config::parse("nested_run = true\nnested_builds = false\n", None)
+            .expect_err("nested_run without nested_builds");
+        let ConfigError::Invalid { problems, .. } = err else {
+            panic!("expected Invalid, got {err}");
+        };
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].key, "nested_run");
+        assert!(problems[0].fix.contains("nested_builds = true"));
     }
 
     #[test]

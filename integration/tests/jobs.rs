@@ -492,6 +492,61 @@ if mount -t tmpfs none /mnt 2>/dev/null; then echo mount-allowed; else echo moun
     cleaned(job);
 }
 
+/// `podman run` and an OCI-isolation `RUN` step inside the job, then what must stay refused.
+const NESTED_RUN_SCRIPT: &str = r#"mkdir -p /tmp/ctx && cd /tmp/ctx
+printf 'FROM localhost/busybox:latest\nRUN echo oci-step-on-$(hostname) > /step\n' > Containerfile
+if podman run --rm --hostname inner localhost/busybox:latest sh -c 'echo nested-run-on-$(hostname); cat /proc/self/uid_map' 2>/tmp/run.err; then
+  podman build -q --isolation oci -t localhost/nested:oci . && podman run --rm localhost/nested:oci cat /step
+else
+  echo "nested-run-refused: $(tail -1 /tmp/run.err)"
+fi
+if hostname job-renamed 2>/dev/null; then echo job-hostname-changed; else echo job-hostname-refused; fi
+if mount -t tmpfs none /mnt 2>/dev/null; then echo mount-allowed; else echo mount-refused; fi
+echo firmware-entries=$(ls /sys/firmware 2>/dev/null | wc -l)"#;
+
+#[test]
+fn podman_run_and_oci_builds_inside_a_job_only_where_nested_run_allows() {
+    let mut plain = prepared(payload("localhost/build-tools:latest"));
+    let r = plain.run("build_script", NESTED_RUN_SCRIPT);
+    ok(&r);
+    assert!(
+        r.stdout.contains("nested-run-refused:") && !r.stdout.contains("nested-run-on-"),
+        "without nested_run the default profile keeps inner runtimes out: {}",
+        r.all()
+    );
+    cleaned(plain);
+
+    let mut job = prepared_with(
+        payload("localhost/build-tools:latest"),
+        "nested_run = true\n",
+    );
+    let r = job.run("build_script", NESTED_RUN_SCRIPT);
+    ok(&r);
+    for needle in [
+        "nested-run-on-inner",
+        "oci-step-on-",
+        "job-hostname-refused",
+        "mount-refused",
+        "firmware-entries=0",
+    ] {
+        assert!(r.stdout.contains(needle), "{needle}: {}", r.all());
+    }
+    // The inner container has a user namespace of its own: its root is not the job's root.
+    let inner_map = r
+        .stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("nested-run-on-"))
+        .nth(1)
+        .unwrap_or_default();
+    let fields: Vec<&str> = inner_map.split_whitespace().collect();
+    assert!(
+        fields.len() == 3 && fields[0] == "0" && fields[1] != "0",
+        "inner uid_map {inner_map:?}: {}",
+        r.all()
+    );
+    cleaned(job);
+}
+
 #[test]
 fn the_build_socket_builds_tags_and_pushes_but_refuses_every_escape() {
     require_host();

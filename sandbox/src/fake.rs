@@ -24,7 +24,7 @@ pub enum Call {
     /// `create_pod`.
     CreatePod(PodSpec),
     /// `run_container`.
-    RunContainer(ContainerSpec),
+    RunContainer(Box<ContainerSpec>),
     /// `wait_ports(service, ports)`.
     WaitPorts(String, Vec<u16>),
     /// `exec(target, id, script)`.
@@ -120,7 +120,7 @@ impl Sandbox for FakeSandbox {
     }
 
     async fn run_container(&self, spec: &ContainerSpec) -> Result<Started, SandboxError> {
-        self.record(Call::RunContainer(spec.clone()));
+        self.record(Call::RunContainer(Box::new(spec.clone())));
         let n = u32::try_from(self.calls.borrow().len()).unwrap_or(u32::MAX);
         Ok(Started { init_pid: 1000 + n })
     }

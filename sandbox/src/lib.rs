@@ -150,6 +150,10 @@ pub struct ContainerSpec {
     pub no_new_privileges: bool,
     /// Capabilities to drop from Podman's default set.
     pub cap_drop: Vec<String>,
+    /// A seccomp profile to use instead of Podman's default (never "unconfined").
+    pub seccomp_profile: Option<PathBuf>,
+    /// Masked paths to expose (e.g. `/proc/*`, so a nested runtime can mount a fresh procfs).
+    pub unmask: Vec<String>,
     /// Labels.
     pub labels: BTreeMap<String, String>,
 }

@@ -95,6 +95,14 @@ pub enum StageError {
         /// Which images, how many findings.
         summary: String,
     },
+    /// The host lacks something the admin's config asks for.
+    #[error("{what}; {fix}")]
+    HostLacks {
+        /// What is missing or unusable.
+        what: String,
+        /// How the admin fixes it.
+        fix: String,
+    },
     /// Dropping privileges or finding users failed.
     #[error("cannot switch to user {user:?}: {detail}")]
     User {
@@ -124,6 +132,7 @@ impl StageError {
             | Self::Contract { .. }
             | Self::NotPrepared { .. }
             | Self::Io { .. }
+            | Self::HostLacks { .. }
             | Self::User { .. } => FailureKind::System,
         }
     }

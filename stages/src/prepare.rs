@@ -158,6 +158,8 @@ fn container(job: &Job, role: Role, suffix: &str, image: &str) -> ContainerSpec 
         limits: job.config.limits.clone(),
         no_new_privileges: job.config.no_new_privileges,
         cap_drop: job.config.cap_drop.clone(),
+        seccomp_profile: None,
+        unmask: Vec::new(),
         labels: job_labels(&job.key),
     }
 }
@@ -330,9 +332,15 @@ async fn prepare_inner<S: Sandbox>(
     let mut job_container = container(job, Role::Job, StageTarget::Job.as_str(), &image.name);
     job_container.entrypoint = entrypoint_override(&image_spec);
     if job.config.nested_builds {
-        let (mounts, env) = crate::nested::prepare(&job.paths.nested(), &job.config.image_store())?;
-        job_container.mounts.extend(mounts);
-        job_container.env.extend(env);
+        let nested = crate::nested::prepare(
+            &job.paths.nested(),
+            &job.config.image_store(),
+            job.config.nested_run,
+        )?;
+        job_container.mounts.extend(nested.mounts);
+        job_container.env.extend(nested.env);
+        job_container.seccomp_profile = nested.seccomp_profile;
+        job_container.unmask = nested.unmask;
     }
     if let Some((mount, env)) = crate::nested::registry_auth(
         &job.paths.job_dir.join("registry-auth"),

@@ -117,6 +117,39 @@ fn prepare_creates_pod_services_helper_and_job_in_order() {
 }
 
 #[test]
+fn only_the_job_container_gets_the_nested_run_profile_and_only_when_configured() {
+    for (config, expect_profile) in [("", false), ("nested_run = true\n", true)] {
+        let f = fixture(
+            json!({"id": 9, "image": {"name": "alpine:3"},
+                   "services": [{"name": "postgres:16"}]}),
+            config,
+        );
+        let fake = FakeSandbox::new(FakeBehaviour {
+            images: images(&["alpine:3", "postgres:16", HELPER]),
+            ..FakeBehaviour::default()
+        });
+        rt().block_on(berth_stages::prepare::prepare(&f.job, &fake, &mut log()))
+            .expect("prepare");
+        for call in fake.calls() {
+            let Call::RunContainer(c) = call else {
+                continue;
+            };
+            let confined_as_default = c.seccomp_profile.is_none() && c.unmask.is_empty();
+            if c.role == Role::Job && expect_profile {
+                let profile = c.seccomp_profile.as_deref().expect("profile");
+                assert!(
+                    profile.starts_with(f.job.paths.job_dir.as_path()),
+                    "{profile:?}"
+                );
+                assert_eq!(c.unmask, vec!["/proc/*".to_owned()]);
+            } else {
+                assert!(confined_as_default, "{config:?}: {:?} got {c:?}", c.role);
+            }
+        }
+    }
+}
+
+#[test]
 fn stages_are_routed_and_script_failures_are_values() {
     let f = fixture(json!({"id": 8, "image": {"name": "alpine:3"}}), "");
     let fake = FakeSandbox::new(FakeBehaviour {

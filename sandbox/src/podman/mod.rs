@@ -267,6 +267,12 @@ impl PodmanSandbox {
         if !limits.is_empty() {
             doc["resource_limits"] = Value::Object(limits);
         }
+        if let Some(profile) = &spec.seccomp_profile {
+            doc["seccomp_profile_path"] = json!(profile);
+        }
+        if !spec.unmask.is_empty() {
+            doc["unmask"] = json!(spec.unmask);
+        }
         if spec.role == Role::Job && self.settings.buildkitd.is_some() {
             doc["mounts"]
                 .as_array_mut()
