@@ -573,6 +573,9 @@ docker run --rm --pid host $B true 2>&1 | grep -q 'socket refused' && echo refus
 docker run --rm --ipc host $B true 2>&1 | grep -q 'socket refused' && echo refused-hostipc
 docker run --rm --userns host $B true 2>&1 | grep -q 'socket refused' && echo refused-hostuserns
 docker run --rm --security-opt seccomp=unconfined $B true 2>&1 | grep -q 'socket refused' && echo refused-seccomp
+echo '{{"defaultAction":"SCMP_ACT_ALLOW"}}' > /tmp/allow-all.json
+docker run --rm --security-opt seccomp=/tmp/allow-all.json $B true 2>&1 | grep -q 'socket refused' && echo refused-custom-seccomp
+podman --remote run --rm --security-opt unmask=ALL $B true 2>&1 | grep -q 'socket refused' && echo refused-libpod-unmask
 docker rm -f {helper} 2>&1 | grep -q 'socket refused' && echo refused-foreign
 docker exec {helper} true 2>&1 | grep -q 'socket refused' && echo refused-exec
 podman --remote run --rm --privileged $B true 2>&1 | grep -q 'socket refused' && echo refused-libpod-privileged
@@ -597,6 +600,8 @@ true"#
         "refused-hostipc",
         "refused-hostuserns",
         "refused-seccomp",
+        "refused-custom-seccomp",
+        "refused-libpod-unmask",
         "refused-foreign",
         "refused-exec",
         "refused-libpod-privileged",

@@ -1,7 +1,7 @@
 //! The per-job build socket: a filtering proxy in front of the job's own Podman API service, so
 //! the docker CLI and `podman --remote` can build, tag, pull, push and inspect images, while
 //! nothing reaches beyond the job: no host bind mounts, privileged mode, devices, host
-//! namespaces, added capabilities or unconfined profiles, and no container the job did not
+//! namespaces, added capabilities or unconfined or custom security profiles, and no container the job did not
 //! create through this socket (berth's own helper and job containers included).
 //!
 //! [`decide`] is the pure policy; [`serve`] is the I/O around it. Every refusal is answered with
@@ -182,6 +182,25 @@ fn check_create(body: &Value, bind_root: &Path) -> Decision {
         || body.get("seccomp_profile_path").and_then(Value::as_str) == Some("unconfined")
     {
         return refuse("unconfined security profiles are not allowed");
+    }
+    // A profile of the job's own making (docker sends it inline) can allow anything the
+    // default refuses; so can unmasking the paths the default hides.
+    if opts.iter().any(|o| {
+        let kind = o.split(['=', ':']).next().unwrap_or("");
+        matches!(
+            kind,
+            "seccomp" | "apparmor" | "label" | "systempaths" | "unmask" | "mask"
+        )
+    }) || [
+        "seccomp_profile_path",
+        "unmask",
+        "apparmor_profile",
+        "selinux_opts",
+    ]
+    .iter()
+    .any(|key| truthy(body.get(*key)))
+    {
+        return refuse("custom security profiles and unmasked paths are not allowed");
     }
     let mut sources: Vec<String> = Vec::new();
     for bind in host
@@ -435,6 +454,11 @@ mod tests {
             json!({"Image": "x", "HostConfig": {"IpcMode": "host"}}),
             json!({"Image": "x", "HostConfig": {"UsernsMode": "host"}}),
             json!({"Image": "x", "HostConfig": {"SecurityOpt": ["seccomp=unconfined"]}}),
+            json!({"Image": "x", "HostConfig": {"SecurityOpt": ["seccomp={\"defaultAction\":\"SCMP_ACT_ALLOW\"}"]}}),
+            json!({"Image": "x", "HostConfig": {"SecurityOpt": ["apparmor=my-profile"]}}),
+            json!({"Image": "x", "HostConfig": {"SecurityOpt": ["label:disable"]}}),
+            json!({"image": "x", "seccomp_profile_path": "/var/lib/berth/jobs/j1/builds/allow-all.json"}),
+            json!({"image": "x", "unmask": ["ALL"]}),
             json!({"image": "x", "privileged": true}),
             json!({"image": "x", "mounts": [{"type": "bind", "source": "/home", "destination": "/h"}]}),
             json!({"image": "x", "pidns": {"nsmode": "host"}}),
