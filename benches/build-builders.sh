@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Image builds through each berth builder (nested podman, the build socket, per-job rootless
 # BuildKit), side by side in one hyperfine run, against the floor (rootful `podman build` on the
-# host). Run as root after scripts/test-all set the host up (BuildKit from
-# integration/peers/build-buildkit.sh).
+# host) and against a DinD-style builder (a fresh privileged dockerd in a container, Debian's
+# docker.io, classic builder like the socket's). Run as root after scripts/test-all set the host
+# up (BuildKit from integration/peers/build-buildkit.sh).
 # The same small and medium Containerfiles (benches/contexts/) are built with --no-cache.
 # Writes benches/results/build-builders.{md,json}.
 set -euo pipefail
@@ -10,7 +11,8 @@ cd "$(dirname "$0")/.."
 cargo build --release --locked -p berth >/dev/null
 BERTH=$PWD/target/release/berth
 work=$(mktemp -d /tmp/custom-executorXXXXXX)
-trap '"$BERTH" cleanup >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
+dind=dind-builds-$$
+trap '"$BERTH" cleanup >/dev/null 2>&1 || true; benches/dind/dind.sh stop "$dind"; rm -rf "$work"' EXIT
 BUILDKIT=${BERTH_PEERS_DIR:-/var/cache/berth-peers}/buildkit
 printf 'buildkitd = "%s"\n' "$BUILDKIT/buildkitd" >"$work/berth.toml"
 export BERTH_CONFIG=$work/berth.toml
@@ -43,6 +45,12 @@ done
 # The floor: rootful podman on the host, with busybox in root's store.
 podman image exists localhost/busybox:latest 2>/dev/null ||
   podman import --change 'CMD ["/bin/sh"]' /var/cache/berth-test/busybox.tar localhost/busybox:latest >/dev/null
+# DinD starts empty: the base image goes in once, as a registry pull would put it there.
+benches/dind/build-dind-image.sh
+DIND_MOUNTS="-v $PWD/benches/contexts:/ctx:ro -v /var/cache/berth-test/busybox.tar:/busybox.tar:ro" \
+  benches/dind/dind.sh start "$dind"
+podman exec "$dind" docker import /busybox.tar busybox:latest >/dev/null
+dind_build() { echo "podman exec -e DOCKER_BUILDKIT=0 $dind docker build -q --no-cache -f /ctx/$1/Containerfile -t bench:dind /ctx/$1"; }
 mkdir -p benches/results
 hyperfine --warmup 1 --runs "${RUNS:-8}" \
   --export-markdown benches/results/build-builders.md --export-json benches/results/build-builders.json \
@@ -50,7 +58,9 @@ hyperfine --warmup 1 --runs "${RUNS:-8}" \
   -n "small: nested podman in the job" "$BERTH run $work/nested-small build_script" \
   -n "small: docker CLI via build socket" "$BERTH run $work/socket-small build_script" \
   -n "small: buildctl via per-job rootless BuildKit" "$BERTH run $work/buildkit-small build_script" \
+  -n "small: DinD (privileged dockerd, classic builder)" "$(dind_build small)" \
   -n "medium: rootful podman build (floor)" "podman build -q --no-cache -t localhost/bench:floor benches/contexts/medium" \
   -n "medium: nested podman in the job" "$BERTH run $work/nested-medium build_script" \
   -n "medium: docker CLI via build socket" "$BERTH run $work/socket-medium build_script" \
-  -n "medium: buildctl via per-job rootless BuildKit" "$BERTH run $work/buildkit-medium build_script"
+  -n "medium: buildctl via per-job rootless BuildKit" "$BERTH run $work/buildkit-medium build_script" \
+  -n "medium: DinD (privileged dockerd, classic builder)" "$(dind_build medium)"
