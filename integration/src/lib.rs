@@ -317,6 +317,8 @@ pub fn leftovers_of(key: &str) -> Vec<String> {
                 || cmd.contains(&format!("berth-{key}"))
                 || mounts.contains(&format!("/{key}/builds "))
                 || mounts.contains(&format!("/{key}/agent/"))
+                || mounts.contains(&format!("/{key}/storage/overlay/"))
+                || mounts.contains(&format!("/{key}/buildkit/"))
             {
                 found.push(format!("process {pid}: {cmd}"));
             }

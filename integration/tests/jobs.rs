@@ -746,6 +746,114 @@ $B build --frontend dockerfile.v0 --local context=. --local dockerfile=. --opt f
     cleaned(job);
 }
 
+/// Host processes whose command line is exactly `sleep <seconds>`, by pid.
+fn host_sleeps(seconds: &str) -> Vec<u32> {
+    let wanted = format!("sleep\0{seconds}\0");
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                // `sleep N` or `busybox sleep N`: the last two arguments.
+                c.ends_with(wanted.as_bytes())
+                    && (c.len() == wanted.len() || c[c.len() - wanted.len() - 1] == 0)
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn the_build_socket_outlives_the_api_idle_timeout() {
+    let mut job = prepared_with(
+        payload("localhost/build-tools:latest"),
+        "api_idle_timeout = 2\n",
+    );
+    let r = job.run(
+        "build_script",
+        "sleep 5; docker version --format 'server={{.Server.Version}}'",
+    );
+    ok(&r);
+    assert!(r.stdout.contains("server="), "{}", r.all());
+    cleaned(job);
+}
+
+#[test]
+fn a_cancelled_job_stops_the_builds_of_every_builder() {
+    require_host();
+    let mut job = prepared_with(
+        payload("localhost/build-tools:latest"),
+        &format!("buildkitd = \"{BUILDKITD}\"\n"),
+    );
+    install_buildctl(&job);
+    let ctx = job.job_dir().join("builds/ctx");
+    std::fs::create_dir_all(&ctx).expect("ctx");
+    std::fs::copy("/bin/busybox", ctx.join("busybox")).expect("busybox for BuildKit");
+    let files = [
+        (
+            "nested.Containerfile",
+            "FROM localhost/busybox:latest\nRUN sleep 4243\n",
+        ),
+        (
+            "socket.Containerfile",
+            "FROM localhost/busybox:latest\nRUN sleep 4244\n",
+        ),
+        (
+            "bk.Containerfile",
+            "FROM scratch\nCOPY busybox /busybox\nRUN [\"/busybox\", \"sleep\", \"4245\"]\n",
+        ),
+    ];
+    for (name, text) in files {
+        std::fs::write(ctx.join(name), text).expect("containerfile");
+    }
+    berth_integration::make_readable_by_all(&ctx);
+    berth_integration::give_to_runner_user(&ctx);
+    let child = job.spawn_run(
+        "build_script",
+        r#"cd /builds/ctx
+podman build --no-cache -f nested.Containerfile . &
+DOCKER_BUILDKIT=0 docker build --no-cache -f socket.Containerfile . &
+/builds/tools/buildctl build --frontend dockerfile.v0 --local context=. --local dockerfile=. --opt filename=bk.Containerfile &
+wait"#,
+    );
+    let builds = ["4243", "4244", "4245"];
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while builds.iter().any(|b| host_sleeps(b).is_empty()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not every builder reached its RUN step: {:?}",
+            builds.map(|b| (b, host_sleeps(b)))
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    signal_group(&child, Signal::SIGTERM);
+    let r = wait_with_timeout(child, Duration::from_secs(60));
+    assert_eq!(
+        r.code,
+        1,
+        "a cancelled script is a build failure: {}",
+        r.all()
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut survivors = builds.map(|b| (b, host_sleeps(b)));
+    while survivors.iter().any(|(_, pids)| !pids.is_empty()) && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(200));
+        survivors = builds.map(|b| (b, host_sleeps(b)));
+    }
+    assert!(
+        survivors.iter().all(|(_, pids)| pids.is_empty()),
+        "RUN steps outlived the cancel (4243 nested, 4244 build socket, 4245 BuildKit): {survivors:?}\n{}",
+        r.all()
+    );
+    job.extra_env
+        .insert("CUSTOM_ENV_CI_JOB_STATUS".into(), "canceled".into());
+    let r = job.run("after_script", "echo after-ran");
+    ok(&r);
+    cleaned(job);
+}
+
 #[test]
 fn pushes_use_the_jobs_own_registry_credentials_without_login() {
     require_host();

@@ -130,7 +130,13 @@ pub fn podman_settings(config: &Config, host: &HostFacts) -> PodmanSettings {
         podman: host.podman.clone(),
         shell: config.shell.clone(),
         stop_grace: Duration::from_secs(config.stop_grace_secs),
-        api_idle_timeout_secs: config.api_idle_timeout_secs,
+        // The build socket's proxy cannot restart the service it fronts: with a socket the service
+        // lives as long as the job (cleanup and reap stop it).
+        api_idle_timeout_secs: if config.build_socket {
+            0
+        } else {
+            config.api_idle_timeout_secs
+        },
         base_runroot: host.runtime_dir.join("base-run"),
         env: host.podman_env.clone(),
         buildkitd: config.buildkitd.clone(),

@@ -532,15 +532,76 @@ impl PodmanSandbox {
 
     /// Stops processes still using this job's directories (conmon, `podman container cleanup`,
     /// a per-tmpdir pause process) after the pod is gone.
+    /// Stops the builds a cancelled script left running in the job's API service (the build
+    /// socket's `docker build`/`podman --remote build`: the service goes on building after its
+    /// client is gone). Those are the service's descendants; containers the job started through
+    /// the socket sit under their own conmon and stay until cleanup, as with a Docker daemon.
+    async fn stop_service_builds(&self) {
+        let Some(service) = std::fs::read_to_string(self.paths.service_pid())
+            .ok()
+            .and_then(|t| t.trim().parse::<u32>().ok())
+        else {
+            return;
+        };
+        let victims = || {
+            let all = crate::agent::processes();
+            let conmons: Vec<u32> = crate::agent::descendant_pids(&all, service)
+                .into_iter()
+                .filter(|pid| {
+                    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                        .is_ok_and(|c| c.trim() == "conmon")
+                })
+                .collect();
+            let spared: Vec<u32> = conmons
+                .iter()
+                .flat_map(|c| crate::agent::descendant_pids(&all, *c))
+                .chain(conmons.iter().copied())
+                .collect();
+            crate::agent::descendant_pids(&all, service)
+                .into_iter()
+                .filter(|pid| !spared.contains(pid))
+                .collect::<Vec<u32>>()
+        };
+        let first = victims();
+        if first.is_empty() {
+            return;
+        }
+        tracing::info!(
+            "cancel: stopping {} build process(es) in the job's Podman service",
+            first.len()
+        );
+        let deadline = tokio::time::Instant::now() + self.settings.stop_grace;
+        let mut signal = nix::sys::signal::Signal::SIGTERM;
+        let mut pids = first;
+        loop {
+            for pid in &pids {
+                let _ =
+                    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid.cast_signed()), signal);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            pids = victims();
+            if pids.is_empty() || signal == nix::sys::signal::Signal::SIGKILL {
+                return;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                signal = nix::sys::signal::Signal::SIGKILL;
+            }
+        }
+    }
+
     async fn stop_stragglers(&self) {
         let needles = [
             format!("{}/", self.paths.job_dir.display()),
             format!("{}/", self.paths.run_dir.display()),
         ];
-        // Mount roots are relative to their file system, so match the tail that names the job.
+        // Mount roots are relative to their file system, so match the tail that names the job;
+        // an overlay root names its layers in the job's store (a build-socket RUN step whose
+        // runtime parent died is found only this way).
         let mounts = [
             format!("/{}/builds ", self.paths.key),
             format!("/{}/agent/", self.paths.key),
+            format!("/{}/storage/overlay/", self.paths.key),
+            format!("/{}/buildkit/", self.paths.key),
         ];
         let own = std::process::id();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
@@ -842,7 +903,11 @@ impl Sandbox for PodmanSandbox {
             container_init_pid: started.init_pid,
             grace: self.settings.stop_grace,
         };
-        Ok(agent.run(&request, &mut out, cancel).await?)
+        let end = agent.run(&request, &mut out, cancel).await?;
+        if matches!(end, ScriptEnd::Cancelled(_)) && target == StageTarget::Job {
+            self.stop_service_builds().await;
+        }
+        Ok(end)
     }
 
     async fn built_images(&self) -> Result<Vec<BuiltImage>, SandboxError> {
