@@ -98,13 +98,18 @@ pub(crate) fn main(cli: Cli) -> ExitCode {
             upstream,
             bind_root,
             log,
+            insecure_registries,
         } => {
             let served = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .and_then(|rt| {
                     rt.block_on(berth_sandbox::proxy::serve(
-                        &listen, &upstream, &bind_root, &log,
+                        &listen,
+                        &upstream,
+                        &bind_root,
+                        &log,
+                        &insecure_registries,
                     ))
                 });
             match served {

@@ -58,6 +58,9 @@ pub(crate) enum Command {
         /// Where refusals are logged.
         #[arg(long)]
         log: PathBuf,
+        /// A plain-HTTP registry the admin allows, for `docker login` (repeatable).
+        #[arg(long = "insecure-registry")]
+        insecure_registries: Vec<String>,
     },
 }
 

@@ -552,7 +552,12 @@ fn the_build_socket_builds_tags_and_pushes_but_refuses_every_escape() {
     require_host();
     let registry = Registry::start("ci-user", "push-pass-123");
     let reg = registry.address.clone();
-    let mut job = prepared(payload("localhost/build-tools:latest"));
+    // The admin's insecure registries reach the job's Podman service: the docker CLI has no
+    // --tls-verify of its own.
+    let mut job = prepared_with(
+        payload("localhost/build-tools:latest"),
+        &format!("insecure_registries = [\"{reg}\"]\n"),
+    );
     let helper = format!("berth-{}-helper", job.key());
     let script = format!(
         r#"set +e +o pipefail
@@ -563,6 +568,10 @@ podman --remote build -q -t localhost/sock:podman . >/dev/null && echo podman-bu
 docker tag localhost/sock:docker {reg}/berth/sock:1 && echo tag-ok
 docker image inspect {reg}/berth/sock:1 >/dev/null && echo inspect-ok
 podman --remote push -q --tls-verify=false --creds ci-user:push-pass-123 {reg}/berth/sock:1 && echo push-ok
+echo push-pass-123 | docker login -u ci-user --password-stdin {reg} && echo docker-login-ok
+docker tag localhost/sock:podman {reg}/berth/sock:2 && docker push {reg}/berth/sock:2 && echo docker-push-ok
+docker rmi {reg}/berth/sock:2 >/dev/null && docker pull -q {reg}/berth/sock:2 && echo docker-pull-ok
+docker images --format '{{{{.Repository}}}}:{{{{.Tag}}}}' | grep -qx '{reg}/berth/sock:2' && echo images-ok
 B=localhost/busybox:latest
 docker run --rm --privileged $B true 2>&1 | grep -q 'socket refused' && echo refused-privileged
 docker run --rm -v /etc:/h $B true 2>&1 | grep -q 'socket refused' && echo refused-bind
@@ -591,6 +600,10 @@ true"#
         "tag-ok",
         "inspect-ok",
         "push-ok",
+        "docker-login-ok",
+        "docker-push-ok",
+        "docker-pull-ok",
+        "images-ok",
         "refused-privileged",
         "refused-bind",
         "refused-device",
@@ -865,7 +878,9 @@ fn pushes_use_the_jobs_own_registry_credentials_without_login() {
         { "key": "CI_REGISTRY_USER", "value": "ci-registry-user" },
         { "key": "CI_REGISTRY_PASSWORD", "value": "ci-registry-pass-9", "masked": true }
     ]);
-    let mut job = FakeRunner::new(p).with_config("network = \"host\"\n");
+    let mut job = FakeRunner::new(p).with_config(&format!(
+        "network = \"host\"\ninsecure_registries = [\"{reg}\"]\n"
+    ));
     ok(&job.stage(&["config"]));
     let r = job.stage(&["prepare"]);
     ok(&r);
@@ -874,15 +889,24 @@ fn pushes_use_the_jobs_own_registry_credentials_without_login() {
         r#"mkdir -p /tmp/ci && cd /tmp/ci && printf 'FROM localhost/busybox:latest\nRUN echo ci > /ci\n' > Containerfile
 podman build -q -t {reg}/berth/ci:1 . >/dev/null
 podman push -q --tls-verify=false {reg}/berth/ci:1 && echo pushed-without-login
-touch /run/berth-auth/config.json 2>/dev/null || echo auth-file-read-only"#
+DOCKER_BUILDKIT=0 docker build -q -f Containerfile -t {reg}/berth/ci:2 . >/dev/null && docker push -q {reg}/berth/ci:2 >/dev/null && echo docker-pushed-without-login
+docker login -u wrong-user -p wrong-pass {reg} >/dev/null 2>&1 || echo wrong-login-refused
+docker login -u ci-registry-user -p ci-registry-pass-9 {reg} >/dev/null 2>&1 && echo docker-login-ok
+podman login -u ci-registry-user -p ci-registry-pass-9 --tls-verify=false {reg} >/dev/null 2>&1 && echo podman-login-ok
+docker push -q {reg}/berth/ci:2 >/dev/null && echo docker-pushed-after-login"#
     );
     let r = job.run("build_script", &script);
     ok(&r);
-    assert!(
-        r.stdout.contains("pushed-without-login") && r.stdout.contains("auth-file-read-only"),
-        "{}",
-        r.all()
-    );
+    for marker in [
+        "pushed-without-login",
+        "docker-pushed-without-login",
+        "wrong-login-refused",
+        "docker-login-ok",
+        "podman-login-ok",
+        "docker-pushed-after-login",
+    ] {
+        assert!(r.stdout.contains(marker), "{marker}: {}", r.all());
+    }
     let auth = job.job_dir().join("registry-auth/config.json");
     let mode = std::os::unix::fs::PermissionsExt::mode(
         &std::fs::metadata(&auth).expect("auth file").permissions(),

@@ -10,6 +10,8 @@ pub mod podman;
 pub mod ports;
 pub mod process;
 pub mod proxy;
+pub mod registries;
+pub mod registry_login;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -74,6 +74,11 @@ impl JobPaths {
         self.job_dir.join("auth.json")
     }
 
+    /// The job's registries configuration (only with admin-listed insecure registries).
+    pub fn registries_conf(&self) -> PathBuf {
+        self.job_dir.join("registries.conf")
+    }
+
     /// Log of the per-job API service.
     pub fn service_log(&self) -> PathBuf {
         self.job_dir.join("service.log")

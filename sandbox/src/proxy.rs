@@ -258,6 +258,38 @@ struct State {
     own: Mutex<BTreeSet<String>>,
     log: PathBuf,
     client: hyper_util::client::legacy::Client<hyperlocal::UnixConnector, Body>,
+    insecure_registries: Vec<String>,
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(full(body.to_string()))
+        .unwrap_or_else(|_| Response::new(full("error")))
+}
+
+/// `docker login` to an insecure registry the admin allows, which Podman would refuse (see
+/// [`crate::registry_login`]); `None`: not such a login, pass it on.
+async fn insecure_login(state: &State, body: &Value) -> Option<Response<Body>> {
+    let address = body.get("serveraddress").and_then(Value::as_str)?;
+    let host = crate::registry_login::registry_host(address);
+    if !state.insecure_registries.iter().any(|r| r == host) {
+        return None;
+    }
+    let field = |k: &str| body.get(k).and_then(Value::as_str).unwrap_or("");
+    Some(
+        match crate::registry_login::check(host, field("username"), field("password")).await {
+            Ok(()) => json_response(
+                StatusCode::OK,
+                &serde_json::json!({"Status": "Login Succeeded", "IdentityToken": ""}),
+            ),
+            Err(why) => json_response(
+                StatusCode::UNAUTHORIZED,
+                &serde_json::json!({"message": format!("login to {host} failed: {why}")}),
+            ),
+        },
+    )
 }
 
 fn refused(state: &State, method: &Method, path: &str, why: &str) -> Response<Body> {
@@ -282,14 +314,23 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
     let query = req.uri().query().unwrap_or("").to_owned();
     let (_, path) = normalise(&raw_path);
     let is_create = path.trim_end_matches('/').ends_with("/containers/create");
+    let is_auth = method == Method::POST && path.trim_end_matches('/') == "/auth";
     let (parts, incoming) = req.into_parts();
-    let (body, json) = if is_create {
+    let (body, json) = if is_create || is_auth {
         let bytes = incoming.collect().await?.to_bytes();
         let json: Option<Value> = serde_json::from_slice(&bytes).ok();
         (full(bytes), json)
     } else {
         (incoming.boxed(), None)
     };
+    if is_auth
+        && let Some(response) = match &json {
+            Some(login) => insecure_login(&state, login).await,
+            None => None,
+        }
+    {
+        return Ok(response);
+    }
     let own = state.own.lock().map(|o| o.clone()).unwrap_or_default();
     let decision = decide(
         &Call {
@@ -360,6 +401,7 @@ pub async fn serve(
     upstream: &Path,
     bind_root: &Path,
     log: &Path,
+    insecure_registries: &[String],
 ) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let _ = std::fs::remove_file(listen);
@@ -373,6 +415,7 @@ pub async fn serve(
         log: log.to_owned(),
         client: hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
             .build(hyperlocal::UnixConnector),
+        insecure_registries: insecure_registries.to_vec(),
     });
     loop {
         let (stream, _) = listener.accept().await?;

@@ -143,6 +143,7 @@ pub fn podman_settings(config: &Config, host: &HostFacts) -> PodmanSettings {
         buildkit_host_network: config.buildkit_host_network,
         buildkit_shared_root: None,
         build_socket_proxy: host.berth.clone().filter(|_| config.build_socket),
+        insecure_registries: config.insecure_registries.clone(),
     }
 }
 

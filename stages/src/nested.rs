@@ -186,9 +186,10 @@ pub const REGISTRY_AUTH_DIR: &str = "/run/berth-auth";
 
 /// The job's own registry credentials (`CI_REGISTRY`, `CI_REGISTRY_USER`,
 /// `CI_REGISTRY_PASSWORD`) as a Docker/Podman auth file in a 0700 directory of the job, mounted
-/// read-only and named by `DOCKER_CONFIG` (docker CLI, buildctl) and `REGISTRY_AUTH_FILE`
-/// (podman, buildah), so pushes to the job's registry need no `login`. Nothing is written when
-/// the job has no such credentials.
+/// writable (a `docker login`/`podman login` in the job, GitLab's documented pattern, adds to
+/// it) and named by `DOCKER_CONFIG` (docker CLI, buildctl) and `REGISTRY_AUTH_FILE` (podman,
+/// buildah), so pushes to the job's registry need no `login`. Nothing is written when the job
+/// has no such credentials.
 pub fn registry_auth(
     dir: &Path,
     registry: Option<&str>,
@@ -219,7 +220,7 @@ pub fn registry_auth(
     let mount = Mount {
         source: dir.to_owned(),
         destination: REGISTRY_AUTH_DIR.to_owned(),
-        read_only: true,
+        read_only: false,
     };
     let env = BTreeMap::from([
         ("DOCKER_CONFIG".to_owned(), REGISTRY_AUTH_DIR.to_owned()),
@@ -248,7 +249,7 @@ mod tests {
         let (mount, env) = registry_auth(&dir, Some("r:5000"), Some("u"), Some("p"))
             .expect("ok")
             .expect("written");
-        assert!(mount.read_only);
+        assert!(!mount.read_only, "logins in the job add to it");
         assert_eq!(env["DOCKER_CONFIG"], REGISTRY_AUTH_DIR);
         let file = dir.join("config.json");
         assert_eq!(

@@ -49,6 +49,8 @@ pub struct PodmanSettings {
     pub buildkit_host_network: bool,
     /// A BuildKit root shared by the jobs of one project and ref kind (None: per job).
     pub buildkit_shared_root: Option<PathBuf>,
+    /// Registries (`host[:port]`) the job's Podman service reaches without TLS verification.
+    pub insecure_registries: Vec<String>,
 }
 
 /// Where the BuildKit socket appears in the job container.
@@ -130,6 +132,24 @@ impl PodmanSandbox {
         ])
     }
 
+    fn write_registries_conf(&self) -> Result<(), SandboxError> {
+        let host_path = Path::new(crate::registries::HOST_REGISTRIES_CONF);
+        let host = match std::fs::read_to_string(host_path) {
+            Ok(text) => Some(text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io(host_path)(e)),
+        };
+        let text = crate::registries::with_insecure(host.as_deref(), &self.settings.insecure_registries)
+            .map_err(|why| {
+                io(host_path)(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("cannot add the berth config's insecure_registries to it: {why}; fix the file or empty insecure_registries"),
+                ))
+            })?;
+        let path = self.paths.registries_conf();
+        std::fs::write(&path, text).map_err(io(&path))
+    }
+
     /// Starts the per-job API service unless it already answers.
     async fn ensure_service(&self) -> Result<(), SandboxError> {
         if self.api.ping().await.is_ok() {
@@ -137,7 +157,12 @@ impl PodmanSandbox {
         }
         let socket = self.paths.socket();
         let _ = std::fs::remove_file(&socket);
-        let spec = self.podman().args([
+        let mut spec = self.podman();
+        let registries = self.paths.registries_conf();
+        if registries.exists() {
+            spec = spec.env("CONTAINERS_REGISTRIES_CONF", registries);
+        }
+        let spec = spec.args([
             "system".to_owned(),
             "service".to_owned(),
             "--time".to_owned(),
@@ -329,7 +354,7 @@ impl PodmanSandbox {
         let dir = self.paths.build_socket_dir();
         mkdir(&dir, 0o755)?;
         let socket = dir.join("docker.sock");
-        let spec = CommandSpec::new(berth).args([
+        let mut spec = CommandSpec::new(berth).args([
             "build-proxy".into(),
             "--listen".into(),
             socket.clone().into_os_string(),
@@ -340,6 +365,9 @@ impl PodmanSandbox {
             "--log".into(),
             self.paths.build_socket_log().into_os_string(),
         ]);
+        for registry in &self.settings.insecure_registries {
+            spec = spec.args(["--insecure-registry", registry.as_str()]);
+        }
         let pid = process::spawn_detached(&spec, &self.paths.job_dir.join("build-proxy.out"))?;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while !socket.exists() {
@@ -747,6 +775,9 @@ impl Sandbox for PodmanSandbox {
         mkdir(&self.paths.run_dir, 0o700)?;
         mkdir(&self.paths.runroot(), 0o700)?;
         mkdir(&self.paths.tmpdir(), 0o700)?;
+        if !self.settings.insecure_registries.is_empty() {
+            self.write_registries_conf()?;
+        }
         self.ensure_service().await
     }
 
