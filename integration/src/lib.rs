@@ -481,3 +481,21 @@ pub fn give_to_runner_user(path: &Path) {
         }
     }
 }
+
+/// Host processes running `sleep <seconds>` (or `busybox sleep <seconds>`), by pid: the marker
+/// RUN steps of builder tests.
+pub fn host_sleeps(seconds: &str) -> Vec<u32> {
+    let wanted = format!("sleep\0{seconds}\0");
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                c.ends_with(wanted.as_bytes())
+                    && (c.len() == wanted.len() || c[c.len() - wanted.len() - 1] == 0)
+            })
+        })
+        .collect()
+}

@@ -759,24 +759,6 @@ $B build --frontend dockerfile.v0 --local context=. --local dockerfile=. --opt f
     cleaned(job);
 }
 
-/// Host processes whose command line is exactly `sleep <seconds>`, by pid.
-fn host_sleeps(seconds: &str) -> Vec<u32> {
-    let wanted = format!("sleep\0{seconds}\0");
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
-                // `sleep N` or `busybox sleep N`: the last two arguments.
-                c.ends_with(wanted.as_bytes())
-                    && (c.len() == wanted.len() || c[c.len() - wanted.len() - 1] == 0)
-            })
-        })
-        .collect()
-}
-
 #[test]
 fn the_build_socket_outlives_the_api_idle_timeout() {
     let mut job = prepared_with(
@@ -832,11 +814,14 @@ wait"#,
     );
     let builds = ["4243", "4244", "4245"];
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    while builds.iter().any(|b| host_sleeps(b).is_empty()) {
+    while builds
+        .iter()
+        .any(|b| berth_integration::host_sleeps(b).is_empty())
+    {
         assert!(
             std::time::Instant::now() < deadline,
             "not every builder reached its RUN step: {:?}",
-            builds.map(|b| (b, host_sleeps(b)))
+            builds.map(|b| (b, berth_integration::host_sleeps(b)))
         );
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -849,11 +834,11 @@ wait"#,
         r.all()
     );
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let mut survivors = builds.map(|b| (b, host_sleeps(b)));
+    let mut survivors = builds.map(|b| (b, berth_integration::host_sleeps(b)));
     while survivors.iter().any(|(_, pids)| !pids.is_empty()) && std::time::Instant::now() < deadline
     {
         std::thread::sleep(Duration::from_millis(200));
-        survivors = builds.map(|b| (b, host_sleeps(b)));
+        survivors = builds.map(|b| (b, berth_integration::host_sleeps(b)));
     }
     assert!(
         survivors.iter().all(|(_, pids)| pids.is_empty()),

@@ -279,6 +279,46 @@ fn berth_job_timeout_is_job_execution_timeout() -> Result<()> {
     Ok(())
 }
 
+/// A job timeout in the middle of builds through the nested Podman and the build socket: the
+/// runner reports the timeout and no RUN step outlives the job.
+#[test]
+fn berth_job_timeout_stops_the_jobs_builds() -> Result<()> {
+    let Some(binary) = v19() else { return Ok(()) };
+    let run = run_with_berth(
+        &binary,
+        |_| {
+            JobPayload::new(
+                105,
+                &[
+                    "mkdir -p /tmp/b && cd /tmp/b",
+                    "printf 'FROM localhost/busybox:latest\\nRUN sleep 4246\\n' > nested.Containerfile",
+                    "printf 'FROM localhost/busybox:latest\\nRUN sleep 4247\\n' > socket.Containerfile",
+                    "podman build --no-cache -f nested.Containerfile . &",
+                    "DOCKER_BUILDKIT=0 docker build --no-cache -f socket.Containerfile . &",
+                    "echo BUILDS_STARTED",
+                    "wait",
+                ],
+            )
+            .image(Image::new("localhost/build-tools:latest"))
+            .timeout(15)
+        },
+        |_| {},
+    )?;
+    run.check_state("failed", "job_execution_timeout")?;
+    // Both builds reached their RUN step before the timeout.
+    run.check_trace_has("STEP 2/2: RUN sleep 4246")?;
+    run.check_trace_has("STEP 2/2: RUN sleep 4247")?;
+    for marker in ["4246", "4247"] {
+        let left = berth_integration::host_sleeps(marker);
+        ensure!(
+            left.is_empty(),
+            "RUN step `sleep {marker}` outlived the timed-out job: {left:?}\n{}",
+            run.explain()
+        );
+    }
+    Ok(())
+}
+
 /// Removes berth's per-project cache of a test project (berth keeps it by design).
 struct RemoveOnDrop(PathBuf);
 

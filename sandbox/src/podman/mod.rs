@@ -590,25 +590,27 @@ impl PodmanSandbox {
                 .filter(|pid| !spared.contains(pid))
                 .collect::<Vec<u32>>()
         };
-        let first = victims();
-        if first.is_empty() {
+        // Once found, a victim stays one: a RUN step whose runtime parent died on SIGTERM is
+        // reparented away from the service (and, as its pid namespace's init, ignores SIGTERM).
+        let mut targets: std::collections::BTreeSet<u32> = victims().into_iter().collect();
+        if targets.is_empty() {
             return;
         }
         tracing::info!(
             "cancel: stopping {} build process(es) in the job's Podman service",
-            first.len()
+            targets.len()
         );
         let deadline = tokio::time::Instant::now() + self.settings.stop_grace;
         let mut signal = nix::sys::signal::Signal::SIGTERM;
-        let mut pids = first;
         loop {
-            for pid in &pids {
+            for pid in &targets {
                 let _ =
                     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid.cast_signed()), signal);
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
-            pids = victims();
-            if pids.is_empty() || signal == nix::sys::signal::Signal::SIGKILL {
+            targets.extend(victims());
+            targets.retain(|pid| process::alive(*pid));
+            if targets.is_empty() || signal == nix::sys::signal::Signal::SIGKILL {
                 return;
             }
             if tokio::time::Instant::now() >= deadline {
