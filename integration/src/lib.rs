@@ -391,7 +391,8 @@ pub fn base_podman(args: &[&str]) -> Output {
         .expect("run podman as the runner user")
 }
 
-/// A real OCI registry (Debian's docker-registry) on loopback with htpasswd authentication.
+/// A real OCI registry (Debian's docker-registry) on loopback, with htpasswd authentication or
+/// open to anyone.
 pub struct Registry {
     child: Child,
     /// `127.0.0.1:<port>`.
@@ -402,21 +403,35 @@ pub struct Registry {
 impl Registry {
     /// Starts a registry that accepts `user`/`password` only.
     pub fn start(user: &str, password: &str) -> Self {
+        Self::start_with(Some((user, password)))
+    }
+
+    /// Starts a registry without authentication.
+    pub fn start_open() -> Self {
+        Self::start_with(None)
+    }
+
+    fn start_with(credentials: Option<(&str, &str)>) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("free port")
             .port();
-        let htpasswd = Command::new("htpasswd")
-            .args(["-Bbn", user, password])
-            .output()
-            .expect("htpasswd is installed by integration/images/build-test-images.sh");
-        assert!(htpasswd.status.success(), "htpasswd failed");
-        std::fs::write(dir.path().join("htpasswd"), &htpasswd.stdout).expect("htpasswd file");
-        let config = format!(
-            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {d}/data\nhttp:\n  addr: 127.0.0.1:{port}\nauth:\n  htpasswd:\n    realm: berth-test\n    path: {d}/htpasswd\n",
-            d = dir.path().display()
+        let d = dir.path().display();
+        let mut config = format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {d}/data\nhttp:\n  addr: 127.0.0.1:{port}\n"
         );
+        if let Some((user, password)) = credentials {
+            let htpasswd = Command::new("htpasswd")
+                .args(["-Bbn", user, password])
+                .output()
+                .expect("htpasswd is installed by integration/images/build-test-images.sh");
+            assert!(htpasswd.status.success(), "htpasswd failed");
+            std::fs::write(dir.path().join("htpasswd"), &htpasswd.stdout).expect("htpasswd file");
+            config.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: berth-test\n    path: {d}/htpasswd\n"
+            ));
+        }
         std::fs::write(dir.path().join("config.yml"), config).expect("config");
         let child = Command::new("docker-registry")
             .arg("serve")
@@ -440,6 +455,23 @@ impl Registry {
             address,
             _dir: dir,
         }
+    }
+
+    /// Whether the registry holds `repository:tag` (asked over HTTP, as root may; only for
+    /// registries without authentication).
+    pub fn has_manifest(&self, repository: &str, tag: &str) -> bool {
+        use std::io::{Read, Write};
+        let Ok(mut stream) = std::net::TcpStream::connect(&self.address) else {
+            return false;
+        };
+        let request = format!(
+            "HEAD /v2/{repository}/manifests/{tag} HTTP/1.0\r\nHost: {}\r\nAccept: application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json\r\n\r\n",
+            self.address
+        );
+        let mut answer = String::new();
+        stream.write_all(request.as_bytes()).is_ok()
+            && stream.read_to_string(&mut answer).is_ok()
+            && (answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200"))
     }
 }
 

@@ -901,6 +901,41 @@ docker push -q {reg}/berth/ci:2 >/dev/null && echo docker-pushed-after-login"#
 }
 
 #[test]
+fn every_builder_pushes_to_a_registry_without_authentication() {
+    require_host();
+    let registry = Registry::start_open();
+    let reg = registry.address.clone();
+    let config = format!(
+        "network = \"host\"\nbuildkitd = \"{BUILDKITD}\"\nbuildkit_network = \"host\"\ninsecure_registries = [\"{reg}\"]\n"
+    );
+    let mut job = prepared_with(payload("localhost/build-tools:latest"), &config);
+    install_buildctl(&job);
+    let script = format!(
+        r#"mkdir -p /tmp/open && cd /tmp/open && echo open > hello.txt
+printf 'FROM scratch\nCOPY hello.txt /hello.txt\n' > Containerfile
+podman build -q -t {reg}/open/nested:1 . >/dev/null && podman push -q --tls-verify=false {reg}/open/nested:1 && echo nested-pushed
+DOCKER_BUILDKIT=0 docker build -q -f Containerfile -t {reg}/open/socket:1 . >/dev/null && docker push -q {reg}/open/socket:1 >/dev/null && echo socket-pushed
+/builds/tools/buildctl build --frontend dockerfile.v0 --local context=. --local dockerfile=. --opt filename=Containerfile --output type=image,name={reg}/open/buildkit:1,push=true,registry.insecure=true 2>/dev/null && echo buildkit-pushed"#
+    );
+    let r = job.run("build_script", &script);
+    ok(&r);
+    for builder in ["nested", "socket", "buildkit"] {
+        assert!(
+            r.stdout.contains(&format!("{builder}-pushed")),
+            "{builder}: {}",
+            r.all()
+        );
+        assert!(
+            registry.has_manifest(&format!("open/{builder}"), "1"),
+            "the registry lacks open/{builder}:1: {}",
+            r.all()
+        );
+    }
+    assert!(!registry.has_manifest("open/never-pushed", "1"));
+    cleaned(job);
+}
+
+#[test]
 fn buildkit_cache_is_kept_per_project_when_configured() {
     require_host();
     let config = format!("buildkitd = \"{BUILDKITD}\"\nbuildkit_cache = \"project\"\n");
