@@ -288,7 +288,7 @@ fn berth_job_timeout_stops_the_jobs_builds() -> Result<()> {
         &binary,
         |_| {
             JobPayload::new(
-                105,
+                107,
                 &[
                     "mkdir -p /tmp/b && cd /tmp/b",
                     "printf 'FROM localhost/busybox:latest\\nRUN sleep 4246\\n' > nested.Containerfile",
