@@ -91,6 +91,8 @@ struct RawConfig {
     buildkitd: Option<PathBuf>,
     buildkit_network: Option<String>,
     scan_jobs_may_relax: Option<bool>,
+    scan_db_max_age: Option<u32>,
+    scan_db_stale: Option<String>,
     buildkit_cache: Option<String>,
 }
 
@@ -129,6 +131,8 @@ const KNOWN_KEYS: &[&str] = &[
     "buildkitd",
     "buildkit_network",
     "scan_jobs_may_relax",
+    "scan_db_max_age",
+    "scan_db_stale",
     "buildkit_cache",
 ];
 
@@ -275,6 +279,10 @@ pub struct ScanSettings {
     /// Jobs may relax the policy (fewer severities, ignore unfixed, not blocking) through
     /// `BERTH_SCAN_*` variables; they may always make it stricter.
     pub jobs_may_relax: bool,
+    /// Advisories older than this many days (newest record) are stale.
+    pub db_max_age_days: u32,
+    /// Stale advisories fail the job (a system failure) instead of a warning.
+    pub db_stale_fail: bool,
 }
 
 /// One thing wrong with the config: the key, what is wrong, and how to fix it.
@@ -612,6 +620,29 @@ fn validate(raw: RawConfig, source: Option<&Path>) -> Result<Config, Vec<ConfigP
         block: raw.scan_block.unwrap_or(true),
         ignore_unfixed: raw.scan_ignore_unfixed.unwrap_or(false),
         jobs_may_relax: raw.scan_jobs_may_relax.unwrap_or(false),
+        db_max_age_days: match raw.scan_db_max_age {
+            Some(0) => {
+                problems.push(ConfigProblem::new(
+                    "scan_db_max_age",
+                    "0 days would call every database stale",
+                    "use a number of days, e.g. 7 (the default)",
+                ));
+                7
+            }
+            days => days.unwrap_or(7),
+        },
+        db_stale_fail: match raw.scan_db_stale.as_deref().unwrap_or("warn") {
+            "warn" => false,
+            "fail" => true,
+            other => {
+                problems.push(ConfigProblem::new(
+                    "scan_db_stale",
+                    format!("unknown choice {other:?}"),
+                    "use \"warn\" (default: scan and say so in the job log) or \"fail\" (fail the job as a system failure until the database is updated)",
+                ));
+                false
+            }
+        },
     };
     let buildkitd = raw
         .buildkitd
@@ -787,6 +818,22 @@ mod tests {
         assert_eq!(problems.len(), 1);
         assert_eq!(problems[0].key, "nested_run");
         assert!(problems[0].fix.contains("nested_builds = true"));
+    }
+
+    #[test]
+    fn database_age_policy_is_validated() {
+        let c = Config::defaults();
+        assert_eq!((c.scan.db_max_age_days, c.scan.db_stale_fail), (7, false));
+        let c =
+            Config::parse("scan_db_max_age = 2\nscan_db_stale = \"fail\"\n", None).expect("valid");
+        assert_eq!((c.scan.db_max_age_days, c.scan.db_stale_fail), (2, true));
+        let err = Config::parse("scan_db_max_age = 0\nscan_db_stale = \"panic\"\n", None)
+            .expect_err("invalid");
+        let ConfigError::Invalid { problems, .. } = err else {
+            panic!("expected Invalid, got {err}");
+        };
+        let keys: Vec<_> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, vec!["scan_db_max_age", "scan_db_stale"]);
     }
 
     #[test]

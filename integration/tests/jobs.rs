@@ -705,6 +705,19 @@ fn images_a_job_builds_are_scanned_and_the_policy_decides() {
     ok(&r);
     assert!(r.stdout.contains("built"), "{}", r.all());
     cleaned(job);
+
+    // Advisories older than the admin allows, and the admin said fail: a system failure that
+    // names the fix, not a pass on stale data (the record is from 2026-11-20).
+    let stale = format!("{config}scan_db_max_age = 1\nscan_db_stale = \"fail\"\n");
+    let mut job = prepared_with(payload("localhost/build-tools:latest"), &stale);
+    let r = job.run("build_script", VULN_BUILD);
+    assert_eq!(r.code, 2, "stale advisories fail as a system failure: {}", r.all());
+    assert!(
+        r.stderr.contains("stale") && r.stderr.contains("berth db update"),
+        "{}",
+        r.all()
+    );
+    cleaned(job);
 }
 
 const BUILDKITD: &str = "/var/cache/berth-peers/buildkit/buildkitd";

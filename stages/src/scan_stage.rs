@@ -135,8 +135,8 @@ fn scan_args(
         ignore_status: Vec::new(),
         ignorefile,
         db: settings.db.clone(),
-        db_max_age_days: 7,
-        db_stale_fail: false,
+        db_max_age_days: i64::from(settings.db_max_age_days),
+        db_stale_fail: settings.db_stale_fail,
         cache_dir: Some(job.config.state_dir.join("scan-cache")),
         storage_root,
         additional_image_stores: vec![job.config.image_store()],
@@ -235,6 +235,18 @@ pub async fn after_user_stage<S: Sandbox>(
                     blocked.push(name);
                 }
             }
+            Err(berth_scan::cli::CliError::Db(
+                stale @ berth_scan::advisory::db::DbError::Stale { .. },
+            )) => {
+                // The admin asked for this: no job passes on stale advisories.
+                return Err(StageError::HostLacks {
+                    what: format!("{name} was not scanned: {stale}"),
+                    fix: format!(
+                        "the runner admin updates {} with `berth db update --from <OSV all.zip or URL>` (or sets scan_db_stale = \"warn\")",
+                        settings.db.display()
+                    ),
+                });
+            }
             Err(e) => {
                 say(
                     out,
@@ -274,6 +286,8 @@ mod tests {
             block: true,
             ignore_unfixed: false,
             jobs_may_relax,
+            db_max_age_days: 7,
+            db_stale_fail: false,
         }
     }
 
