@@ -93,6 +93,7 @@ struct RawConfig {
     scan_jobs_may_relax: Option<bool>,
     scan_db_max_age: Option<u32>,
     scan_db_stale: Option<String>,
+    prune_after_days: Option<u32>,
     buildkit_cache: Option<String>,
 }
 
@@ -133,6 +134,7 @@ const KNOWN_KEYS: &[&str] = &[
     "scan_jobs_may_relax",
     "scan_db_max_age",
     "scan_db_stale",
+    "prune_after_days",
     "buildkit_cache",
 ];
 
@@ -245,6 +247,9 @@ pub struct Config {
     /// Prepare job containers for `podman build`/`buildah bud` inside (chroot isolation, a
     /// per-job inner store, the base store as read-only inner image store).
     pub nested_builds: bool,
+    /// Kept caches (per-project `/cache`, BuildKit caches, the scanner's layer cache) unused
+    /// for this many days are pruned by `berth reap` (and hourly by prepare); None: never.
+    pub prune_after_days: Option<u32>,
     /// Also allow `podman run` and OCI-isolation builds inside the job: the job container gets
     /// Podman's default seccomp profile with `sethostname`, `setdomainname` and `setns` no
     /// longer gated on CAP_SYS_ADMIN, an unmasked `/proc`, and inner containers get a user
@@ -710,6 +715,10 @@ fn validate(raw: RawConfig, source: Option<&Path>) -> Result<Config, Vec<ConfigP
         insecure_registries,
         nested_builds,
         nested_run,
+        prune_after_days: match raw.prune_after_days.unwrap_or(30) {
+            0 => None,
+            days => Some(days),
+        },
         build_socket: raw.build_socket.unwrap_or(true),
         scan,
         buildkitd,

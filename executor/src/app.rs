@@ -193,6 +193,49 @@ fn doctor(config: Option<&Path>) -> ExitCode {
     }
 }
 
+/// Removes kept caches unused for longer than the admin allows (see `berth_stages::prune`);
+/// returns how many could not be removed, each told in the log.
+async fn prune_caches(
+    config: &Config,
+    settings: &berth_sandbox::podman::PodmanSettings,
+    log: &mut JobLog,
+) -> usize {
+    let plan = berth_stages::prune::plan(config, std::time::SystemTime::now());
+    let mut errors = 0;
+    for path in &plan.owned {
+        let removed = if path.is_dir() {
+            std::fs::remove_dir_all(path)
+        } else {
+            std::fs::remove_file(path)
+        };
+        match removed {
+            Ok(()) => log.line(&format!("pruned {} (unused too long)", path.display())),
+            Err(e) => {
+                errors += 1;
+                log.warn(&format!("pruning {}: {e}", path.display()));
+            }
+        }
+    }
+    match berth_sandbox::podman::remove_in_user_namespace(
+        settings,
+        &config.image_store(),
+        &plan.in_user_namespace,
+    )
+    .await
+    {
+        Ok(()) => {
+            for path in &plan.in_user_namespace {
+                log.line(&format!("pruned {} (unused too long)", path.display()));
+            }
+        }
+        Err(e) => {
+            errors += plan.in_user_namespace.len();
+            log.warn(&format!("pruning BuildKit caches: {e}"));
+        }
+    }
+    errors
+}
+
 /// `berth reap` on its own (cron, an admin): no job payload needed.
 fn reap(config_path: Option<&Path>) -> Result<ExitCode, StageError> {
     let config = load_config(config_path)?;
@@ -229,7 +272,8 @@ fn reap(config_path: Option<&Path>) -> Result<ExitCode, StageError> {
     for e in &report.errors {
         log.warn(&e.to_string());
     }
-    Ok(if report.errors.is_empty() {
+    let prune_errors = runtime.block_on(prune_caches(&config, &settings, &mut log));
+    Ok(if report.errors.is_empty() && prune_errors == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
@@ -392,6 +436,10 @@ fn stage(
                 }
                 for e in &reaped.errors {
                     log.warn(&format!("reaping abandoned jobs: {e}"));
+                }
+                if berth_stages::prune::due(&job.config, std::time::SystemTime::now()) {
+                    let mut quiet = JobLog::new(Box::new(std::io::sink()), Vec::new());
+                    let _ = prune_caches(&job.config, &settings, &mut quiet).await;
                 }
                 tokio::select! {
                     r = berth_stages::prepare::prepare(&job, &sandbox, &mut log) => {

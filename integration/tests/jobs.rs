@@ -269,6 +269,63 @@ fn kill_9_mid_job_then_reap_removes_it_but_never_a_running_job() {
 }
 
 #[test]
+fn reap_prunes_caches_unused_too_long_and_keeps_the_rest() {
+    require_host();
+    let unused = |path: &std::path::Path| {
+        let old = std::time::SystemTime::now() - Duration::from_secs(3 * 86_400);
+        std::fs::File::open(path)
+            .and_then(|f| f.set_modified(old))
+            .expect("age");
+    };
+    let tag = std::process::id();
+    let state = std::path::Path::new("/var/lib/berth");
+    let old_cache = state.join(format!("cache/project-prune-old-{tag}"));
+    let new_cache = state.join(format!("cache/project-prune-new-{tag}"));
+    let old_bk = state.join(format!("buildkit-cache/project-prune-old-{tag}"));
+    for dir in [&old_cache, &new_cache, &old_bk] {
+        std::fs::create_dir_all(dir).expect("mkdir");
+    }
+    // BuildKit's files belong to subordinate ids: only the user namespace can remove them.
+    let snapshot = old_bk.join("root/snapshots/1");
+    std::fs::create_dir_all(&snapshot).expect("mkdir");
+    std::fs::write(snapshot.join("layer-file"), "x").expect("write");
+    for path in [
+        &old_bk,
+        &old_bk.join("root"),
+        &old_bk.join("root/snapshots"),
+        &snapshot,
+    ] {
+        let sub = (
+            nix::unistd::Uid::from_raw(100_005),
+            nix::unistd::Gid::from_raw(100_005),
+        );
+        nix::unistd::chown(path, Some(sub.0), Some(sub.1)).expect("chown to a subordinate id");
+    }
+    berth_integration::give_to_runner_user(&old_cache);
+    berth_integration::give_to_runner_user(&new_cache);
+    nix::unistd::chown(&old_bk, Some(nix::unistd::Uid::from_raw(999)), None).expect("chown");
+    for dir in [&old_cache, &old_bk] {
+        unused(dir);
+    }
+    let mut admin = FakeRunner::new(payload(BUSYBOX)).with_config("prune_after_days = 2\n");
+    let r = admin.stage(&["reap"]);
+    let (old_cache_left, old_bk_left, new_cache_left) =
+        (old_cache.exists(), old_bk.exists(), new_cache.exists());
+    let _ = std::fs::remove_dir_all(&new_cache);
+    assert!(
+        !old_cache_left && !old_bk_left,
+        "unused caches stay: {}",
+        r.all()
+    );
+    assert!(
+        new_cache_left,
+        "a recently used cache was pruned: {}",
+        r.all()
+    );
+    assert!(r.stderr.contains("pruned"), "{}", r.all());
+}
+
+#[test]
 fn concurrent_jobs_cannot_see_each_others_files_or_processes() {
     let mut a = prepared(payload(BUSYBOX));
     let mut b = prepared(payload(BUSYBOX));
@@ -711,7 +768,12 @@ fn images_a_job_builds_are_scanned_and_the_policy_decides() {
     let stale = format!("{config}scan_db_max_age = 1\nscan_db_stale = \"fail\"\n");
     let mut job = prepared_with(payload("localhost/build-tools:latest"), &stale);
     let r = job.run("build_script", VULN_BUILD);
-    assert_eq!(r.code, 2, "stale advisories fail as a system failure: {}", r.all());
+    assert_eq!(
+        r.code,
+        2,
+        "stale advisories fail as a system failure: {}",
+        r.all()
+    );
     assert!(
         r.stderr.contains("stale") && r.stderr.contains("berth db update"),
         "{}",

@@ -12,6 +12,7 @@ pub mod joblog;
 pub mod naming;
 pub mod nested;
 pub mod prepare;
+pub mod prune;
 pub mod reap;
 pub mod run;
 pub mod runner_config;

@@ -219,6 +219,7 @@ async fn prepare_inner<S: Sandbox>(
     let cache = job.cache_dir();
     std::fs::create_dir_all(&cache).map_err(StageError::io(&cache))?;
     set_mode(&cache, 0o777)?;
+    crate::prune::touch_last_used(&cache).map_err(StageError::io(&cache))?;
 
     step("teardown of leftovers");
     sandbox.start().await?;

@@ -471,6 +471,11 @@ impl PodmanSandbox {
     ) -> Result<Option<u32>, SandboxError> {
         const LOCKED: i32 = 75;
         mkdir(shared, 0o700)?;
+        // Its last use, for pruning (berth_stages::prune::LAST_USED).
+        let stamp = shared.join(".berth-last-used");
+        std::fs::File::create(&stamp)
+            .and_then(|f| f.set_modified(std::time::SystemTime::now()))
+            .map_err(io(&stamp))?;
         let root_arg = self.paths.buildkit().join("root").into_os_string();
         let mut locked = CommandSpec::new("flock");
         locked.env = spec.env.clone();
@@ -1035,6 +1040,38 @@ impl Sandbox for PodmanSandbox {
         }
         errors
     }
+}
+
+/// Removes trees that hold files of the runner's subordinate ids (a BuildKit root) from inside
+/// the runner's user namespace, where its user may delete them. `image_store` only names the
+/// store `podman unshare` opens; nothing in it changes.
+pub async fn remove_in_user_namespace(
+    settings: &PodmanSettings,
+    image_store: &Path,
+    trees: &[PathBuf],
+) -> Result<(), SandboxError> {
+    if trees.is_empty() {
+        return Ok(());
+    }
+    let mut spec = CommandSpec::new(&settings.podman);
+    for (k, v) in &settings.env {
+        spec = spec.env(k, v);
+    }
+    spec = spec.args([
+        "--root".into(),
+        image_store.as_os_str().to_owned(),
+        "--runroot".into(),
+        settings.base_runroot.as_os_str().to_owned(),
+        "--storage-driver".into(),
+        "overlay".into(),
+        "unshare".into(),
+        "rm".into(),
+        "-rf".into(),
+        "--".into(),
+    ]);
+    spec = spec.args(trees.iter().map(|t| t.as_os_str().to_owned()));
+    process::run(&spec, &CancellationToken::new()).await?;
+    Ok(())
 }
 
 /// Keys of jobs that have a directory under `jobs_dir`.
