@@ -129,22 +129,24 @@ pub fn wants(path: &str) -> Option<Kind> {
 
 /// Runs the analyzer for `kind` over a file's bytes.
 pub fn analyze(kind: Kind, path: &str, data: &[u8]) -> Result<FileResult, String> {
-    let text = String::from_utf8_lossy(data);
+    // Only text formats are decoded: decoding every binary the sniffer hands over (executables,
+    // jars, rpm databases) cost most of a cold scan.
+    let text = || String::from_utf8_lossy(data);
     match kind {
         Kind::Os => Ok(FileResult {
-            os: Some(os::parse(path, &text)),
+            os: Some(os::parse(path, &text())),
             ..FileResult::default()
         }),
         Kind::DpkgStatus => Ok(FileResult {
-            packages: dpkg::parse_status(&text, path),
+            packages: dpkg::parse_status(&text(), path),
             ..FileResult::default()
         }),
         Kind::DpkgList => Ok(FileResult {
-            owned: dpkg::parse_list(&text),
+            owned: dpkg::parse_list(&text()),
             ..FileResult::default()
         }),
         Kind::Apk => {
-            let (packages, owned) = apk::parse_installed(&text, path);
+            let (packages, owned) = apk::parse_installed(&text(), path);
             Ok(FileResult {
                 packages,
                 owned,
@@ -152,7 +154,7 @@ pub fn analyze(kind: Kind, path: &str, data: &[u8]) -> Result<FileResult, String
             })
         }
         Kind::Python => Ok(FileResult {
-            packages: python::parse_metadata(&text, path).into_iter().collect(),
+            packages: python::parse_metadata(&text(), path).into_iter().collect(),
             ..FileResult::default()
         }),
         Kind::Npm => Ok(FileResult {
@@ -160,7 +162,7 @@ pub fn analyze(kind: Kind, path: &str, data: &[u8]) -> Result<FileResult, String
             ..FileResult::default()
         }),
         Kind::CargoLock => Ok(FileResult {
-            packages: cargo::parse_lock(&text, path)?,
+            packages: cargo::parse_lock(&text(), path)?,
             ..FileResult::default()
         }),
         Kind::RpmSqlite => {
@@ -172,7 +174,7 @@ pub fn analyze(kind: Kind, path: &str, data: &[u8]) -> Result<FileResult, String
             })
         }
         Kind::CargoToml => Ok(FileResult {
-            root_package: cargo::manifest_name(&text),
+            root_package: cargo::manifest_name(&text()),
             ..FileResult::default()
         }),
         Kind::Binary => Ok(FileResult {
