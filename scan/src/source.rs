@@ -47,7 +47,7 @@ pub enum SourceError {
     },
     /// A layer uses a compression berth does not read.
     #[error(
-        "layer {layer} of {path} is {compression}-compressed; export the image uncompressed or with gzip (e.g. `podman save --format docker-archive`)"
+        "layer {layer} of {path} is {compression}-compressed; export the image uncompressed or with gzip or zstd (e.g. `podman save --format docker-archive`)"
     )]
     Compression {
         /// The input.
@@ -171,15 +171,18 @@ pub fn walk_layer(
                     .map(<[u8]>::to_vec)
                     .unwrap_or_default()
             };
+            let unreadable = |compression| SourceError::Compression {
+                path: file.clone(),
+                layer: layer.diff_id.clone().unwrap_or_default(),
+                compression,
+            };
             let reader: Box<dyn Read> = match magic.as_slice() {
                 [0x1f, 0x8b, ..] => Box::new(GzDecoder::new(head)),
                 [0x28, 0xb5, 0x2f, 0xfd] => {
-                    return Err(SourceError::Compression {
-                        path: file.clone(),
-                        layer: layer.diff_id.clone().unwrap_or_default(),
-                        compression: "zstd",
-                    });
+                    Box::new(zstd::Decoder::with_buffer(head).map_err(io(file))?)
                 }
+                [0xfd, b'7', b'z', b'X'] => return Err(unreadable("xz")),
+                [b'B', b'Z', b'h', _] => return Err(unreadable("bzip2")),
                 _ => Box::new(head),
             };
             let mut ar = tar::Archive::new(reader);
@@ -286,8 +289,6 @@ struct OciIndex {
 
 #[derive(Deserialize)]
 struct Descriptor {
-    #[serde(rename = "mediaType", default)]
-    media_type: String,
     digest: String,
     #[serde(default)]
     platform: Option<Platform>,
@@ -511,16 +512,7 @@ fn open_oci(store: &dyn Store, name: &str) -> Result<Image, SourceError> {
             .layers
             .iter()
             .enumerate()
-            .map(|(i, l)| {
-                if l.media_type.ends_with("+zstd") {
-                    return Err(SourceError::Compression {
-                        path: store.path().to_owned(),
-                        layer: l.digest.clone(),
-                        compression: "zstd",
-                    });
-                }
-                store.layer(&blob_name(&l.digest), ids.get(i).cloned())
-            })
+            .map(|(i, l)| store.layer(&blob_name(&l.digest), ids.get(i).cloned()))
             .collect::<Result<Vec<_>, _>>()?;
         let name = ref_name.unwrap_or_else(|| name.to_owned());
         return Ok(Image {

@@ -51,7 +51,7 @@ impl Rng {
     clippy::disallowed_methods,
     reason = "oracle tools are test-only child processes; berth-scan itself spawns nothing"
 )]
-fn oracle_cmd(program: impl AsRef<std::ffi::OsStr>) -> Command {
+pub(crate) fn oracle_cmd(program: impl AsRef<std::ffi::OsStr>) -> Command {
     Command::new(program)
 }
 

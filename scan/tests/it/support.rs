@@ -77,6 +77,20 @@ pub fn layer_tar(spec: &LayerSpec) -> Vec<u8> {
     b.into_inner().unwrap()
 }
 
+/// zstd by the reference `zstd` command (not the library berth decodes with).
+fn zstd_cli(data: &[u8]) -> Vec<u8> {
+    let mut child = crate::oracle::oracle_cmd("zstd")
+        .args(["-q", "-c", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("the zstd command (scan/tests/setup.sh installs it)");
+    child.stdin.take().unwrap().write_all(data).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "zstd failed");
+    out.stdout
+}
+
 fn gzip(data: &[u8]) -> Vec<u8> {
     let mut e = GzEncoder::new(Vec::new(), Compression::fast());
     e.write_all(data).unwrap();
@@ -135,9 +149,14 @@ fn oci_files() -> Vec<(String, Vec<u8>)> {
     )];
     let mut layer_desc = vec![];
     for (i, l) in layers().iter().enumerate() {
-        // Layer 1 stays uncompressed to cover both media types.
+        // Layer 1 stays uncompressed and layer 2 is zstd, to cover every media type.
         let (data, mt) = if i == 1 {
             (layer_tar(l), "application/vnd.oci.image.layer.v1.tar")
+        } else if i == 2 {
+            (
+                zstd_cli(&layer_tar(l)),
+                "application/vnd.oci.image.layer.v1.tar+zstd",
+            )
         } else {
             (
                 gzip(&layer_tar(l)),
