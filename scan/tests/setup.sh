@@ -31,6 +31,7 @@ need_pkg python3-rpm
 need_pkg rpm
 need_pkg python3-venv
 need_pkg zstd
+need_pkg db5.3-util
 command -v java >/dev/null 2>&1 || need_pkg default-jre-headless
 command -v mvn >/dev/null 2>&1 || need_pkg maven
 command -v node >/dev/null 2>&1 || need_pkg nodejs

@@ -10,13 +10,14 @@ pub mod npm;
 pub mod os;
 pub mod python;
 pub mod rpm;
+pub mod rpmdb_formats;
 
 use serde::{Deserialize, Serialize};
 
 use crate::inventory::Package;
 
 /// Bumped whenever an analyzer's output changes; part of the per-layer cache key.
-pub const ANALYZER_VERSION: u32 = 3;
+pub const ANALYZER_VERSION: u32 = 4;
 
 /// Largest file an analyzer reads; bigger files are skipped with a warning.
 pub const MAX_FILE: u64 = 256 << 20;
@@ -32,8 +33,8 @@ pub enum Kind {
     DpkgList,
     /// apk installed.
     Apk,
-    /// rpm sqlite database.
-    RpmSqlite,
+    /// rpm database: SQLite, Berkeley DB or NDB.
+    RpmDb,
     /// Python METADATA / PKG-INFO.
     Python,
     /// package.json.
@@ -104,8 +105,13 @@ pub fn wants(path: &str) -> Option<Kind> {
         }
         "var/lib/dpkg/status" => return Some(Kind::DpkgStatus),
         "lib/apk/db/installed" => return Some(Kind::Apk),
-        "var/lib/rpm/rpmdb.sqlite" | "usr/lib/sysimage/rpm/rpmdb.sqlite" => {
-            return Some(Kind::RpmSqlite);
+        "var/lib/rpm/rpmdb.sqlite"
+        | "usr/lib/sysimage/rpm/rpmdb.sqlite"
+        | "var/lib/rpm/Packages"
+        | "usr/lib/sysimage/rpm/Packages"
+        | "var/lib/rpm/Packages.db"
+        | "usr/lib/sysimage/rpm/Packages.db" => {
+            return Some(Kind::RpmDb);
         }
         _ => {}
     }
@@ -165,8 +171,8 @@ pub fn analyze(kind: Kind, path: &str, data: &[u8]) -> Result<FileResult, String
             packages: cargo::parse_lock(&text(), path)?,
             ..FileResult::default()
         }),
-        Kind::RpmSqlite => {
-            let (packages, owned) = rpm::parse_sqlite(data, path)?;
+        Kind::RpmDb => {
+            let (packages, owned) = rpm::parse_db(data, path)?;
             Ok(FileResult {
                 packages,
                 owned,
@@ -205,7 +211,7 @@ mod tests {
             Kind::DpkgStatus,
             Kind::DpkgList,
             Kind::Apk,
-            Kind::RpmSqlite,
+            Kind::RpmDb,
             Kind::Python,
             Kind::Npm,
             Kind::CargoLock,

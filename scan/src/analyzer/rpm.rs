@@ -1,6 +1,6 @@
-//! rpm: the SQLite rpmdb (`/var/lib/rpm/rpmdb.sqlite`, `/usr/lib/sysimage/rpm/rpmdb.sqlite`),
-//! read from memory. Each row's blob is an rpm header; the tags needed are decoded here.
-//! BerkeleyDB and NDB databases are not read.
+//! rpm: the rpm database in any of its three formats (SQLite `rpmdb.sqlite`, Berkeley DB
+//! `Packages`, NDB `Packages.db`, under `/var/lib/rpm` or `/usr/lib/sysimage/rpm`), read from
+//! memory. Each entry is an rpm header blob; the tags needed are decoded here.
 
 use rusqlite::{Connection, MAIN_DB, OpenFlags};
 
@@ -104,30 +104,25 @@ pub fn source_name(srpm: &str) -> Option<&str> {
 }
 
 /// Reads an rpmdb.sqlite file's bytes into packages and the files they own.
-pub fn parse_sqlite(data: &[u8], path: &str) -> Result<(Vec<Package>, Vec<String>), String> {
-    let err = |e: rusqlite::Error| format!("{path}: not a readable rpm sqlite database: {e}");
-    let mut conn = Connection::open_with_flags(
-        ":memory:",
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_MEMORY,
-    )
-    .map_err(err)?;
-    // rpm keeps its database in WAL mode; an in-memory copy must say "rollback journal"
-    // (header bytes 18 and 19) or SQLite refuses to open it.
-    let mut copy = data.to_vec();
-    if copy.len() > 19 && copy.starts_with(b"SQLite format 3\0") {
-        copy[18] = 1;
-        copy[19] = 1;
+/// Packages and owned files from an rpm database in whichever format its bytes say.
+pub fn parse_db(data: &[u8], path: &str) -> Result<(Vec<Package>, Vec<String>), String> {
+    use super::rpmdb_formats::{Format, bdb_blobs, detect, ndb_blobs};
+    let blobs = match detect(data) {
+        Some(Format::Sqlite) => return parse_sqlite(data, path),
+        Some(Format::BerkeleyDb) => bdb_blobs(data),
+        Some(Format::Ndb) => ndb_blobs(data),
+        None => Err("neither SQLite, Berkeley DB nor NDB".to_owned()),
     }
-    conn.deserialize_read_exact(MAIN_DB, copy.as_slice(), copy.len(), true)
-        .map_err(err)?;
-    let mut stmt = conn.prepare("SELECT blob FROM Packages").map_err(err)?;
-    let blobs = stmt
-        .query_map([], |r| r.get::<_, Vec<u8>>(0))
-        .map_err(err)?;
+    .map_err(|why| format!("{path}: not a readable rpm database: {why}"))?;
+    Ok(packages(blobs, path))
+}
+
+/// Packages and owned files from header blobs (gpg-pubkey pseudo-packages left out).
+fn packages(blobs: impl IntoIterator<Item = Vec<u8>>, path: &str) -> (Vec<Package>, Vec<String>) {
     let mut pkgs = Vec::new();
     let mut owned = Vec::new();
-    for b in blobs {
-        let Some(h) = parse_header(&b.map_err(err)?) else {
+    for blob in blobs {
+        let Some(h) = parse_header(&blob) else {
             continue;
         };
         if h.name == "gpg-pubkey" {
@@ -149,7 +144,33 @@ pub fn parse_sqlite(data: &[u8], path: &str) -> Result<(Vec<Package>, Vec<String
         owned.extend(h.files);
         pkgs.push(p);
     }
-    Ok((pkgs, owned))
+    (pkgs, owned)
+}
+
+/// Packages and owned files from a SQLite rpmdb.
+pub fn parse_sqlite(data: &[u8], path: &str) -> Result<(Vec<Package>, Vec<String>), String> {
+    let err = |e: rusqlite::Error| format!("{path}: not a readable rpm sqlite database: {e}");
+    let mut conn = Connection::open_with_flags(
+        ":memory:",
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_MEMORY,
+    )
+    .map_err(err)?;
+    // rpm keeps its database in WAL mode; an in-memory copy must say "rollback journal"
+    // (header bytes 18 and 19) or SQLite refuses to open it.
+    let mut copy = data.to_vec();
+    if copy.len() > 19 && copy.starts_with(b"SQLite format 3\0") {
+        copy[18] = 1;
+        copy[19] = 1;
+    }
+    conn.deserialize_read_exact(MAIN_DB, copy.as_slice(), copy.len(), true)
+        .map_err(err)?;
+    let mut stmt = conn.prepare("SELECT blob FROM Packages").map_err(err)?;
+    let blobs = stmt
+        .query_map([], |r| r.get::<_, Vec<u8>>(0))
+        .map_err(err)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(err)?;
+    Ok(packages(blobs, path))
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ mod cli;
 mod oracle;
 mod reports;
 mod rpm;
+mod rpm_formats;
 mod sources;
 mod support;
 mod trivy;

@@ -12,7 +12,7 @@ use time::macros::{date, datetime};
 
 use crate::support;
 
-fn trivy() -> PathBuf {
+pub(crate) fn trivy() -> PathBuf {
     let base = std::env::var_os("BERTH_TEST_TOOLS")
         .map_or_else(|| PathBuf::from("/var/cache/berth-test"), PathBuf::from);
     let venv = base.join("venv/lib");
@@ -37,7 +37,7 @@ fn trivy() -> PathBuf {
     clippy::disallowed_methods,
     reason = "Trivy is a test-only oracle process"
 )]
-fn command(p: &PathBuf) -> Command {
+pub(crate) fn command(p: &PathBuf) -> Command {
     Command::new(p)
 }
 
