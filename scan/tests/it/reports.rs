@@ -193,7 +193,7 @@ fn gitlab_report_validates() {
     let doc = render::render(&r, Format::GitLab, &ctx());
     validate(
         "gitlab",
-        &schema("gitlab-container-scanning-15.x.reconstructed.json"),
+        &schema("gitlab-container-scanning-report-format-15.2.4.json"),
         &doc,
     )
     .unwrap();
@@ -213,7 +213,7 @@ fn gitlab_report_validates() {
     assert!(
         validate(
             "gitlab",
-            &schema("gitlab-container-scanning-15.x.reconstructed.json"),
+            &schema("gitlab-container-scanning-report-format-15.2.4.json"),
             &broken
         )
         .is_err()
