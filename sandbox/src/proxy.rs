@@ -1,8 +1,8 @@
 //! The per-job build socket: a filtering proxy in front of the job's own Podman API service, so
 //! the docker CLI and `podman --remote` can build, tag, pull, push and inspect images, while
 //! nothing reaches beyond the job: no host bind mounts, privileged mode, devices, host
-//! namespaces, added capabilities or unconfined or custom security profiles, and no container the job did not
-//! create through this socket (berth's own helper and job containers included).
+//! namespaces, added capabilities, unconfined or custom security profiles, and no container the
+//! job did not create through this socket (berth's own helper and job containers included).
 //!
 //! [`decide`] is the pure policy; [`serve`] is the I/O around it. Every refusal is answered with
 //! a 403 whose message the CLI prints, and appended to a log that `berth run` copies into the

@@ -2,7 +2,8 @@
 //! Podman's Docker-compatible `/auth` always verifies TLS (only `localhost` is exempt), so the
 //! docker CLI could never log in to a plain-HTTP registry the admin allows; the proxy checks the
 //! credentials the way the Docker daemon does for an insecure registry: `GET /v2/`, then Basic
-//! credentials or a Bearer token from the realm the registry names.
+//! credentials or a Bearer token from the realm the registry names (over plain HTTP only, as
+//! the registry itself is).
 
 use base64::Engine;
 use http_body_util::{BodyExt, Empty};

@@ -333,12 +333,57 @@ pub fn run_checks(config: &Config, euid: u32, podman_version: Option<&str>) -> V
                 Some("run integration/host/setup-host.sh, or create state_dir/{images,jobs,cache} owned by the runner user")),
         });
     }
+    if config.nested_run {
+        let found = crate::nested::HOST_SECCOMP_PROFILES
+            .iter()
+            .find_map(|p| std::fs::read_to_string(p).ok().map(|text| (*p, text)));
+        out.push(match found {
+            Some((path, text)) => match crate::nested::nested_run_seccomp(&text) {
+                Ok(_) => check(
+                    "nested_run seccomp profile",
+                    Level::Ok,
+                    format!("derived from {path}"),
+                    None,
+                ),
+                Err(why) => check(
+                    "nested_run seccomp profile",
+                    Level::Fail,
+                    format!("{path}: {why}"),
+                    Some("restore Podman's default profile (reinstall golang-github-containers-common) or set nested_run = false"),
+                ),
+            },
+            None => check(
+                "nested_run seccomp profile",
+                Level::Fail,
+                format!(
+                    "none of {:?} exists",
+                    crate::nested::HOST_SECCOMP_PROFILES
+                ),
+                Some("apt install golang-github-containers-common, or set nested_run = false"),
+            ),
+        });
+    }
     out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nested_run_is_checked_only_when_configured() {
+        let named = |c: &Config| {
+            run_checks(c, 0, None)
+                .into_iter()
+                .filter(|c| c.name == "nested_run seccomp profile")
+                .collect::<Vec<_>>()
+        };
+        assert!(named(&Config::defaults()).is_empty());
+        let on = Config::parse("nested_run = true\n", None).expect("config");
+        let found = named(&on);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].level, Level::Ok, "{:?} (podman installed?)", found[0]);
+    }
 
     #[test]
     fn a_missing_user_is_a_failure_with_a_fix() {

@@ -67,8 +67,9 @@ pub struct NestedSetup {
     pub unmask: Vec<String>,
 }
 
-/// Podman's default seccomp profile with [`NESTED_RUN_SYSCALLS`] taken out of the rules that
-/// gate them on CAP_SYS_ADMIN and allowed outright; everything else as the host has it.
+/// Podman's default seccomp profile with [`NESTED_RUN_SYSCALLS`] taken out of every rule (in
+/// Podman's profile, only the ones gating them on CAP_SYS_ADMIN) and allowed outright: an added
+/// allow rule would not override the profile's own deny. Everything else as the host has it.
 pub fn nested_run_seccomp(default_profile: &str) -> Result<String, String> {
     let mut profile: serde_json::Value =
         serde_json::from_str(default_profile).map_err(|e| format!("not JSON: {e}"))?;
