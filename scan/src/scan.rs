@@ -2,7 +2,7 @@
 //! plus analyzer version), then applies the layers in order — whiteouts and opaque directories
 //! remove lower files — and attributes every package to the layer that introduced it.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -224,10 +224,38 @@ pub fn merge(image: &Image, results: &[LayerResult]) -> Inventory {
             diff_id: image.layers.get(i).and_then(|l| l.diff_id.clone()),
         })
     };
-    // A Cargo.toml next to a Cargo.lock names the root crate, which is not a dependency.
-    let cargo_roots: HashSet<(&str, &str)> = merged
+    // A Cargo.toml next to a Cargo.lock decides which of the lock's crates count (Trivy's
+    // rule): what its dependencies, and its workspace members', reach.
+    let manifest_at = |path: &str| {
+        merged
+            .get(path)
+            .and_then(|(_, fr)| fr.cargo_manifest.as_ref())
+    };
+    let cargo_kept: HashMap<&str, BTreeSet<String>> = merged
         .iter()
-        .filter_map(|(p, (_, fr))| fr.root_package.as_deref().map(|n| (cargo_dir(p), n)))
+        .filter(|(p, (_, fr))| p.ends_with("Cargo.lock") && !fr.cargo_edges.is_empty())
+        .filter_map(|(p, (_, fr))| {
+            let dir = cargo_dir(p);
+            let at = |file: &str| {
+                if dir.is_empty() {
+                    file.to_owned()
+                } else {
+                    format!("{dir}/{file}")
+                }
+            };
+            let root = manifest_at(&at("Cargo.toml"))?;
+            let members: Vec<&analyzer::cargo::Manifest> = root
+                .members
+                .iter()
+                .filter_map(|m| {
+                    manifest_at(&at(&format!("{}/Cargo.toml", m.trim_end_matches('/'))))
+                })
+                .collect();
+            Some((
+                *p,
+                analyzer::cargo::kept(&fr.packages, &fr.cargo_edges, root, &members),
+            ))
+        })
         .collect();
     let mut os_pkgs: Vec<Package> = Vec::new();
     let mut lang: Vec<Package> = Vec::new();
@@ -238,7 +266,9 @@ pub fn merge(image: &Image, results: &[LayerResult]) -> Inventory {
                 continue;
             }
             if p.kind == crate::inventory::PkgType::Cargo
-                && cargo_roots.contains(&(cargo_dir(path), p.name.as_str()))
+                && cargo_kept
+                    .get(path)
+                    .is_some_and(|keep| !keep.contains(&format!("{}@{}", p.name, p.version)))
             {
                 continue;
             }

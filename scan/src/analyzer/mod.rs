@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::inventory::Package;
 
 /// Bumped whenever an analyzer's output changes; part of the per-layer cache key.
-pub const ANALYZER_VERSION: u32 = 4;
+pub const ANALYZER_VERSION: u32 = 5;
 
 /// Largest file an analyzer reads; bigger files are skipped with a warning.
 pub const MAX_FILE: u64 = 256 << 20;
@@ -91,9 +91,12 @@ pub struct FileResult {
     /// Files owned by OS packages (relative paths).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub owned: Vec<String>,
-    /// The package a manifest declares itself to be (Cargo.toml's `[package] name`).
+    /// What a Cargo.toml declares.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub root_package: Option<String>,
+    pub cargo_manifest: Option<cargo::Manifest>,
+    /// A Cargo.lock's dependency edges, `name@version` → `name@version`s.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub cargo_edges: cargo::Edges,
 }
 
 /// The analyzer for `path` (relative, no leading `/`), if any.
@@ -167,10 +170,14 @@ pub fn analyze(kind: Kind, path: &str, data: &[u8]) -> Result<FileResult, String
             packages: npm::parse_package_json(data, path).into_iter().collect(),
             ..FileResult::default()
         }),
-        Kind::CargoLock => Ok(FileResult {
-            packages: cargo::parse_lock(&text(), path)?,
-            ..FileResult::default()
-        }),
+        Kind::CargoLock => {
+            let (packages, cargo_edges) = cargo::parse_lock(&text(), path)?;
+            Ok(FileResult {
+                packages,
+                cargo_edges,
+                ..FileResult::default()
+            })
+        }
         Kind::RpmDb => {
             let (packages, owned) = rpm::parse_db(data, path)?;
             Ok(FileResult {
@@ -180,7 +187,7 @@ pub fn analyze(kind: Kind, path: &str, data: &[u8]) -> Result<FileResult, String
             })
         }
         Kind::CargoToml => Ok(FileResult {
-            root_package: cargo::manifest_name(&text()),
+            cargo_manifest: cargo::parse_manifest(&text()),
             ..FileResult::default()
         }),
         Kind::Binary => Ok(FileResult {

@@ -245,46 +245,8 @@ fn a_real_ndb_rpmdb_reads_as_trivy_reads_it() {
         .filter(|p| p.kind == PkgType::Rpm)
         .map(|p| (p.name.clone(), p.version.clone()))
         .collect();
-    let out = d.path().join("trivy.json");
-    let res = crate::trivy::command(&crate::trivy::trivy())
-        .args([
-            "rootfs",
-            "--quiet",
-            "--offline-scan",
-            "--format",
-            "cyclonedx",
-        ])
-        .arg("--cache-dir")
-        .arg(d.path().join("trivy-cache"))
-        .arg("--output")
-        .arg(&out)
-        .arg(&root)
-        .output()
-        .unwrap();
-    assert!(
-        res.status.success(),
-        "trivy: {}",
-        String::from_utf8_lossy(&res.stderr)
-    );
-    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
-    // CycloneDX needs no vulnerability database; an rpm's version there is
-    // `[epoch:]version-release`, as berth writes it.
-    let theirs: BTreeSet<(String, String)> = doc["components"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|c| {
-            c["purl"]
-                .as_str()
-                .is_some_and(|p| p.starts_with("pkg:rpm/"))
-        })
-        .map(|c| {
-            (
-                c["name"].as_str().unwrap_or_default().to_owned(),
-                c["version"].as_str().unwrap_or_default().to_owned(),
-            )
-        })
-        .collect();
+    // An rpm's CycloneDX version is `[epoch:]version-release`, as berth writes it.
+    let theirs = crate::trivy::trivy_rootfs_components(&root, d.path(), "rpm");
     assert!(theirs.len() > 20, "Trivy listed {} packages", theirs.len());
     assert_eq!(ours, theirs);
 }

@@ -963,3 +963,104 @@ Package: zlib1g\nStatus: install ok installed\nArchitecture: amd64\nSource: zlib
         ],
     );
 }
+
+/// berth's own workspace (Cargo.lock, the root Cargo.toml, every member's Cargo.toml), as a
+/// source tree in a root filesystem: the same crates as Trivy, which keeps only what the
+/// declared dependencies reach (no dev-dependencies, no root crate); and with the members'
+/// manifests missing, what the root's `[workspace.dependencies]` alone reach.
+#[test]
+fn trivy_agrees_on_a_cargo_workspace() {
+    let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root_manifest = std::fs::read_to_string(workspace.join("Cargo.toml")).unwrap();
+    let members: Vec<String> = toml::from_str::<toml::Table>(&root_manifest).unwrap()["workspace"]
+        ["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m.as_str().unwrap().to_owned())
+        .collect();
+    for with_members in [true, false] {
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("rootfs/src/app");
+        std::fs::create_dir_all(&src).unwrap();
+        for file in ["Cargo.lock", "Cargo.toml"] {
+            std::fs::copy(workspace.join(file), src.join(file)).unwrap();
+        }
+        if with_members {
+            for m in &members {
+                std::fs::create_dir_all(src.join(m)).unwrap();
+                std::fs::copy(
+                    workspace.join(m).join("Cargo.toml"),
+                    src.join(m).join("Cargo.toml"),
+                )
+                .unwrap();
+            }
+        }
+        let rootfs = d.path().join("rootfs");
+        let (inv, _) = scan::scan_path(&rootfs, "src", None).unwrap();
+        let ours: BTreeSet<String> = inv
+            .packages
+            .iter()
+            .filter(|p| p.kind == berth_scan::inventory::PkgType::Cargo)
+            .map(|p| format!("{}@{}", p.name, p.version))
+            .collect();
+        let theirs: BTreeSet<String> = trivy_rootfs_components(&rootfs, d.path(), "cargo")
+            .into_iter()
+            .map(|(name, version)| format!("{name}@{version}"))
+            .collect();
+        let lock_size = std::fs::read_to_string(src.join("Cargo.lock"))
+            .unwrap()
+            .matches("[[package]]")
+            .count();
+        assert!(
+            theirs.len() > 20 && theirs.len() < lock_size,
+            "Trivy kept {} of {lock_size}: the manifest must narrow the lock",
+            theirs.len()
+        );
+        assert_eq!(ours, theirs, "with member manifests: {with_members}");
+    }
+}
+
+/// `(name, version)` of every component of `kind` (a purl type: `cargo`, `rpm`…) that Trivy
+/// lists for a root filesystem, offline, as CycloneDX (which needs no vulnerability database).
+pub(crate) fn trivy_rootfs_components(
+    rootfs: &std::path::Path,
+    work: &std::path::Path,
+    kind: &str,
+) -> BTreeSet<(String, String)> {
+    let out = work.join("trivy-rootfs.json");
+    let res = command(&trivy())
+        .args([
+            "rootfs",
+            "--quiet",
+            "--offline-scan",
+            "--format",
+            "cyclonedx",
+        ])
+        .arg("--cache-dir")
+        .arg(work.join("trivy-cache"))
+        .arg("--output")
+        .arg(&out)
+        .arg(rootfs)
+        .output()
+        .unwrap();
+    assert!(
+        res.status.success(),
+        "trivy: {}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let prefix = format!("pkg:{kind}/");
+    doc["components"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["purl"].as_str().is_some_and(|p| p.starts_with(&prefix)))
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap_or_default().to_owned(),
+                c["version"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
