@@ -382,7 +382,12 @@ mod tests {
         let on = Config::parse("nested_run = true\n", None).expect("config");
         let found = named(&on);
         assert_eq!(found.len(), 1);
-        assert_eq!(found[0].level, Level::Ok, "{:?} (podman installed?)", found[0]);
+        assert_eq!(
+            found[0].level,
+            Level::Ok,
+            "{:?} (podman installed?)",
+            found[0]
+        );
     }
 
     #[test]
