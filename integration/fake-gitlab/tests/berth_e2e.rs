@@ -111,9 +111,21 @@ fn berth_runner(
     binary: &Path,
     gitlab: &FakeGitLab,
 ) -> Result<(tempfile::TempDir, RunnerConfig, RunOptions)> {
+    berth_runner_with(binary, gitlab, "")
+}
+
+/// [`berth_runner`] with more berth config lines.
+fn berth_runner_with(
+    binary: &Path,
+    gitlab: &FakeGitLab,
+    extra_config: &str,
+) -> Result<(tempfile::TempDir, RunnerConfig, RunOptions)> {
     let dir = tempfile::tempdir()?;
     let berth_config = dir.path().join("berth.toml");
-    std::fs::write(&berth_config, "network = \"host\"\nstop_grace = 2\n")?;
+    std::fs::write(
+        &berth_config,
+        format!("network = \"host\"\nstop_grace = 2\n{extra_config}"),
+    )?;
     let berth = berth_binary();
     let mut config = RunnerConfig::recommended(&gitlab.url(), &berth);
     config.token = format!("glrt-e2e{}", std::process::id());
@@ -128,11 +140,21 @@ fn run_with_berth(
     make_job: impl FnOnce(&FakeGitLab) -> JobPayload,
     setup: impl FnOnce(&FakeGitLab),
 ) -> Result<BerthRun> {
+    run_with_berth_config(binary, "", make_job, setup)
+}
+
+/// [`run_with_berth`] with more berth config lines.
+fn run_with_berth_config(
+    binary: &Path,
+    extra_config: &str,
+    make_job: impl FnOnce(&FakeGitLab) -> JobPayload,
+    setup: impl FnOnce(&FakeGitLab),
+) -> Result<BerthRun> {
     let gitlab = FakeGitLab::start()?;
     let job = make_job(&gitlab);
     gitlab.push_job(&job);
     setup(&gitlab);
-    let (dir, config, options) = berth_runner(binary, &gitlab)?;
+    let (dir, config, options) = berth_runner_with(binary, &gitlab, extra_config)?;
     let outcome = run_single(&config, &options)?;
     let run = BerthRun {
         gitlab,
@@ -316,6 +338,105 @@ fn berth_job_timeout_stops_the_jobs_builds() -> Result<()> {
             run.explain()
         );
     }
+    Ok(())
+}
+
+/// A job builds an image with a vulnerable package; berth's inline scan blocks it as a build
+/// failure that names the security policy, and the runner uploads the GitLab container
+/// scanning report and the CycloneDX SBOM berth wrote, as `artifacts:reports` would.
+#[test]
+fn berth_scan_blocks_the_job_and_the_runner_uploads_its_reports() -> Result<()> {
+    let Some(binary) = v19() else { return Ok(()) };
+    let advisories = tempfile::tempdir()?;
+    std::fs::write(
+        advisories.path().join("CVE-2099-4343.json"),
+        r#"{"id":"CVE-2099-4343","modified":"2099-01-01T00:00:00Z","database_specific":{"severity":"CRITICAL"},
+ "affected":[{"package":{"ecosystem":"Debian:12","name":"libberthdemo"},
+ "ranges":[{"type":"ECOSYSTEM","events":[{"introduced":"0"},{"fixed":"1.0-2"}]}]}]}"#,
+    )?;
+    let db = tempfile::tempdir()?;
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the berth binary under test, once"
+    )]
+    let imported = std::process::Command::new(berth_binary())
+        .args(["db", "update", "--from"])
+        .arg(advisories.path())
+        .arg("--db")
+        .arg(db.path())
+        .output()?;
+    ensure!(
+        imported.status.success(),
+        "db update: {}",
+        String::from_utf8_lossy(&imported.stderr)
+    );
+    berth_integration::make_readable_by_all(db.path());
+    let report = |name: &str, kind: &str, path: &str| Artifact {
+        name: name.to_owned(),
+        paths: vec![path.to_owned()],
+        when: "always".to_owned(),
+        artifact_type: kind.to_owned(),
+        artifact_format: "gzip".to_owned(),
+        ..Artifact::archive(&[])
+    };
+    let run = run_with_berth_config(
+        &binary,
+        &format!("scan_db = \"{}\"\n", db.path().display()),
+        |_| {
+            JobPayload::new(
+                108,
+                &[
+                    "mkdir -p /tmp/v && cd /tmp/v",
+                    "printf 'Package: libberthdemo\\nStatus: install ok installed\\nVersion: 1.0-1\\nArchitecture: amd64\\n\\n' > status",
+                    "printf 'ID=debian\\nVERSION_ID=\\\"12\\\"\\n' > os-release",
+                    "printf 'FROM localhost/busybox:latest\\nCOPY status /var/lib/dpkg/status\\nCOPY os-release /etc/os-release\\n' > Containerfile",
+                    "podman build -q -t localhost/e2e-vulnerable:1 .",
+                ],
+            )
+            .image(Image::new("localhost/build-tools:latest"))
+            .artifact(report(
+                "container_scanning",
+                "container_scanning",
+                "gl-container-scanning-report.json",
+            ))
+            .artifact(report("cyclonedx", "cyclonedx", "gl-sbom-*.cdx.json"))
+        },
+        |_| {},
+    )?;
+    run.check_final("failed", "script_failure", Some(1))?;
+    run.check_trace_has("CVE-2099-4343")?;
+    run.check_trace_has("the security policy blocked this job")?;
+    let artifacts = run.gitlab.artifacts();
+    for kind in ["container_scanning", "cyclonedx"] {
+        let upload = artifacts
+            .iter()
+            .find(|a| a.job_id == run.job_id && a.query.contains(&format!("artifact_type={kind}")));
+        ensure!(
+            upload.is_some_and(|a| !a.data.is_empty()),
+            "no {kind} report uploaded: {:?}\n{}",
+            artifacts
+                .iter()
+                .map(|a| (&a.filename, &a.query))
+                .collect::<Vec<_>>(),
+            run.explain()
+        );
+    }
+    let gitlab_report = artifacts
+        .iter()
+        .find(|a| a.query.contains("artifact_type=container_scanning"))
+        .map(|a| {
+            let mut text = String::new();
+            let _ = std::io::Read::read_to_string(
+                &mut flate2::read::GzDecoder::new(a.data.as_slice()),
+                &mut text,
+            );
+            text
+        })
+        .unwrap_or_default();
+    ensure!(
+        gitlab_report.contains("CVE-2099-4343") && gitlab_report.contains("container_scanning"),
+        "the uploaded report lacks the finding: {gitlab_report:.300}"
+    );
     Ok(())
 }
 
