@@ -236,6 +236,64 @@ async fn prune_caches(
     errors
 }
 
+/// Removes base images no job used for `prune_after_days`, only while no job exists and no
+/// prepare is checking images (see `berth_stages::prune`); returns how many removals failed.
+async fn collect_base_images(
+    config: &Config,
+    settings: &berth_sandbox::podman::PodmanSettings,
+    log: &mut JobLog,
+) -> usize {
+    if config.prune_after_days.is_none() {
+        return 0;
+    }
+    let lock = match berth_stages::prune::gc_lock_file(config) {
+        Ok(f) => f,
+        Err(e) => {
+            log.warn(&format!("base image collection skipped: {e}"));
+            return 1;
+        }
+    };
+    let Ok(_held) = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock)
+    else {
+        log.line("base image collection skipped: a job is being prepared");
+        return 0;
+    };
+    let jobs = berth_sandbox::podman::job_keys(&config.jobs_dir());
+    if !jobs.is_empty() {
+        log.line(&format!(
+            "base image collection skipped: {} job(s) exist (a job may build FROM any base image)",
+            jobs.len()
+        ));
+        return 0;
+    }
+    let images = match berth_stages::prune::base_images(config) {
+        Ok(i) => i,
+        Err(e) => {
+            log.warn(&format!("base image collection skipped: {e}"));
+            return 1;
+        }
+    };
+    let unused = berth_stages::prune::unused_images(config, &images, std::time::SystemTime::now());
+    let mut failed = 0;
+    // One at a time: one image Podman refuses must not keep the others.
+    for id in &unused {
+        match berth_sandbox::podman::remove_base_images(
+            settings,
+            &config.image_store(),
+            std::slice::from_ref(id),
+        )
+        .await
+        {
+            Ok(()) => log.line(&format!("removed base image {id} (unused too long)")),
+            Err(e) => {
+                failed += 1;
+                log.warn(&format!("removing base image {id}: {e}"));
+            }
+        }
+    }
+    failed
+}
+
 /// `berth reap` on its own (cron, an admin): no job payload needed.
 fn reap(config_path: Option<&Path>) -> Result<ExitCode, StageError> {
     let config = load_config(config_path)?;
@@ -272,7 +330,8 @@ fn reap(config_path: Option<&Path>) -> Result<ExitCode, StageError> {
     for e in &report.errors {
         log.warn(&e.to_string());
     }
-    let prune_errors = runtime.block_on(prune_caches(&config, &settings, &mut log));
+    let mut prune_errors = runtime.block_on(prune_caches(&config, &settings, &mut log));
+    prune_errors += runtime.block_on(collect_base_images(&config, &settings, &mut log));
     Ok(if report.errors.is_empty() && prune_errors == 0 {
         ExitCode::SUCCESS
     } else {

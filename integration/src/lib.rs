@@ -371,12 +371,28 @@ pub fn base_podman(args: &[&str]) -> Output {
         .ok()
         .flatten()
         .map_or(0, |u| u.uid.as_raw());
+    store_podman(
+        Path::new(&format!("{STATE_DIR}/images")),
+        Path::new(&format!("/run/user/{uid}/berth/base-run")),
+        args,
+    )
+}
+
+/// Podman as the runner user on the store at `root` with runroot `runroot`.
+pub fn store_podman(root: &Path, runroot: &Path, args: &[&str]) -> Output {
+    let uid = nix::unistd::User::from_name(RUNNER_USER)
+        .ok()
+        .flatten()
+        .map_or(0, |u| u.uid.as_raw());
     Command::new("runuser")
         .args(["-u", RUNNER_USER, "--", "env", "-C", "/"])
         .arg(format!("XDG_RUNTIME_DIR=/run/user/{uid}"))
         .arg(format!("HOME=/home/{RUNNER_USER}"))
-        .args(["podman", "--root", &format!("{STATE_DIR}/images")])
-        .args(["--runroot", &format!("/run/user/{uid}/berth/base-run")])
+        .arg("podman")
+        .arg("--root")
+        .arg(root)
+        .arg("--runroot")
+        .arg(runroot)
         .args([
             "--storage-driver",
             "overlay",

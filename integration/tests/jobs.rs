@@ -326,6 +326,99 @@ fn reap_prunes_caches_unused_too_long_and_keeps_the_rest() {
 }
 
 #[test]
+fn reap_collects_base_images_unused_too_long_but_never_while_a_job_exists() {
+    require_host();
+    // A state directory of its own: collection waits for a moment without jobs, which the
+    // shared one never has while these tests run in parallel.
+    let tmp = tempfile::Builder::new()
+        .prefix("berth-gc")
+        .tempdir_in("/var/tmp")
+        .expect("tempdir");
+    let state = tmp.path().join("state");
+    let run = tmp.path().join("run");
+    for dir in [&state, &state.join("images"), &state.join("jobs"), &run] {
+        std::fs::create_dir_all(dir).expect("mkdir");
+    }
+    berth_integration::give_to_runner_user(tmp.path());
+    for (dir, mode) in [
+        (tmp.path(), 0o755),
+        (&run, 0o700),
+        (&state.join("jobs"), 0o700),
+    ] {
+        std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(mode))
+            .expect("chmod");
+    }
+    let podman = |args: &[&str]| {
+        let out =
+            berth_integration::store_podman(&state.join("images"), &run.join("base-run"), args);
+        assert!(
+            out.status.success(),
+            "podman {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let busybox = "/var/cache/berth-test/busybox.tar";
+    // A label apiece, so the two imports are two images.
+    let old = podman(&[
+        "import",
+        "-q",
+        "--change",
+        "LABEL gc=old",
+        busybox,
+        "localhost/gc-old:1",
+    ]);
+    let recent = podman(&[
+        "import",
+        "-q",
+        "--change",
+        "LABEL gc=recent",
+        busybox,
+        "localhost/gc-recent:1",
+    ]);
+    assert_ne!(old, recent);
+    let config = format!(
+        "state_dir = \"{}\"\nruntime_dir = \"{}\"\nprune_after_days = 2\n",
+        state.display(),
+        run.display()
+    );
+    let mut admin = FakeRunner::new(payload(BUSYBOX)).with_config(&config);
+    let stamp = |id: &str| {
+        state
+            .join("images/.berth-used")
+            .join(id.trim_start_matches("sha256:"))
+    };
+    let reap = |admin: &mut FakeRunner| {
+        let r = admin.stage(&["reap"]);
+        assert_eq!(r.code, 0, "{}", r.all());
+        r
+    };
+    // First sight starts each image's clock: nothing goes.
+    reap(&mut admin);
+    assert!(stamp(&old).exists() && stamp(&recent).exists());
+    let three_days_ago = std::time::SystemTime::now() - Duration::from_secs(3 * 86_400);
+    std::fs::File::open(stamp(&old))
+        .and_then(|f| f.set_modified(three_days_ago))
+        .expect("age the stamp");
+    // A job exists: nothing goes, whatever its age.
+    std::fs::create_dir_all(state.join("jobs/j1-running")).expect("job dir");
+    let r = reap(&mut admin);
+    assert!(r.stderr.contains("skipped"), "{}", r.all());
+    assert!(podman(&["image", "exists", "localhost/gc-old:1"]).is_empty());
+    std::fs::remove_dir(state.join("jobs/j1-running")).expect("rm job dir");
+    // No job: the image unused for three days goes, the other stays.
+    let r = reap(&mut admin);
+    assert!(r.stderr.contains("removed base image"), "{}", r.all());
+    let images = podman(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    assert!(
+        !images.contains("gc-old") && images.contains("gc-recent"),
+        "{images}\n{}",
+        r.all()
+    );
+    podman(&["rmi", "-a", "-f"]);
+}
+
+#[test]
 fn concurrent_jobs_cannot_see_each_others_files_or_processes() {
     let mut a = prepared(payload(BUSYBOX));
     let mut b = prepared(payload(BUSYBOX));

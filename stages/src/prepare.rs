@@ -187,6 +187,16 @@ async fn prepare_inner<S: Sandbox>(
     sandbox: &S,
     log: &mut JobLog,
 ) -> Result<(), StageError> {
+    // No base-image collection may start while this prepare checks and uses base images; once
+    // the job directory exists, collections wait for the job's end (see `prune`).
+    let lock_path = job.config.image_store().join(".berth-gc.lock");
+    let lock = crate::prune::gc_lock_file(&job.config).map_err(StageError::io(&lock_path))?;
+    let _collection_lock = tokio::task::spawn_blocking(move || {
+        nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockShared)
+    })
+    .await
+    .map_err(|e| StageError::io(&lock_path)(std::io::Error::other(e)))?
+    .map_err(|(_, e)| StageError::io(&lock_path)(e.into()))?;
     let image_spec = job_image(job)?;
     let image = plan_image(job, &image_spec, "image")?;
     let services: Vec<(ImageSpec, ImagePlan)> = job
@@ -233,7 +243,7 @@ async fn prepare_inner<S: Sandbox>(
         )
         .await?;
     // The helper is the runner's own tooling, provisioned with the host: pulled only when missing.
-    sandbox
+    let helper_info = sandbox
         .ensure_image(
             &job.config.helper_image,
             &[PullPolicy::IfNotPresent],
@@ -254,6 +264,14 @@ async fn prepare_inner<S: Sandbox>(
     }
 
     step("images");
+    for info in std::iter::once(&image_info)
+        .chain(&service_infos)
+        .chain(std::iter::once(&helper_info))
+    {
+        if let Err(e) = crate::prune::touch_image_used(&job.config, &info.id) {
+            log.warn(&format!("cannot record the use of image {}: {e}", info.id));
+        }
+    }
     let mut hosts = Vec::new();
     for (spec, _) in &services {
         hosts.extend(naming::service_aliases(&spec.name, &spec.aliases()));

@@ -1,7 +1,12 @@
 //! Pruning what berth keeps across jobs on purpose: GitLab's `/cache` per project, BuildKit's
-//! cache per project and ref kind, and the scanner's per-layer cache. An entry unused for longer
-//! than the admin allows goes; an entry a job holds never does. Deciding is here; removing
-//! BuildKit's subordinate-owned files needs the runner's user namespace, which the caller has.
+//! cache per project and ref kind, the scanner's per-layer cache, and images in the shared base
+//! store. An entry unused for longer than the admin allows goes; an entry a job holds never
+//! does. Deciding is here; removing (in the runner's user namespace, through Podman) is the
+//! caller's.
+//!
+//! Base images are collected only while no job exists at all: a running job may build FROM any
+//! of them. Prepare holds the collection lock shared from before its job directory exists until
+//! its containers run, so a collection never starts between a prepare's image check and its use.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -94,6 +99,86 @@ pub fn due(config: &Config, now: SystemTime) -> bool {
     due
 }
 
+/// Where a base image's last use by a job is stamped.
+fn image_stamp(config: &Config, image_id: &str) -> PathBuf {
+    config
+        .image_store()
+        .join(".berth-used")
+        .join(image_id.trim_start_matches("sha256:"))
+}
+
+/// Records that a job uses the base image `image_id` now.
+pub fn touch_image_used(config: &Config, image_id: &str) -> std::io::Result<()> {
+    let stamp = image_stamp(config, image_id);
+    if let Some(dir) = stamp.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::File::create(&stamp)?.set_modified(SystemTime::now())
+}
+
+/// The collection lock of the base store (created if missing).
+pub fn gc_lock_file(config: &Config) -> std::io::Result<std::fs::File> {
+    let store = config.image_store();
+    std::fs::create_dir_all(&store)?;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(store.join(".berth-gc.lock"))
+}
+
+/// One image of the base store, as containers-storage lists it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct StoredImage {
+    /// Image id.
+    pub id: String,
+    /// Its names (tags).
+    #[serde(default)]
+    pub names: Vec<String>,
+}
+
+/// The images of the base store (`overlay-images/images.json`; none when it has none).
+pub fn base_images(config: &Config) -> std::io::Result<Vec<StoredImage>> {
+    let path = config.image_store().join("overlay-images/images.json");
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(std::io::Error::other),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
+/// The base images no job used for longer than `prune_after_days` at `now`. The helper and
+/// default images are always kept; an image seen for the first time gets its stamp now (its
+/// age counts from here, never from when it was built).
+pub fn unused_images(config: &Config, images: &[StoredImage], now: SystemTime) -> Vec<String> {
+    let Some(days) = config.prune_after_days else {
+        return Vec::new();
+    };
+    let cutoff = now
+        .checked_sub(Duration::from_secs(u64::from(days) * 86_400))
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    let pinned: Vec<&str> = std::iter::once(config.helper_image.as_str())
+        .chain(config.default_image.as_deref())
+        .collect();
+    images
+        .iter()
+        .filter(|image| !image.names.iter().any(|n| pinned.contains(&n.as_str())))
+        .filter(|image| {
+            let stamp = image_stamp(config, &image.id);
+            match std::fs::metadata(&stamp).and_then(|m| m.modified()) {
+                Ok(last) => last < cutoff,
+                Err(_) => {
+                    let _ = std::fs::create_dir_all(stamp.parent().unwrap_or(&stamp))
+                        .and_then(|()| std::fs::File::create(&stamp))
+                        .and_then(|f| f.set_modified(now));
+                    false
+                }
+            }
+        })
+        .map(|image| image.id.clone())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,6 +245,66 @@ mod tests {
         )
         .expect("config");
         assert_eq!(super::plan(&never, SystemTime::now()), PrunePlan::default());
+    }
+
+    #[test]
+    fn base_images_go_only_after_a_long_unused_stretch_and_pinned_ones_never() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let config = Config::parse(
+            &format!(
+                "state_dir = \"{}\"\nprune_after_days = 10\ndefault_image = \"localhost/default:1\"\n",
+                tmp.path().display()
+            ),
+            None,
+        )
+        .expect("config");
+        let image = |id: &str, name: &str| StoredImage {
+            id: id.to_owned(),
+            names: vec![name.to_owned()],
+        };
+        let images = [
+            image("aaa", "localhost/old:1"),
+            image("bbb", "localhost/recent:1"),
+            image("ccc", "localhost/never-seen:1"),
+            image("ddd", &config.helper_image),
+            image("eee", "localhost/default:1"),
+        ];
+        for id in ["aaa", "bbb", "ddd", "eee"] {
+            touch_image_used(&config, id).expect("touch");
+        }
+        for id in ["aaa", "ddd", "eee"] {
+            age(&image_stamp(&config, id), 30);
+        }
+        let now = SystemTime::now();
+        assert_eq!(unused_images(&config, &images, now), vec!["aaa".to_owned()]);
+        assert!(
+            image_stamp(&config, "ccc").exists(),
+            "first sight starts the clock"
+        );
+        assert!(
+            !unused_images(&config, &images, now + Duration::from_secs(9 * 86_400))
+                .contains(&"ccc".to_owned())
+        );
+        assert!(
+            unused_images(&config, &images, now + Duration::from_secs(11 * 86_400))
+                .contains(&"ccc".to_owned())
+        );
+        std::fs::create_dir_all(config.image_store().join("overlay-images")).expect("mkdir");
+        std::fs::write(
+            config.image_store().join("overlay-images/images.json"),
+            r#"[{"id":"aaa","names":["localhost/old:1"],"layer":"x"},{"id":"fff"}]"#,
+        )
+        .expect("write");
+        assert_eq!(
+            base_images(&config).expect("read"),
+            vec![
+                image("aaa", "localhost/old:1"),
+                StoredImage {
+                    id: "fff".into(),
+                    names: vec![]
+                }
+            ]
+        );
     }
 
     #[test]

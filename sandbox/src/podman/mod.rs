@@ -1042,6 +1042,22 @@ impl Sandbox for PodmanSandbox {
     }
 }
 
+/// Podman on the shared base store, outside any job.
+fn base_store_podman(settings: &PodmanSettings, image_store: &Path) -> CommandSpec {
+    let mut spec = CommandSpec::new(&settings.podman);
+    for (k, v) in &settings.env {
+        spec = spec.env(k, v);
+    }
+    spec.args([
+        "--root".into(),
+        image_store.as_os_str().to_owned(),
+        "--runroot".into(),
+        settings.base_runroot.as_os_str().to_owned(),
+        "--storage-driver".into(),
+        std::ffi::OsString::from("overlay"),
+    ])
+}
+
 /// Removes trees that hold files of the runner's subordinate ids (a BuildKit root) from inside
 /// the runner's user namespace, where its user may delete them. `image_store` only names the
 /// store `podman unshare` opens; nothing in it changes.
@@ -1053,23 +1069,26 @@ pub async fn remove_in_user_namespace(
     if trees.is_empty() {
         return Ok(());
     }
-    let mut spec = CommandSpec::new(&settings.podman);
-    for (k, v) in &settings.env {
-        spec = spec.env(k, v);
+    let spec = base_store_podman(settings, image_store)
+        .args(["unshare", "rm", "-rf", "--"])
+        .args(trees.iter().map(|t| t.as_os_str().to_owned()));
+    process::run(&spec, &CancellationToken::new()).await?;
+    Ok(())
+}
+
+/// Removes images from the shared base store (never forced: an image something still uses
+/// stays, and Podman says why).
+pub async fn remove_base_images(
+    settings: &PodmanSettings,
+    image_store: &Path,
+    ids: &[String],
+) -> Result<(), SandboxError> {
+    if ids.is_empty() {
+        return Ok(());
     }
-    spec = spec.args([
-        "--root".into(),
-        image_store.as_os_str().to_owned(),
-        "--runroot".into(),
-        settings.base_runroot.as_os_str().to_owned(),
-        "--storage-driver".into(),
-        "overlay".into(),
-        "unshare".into(),
-        "rm".into(),
-        "-rf".into(),
-        "--".into(),
-    ]);
-    spec = spec.args(trees.iter().map(|t| t.as_os_str().to_owned()));
+    let spec = base_store_podman(settings, image_store)
+        .args(["rmi", "--"])
+        .args(ids.iter().map(std::ffi::OsString::from));
     process::run(&spec, &CancellationToken::new()).await?;
     Ok(())
 }
