@@ -642,6 +642,10 @@ if mount -t tmpfs none /mnt 2>/dev/null; then echo mount-allowed; else echo moun
     cleaned(job);
 }
 
+fn berth_sandbox_alive(pid: u32) -> bool {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid.cast_signed()), None).is_ok()
+}
+
 /// `podman run` and an OCI-isolation `RUN` step inside the job, then what must stay refused.
 const NESTED_RUN_SCRIPT: &str = r#"mkdir -p /tmp/ctx && cd /tmp/ctx
 printf 'FROM localhost/busybox:latest\nRUN echo oci-step-on-$(hostname) > /step\n' > Containerfile
@@ -993,6 +997,35 @@ wait"#,
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    // The pod's network (slirp4netns, in the session of the job's Podman service, like the
+    // builds) must outlive the cancel: after_script still runs.
+    let uid = nix::unistd::User::from_name("berth-runner")
+        .ok()
+        .flatten()
+        .map_or(0, |u| u.uid.as_raw());
+    let service: u32 =
+        std::fs::read_to_string(format!("/run/user/{uid}/berth/{}/service.pid", job.key()))
+            .expect("service pid")
+            .trim()
+            .parse()
+            .expect("pid");
+    let slirp: Vec<u32> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.trim() == "slirp4netns")
+                && std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|st| {
+                    st.rsplit(')')
+                        .next()
+                        .and_then(|rest| rest.split_whitespace().nth(3))
+                        == Some(service.to_string().as_str())
+                })
+        })
+        .collect();
+    assert_eq!(slirp.len(), 1, "the job's pod network process");
     signal_group(&child, Signal::SIGTERM);
     let r = wait_with_timeout(child, Duration::from_secs(60));
     assert_eq!(
@@ -1000,6 +1033,11 @@ wait"#,
         1,
         "a cancelled script is a build failure: {}",
         r.all()
+    );
+    assert!(
+        berth_sandbox_alive(slirp[0]),
+        "the cancel killed the pod's network (slirp4netns {})",
+        slirp[0]
     );
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let mut survivors = builds.map(|b| (b, berth_integration::host_sleeps(b)));

@@ -567,8 +567,10 @@ impl PodmanSandbox {
     /// a per-tmpdir pause process) after the pod is gone.
     /// Stops the builds a cancelled script left running in the job's API service (the build
     /// socket's `docker build`/`podman --remote build`: the service goes on building after its
-    /// client is gone). Those are the service's descendants; containers the job started through
-    /// the socket sit under their own conmon and stay until cleanup, as with a Docker daemon.
+    /// client is gone). Those are the service's `buildah-*` children (a RUN step's runtime)
+    /// and everything under them; the service's other children stay: slirp4netns carries the
+    /// pod's network for after_script, conmon the containers the job started through the
+    /// socket, which stay until cleanup as with a Docker daemon.
     async fn stop_service_builds(&self) {
         let Some(service) = std::fs::read_to_string(self.paths.service_pid())
             .ok()
@@ -578,21 +580,18 @@ impl PodmanSandbox {
         };
         let victims = || {
             let all = crate::agent::processes();
-            let conmons: Vec<u32> = crate::agent::descendant_pids(&all, service)
+            let builders: Vec<u32> = crate::agent::descendant_pids(&all, service)
                 .into_iter()
                 .filter(|pid| {
-                    std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                        .is_ok_and(|c| c.trim() == "conmon")
+                    // Podman re-executes itself as `buildah-oci-runtime` (its comm is `exe`).
+                    std::fs::read(format!("/proc/{pid}/cmdline"))
+                        .is_ok_and(|c| c.starts_with(b"buildah-"))
                 })
                 .collect();
-            let spared: Vec<u32> = conmons
+            builders
                 .iter()
-                .flat_map(|c| crate::agent::descendant_pids(&all, *c))
-                .chain(conmons.iter().copied())
-                .collect();
-            crate::agent::descendant_pids(&all, service)
-                .into_iter()
-                .filter(|pid| !spared.contains(pid))
+                .flat_map(|b| crate::agent::descendant_pids(&all, *b))
+                .chain(builders.iter().copied())
                 .collect::<Vec<u32>>()
         };
         // Once found, a victim stays one: a RUN step whose runtime parent died on SIGTERM is
