@@ -59,6 +59,7 @@ pub enum NetworkMode {
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     user: Option<String>,
+    job_users: Option<Vec<String>>,
     state_dir: Option<PathBuf>,
     runtime_dir: Option<PathBuf>,
     helper_image: Option<String>,
@@ -100,6 +101,7 @@ struct RawConfig {
 /// Keys [`RawConfig`] accepts, for reporting every unknown key at once.
 const KNOWN_KEYS: &[&str] = &[
     "user",
+    "job_users",
     "state_dir",
     "runtime_dir",
     "helper_image",
@@ -204,8 +206,11 @@ pub struct Limits {
 pub struct Config {
     /// Where the config came from (None: built-in defaults).
     pub source: Option<PathBuf>,
-    /// Unprivileged user to drop to when started as root.
+    /// The store identity: owns the shared base store and the kept caches; pulls run as it.
     pub user: String,
+    /// One unprivileged identity per concurrent job (started as root): everything that runs
+    /// for a job runs as the identity it leases, which owns nothing of any other job.
+    pub job_users: Vec<String>,
     /// Base directory: `images/` (shared read-only base store), `jobs/`, `cache/`.
     pub state_dir: PathBuf,
     /// Override for the per-user runtime directory (default `/run/user/UID/berth`).
@@ -420,6 +425,68 @@ impl Config {
     pub fn cache_root(&self) -> PathBuf {
         self.state_dir.join("cache")
     }
+
+    /// Leases of the job identities (root's alone): which job holds which identity.
+    pub fn leases_dir(&self) -> PathBuf {
+        self.state_dir.join("leases")
+    }
+}
+
+/// How many job identities the host setup creates by default.
+pub const DEFAULT_JOB_SLOTS: usize = 8;
+
+/// The job identities the host setup creates by default.
+pub fn default_job_users() -> Vec<String> {
+    (0..DEFAULT_JOB_SLOTS)
+        .map(|n| format!("berth-job-{n}"))
+        .collect()
+}
+
+fn valid_user_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 32
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        && !name.starts_with('-')
+}
+
+fn job_users(
+    raw: Option<Vec<String>>,
+    store: &str,
+    problems: &mut Vec<ConfigProblem>,
+) -> Vec<String> {
+    let users = raw.unwrap_or_else(default_job_users);
+    if users.is_empty() {
+        problems.push(ConfigProblem::new(
+            "job_users",
+            "the list is empty: jobs would share one identity",
+            "name at least one unprivileged user per concurrent job (setup-host.sh creates berth-job-0 … berth-job-7)",
+        ));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for user in &users {
+        if !valid_user_name(user) || user == "root" {
+            problems.push(ConfigProblem::new(
+                "job_users",
+                format!("{user:?} is not an unprivileged user name"),
+                "use names like \"berth-job-0\"",
+            ));
+        } else if user == store {
+            problems.push(ConfigProblem::new(
+                "job_users",
+                format!("{user:?} is also `user`, the identity that owns the base store"),
+                "give jobs identities of their own",
+            ));
+        } else if !seen.insert(user.as_str()) {
+            problems.push(ConfigProblem::new(
+                "job_users",
+                format!("{user:?} is listed twice"),
+                "list each identity once",
+            ));
+        }
+    }
+    users
 }
 
 fn parse_policies(
@@ -486,6 +553,7 @@ fn validate(raw: RawConfig, source: Option<&Path>) -> Result<Config, Vec<ConfigP
             "name an unprivileged user with /etc/subuid and /etc/subgid ranges (setup-host.sh creates berth-runner)",
         ));
     }
+    let job_users = job_users(raw.job_users, &user, &mut problems);
     let state_dir = absolute(
         "state_dir",
         raw.state_dir
@@ -688,6 +756,7 @@ fn validate(raw: RawConfig, source: Option<&Path>) -> Result<Config, Vec<ConfigP
     let config = Config {
         source: source.map(Path::to_owned),
         user,
+        job_users,
         state_dir,
         runtime_dir,
         helper_image: raw
@@ -786,6 +855,31 @@ mod tests {
         }
         assert!(message.contains("/etc/berth/config.toml"));
         assert!(message.contains("fix:"));
+    }
+
+    #[test]
+    fn job_identities_are_distinct_unprivileged_and_not_the_store_identity() {
+        assert_eq!(Config::defaults().job_users, default_job_users());
+        let text = r#"
+            user = "berth-runner"
+            job_users = ["berth-job-0", "berth-job-0", "root", "berth-runner", "Bad/Name"]
+        "#;
+        let message = Config::parse(text, None)
+            .expect_err("bad identities")
+            .to_string();
+        for needle in [
+            "listed twice",
+            "\"root\" is not",
+            "also `user`",
+            "\"Bad/Name\" is not",
+        ] {
+            assert!(
+                message.contains(needle),
+                "{needle} missing from:\n{message}"
+            );
+        }
+        let empty = Config::parse("job_users = []\n", None).expect_err("empty");
+        assert!(empty.to_string().contains("share one identity"), "{empty}");
     }
 
     #[test]

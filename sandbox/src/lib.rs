@@ -5,6 +5,8 @@
 pub mod agent;
 pub mod cgroups;
 pub mod fake;
+pub mod identity;
+pub mod idmap;
 pub mod paths;
 pub mod podman;
 pub mod ports;

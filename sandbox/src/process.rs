@@ -3,6 +3,9 @@
 //!
 //! The one exception is [`spawn_detached`], for the per-job Podman API service that must outlive
 //! the stage that started it; cleanup and reap stop it by its pid file.
+//!
+//! No child inherits berth's environment (gitlab-runner hands berth the job token and masked
+//! variables as `CUSTOM_ENV_*`): each starts from [`BASE_ENV`] plus what its spec names.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -17,6 +20,15 @@ use tokio::process::{Child, Command};
 /// How many bytes of stderr a failed command keeps for its error.
 const STDERR_TAIL: usize = 4096;
 
+/// The whole environment a child starts with, before its spec adds to it.
+pub const BASE_ENV: &[(&str, &str)] = &[
+    (
+        "PATH",
+        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    ),
+    ("LANG", "C.UTF-8"),
+];
+
 /// A command to run: plain data, turned into a process only by this module.
 #[derive(Debug, Clone)]
 pub struct CommandSpec {
@@ -24,10 +36,12 @@ pub struct CommandSpec {
     pub program: PathBuf,
     /// Arguments.
     pub args: Vec<OsString>,
-    /// Extra environment (added to the inherited one).
+    /// Environment on top of [`BASE_ENV`]; nothing is inherited.
     pub env: Vec<(OsString, OsString)>,
     /// Time to wait after SIGTERM before SIGKILL.
     pub grace: Duration,
+    /// Run as this (uid, gid) instead of berth's own ids (needs a saved set-user-ID of root).
+    pub identity: Option<(u32, u32)>,
 }
 
 impl CommandSpec {
@@ -38,7 +52,14 @@ impl CommandSpec {
             args: Vec::new(),
             env: Vec::new(),
             grace: Duration::from_secs(5),
+            identity: None,
         }
+    }
+
+    /// Runs the command as `uid`/`gid` with that group alone.
+    pub fn as_identity(mut self, uid: u32, gid: u32) -> Self {
+        self.identity = Some((uid, gid));
+        self
     }
 
     /// Adds arguments.
@@ -73,12 +94,27 @@ impl CommandSpec {
     fn command(&self) -> Command {
         let mut cmd = Command::new(&self.program);
         cmd.args(&self.args);
+        cmd.env_clear();
+        for (k, v) in BASE_ENV {
+            cmd.env(k, v);
+        }
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
         cmd.stdin(Stdio::null());
         // The caller's cwd may be gitlab-runner's root-only temp dir, unreadable after the drop.
         cmd.current_dir("/");
+        if let Some((uid, gid)) = self.identity {
+            #[expect(
+                unsafe_code,
+                reason = "pre_exec is the only way to change the child's identity before exec"
+            )]
+            // SAFETY: only set*id/setgroups syscalls, which are async-signal-safe and touch no
+            // memory of the parent.
+            unsafe {
+                cmd.pre_exec(move || become_identity(uid, gid));
+            }
+        }
         cmd
     }
 }
@@ -251,6 +287,87 @@ pub fn spawn_detached(spec: &CommandSpec, log: &std::path::Path) -> Result<u32, 
         command,
         source: std::io::Error::other("child exited before its pid was read"),
     })
+}
+
+/// In a freshly forked child: takes root back through the saved set-user-ID (a no-op when
+/// already root), then becomes `uid`/`gid` for good, real, effective and saved alike.
+fn become_identity(uid: u32, gid: u32) -> std::io::Result<()> {
+    use nix::unistd::{Gid, Uid};
+    if !Uid::effective().is_root() {
+        nix::unistd::seteuid(Uid::from_raw(0))?;
+    }
+    let gid = Gid::from_raw(gid);
+    nix::unistd::setgroups(&[gid])?;
+    nix::unistd::setresgid(gid, gid, gid)?;
+    let uid = Uid::from_raw(uid);
+    nix::unistd::setresuid(uid, uid, uid)?;
+    Ok(())
+}
+
+/// A process sitting in a user namespace of its own, so root can give that namespace an id
+/// mapping and use it (for an idmapped mount). Killed when dropped.
+#[derive(Debug)]
+pub struct UserNamespace {
+    child: std::process::Child,
+}
+
+impl UserNamespace {
+    /// Starts `sleep` in a new user namespace, not yet mapped.
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "this module is the one place that creates processes"
+    )]
+    pub fn new() -> std::io::Result<Self> {
+        use std::os::unix::process::CommandExt as _;
+        let mut cmd = std::process::Command::new("sleep");
+        cmd.arg("60")
+            .env_clear()
+            .envs(BASE_ENV.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .current_dir("/");
+        #[expect(
+            unsafe_code,
+            reason = "pre_exec is the only way to enter a new user namespace before exec"
+        )]
+        // SAFETY: prctl and unshare are async-signal-safe and touch no memory of the parent.
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+                nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUSER)?;
+                Ok(())
+            });
+        }
+        let child = cmd.spawn()?;
+        let ns = Self { child };
+        // The namespace exists once the child has exec'd: its ns link differs from ours.
+        let ours = std::fs::read_link("/proc/self/ns/user")?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            match std::fs::read_link(format!("/proc/{}/ns/user", ns.pid())) {
+                Ok(link) if link != ours => return Ok(ns),
+                _ if std::time::Instant::now() > deadline => {
+                    return Err(std::io::Error::other(
+                        "the user namespace holder did not start within 5 s",
+                    ));
+                }
+                _ => std::thread::yield_now(),
+            }
+        }
+    }
+
+    /// Its pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for UserNamespace {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// Whether a process exists (signal 0).
