@@ -15,12 +15,15 @@ use berth_config::{Config, ContractEnv};
 use berth_sandbox::Cancel;
 use berth_sandbox::paths::JobPaths;
 use berth_sandbox::podman::PodmanSandbox;
-use berth_stages::context::{HostFacts, default_runtime_dir};
+use berth_stages::context::HostFacts;
 use berth_stages::state::ProcessIdentity;
 use berth_stages::{FailureKind, Job, JobLog, RunOutcome, StageError};
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::{Cli, Command};
+use berth_sandbox::identity::Identity;
+use berth_stages::identities::{Identities, Leases};
+
 use crate::privileges::{self, RunnerUser};
 
 /// Exit codes of one invocation, from the runner's environment.
@@ -216,13 +219,7 @@ async fn prune_caches(
             }
         }
     }
-    match berth_sandbox::podman::remove_in_user_namespace(
-        settings,
-        &config.image_store(),
-        &plan.in_user_namespace,
-    )
-    .await
-    {
+    match berth_sandbox::podman::remove_in_user_namespace(settings, &plan.in_user_namespace).await {
         Ok(()) => {
             for path in &plan.in_user_namespace {
                 log.line(&format!("pruned {} (unused too long)", path.display()));
@@ -277,13 +274,7 @@ async fn collect_base_images(
     let mut failed = 0;
     // One at a time: one image Podman refuses must not keep the others.
     for id in &unused {
-        match berth_sandbox::podman::remove_base_images(
-            settings,
-            &config.image_store(),
-            std::slice::from_ref(id),
-        )
-        .await
-        {
+        match berth_sandbox::podman::remove_base_images(settings, std::slice::from_ref(id)).await {
             Ok(()) => log.line(&format!("removed base image {id} (unused too long)")),
             Err(e) => {
                 failed += 1;
@@ -297,39 +288,28 @@ async fn collect_base_images(
 /// `berth reap` on its own (cron, an admin): no job payload needed.
 fn reap(config_path: Option<&Path>) -> Result<ExitCode, StageError> {
     let config = load_config(config_path)?;
-    let user = privileges::runner_user(&config.user).map_err(|detail| StageError::User {
-        user: config.user.clone(),
-        detail,
-    })?;
-    let host = host_facts(&config, &user);
-    privileges::drop_to(&user).map_err(|detail| StageError::User {
-        user: user.name.clone(),
-        detail,
-    })?;
+    let who = Who::of(&config)?;
     std::env::set_current_dir("/").map_err(StageError::io(Path::new("/")))?;
-    let settings = berth_stages::context::podman_settings(&config, &host);
-    let jobs_dir = config.jobs_dir();
-    let image_store = config.image_store();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(StageError::io(Path::new("<tokio runtime>")))?;
-    let report = runtime.block_on(berth_stages::reap::reap(&jobs_dir, None, |key| {
-        PodmanSandbox::new(
-            JobPaths::new(key, &jobs_dir, &host.runtime_dir, &image_store),
-            settings.clone(),
-        )
-    }));
     let mut log = JobLog::new(Box::new(std::io::stderr()), Vec::new());
-    for (key, why) in &report.reaped {
-        log.line(&format!("reaped {key}: {why:?}"));
-        for e in privileges::with_root(|| berth_sandbox::cgroups::remove(key)) {
-            log.warn(&format!("removing the cgroup of {key}: {e}"));
-        }
-    }
+    let report = runtime.block_on(reap_jobs(&config, &who, None, &mut log));
     for e in &report.errors {
         log.warn(&e.to_string());
     }
+    // The kept caches and the base store are the store identity's: it prunes them, not root.
+    let store_user = match &who {
+        Who::Root(ids) => as_runner_user(&ids.store),
+        Who::OwnUser(user) => user.clone(),
+    };
+    let host = who.host(&config, None);
+    privileges::drop_to(&store_user).map_err(|detail| StageError::User {
+        user: store_user.name.clone(),
+        detail,
+    })?;
+    let settings = berth_stages::context::podman_settings(&config, &host);
     let mut prune_errors = runtime.block_on(prune_caches(&config, &settings, &mut log));
     prune_errors += runtime.block_on(collect_base_images(&config, &settings, &mut log));
     Ok(if report.errors.is_empty() && prune_errors == 0 {
@@ -376,31 +356,119 @@ fn runner_binary(config: &Config) -> Option<PathBuf> {
     name.contains("gitlab-runner").then_some(parent)
 }
 
-fn host_facts(config: &Config, user: &RunnerUser) -> HostFacts {
-    let runtime_dir = config
-        .runtime_dir
-        .clone()
-        .unwrap_or_else(|| default_runtime_dir(user.uid));
-    let xdg = format!("/run/user/{}", user.uid);
-    HostFacts {
-        podman_env: vec![
-            ("HOME".into(), user.home.display().to_string()),
-            ("USER".into(), user.name.clone()),
-            ("LOGNAME".into(), user.name.clone()),
-            ("XDG_RUNTIME_DIR".into(), xdg),
-            // The runner's TMPDIR is its own root-only directory, deleted at cleanup.
-            ("TMPDIR".into(), runtime_dir.display().to_string()),
-            (
-                "XDG_CONFIG_HOME".into(),
-                user.home.join(".config").display().to_string(),
-            ),
-        ],
-        runtime_dir,
-        runner_binary: runner_binary(config),
-        runner: ProcessIdentity::of(nix::unistd::getppid().as_raw().cast_unsigned()),
-        podman: PathBuf::from("podman"),
-        berth: std::env::current_exe().ok(),
+/// Who runs a stage's processes: identities of their own when berth started as root, else
+/// berth's own user for everything.
+enum Who {
+    Root(Identities),
+    OwnUser(RunnerUser),
+}
+
+impl Who {
+    fn of(config: &Config) -> Result<Self, StageError> {
+        if nix::unistd::Uid::effective().is_root() {
+            Ok(Self::Root(Identities::load(config)?))
+        } else {
+            let user =
+                privileges::runner_user(&config.user).map_err(|detail| StageError::User {
+                    user: config.user.clone(),
+                    detail,
+                })?;
+            Ok(Self::OwnUser(user))
+        }
     }
+
+    /// Host facts for a job run by `job_identity` (root) or by berth's own user.
+    fn host(&self, config: &Config, job_identity: Option<&Identity>) -> HostFacts {
+        let base = match self {
+            Self::Root(ids) => HostFacts::with_identities(config, job_identity, &ids.store),
+            Self::OwnUser(u) => HostFacts::as_own_user(config, &u.name, u.uid, &u.home),
+        };
+        HostFacts {
+            runner_binary: runner_binary(config),
+            runner: ProcessIdentity::of(nix::unistd::getppid().as_raw().cast_unsigned()),
+            podman: PathBuf::from("podman"),
+            berth: std::env::current_exe().ok(),
+            ..base
+        }
+    }
+}
+
+fn as_runner_user(identity: &Identity) -> RunnerUser {
+    RunnerUser {
+        name: identity.name.clone(),
+        uid: identity.uid,
+        gid: identity.gid,
+        home: identity.home.clone(),
+    }
+}
+
+/// The sandbox of job `key` as its own identity sees it (for reaping it as root).
+fn sandbox_of(config: &Config, who: &Who, key: &str, identity: Option<&Identity>) -> PodmanSandbox {
+    let host = who.host(config, identity);
+    let image_view =
+        identity.map_or_else(|| config.image_store(), berth_stages::identities::base_view);
+    let mut settings = berth_stages::context::podman_settings(config, &host);
+    let paths = JobPaths::new(key, &config.jobs_dir(), &host.runtime_dir, &image_view);
+    if identity.is_some() {
+        berth_stages::context::home_in_job(&mut settings, &paths);
+    }
+    PodmanSandbox::new(paths, settings)
+}
+
+/// Reaps abandoned jobs (all but `skip`) as root: each is torn down as its own identity, then
+/// root removes what is root's and ends the lease; leases whose job directory is gone are
+/// released once their identity has no process left.
+async fn reap_jobs(
+    config: &Config,
+    who: &Who,
+    skip: Option<&str>,
+    log: &mut JobLog,
+) -> berth_stages::reap::ReapReport {
+    let leases = match who {
+        Who::Root(_) => match Leases::open(config) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                let mut report = berth_stages::reap::ReapReport::default();
+                report.errors.push(e);
+                return report;
+            }
+        },
+        Who::OwnUser(_) => None,
+    };
+    let identity_of = |key: &str| match (who, &leases) {
+        (Who::Root(ids), Some(leases)) => leases.holder(key).and_then(|u| ids.job(&u).cloned()),
+        _ => None,
+    };
+    let mut report = berth_stages::reap::reap(&config.jobs_dir(), skip, |key| {
+        sandbox_of(config, who, key, identity_of(key).as_ref())
+    })
+    .await;
+    for (key, why) in &report.reaped {
+        log.line(&format!("reaped {key}: {why:?}"));
+        for e in privileges::with_root(|| berth_sandbox::cgroups::remove(key)) {
+            log.warn(&format!("removing the cgroup of {key}: {e}"));
+        }
+    }
+    if let (Who::Root(ids), Some(leases)) = (who, &leases) {
+        let jobs_dir = config.jobs_dir();
+        for (user, key) in leases.all() {
+            let gone =
+                report.reaped.iter().any(|(k, _)| *k == key) || !jobs_dir.join(&key).exists();
+            if !gone || Some(key.as_str()) == skip {
+                continue;
+            }
+            let Some(identity) = ids.job(&user) else {
+                continue;
+            };
+            let paths = sandbox_of(config, who, &key, Some(identity))
+                .paths()
+                .clone();
+            report
+                .errors
+                .extend(berth_stages::identities::release_host(leases, identity, &paths).await);
+        }
+    }
+    report
 }
 
 fn read_input(path: &Path, what: &str) -> Result<Vec<u8>, StageError> {
@@ -430,15 +498,16 @@ fn stage(
         Command::Run { script, .. } => Some(read_input(script, "a readable stage script")?),
         _ => None,
     };
-    let user = privileges::runner_user(&config.user).map_err(|detail| StageError::User {
-        user: config.user.clone(),
-        detail,
-    })?;
-    let host = host_facts(&config, &user);
+    let who = Who::of(&config)?;
     let build_exit_code_file = env.build_exit_code_file();
-    let job = Job::new(config, env, &payload, host)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(StageError::io(Path::new("<tokio runtime>")))?;
 
     if let Command::Config = command {
+        let host = who.host(&config, None);
+        let job = Job::new(config, env, &payload, host)?;
         let host_name = nix::unistd::gethostname()
             .map(|h| h.to_string_lossy().into_owned())
             .unwrap_or_else(|_| "berth".into());
@@ -455,57 +524,90 @@ fn stage(
         return Ok(ExitCode::SUCCESS);
     }
 
-    let job_cgroup = matches!(command, Command::Prepare)
-        && nix::unistd::Uid::effective().is_root()
-        && create_job_cgroup(&job, &user);
-    privileges::drop_to(&user).map_err(|detail| StageError::User {
-        user: user.name.clone(),
+    let mut log = JobLog::new(Box::new(std::io::stderr()), Vec::new());
+    // The job's identity: leased at prepare (after reaping abandoned jobs, as root), found by
+    // the job key in later stages. Root prepares what the identity needs, then berth drops to it.
+    let (job, drop_user) = match &who {
+        Who::Root(ids) => {
+            let leases = Leases::open(&config)?;
+            let key_probe = Job::new(
+                config.clone(),
+                env.clone(),
+                &payload,
+                who.host(&config, None),
+            )?;
+            let key = key_probe.key.clone();
+            let identity = match command {
+                Command::Prepare => {
+                    let reaped = runtime.block_on(reap_jobs(&config, &who, Some(&key), &mut log));
+                    for e in &reaped.errors {
+                        log.warn(&format!("reaping abandoned jobs: {e}"));
+                    }
+                    Some(leases.claim(ids, &key)?)
+                }
+                _ => leases.holder(&key).and_then(|u| ids.job(&u).cloned()),
+            };
+            let Some(identity) = identity else {
+                // Nothing of the job exists (never prepared, or cleaned up already).
+                return match command {
+                    Command::Cleanup => Ok(ExitCode::SUCCESS),
+                    _ => Err(StageError::NotPrepared {
+                        key,
+                        detail: "no job identity is leased to it".into(),
+                    }),
+                };
+            };
+            let job = Job::new(
+                config,
+                env,
+                &payload,
+                who.host(&key_probe.config, Some(&identity)),
+            )?;
+            if matches!(command, Command::Prepare) {
+                berth_stages::identities::prepare_host(
+                    &job.config,
+                    ids,
+                    &identity,
+                    &job.paths,
+                    &job.kept_caches(),
+                )?;
+                create_job_cgroup(&job, &identity);
+            }
+            if matches!(command, Command::Prepare | Command::Run { .. }) {
+                // Everything the job's Podman starts from here on (service, conmon, containers,
+                // build steps, BuildKit) is inside the job's limits.
+                if let Err(e) = berth_sandbox::cgroups::join(&job.key) {
+                    log.warn(&format!(
+                        "per-job limits not enforced: cannot join the job's cgroup: {e}"
+                    ));
+                }
+            }
+            (job, as_runner_user(&identity))
+        }
+        Who::OwnUser(user) => {
+            let host = who.host(&config, None);
+            let job = Job::new(config, env, &payload, host)?;
+            (job, user.clone())
+        }
+    };
+    privileges::drop_to(&drop_user).map_err(|detail| StageError::User {
+        user: drop_user.name.clone(),
         detail,
     })?;
     std::fs::create_dir_all(&job.host.runtime_dir)
         .map_err(StageError::io(&job.host.runtime_dir))?;
     // gitlab-runner starts us in its root-only temp dir, unusable after the drop.
     std::env::set_current_dir("/").map_err(StageError::io(Path::new("/")))?;
-    let mut log = JobLog::new(Box::new(std::io::stderr()), Vec::new());
     log.mask(job.payload.masked_values().into_iter().map(str::to_owned));
     let sandbox = PodmanSandbox::new(job.paths.clone(), job.podman_settings());
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(StageError::io(Path::new("<tokio runtime>")))?;
     let cancel = Cancel::new();
     runtime.block_on(async {
         bridge_signals(cancel.clone());
         match command {
             Command::Prepare => {
-                let settings = job.podman_settings();
-                let jobs_dir = job.config.jobs_dir();
-                let runtime_dir = job.host.runtime_dir.clone();
-                let image_store = job.config.image_store();
-                let reaped = berth_stages::reap::reap(&jobs_dir, Some(&job.key), |key| {
-                    PodmanSandbox::new(
-                        JobPaths::new(key, &jobs_dir, &runtime_dir, &image_store),
-                        settings.clone(),
-                    )
-                })
-                .await;
-                for (key, why) in &reaped.reaped {
-                    tracing::info!("reaped abandoned job {key} ({why:?})");
-                    let _ = privileges::with_root(|| berth_sandbox::cgroups::remove(key));
-                }
-                for e in &reaped.errors {
-                    log.warn(&format!("reaping abandoned jobs: {e}"));
-                }
-                if berth_stages::prune::due(&job.config, std::time::SystemTime::now()) {
-                    let mut quiet = JobLog::new(Box::new(std::io::sink()), Vec::new());
-                    let _ = prune_caches(&job.config, &settings, &mut quiet).await;
-                }
                 tokio::select! {
                     r = berth_stages::prepare::prepare(&job, &sandbox, &mut log) => {
                         r?;
-                        if job_cgroup {
-                            adopt_into_job_cgroup(&job, &mut log);
-                        }
                         Ok(ExitCode::SUCCESS)
                     }
                     () = cancel.cancelled() => Err(StageError::Contract {
@@ -539,6 +641,24 @@ fn stage(
             }
             Command::Cleanup => {
                 let mut errors = berth_stages::cleanup::cleanup(&job, &sandbox, &mut log).await;
+                if let Some(identity) = &job.host.job_identity {
+                    match privileges::with_root(|| Leases::open(&job.config)) {
+                        Ok(leases) => {
+                            let released = berth_stages::identities::release_host(
+                                &leases, identity, &job.paths,
+                            )
+                            .await;
+                            for e in &released {
+                                log.warn(&format!("releasing job identity {}: {e}", identity.name));
+                            }
+                            errors.extend(released);
+                        }
+                        Err(e) => {
+                            log.warn(&format!("releasing job identity {}: {e}", identity.name));
+                            errors.push(e);
+                        }
+                    }
+                }
                 for e in privileges::with_root(|| berth_sandbox::cgroups::remove(&job.key)) {
                     log.warn(&format!("removing the job's cgroup: {e}"));
                     errors.push(StageError::io(Path::new("/sys/fs/cgroup"))(e));
@@ -561,38 +681,20 @@ fn stage(
 }
 
 /// On cgroup v1 hosts rootless Podman cannot enforce limits; berth, still root, creates a cgroup
-/// for the job's containers (see `berth_sandbox::cgroups`). Returns whether it did.
-fn create_job_cgroup(job: &Job, user: &RunnerUser) -> bool {
+/// for the job (see `berth_sandbox::cgroups`) that its stage processes join before they start
+/// anything, so the job's Podman and all it starts are inside. Returns whether it did.
+fn create_job_cgroup(job: &Job, identity: &Identity) -> bool {
     let limits = &job.config.limits;
     let wanted = limits.cpus.is_some() || limits.memory_bytes.is_some() || limits.pids.is_some();
     if !wanted || !berth_sandbox::cgroups::v1_available() {
         return false;
     }
-    match berth_sandbox::cgroups::create(&job.key, limits, user.uid, user.gid) {
+    match berth_sandbox::cgroups::create(&job.key, limits, identity.uid, identity.gid) {
         Ok(_) => true,
         Err(e) => {
             tracing::warn!("per-job limits not enforced: cannot create the job's cgroup: {e}");
             false
         }
-    }
-}
-
-/// Moves the job's running containers into its cgroup (root is needed to move subuid processes).
-fn adopt_into_job_cgroup(job: &Job, log: &mut JobLog) {
-    let Ok(state) = berth_stages::state::JobState::load(&job.paths.state_file()) else {
-        return;
-    };
-    let roots: Vec<u32> = state
-        .helper
-        .iter()
-        .chain(state.job.iter())
-        .chain(state.services.iter())
-        .map(|s| s.init_pid)
-        .collect();
-    if let Err(e) = privileges::with_root(|| berth_sandbox::cgroups::adopt(&job.key, &roots)) {
-        log.warn(&format!(
-            "per-job limits not enforced: cannot move the containers into the job's cgroup: {e}"
-        ));
     }
 }
 

@@ -66,11 +66,5 @@ pub(crate) fn drop_to(user: &RunnerUser) -> Result<(), String> {
 
 /// Takes root back (only possible if we started as root) to write a root-owned file.
 pub(crate) fn with_root<T>(f: impl FnOnce() -> T) -> T {
-    let before = Uid::effective();
-    let regained = !before.is_root() && nix::unistd::seteuid(Uid::from_raw(0)).is_ok();
-    let out = f();
-    if regained {
-        let _ = nix::unistd::seteuid(before);
-    }
-    out
+    berth_sandbox::process::as_root(f)
 }

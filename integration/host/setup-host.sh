@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Idempotent host setup for berth on Debian 12: installs rootless Podman and its helpers, creates the
-# unprivileged runner user with large subuid/subgid ranges, and writes the Podman settings that
-# ../shared/reference/host-podman.md measured as necessary. Safe to run again at any time.
+# store identity and BERTH_JOB_SLOTS job identities with disjoint subuid/subgid ranges, and writes
+# the Podman settings that ../shared/reference/host-podman.md measured as necessary (once, into
+# /etc/berth/podman). Never changes shared directories or other users' files. Safe to run again.
 set -euo pipefail
 
 RUNNER_USER=${BERTH_RUNNER_USER:-berth-runner}
 STATE_DIR=${BERTH_STATE_DIR:-/var/lib/berth}
 SUBID_COUNT=${BERTH_SUBID_COUNT:-1000000}
+JOB_SLOTS=${BERTH_JOB_SLOTS:-8}
+JOB_USER_PREFIX=${BERTH_JOB_USER_PREFIX:-berth-job-}
 
 log() { printf 'setup-host: %s\n' "$*" >&2; }
 [ "$(id -u)" = 0 ] || { log "run as root (it installs packages and creates $RUNNER_USER)"; exit 1; }
@@ -26,17 +29,33 @@ fi
 # docker-registry starts itself as a system service on install; tests start their own on loopback.
 systemctl disable --now docker-registry >/dev/null 2>&1 || true
 
-if ! id -u "$RUNNER_USER" >/dev/null 2>&1; then
-  log "creating user $RUNNER_USER"
-  useradd --system --create-home --home-dir "/home/$RUNNER_USER" --shell /bin/bash "$RUNNER_USER"
-fi
+# The store identity owns the shared base store and the kept caches; each job identity runs one
+# job at a time (berth leases them) and owns nothing else. None has a login shell; job
+# identities have no home either (berth gives each job a home inside its own directory).
+ensure_user() {
+  local name=$1 home=$2
+  id -u "$name" >/dev/null 2>&1 && return 0
+  log "creating user $name"
+  if [ "$home" = /nonexistent ]; then
+    useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin "$name"
+  else
+    useradd --system --create-home --home-dir "$home" --shell /usr/sbin/nologin "$name"
+  fi
+}
+ensure_user "$RUNNER_USER" "/home/$RUNNER_USER"
+job_users=()
+for ((n = 0; n < JOB_SLOTS; n++)); do
+  job_users+=("$JOB_USER_PREFIX$n")
+  ensure_user "$JOB_USER_PREFIX$n" /nonexistent
+done
 uid=$(id -u "$RUNNER_USER")
 
-# One large, non-overlapping subordinate range so nested user namespaces (builds in jobs) fit.
+# One large range per identity, disjoint from every other range in the file, so that nested user
+# namespaces (builds in jobs) fit and no two identities' containers share a host id.
 ensure_subid() {
-  local file=$1
+  local file=$1 user=$2
   touch "$file"
-  grep -q "^$RUNNER_USER:" "$file" && return 0
+  grep -q "^$user:" "$file" && return 0
   local start=100000 end
   while read -r line; do
     IFS=: read -r _ s c <<<"$line"
@@ -44,26 +63,31 @@ ensure_subid() {
     end=$((s + c))
     [ "$end" -gt "$start" ] && start=$end
   done <"$file"
-  echo "$RUNNER_USER:$start:$SUBID_COUNT" >>"$file"
+  echo "$user:$start:$SUBID_COUNT" >>"$file"
 }
-ensure_subid /etc/subuid
-ensure_subid /etc/subgid
+for user in "$RUNNER_USER" "${job_users[@]}"; do
+  ensure_subid /etc/subuid "$user"
+  ensure_subid /etc/subgid "$user"
+done
 
 # slirp4netns needs the tun device; Debian's container images ship it 0660 root.
 if [ ! -e /dev/net/tun ]; then mkdir -p /dev/net; mknod /dev/net/tun c 10 200; fi
 chmod 0666 /dev/net/tun
 
-runtime_dir=/run/user/$uid
-install -d -m 0700 -o "$RUNNER_USER" -g "$RUNNER_USER" /run/user "$runtime_dir" 2>/dev/null ||
-  { install -d -m 0755 /run/user; install -d -m 0700 -o "$RUNNER_USER" -g "$RUNNER_USER" "$runtime_dir"; }
+# /run/user is shared with every other user of the host: made when missing, never re-owned or
+# re-moded. berth makes each identity's /run/user/UID itself.
+[ -d /run/user ] || install -d -m 0755 -o root -g root /run/user
 
-home=$(getent passwd "$RUNNER_USER" | cut -d: -f6)
-conf=$home/.config/containers
-install -d -m 0700 -o "$RUNNER_USER" -g "$RUNNER_USER" "$home/.config" "$conf"
+# berth's Podman settings for every identity, where no job identity can change them
+# (XDG_CONFIG_HOME=/etc/berth/podman). Written once; an admin's edits are kept.
+conf=/etc/berth/podman/containers
+install -d -m 0755 /etc/berth /etc/berth/podman "$conf"
 hard_nofile=$(ulimit -Hn)
 nofile=$(( hard_nofile < 1048576 ? hard_nofile : 1048576 ))
-cat >"$conf/containers.conf" <<CONF
-# Written by berth's setup-host.sh. crun refuses hybrid cgroups; rlimits must fit the hard limit.
+if [ ! -e "$conf/containers.conf" ]; then
+  cat >"$conf/containers.conf" <<CONF
+# Written by berth's setup-host.sh (kept when edited). crun refuses hybrid cgroups; rlimits must
+# fit the hard limit.
 [containers]
 default_ulimits = ["nofile=$nofile:$nofile", "nproc=4096:4096"]
 [engine]
@@ -71,14 +95,29 @@ runtime = "runc"
 cgroup_manager = "cgroupfs"
 events_logger = "file"
 CONF
-cat >"$conf/storage.conf" <<CONF
-# Written by berth's setup-host.sh. Without an explicit driver rootless Podman falls back to vfs.
+fi
+if [ ! -e "$conf/storage.conf" ]; then
+  cat >"$conf/storage.conf" <<CONF
+# Written by berth's setup-host.sh (kept when edited). Without an explicit driver rootless Podman
+# falls back to vfs.
 [storage]
 driver = "overlay"
 CONF
-chown "$RUNNER_USER:$RUNNER_USER" "$conf/containers.conf" "$conf/storage.conf"
+fi
+chmod 0644 "$conf/containers.conf" "$conf/storage.conf"
 
-install -d -m 0755 -o "$RUNNER_USER" -g "$RUNNER_USER" "$STATE_DIR"
-install -d -m 0700 -o "$RUNNER_USER" -g "$RUNNER_USER" "$STATE_DIR/jobs" "$STATE_DIR/cache"
-install -d -m 0755 -o "$RUNNER_USER" -g "$RUNNER_USER" "$STATE_DIR/images"
-log "ok: user $RUNNER_USER (uid $uid), state in $STATE_DIR"
+# State: root's directories, with the store identity's store and caches inside. Job identities
+# reach the base store only through the read-only idmapped view berth mounts for each.
+install -d -m 0755 -o root -g root "$STATE_DIR"
+chown root:root "$STATE_DIR"; chmod 0755 "$STATE_DIR"
+for d in images cache buildkit-cache scan-cache; do
+  install -d -m 0700 -o "$RUNNER_USER" -g "$RUNNER_USER" "$STATE_DIR/$d"
+done
+install -d -m 0711 -o root -g root "$STATE_DIR/jobs"
+chown root:root "$STATE_DIR/jobs"; chmod 0711 "$STATE_DIR/jobs"
+install -d -m 0700 -o root -g root "$STATE_DIR/leases"
+install -d -m 0755 -o root -g root "$STATE_DIR/locks" "$STATE_DIR/image-use"
+for lock in pull.lock gc.lock; do
+  [ -e "$STATE_DIR/locks/$lock" ] || install -m 0644 /dev/null "$STATE_DIR/locks/$lock"
+done
+log "ok: store identity $RUNNER_USER (uid $uid), ${#job_users[@]} job identities ($JOB_USER_PREFIX*), state in $STATE_DIR"

@@ -19,11 +19,12 @@ install -d -m 0755 "$CACHE"
 # htpasswd (bcrypt) for the authenticated loopback registry in the pull tests.
 command -v htpasswd >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq apache2-utils >/dev/null; }
 uid=$(id -u "$RUNNER_USER")
+[ -d "/run/user/$uid" ] || install -d -m 0700 -o "$RUNNER_USER" -g "$RUNNER_USER" "/run/user/$uid"
 install -d -m 0700 -o "$RUNNER_USER" -g "$RUNNER_USER" "/run/user/$uid/berth"
 
 podman_base() {
   runuser -u "$RUNNER_USER" -- env -C / XDG_RUNTIME_DIR="/run/user/$uid" HOME="$(getent passwd "$RUNNER_USER" | cut -d: -f6)" \
-    podman --root "$STATE_DIR/images" --runroot "/run/user/$uid/berth/base-run" --storage-driver overlay \
+    XDG_CONFIG_HOME=/etc/berth/podman podman --root "$STATE_DIR/images" --runroot "/run/user/$uid/berth/base-run" --storage-driver overlay \
     --cgroup-manager cgroupfs --events-backend file "$@"
 }
 have_image() { podman_base image exists "$1" 2>/dev/null; }

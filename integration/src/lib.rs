@@ -147,9 +147,19 @@ impl FakeRunner {
         format!("j{}-{}", self.job_id, self.token)
     }
 
-    /// The job's host directory.
+    /// The job's host directory (root's).
     pub fn job_dir(&self) -> PathBuf {
         Path::new(STATE_DIR).join("jobs").join(self.key())
+    }
+
+    /// What the job's identity writes: its store, `/builds`, agent directories, logs.
+    pub fn work_dir(&self) -> PathBuf {
+        self.job_dir().join("work")
+    }
+
+    /// The job identity leased to this job, while it holds one.
+    pub fn identity(&self) -> Option<String> {
+        lease_of(&self.key())
     }
 
     fn command(&self, args: &[&str]) -> Command {
@@ -281,6 +291,26 @@ impl FakeRunner {
     }
 }
 
+/// The job identities the host setup made (`berth-job-*`).
+pub fn job_users() -> Vec<nix::unistd::User> {
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    passwd
+        .lines()
+        .filter_map(|l| l.split(':').next())
+        .filter(|name| name.starts_with("berth-job-"))
+        .filter_map(|name| nix::unistd::User::from_name(name).ok().flatten())
+        .collect()
+}
+
+/// The identity leased to job `key`, from berth's lease directory.
+pub fn lease_of(key: &str) -> Option<String> {
+    std::fs::read_dir(Path::new(STATE_DIR).join("leases"))
+        .ok()?
+        .flatten()
+        .find(|e| std::fs::read_to_string(e.path()).is_ok_and(|k| k.trim() == key))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+}
+
 /// Things of job `key` still on the host.
 pub fn leftovers_of(key: &str) -> Vec<String> {
     let mut found = Vec::new();
@@ -288,13 +318,18 @@ pub fn leftovers_of(key: &str) -> Vec<String> {
     if job_dir.exists() {
         found.push(format!("directory {}", job_dir.display()));
     }
-    let uid = nix::unistd::User::from_name(RUNNER_USER)
-        .ok()
-        .flatten()
-        .map_or(0, |u| u.uid.as_raw());
-    let run_dir = PathBuf::from(format!("/run/user/{uid}/berth/{key}"));
-    if run_dir.exists() {
-        found.push(format!("directory {}", run_dir.display()));
+    for user in job_users() {
+        let run_dir = PathBuf::from(format!("/run/user/{}/berth/{key}", user.uid));
+        if run_dir.exists() {
+            found.push(format!("directory {}", run_dir.display()));
+        }
+    }
+    let mounts_dir = PathBuf::from(format!("/run/berth/jobs/{key}"));
+    if mounts_dir.exists() {
+        found.push(format!("directory {}", mounts_dir.display()));
+    }
+    if let Some(user) = lease_of(key) {
+        found.push(format!("lease of {user}"));
     }
     for controller in ["memory", "pids", "cpu"] {
         let cgroup = PathBuf::from(format!("/sys/fs/cgroup/{controller}/berth/{key}"));

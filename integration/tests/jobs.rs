@@ -43,7 +43,7 @@ fn failed_prepare(job: &mut FakeRunner, code: i32, why: &str) -> StageResult {
 
 /// Puts the BuildKit client into the job's /builds/tools, owned by the job.
 fn install_buildctl(job: &FakeRunner) {
-    let tools = job.job_dir().join("builds/tools");
+    let tools = job.work_dir().join("builds/tools");
     std::fs::create_dir_all(&tools).expect("tools dir");
     std::fs::copy(BUILDCTL, tools.join("buildctl")).expect("copy buildctl");
     berth_integration::make_readable_by_all(&tools);
@@ -233,7 +233,7 @@ fn kill_9_mid_job_then_reap_removes_it_but_never_a_running_job() {
     let runner = doomed.spawn_via_wrapper(&[&["prepare"], &["run", &script, "build_script"]]);
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while !doomed
-        .job_dir()
+        .work_dir()
         .join("agent/job/out")
         .read_dir()
         .is_ok_and(|mut d| d.next().is_some())
@@ -586,7 +586,7 @@ fn pull_policy_always_pulls_with_the_jobs_credentials_and_never_shows_them() {
     ok(&r);
     assert!(!r.stderr.contains("s3cret-registry-pass"), "{}", r.all());
     assert!(
-        !job.job_dir().join("auth.json").exists(),
+        !job.work_dir().join("auth.json").exists(),
         "credentials outlived the pull"
     );
     let r = job.run("build_script", "echo pulled-image-runs");
@@ -837,13 +837,13 @@ fn images_a_job_builds_are_scanned_and_the_policy_decides() {
         r.all()
     );
     let report = job
-        .job_dir()
+        .work_dir()
         .join("builds/group/project/gl-container-scanning-report.json");
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&report).expect("GitLab report written"))
             .expect("json");
     assert!(report.to_string().contains("CVE-2099-4242"), "{report}");
-    let sboms = std::fs::read_dir(job.job_dir().join("builds/group/project"))
+    let sboms = std::fs::read_dir(job.work_dir().join("builds/group/project"))
         .expect("project dir")
         .flatten()
         .filter(|e| e.file_name().to_string_lossy().starts_with("gl-sbom-"))
@@ -920,7 +920,7 @@ $B build --frontend dockerfile.v0 --local context=. --local dockerfile=. --opt f
     ] {
         assert!(r.stdout.contains(marker), "{marker}: {}", r.all());
     }
-    assert!(job.job_dir().join("builds/out.tar").is_file());
+    assert!(job.work_dir().join("builds/out.tar").is_file());
     let record = std::fs::read_to_string(job.job_dir().join("built-images.json"))
         .expect("built images are recorded");
     assert!(
@@ -954,7 +954,7 @@ fn a_cancelled_job_stops_the_builds_of_every_builder() {
         &format!("buildkitd = \"{BUILDKITD}\"\n"),
     );
     install_buildctl(&job);
-    let ctx = job.job_dir().join("builds/ctx");
+    let ctx = job.work_dir().join("builds/ctx");
     std::fs::create_dir_all(&ctx).expect("ctx");
     std::fs::copy("/bin/busybox", ctx.join("busybox")).expect("busybox for BuildKit");
     let files = [
@@ -1098,7 +1098,7 @@ docker push -q {reg}/berth/ci:2 >/dev/null && echo docker-pushed-after-login"#
     ] {
         assert!(r.stdout.contains(marker), "{marker}: {}", r.all());
     }
-    let auth = job.job_dir().join("registry-auth/config.json");
+    let auth = job.work_dir().join("registry-auth/config.json");
     let mode = std::os::unix::fs::PermissionsExt::mode(
         &std::fs::metadata(&auth).expect("auth file").permissions(),
     );

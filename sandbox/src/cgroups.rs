@@ -1,8 +1,9 @@
 //! Per-job limits on cgroup v1 hosts. Rootless Podman cannot set limits there, but root can:
-//! berth (still root) creates `/sys/fs/cgroup/{memory,pids,cpu}/berth/<key>` with the limits,
-//! and once the job's containers run it moves their process trees in. Everything they start
-//! later inherits the cgroup, so the limits hold for the job's containers together (services,
-//! helper and job container), while Podman's own service and conmon stay outside them.
+//! berth (still root) creates `/sys/fs/cgroup/{memory,pids,cpu}/berth/<key>` with the limits
+//! and its prepare and run processes join it before they start anything. The job's Podman
+//! service, conmon, every container (also those started through the build socket), build RUN
+//! steps and BuildKit inherit it, so the limits hold for the whole job; root never reads a pid
+//! from anywhere the job can write.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -68,29 +69,17 @@ pub fn create(key: &str, limits: &Limits, uid: u32, gid: u32) -> io::Result<Vec<
     Ok(dirs)
 }
 
-/// Moves each process tree rooted at `roots` into the job's cgroups. Needs root.
-pub fn adopt(key: &str, roots: &[u32]) -> io::Result<usize> {
-    let all = crate::agent::processes();
-    let mut pids: Vec<u32> = roots.to_vec();
-    for root in roots {
-        pids.extend(crate::agent::descendant_pids(&all, *root));
-    }
-    let mut moved = 0;
+/// Moves the calling process into the job's cgroups (those that exist), so that everything it
+/// starts from then on is inside the job's limits. Needs root or the cgroup's owner.
+pub fn join(key: &str) -> io::Result<()> {
     for controller in ["memory", "pids", "cpu"] {
         let procs = dir(controller, key).join("cgroup.procs");
-        if !procs.exists() {
-            continue;
-        }
-        for pid in &pids {
-            match std::fs::write(&procs, pid.to_string()) {
-                Ok(()) => moved += 1,
-                // The process exited in between: nothing to limit.
-                Err(e) if e.raw_os_error() == Some(nix::libc::ESRCH) => {}
-                Err(e) => return Err(e),
-            }
+        if procs.exists() {
+            std::fs::write(&procs, std::process::id().to_string())
+                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", procs.display())))?;
         }
     }
-    Ok(moved)
+    Ok(())
 }
 
 /// Removes the job's cgroups and any child cgroups a runtime made in them (they must hold no

@@ -181,6 +181,16 @@ pub enum SandboxError {
     /// The agent protocol failed.
     #[error(transparent)]
     Agent(#[from] agent::AgentError),
+    /// Processes of the job's identity outlived teardown.
+    #[error(
+        "{processes} process(es) of job identity {identity} survived SIGKILL; the identity stays leased until `berth reap` ends them"
+    )]
+    Leftovers {
+        /// The identity.
+        identity: String,
+        /// How many.
+        processes: usize,
+    },
     /// The per-job Podman API service did not come up.
     #[error(
         "the per-job Podman API service (pid {pid}) did not answer: {cause}; its log ends with:\n{log_tail}"
@@ -248,6 +258,7 @@ impl SandboxError {
             | Self::ImageUnavailable { .. }
             | Self::ServiceStart { .. }
             | Self::ServiceNotReady { .. }
+            | Self::Leftovers { .. }
             | Self::Io { .. } => false,
         }
     }

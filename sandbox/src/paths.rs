@@ -1,5 +1,9 @@
 //! Every host path of one job, derived from its key alone so that separate stage processes agree
 //! without sharing anything but the key.
+//!
+//! The job directory itself belongs to root (its state file and record of built images are
+//! berth's word about the job); everything the job's identity writes lives in `work/` below it,
+//! and the kept caches it may use are idmapped mounts under a root-owned directory in `/run`.
 
 use std::path::{Path, PathBuf};
 
@@ -10,13 +14,20 @@ use berth_config::StageTarget;
 pub struct JobPaths {
     /// The job key (already a valid container-name component).
     pub key: String,
-    /// `<state_dir>/jobs/<key>`, mode 0700: state file, store, builds, agent dirs.
+    /// `<state_dir>/jobs/<key>`: root's (state file, record of built images) with the job
+    /// identity's `work/` below it.
     pub job_dir: PathBuf,
     /// `<runtime_dir>/<key>`: Podman's runroot and tmpdir, the API socket and its pid file.
     pub run_dir: PathBuf,
-    /// The shared read-only base image store.
+    /// The base image store as this job reads it (read-only; an idmapped view of the shared
+    /// store when the job has an identity of its own).
     pub image_store: PathBuf,
+    /// `/run/berth/jobs/<key>`: root's directory of the idmapped mounts of kept caches.
+    pub mounts_dir: PathBuf,
 }
+
+/// Root of berth's runtime mounts: base-store views per job identity, per-job cache mounts.
+pub const RUN_ROOT: &str = "/run/berth";
 
 impl JobPaths {
     /// Paths of job `key`.
@@ -26,62 +37,93 @@ impl JobPaths {
             job_dir: jobs_dir.join(key),
             run_dir: runtime_dir.join(key),
             image_store: image_store.to_owned(),
+            mounts_dir: Path::new(RUN_ROOT).join("jobs").join(key),
         }
+    }
+
+    /// Everything the job identity writes: store, builds, agent dirs, logs.
+    pub fn work(&self) -> PathBuf {
+        self.job_dir.join("work")
     }
 
     /// The per-job container store (graphroot).
     pub fn storage(&self) -> PathBuf {
-        self.job_dir.join("storage")
+        self.work().join("storage")
     }
 
     /// Host side of the job's `/builds`.
     pub fn builds(&self) -> PathBuf {
-        self.job_dir.join("builds")
+        self.work().join("builds")
     }
 
     /// Host side of a container's agent directory (`/.berth` inside).
     pub fn agent(&self, target: StageTarget) -> PathBuf {
-        self.job_dir.join("agent").join(target.as_str())
+        self.work().join("agent").join(target.as_str())
     }
 
     /// Inner container store and configuration for builds inside the job container.
     pub fn nested(&self) -> PathBuf {
-        self.job_dir.join("nested")
+        self.work().join("nested")
     }
 
     /// Directory holding the build socket (mounted at `/run/berth` in the job container).
     pub fn build_socket_dir(&self) -> PathBuf {
-        self.job_dir.join("buildsock")
+        self.work().join("buildsock")
     }
 
     /// The per-job BuildKit daemon's state (root, rootlesskit state, socket directory).
     pub fn buildkit(&self) -> PathBuf {
-        self.job_dir.join("buildkit")
+        self.work().join("buildkit")
     }
 
     /// Refusals of the build socket, copied into the job log by `berth run`.
     pub fn build_socket_log(&self) -> PathBuf {
-        self.job_dir.join("build-socket.log")
+        self.work().join("build-socket.log")
     }
 
-    /// The versioned state file (no secrets).
+    /// The versioned state file (no secrets; root's when the job has an identity).
     pub fn state_file(&self) -> PathBuf {
         self.job_dir.join("state.json")
     }
 
-    /// Registry credentials for this job's pulls (0600, removed at cleanup).
+    /// berth's record of the images the job built (root's when the job has an identity).
+    pub fn built_images_record(&self) -> PathBuf {
+        self.job_dir.join("built-images.json")
+    }
+
+    /// Registry credentials for this job's pulls (0600, removed right after the pull).
     pub fn auth_file(&self) -> PathBuf {
-        self.job_dir.join("auth.json")
+        self.mounts_dir.join("pull-auth.json")
     }
 
     /// The job's registries configuration (only with admin-listed insecure registries).
     pub fn registries_conf(&self) -> PathBuf {
-        self.job_dir.join("registries.conf")
+        self.work().join("registries.conf")
     }
 
     /// Log of the per-job API service.
     pub fn service_log(&self) -> PathBuf {
-        self.job_dir.join("service.log")
+        self.work().join("service.log")
+    }
+
+    /// The job identity's home for the job's life (nothing of it outlives the job).
+    pub fn home(&self) -> PathBuf {
+        self.work().join("home")
+    }
+
+    /// The project's `/cache`, as this job mounts it (an idmapped mount).
+    pub fn cache_mount(&self) -> PathBuf {
+        self.mounts_dir.join("cache")
+    }
+
+    /// The project's BuildKit cache, as this job's daemon uses it (an idmapped mount).
+    pub fn buildkit_cache_mount(&self) -> PathBuf {
+        self.mounts_dir.join("buildkit-cache")
+    }
+
+    /// The project's scanner layer cache, as this job's scans use it (an idmapped mount).
+    pub fn scan_cache_mount(&self) -> PathBuf {
+        self.mounts_dir.join("scan-cache")
     }
 
     /// Podman runroot.

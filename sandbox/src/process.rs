@@ -289,6 +289,20 @@ pub fn spawn_detached(spec: &CommandSpec, log: &std::path::Path) -> Result<u32, 
     })
 }
 
+/// Runs `f` with root's effective uid taken back through the saved set-user-ID (when berth
+/// started as root and dropped to a job identity), then drops again. For root's own files and
+/// for signalling a job identity's subordinate-id processes; never for job-writable data.
+pub fn as_root<T>(f: impl FnOnce() -> T) -> T {
+    use nix::unistd::Uid;
+    let before = Uid::effective();
+    let regained = !before.is_root() && nix::unistd::seteuid(Uid::from_raw(0)).is_ok();
+    let out = f();
+    if regained {
+        let _ = nix::unistd::seteuid(before);
+    }
+    out
+}
+
 /// In a freshly forked child: takes root back through the saved set-user-ID (a no-op when
 /// already root), then becomes `uid`/`gid` for good, real, effective and saved alike.
 fn become_identity(uid: u32, gid: u32) -> std::io::Result<()> {

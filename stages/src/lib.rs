@@ -8,6 +8,7 @@ pub mod config_stage;
 pub mod context;
 pub mod doctor;
 pub mod error;
+pub mod identities;
 pub mod joblog;
 pub mod naming;
 pub mod nested;

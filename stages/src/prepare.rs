@@ -138,7 +138,7 @@ fn shared_mounts(job: &Job) -> Vec<Mount> {
             read_only: false,
         },
         Mount {
-            source: job.cache_dir(),
+            source: job.cache_source(),
             destination: CACHE_DIR.to_owned(),
             read_only: false,
         },
@@ -189,8 +189,8 @@ async fn prepare_inner<S: Sandbox>(
 ) -> Result<(), StageError> {
     // No base-image collection may start while this prepare checks and uses base images; once
     // the job directory exists, collections wait for the job's end (see `prune`).
-    let lock_path = job.config.image_store().join(".berth-gc.lock");
-    let lock = crate::prune::gc_lock_file(&job.config).map_err(StageError::io(&lock_path))?;
+    let lock_path = crate::prune::gc_lock_path(&job.config);
+    let lock = crate::prune::gc_lock_file(&job.config)?;
     let _collection_lock = tokio::task::spawn_blocking(move || {
         nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockShared)
     })
@@ -224,12 +224,15 @@ async fn prepare_inner<S: Sandbox>(
         services: Vec::new(),
         prepared: false,
     };
-    std::fs::create_dir_all(&job.paths.job_dir).map_err(StageError::io(&job.paths.job_dir))?;
-    state.save(&job.paths.state_file())?;
-    let cache = job.cache_dir();
-    std::fs::create_dir_all(&cache).map_err(StageError::io(&cache))?;
-    set_mode(&cache, 0o777)?;
-    crate::prune::touch_last_used(&cache).map_err(StageError::io(&cache))?;
+    if job.host.job_identity.is_none() {
+        std::fs::create_dir_all(&job.paths.job_dir).map_err(StageError::io(&job.paths.job_dir))?;
+        let cache = job.cache_dir();
+        std::fs::create_dir_all(&cache).map_err(StageError::io(&cache))?;
+        set_mode(&cache, 0o777)?;
+        crate::prune::touch_last_used(&cache).map_err(StageError::io(&cache))?;
+    }
+    // Root's file when the job has an identity: berth's word about the job, not the job's.
+    berth_sandbox::process::as_root(|| state.save(&job.paths.state_file()))?;
 
     step("teardown of leftovers");
     sandbox.start().await?;
@@ -268,7 +271,9 @@ async fn prepare_inner<S: Sandbox>(
         .chain(&service_infos)
         .chain(std::iter::once(&helper_info))
     {
-        if let Err(e) = crate::prune::touch_image_used(&job.config, &info.id) {
+        if let Err(e) = berth_sandbox::process::as_root(|| {
+            crate::prune::touch_image_used(&job.config, &info.id)
+        }) {
             log.warn(&format!("cannot record the use of image {}: {e}", info.id));
         }
     }
@@ -353,7 +358,7 @@ async fn prepare_inner<S: Sandbox>(
     if job.config.nested_builds {
         let nested = crate::nested::prepare(
             &job.paths.nested(),
-            &job.config.image_store(),
+            &job.paths.image_store,
             job.config.nested_run,
         )?;
         job_container.mounts.extend(nested.mounts);
@@ -362,7 +367,7 @@ async fn prepare_inner<S: Sandbox>(
         job_container.unmask = nested.unmask;
     }
     if let Some((mount, env)) = crate::nested::registry_auth(
-        &job.paths.job_dir.join("registry-auth"),
+        &job.paths.work().join("registry-auth"),
         job.payload.variable("CI_REGISTRY"),
         job.payload.variable("CI_REGISTRY_USER"),
         job.payload.variable("CI_REGISTRY_PASSWORD"),
@@ -382,7 +387,7 @@ async fn prepare_inner<S: Sandbox>(
     state.job = Some(job_started?);
     step("job container");
     state.prepared = true;
-    state.save(&job.paths.state_file())?;
+    berth_sandbox::process::as_root(|| state.save(&job.paths.state_file()))?;
     log.line("Job sandbox ready.");
     Ok(())
 }

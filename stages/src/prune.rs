@@ -99,32 +99,45 @@ pub fn due(config: &Config, now: SystemTime) -> bool {
     due
 }
 
-/// Where a base image's last use by a job is stamped.
-fn image_stamp(config: &Config, image_id: &str) -> PathBuf {
-    config
-        .image_store()
-        .join(".berth-used")
-        .join(image_id.trim_start_matches("sha256:"))
+/// Where a base image's last use by a job is stamped (outside the store, which only the store
+/// identity writes). Ids come from a job's Podman: only a plain 64-hex id names a stamp.
+fn image_stamp(config: &Config, image_id: &str) -> Option<PathBuf> {
+    let id = image_id.trim_start_matches("sha256:");
+    (id.len() == 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+    .then(|| config.state_dir.join("image-use").join(id))
 }
 
 /// Records that a job uses the base image `image_id` now.
 pub fn touch_image_used(config: &Config, image_id: &str) -> std::io::Result<()> {
-    let stamp = image_stamp(config, image_id);
+    let stamp = image_stamp(config, image_id).ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{image_id:?} is not an image id"),
+        )
+    })?;
     if let Some(dir) = stamp.parent() {
         std::fs::create_dir_all(dir)?;
     }
     std::fs::File::create(&stamp)?.set_modified(SystemTime::now())
 }
 
-/// The collection lock of the base store (created if missing).
-pub fn gc_lock_file(config: &Config) -> std::io::Result<std::fs::File> {
-    let store = config.image_store();
-    std::fs::create_dir_all(&store)?;
-    std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(store.join(".berth-gc.lock"))
+/// The collection lock of the base store.
+pub fn gc_lock_path(config: &Config) -> PathBuf {
+    config.state_dir.join("locks").join("gc.lock")
+}
+
+/// The collection lock of the base store (made by root; created if missing otherwise).
+pub fn gc_lock_file(config: &Config) -> Result<std::fs::File, crate::StageError> {
+    let path = gc_lock_path(config);
+    if let Some(dir) = path.parent()
+        && !dir.exists()
+    {
+        std::fs::create_dir_all(dir).map_err(crate::StageError::io(dir))?;
+    }
+    Ok(berth_sandbox::podman::open_lock(&path)?)
 }
 
 /// One image of the base store, as containers-storage lists it.
@@ -164,7 +177,9 @@ pub fn unused_images(config: &Config, images: &[StoredImage], now: SystemTime) -
         .iter()
         .filter(|image| !image.names.iter().any(|n| pinned.contains(&n.as_str())))
         .filter(|image| {
-            let stamp = image_stamp(config, &image.id);
+            let Some(stamp) = image_stamp(config, &image.id) else {
+                return false;
+            };
             match std::fs::metadata(&stamp).and_then(|m| m.modified()) {
                 Ok(last) => last < cutoff,
                 Err(_) => {
@@ -258,47 +273,51 @@ mod tests {
             None,
         )
         .expect("config");
+        let id = |c: char| c.to_string().repeat(64);
         let image = |id: &str, name: &str| StoredImage {
             id: id.to_owned(),
             names: vec![name.to_owned()],
         };
         let images = [
-            image("aaa", "localhost/old:1"),
-            image("bbb", "localhost/recent:1"),
-            image("ccc", "localhost/never-seen:1"),
-            image("ddd", &config.helper_image),
-            image("eee", "localhost/default:1"),
+            image(&id('a'), "localhost/old:1"),
+            image(&id('b'), "localhost/recent:1"),
+            image(&id('c'), "localhost/never-seen:1"),
+            image(&id('d'), &config.helper_image),
+            image(&id('e'), "localhost/default:1"),
         ];
-        for id in ["aaa", "bbb", "ddd", "eee"] {
-            touch_image_used(&config, id).expect("touch");
+        for image_id in [id('a'), id('b'), id('d'), id('e')] {
+            touch_image_used(&config, &image_id).expect("touch");
         }
-        for id in ["aaa", "ddd", "eee"] {
-            age(&image_stamp(&config, id), 30);
+        for image_id in [id('a'), id('d'), id('e')] {
+            age(&image_stamp(&config, &image_id).expect("stamp"), 30);
         }
         let now = SystemTime::now();
-        assert_eq!(unused_images(&config, &images, now), vec!["aaa".to_owned()]);
+        assert_eq!(unused_images(&config, &images, now), vec![id('a')]);
         assert!(
-            image_stamp(&config, "ccc").exists(),
+            image_stamp(&config, &id('c')).is_some_and(|p| p.exists()),
             "first sight starts the clock"
         );
         assert!(
             !unused_images(&config, &images, now + Duration::from_secs(9 * 86_400))
-                .contains(&"ccc".to_owned())
+                .contains(&id('c'))
         );
         assert!(
             unused_images(&config, &images, now + Duration::from_secs(11 * 86_400))
-                .contains(&"ccc".to_owned())
+                .contains(&id('c'))
         );
         std::fs::create_dir_all(config.image_store().join("overlay-images")).expect("mkdir");
         std::fs::write(
             config.image_store().join("overlay-images/images.json"),
-            r#"[{"id":"aaa","names":["localhost/old:1"],"layer":"x"},{"id":"fff"}]"#,
+            format!(
+                r#"[{{"id":"{}","names":["localhost/old:1"],"layer":"x"}},{{"id":"fff"}}]"#,
+                id('a')
+            ),
         )
         .expect("write");
         assert_eq!(
             base_images(&config).expect("read"),
             vec![
-                image("aaa", "localhost/old:1"),
+                image(&id('a'), "localhost/old:1"),
                 StoredImage {
                     id: "fff".into(),
                     names: vec![]

@@ -15,7 +15,7 @@ use crate::{Job, StageError};
 
 /// The job's record of built images (for the scanner and for whoever asks later).
 fn record_path(job: &Job) -> PathBuf {
-    job.paths.job_dir.join("built-images.json")
+    job.paths.built_images_record()
 }
 
 /// The project directory on the host (where GitLab's artifact reports are collected).
@@ -137,9 +137,9 @@ fn scan_args(
         db: settings.db.clone(),
         db_max_age_days: i64::from(settings.db_max_age_days),
         db_stale_fail: settings.db_stale_fail,
-        cache_dir: Some(job.config.state_dir.join("scan-cache")),
+        cache_dir: Some(job.scan_cache_source()),
         storage_root,
-        additional_image_stores: vec![job.config.image_store()],
+        additional_image_stores: vec![job.paths.image_store.clone()],
         gitlab_report: Some(project.join(report)),
         sbom: Some(project.join(format!("gl-sbom-{}.cdx.json", file_name(image)))),
     }
@@ -177,7 +177,8 @@ pub async fn after_user_stage<S: Sandbox>(
         return Ok(());
     }
     if let Ok(text) = serde_json::to_vec_pretty(&images) {
-        let _ = std::fs::write(&record, text);
+        // Root's file when the job has an identity: the job cannot make berth skip an image.
+        let _ = berth_sandbox::process::as_root(|| std::fs::write(&record, text));
     }
     if !job.config.scan.enabled {
         return Ok(());

@@ -84,15 +84,22 @@ impl JobState {
         Ok(state)
     }
 
-    /// Writes the state file atomically.
+    /// Writes the state file atomically, beneath its directory's handle: a link planted in its
+    /// place is replaced, never followed.
     pub fn save(&self, path: &Path) -> Result<(), StageError> {
-        let tmp = path.with_extension("json.tmp");
         let text = serde_json::to_string_pretty(self).map_err(|e| StageError::Io {
             path: path.to_owned(),
             source: std::io::Error::other(e),
         })?;
-        std::fs::write(&tmp, text).map_err(StageError::io(&tmp))?;
-        std::fs::rename(&tmp, path).map_err(StageError::io(path))
+        let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str()))
+        else {
+            return Err(StageError::io(path)(std::io::Error::other(
+                "not a file path",
+            )));
+        };
+        berth_beneath::Dir::open(dir)
+            .and_then(|d| d.write_atomic(name, text.as_bytes(), 0o644))
+            .map_err(StageError::io(path))
     }
 }
 

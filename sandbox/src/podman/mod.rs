@@ -15,6 +15,7 @@ use tokio::io::AsyncWrite;
 use tokio_util::sync::CancellationToken;
 
 use crate::agent::{AGENT_SCRIPT, AgentDir, MOUNT_POINT, ScriptEnd};
+use crate::identity::Identity;
 use crate::paths::JobPaths;
 use crate::process::{self, CommandSpec};
 use crate::{
@@ -37,10 +38,13 @@ pub struct PodmanSettings {
     pub stop_grace: Duration,
     /// Idle timeout of the per-job API service, seconds.
     pub api_idle_timeout_secs: u64,
-    /// Runroot used when pulling into the base store.
-    pub base_runroot: PathBuf,
-    /// Environment for every Podman process (`HOME`, `XDG_RUNTIME_DIR`, `TMPDIR`).
+    /// The shared base store and who writes it (pulls, collection).
+    pub store: StoreAccess,
+    /// Environment for every Podman process of the job (`HOME`, `XDG_RUNTIME_DIR`, `TMPDIR`).
     pub env: Vec<(String, String)>,
+    /// The job's own identity (started as root): every process of the job runs as it, and
+    /// teardown ends every process it owns. None: berth's own user, shared by all its jobs.
+    pub job_identity: Option<Identity>,
     /// The berth binary, to start the job's build socket proxy (None: no build socket).
     pub build_socket_proxy: Option<PathBuf>,
     /// The `buildkitd` binary for a per-job rootless BuildKit (None: not offered).
@@ -51,6 +55,21 @@ pub struct PodmanSettings {
     pub buildkit_shared_root: Option<PathBuf>,
     /// Registries (`host[:port]`) the job's Podman service reaches without TLS verification.
     pub insecure_registries: Vec<String>,
+}
+
+/// The shared base store, written only by the store identity.
+#[derive(Debug, Clone, Default)]
+pub struct StoreAccess {
+    /// The store itself (not a job's view of it).
+    pub root: PathBuf,
+    /// Podman runroot for it.
+    pub runroot: PathBuf,
+    /// Environment of Podman processes on it.
+    pub env: Vec<(String, String)>,
+    /// The store identity's (uid, gid), when berth runs jobs under other identities.
+    pub identity: Option<(u32, u32)>,
+    /// Directory of the root-made lock files (pulls, collection) every identity may open.
+    pub locks: PathBuf,
 }
 
 /// Where the BuildKit socket appears in the job container.
@@ -107,6 +126,9 @@ impl PodmanSandbox {
         for (k, v) in &self.settings.env {
             spec = spec.env(k, v);
         }
+        if let Some(id) = &self.settings.job_identity {
+            spec = spec.as_identity(id.uid, id.gid);
+        }
         spec
     }
 
@@ -118,13 +140,7 @@ impl PodmanSandbox {
     }
 
     fn base_podman(&self) -> CommandSpec {
-        self.command().args([
-            "--root".to_owned(),
-            self.paths.image_store.display().to_string(),
-            "--runroot".to_owned(),
-            self.settings.base_runroot.display().to_string(),
-            "--storage-driver".to_owned(),
-            "overlay".to_owned(),
+        base_store_podman(&self.settings).args([
             "--cgroup-manager".to_owned(),
             "cgroupfs".to_owned(),
             "--events-backend".to_owned(),
@@ -194,17 +210,14 @@ impl PodmanSandbox {
             let token = base64::engine::general_purpose::STANDARD
                 .encode(format!("{}:{}", auth.username, auth.password));
             let doc = json!({ "auths": { auth.registry.clone(): { "auth": token } } });
-            write_private(&file, doc.to_string().as_bytes())?;
+            // The pull runs as the store identity: the file is made for it alone, by root.
+            let owner = self.settings.store.identity;
+            process::as_root(|| write_private(&file, doc.to_string().as_bytes(), owner))?;
             spec = spec.args(["--authfile".into(), file.into_os_string()]);
         }
         spec = spec.args([image]);
-        let lock_path = self.paths.image_store.join(".berth-pull.lock");
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io(&lock_path))?;
+        let lock_path = self.settings.store.locks.join("pull.lock");
+        let lock = open_lock(&lock_path)?;
         // Pulls into the shared store are serialised; they only ever add images.
         let _guard = tokio::task::spawn_blocking(move || {
             nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
@@ -213,7 +226,7 @@ impl PodmanSandbox {
         .map_err(|e| io(&lock_path)(std::io::Error::other(e)))?
         .map_err(|(_, e)| io(&lock_path)(e.into()))?;
         let result = process::run(&spec, &CancellationToken::new()).await;
-        let _ = std::fs::remove_file(self.paths.auth_file());
+        let _ = process::as_root(|| std::fs::remove_file(self.paths.auth_file()));
         result.map(drop).map_err(SandboxError::from)
     }
 
@@ -368,12 +381,12 @@ impl PodmanSandbox {
         for registry in &self.settings.insecure_registries {
             spec = spec.args(["--insecure-registry", registry.as_str()]);
         }
-        let pid = process::spawn_detached(&spec, &self.paths.job_dir.join("build-proxy.out"))?;
+        let pid = process::spawn_detached(&spec, &self.paths.work().join("build-proxy.out"))?;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while !socket.exists() {
             if tokio::time::Instant::now() >= deadline || !process::alive(pid) {
                 let log =
-                    std::fs::read(self.paths.job_dir.join("build-proxy.out")).unwrap_or_default();
+                    std::fs::read(self.paths.work().join("build-proxy.out")).unwrap_or_default();
                 return Err(SandboxError::ServiceStart {
                     pid,
                     cause: "the build socket proxy did not create its socket".into(),
@@ -539,7 +552,7 @@ impl PodmanSandbox {
             "--oci-worker-snapshotter=overlayfs".into(),
             "--cdi-disabled".into(),
         ]);
-        let log = self.paths.job_dir.join("buildkitd.log");
+        let log = self.paths.work().join("buildkitd.log");
         let pid = match &self.settings.buildkit_shared_root {
             Some(shared) => match self.start_shared_buildkit(&spec, shared, &log).await? {
                 Some(pid) => pid,
@@ -661,6 +674,84 @@ impl PodmanSandbox {
         }
     }
 
+    /// With an identity of its own, the job is every process that identity owns: all of them
+    /// stop (its Podman service, proxy, BuildKit, conmon, containers, its pause process), its
+    /// files go from inside its user namespace, and nothing of it is left to find by name.
+    async fn teardown_identity(&self, identity: &Identity, errors: &mut Vec<SandboxError>) {
+        stop_identity(identity, Duration::from_secs(2)).await;
+        // A pause.pid of a process now gone would make the next Podman try to join it.
+        if let Err(e) = wipe_runtime_home(identity).await {
+            errors.push(e);
+        }
+        if let Err(e) = self.remove_store().await {
+            errors.push(e);
+        }
+        // `work/` itself is root's to remove (its parent is root's); everything in it goes.
+        let mut leftovers: Vec<PathBuf> = std::fs::read_dir(self.paths.work())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        leftovers.push(self.paths.run_dir.clone());
+        let spec = CommandSpec::new("rm")
+            .as_identity(identity.uid, identity.gid)
+            .args(["-rf", "--one-file-system", "--"])
+            .args(leftovers);
+        if let Err(e) = process::run(&spec, &CancellationToken::new()).await {
+            errors.push(e.into());
+        }
+        // `podman unshare` started a pause process again.
+        stop_identity(identity, Duration::from_secs(2)).await;
+        if let Err(e) = wipe_runtime_home(identity).await {
+            errors.push(e);
+        }
+        let left = crate::identity::processes_of(identity)
+            .into_iter()
+            .filter(|pid| *pid != std::process::id())
+            .count();
+        if left > 0 {
+            errors.push(SandboxError::Leftovers {
+                identity: identity.name.clone(),
+                processes: left,
+            });
+        }
+    }
+
+    /// Without an identity of its own, the job's processes are told apart by the paths they
+    /// name; the user's other jobs and its pause process must survive.
+    async fn teardown_shared_user(&self, errors: &mut Vec<SandboxError>) {
+        if let Some(pid) = std::fs::read_to_string(self.paths.service_pid())
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+        {
+            process::stop_pid(pid, Duration::from_secs(2)).await;
+        }
+        self.stop_stragglers().await;
+        // conmon may still launch `podman container cleanup` for a container that just died;
+        // it writes into the store while we delete it. Stop it and try again.
+        let mut attempt = 0;
+        loop {
+            match self.remove_store().await {
+                Ok(()) => break,
+                Err(_) if attempt < 3 => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    self.stop_stragglers().await;
+                }
+                Err(e) => {
+                    errors.push(e);
+                    break;
+                }
+            }
+        }
+        for dir in [&self.paths.job_dir, &self.paths.run_dir] {
+            if let Err(e) = remove_tree(dir) {
+                errors.push(e);
+            }
+        }
+    }
+
     /// Removes the per-job store inside the user namespace, after unmounting its layers.
     async fn remove_store(&self) -> Result<(), SandboxError> {
         let storage = self.paths.storage();
@@ -692,7 +783,8 @@ fn agent_target(role: Role) -> Option<StageTarget> {
     }
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), SandboxError> {
+/// Writes a 0600 file, owned by `owner` when given, in a directory no job identity can write.
+fn write_private(path: &Path, bytes: &[u8], owner: Option<(u32, u32)>) -> Result<(), SandboxError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
@@ -700,9 +792,33 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), SandboxError> {
         .create(true)
         .truncate(true)
         .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW)
         .open(path)
         .map_err(io(path))?;
+    if let Some((uid, gid)) = owner {
+        nix::unistd::fchown(
+            &f,
+            Some(nix::unistd::Uid::from_raw(uid)),
+            Some(nix::unistd::Gid::from_raw(gid)),
+        )
+        .map_err(|e| io(path)(e.into()))?;
+    }
     f.write_all(bytes).map_err(io(path))
+}
+
+/// Opens a lock file for `flock`: root makes them readable to every identity; a user running
+/// berth on its own makes them itself.
+pub fn open_lock(path: &Path) -> Result<std::fs::File, SandboxError> {
+    match std::fs::File::open(path) {
+        Ok(f) => Ok(f),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .map_err(io(path)),
+        Err(e) => Err(io(path)(e)),
+    }
 }
 
 /// Named images in a containers-storage root, read from its `images.json` (no Podman call).
@@ -771,7 +887,8 @@ pub fn processes_mentioning(
 
 impl Sandbox for PodmanSandbox {
     async fn start(&self) -> Result<(), SandboxError> {
-        mkdir(&self.paths.job_dir, 0o700)?;
+        mkdir(&self.paths.work(), 0o700)?;
+        mkdir(&self.paths.home(), 0o700)?;
         mkdir(&self.paths.storage(), 0o700)?;
         // Non-root users in job images must be able to write the checkout, as with Docker.
         mkdir(&self.paths.builds(), 0o777)?;
@@ -1005,70 +1122,96 @@ impl Sandbox for PodmanSandbox {
             }
         }
         step("pods and containers");
-        if let Some(pid) = std::fs::read_to_string(self.paths.service_pid())
-            .ok()
-            .and_then(|t| t.trim().parse().ok())
-        {
-            process::stop_pid(pid, Duration::from_secs(2)).await;
+        match &self.settings.job_identity {
+            Some(identity) => self.teardown_identity(identity, &mut errors).await,
+            None => self.teardown_shared_user(&mut errors).await,
         }
-        step("service");
-        self.stop_stragglers().await;
-        step("stragglers");
-        // conmon may still launch `podman container cleanup` for a container that just died;
-        // it writes into the store while we delete it. Stop it and try again.
-        let mut attempt = 0;
-        loop {
-            match self.remove_store().await {
-                Ok(()) => break,
-                Err(_) if attempt < 3 => {
-                    attempt += 1;
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    self.stop_stragglers().await;
-                }
-                Err(e) => {
-                    errors.push(e);
-                    break;
-                }
-            }
-        }
-        step("store");
-        for dir in [&self.paths.job_dir, &self.paths.run_dir] {
-            if let Err(e) = remove_tree(dir) {
-                errors.push(e);
-            }
-        }
+        step("processes and files");
         errors
     }
 }
 
-/// Podman on the shared base store, outside any job.
-fn base_store_podman(settings: &PodmanSettings, image_store: &Path) -> CommandSpec {
+/// Empties `identity`'s `/run/user/UID`, as the identity itself (nothing there is followed).
+pub async fn wipe_runtime_home(identity: &Identity) -> Result<(), SandboxError> {
+    let runtime = PathBuf::from(format!("/run/user/{}", identity.uid));
+    if !runtime.is_dir() {
+        return Ok(());
+    }
+    let wipe = CommandSpec::new("find")
+        .as_identity(identity.uid, identity.gid)
+        .args([runtime.into_os_string()])
+        .args(["-mindepth", "1", "-xdev", "-delete"]);
+    process::run(&wipe, &CancellationToken::new()).await?;
+    Ok(())
+}
+
+/// Stops every process `identity` owns but this one: SIGTERM, up to `grace`, then SIGKILL.
+/// Its subordinate-id processes need root to signal.
+pub async fn stop_identity(identity: &Identity, grace: Duration) {
+    let own = std::process::id();
+    let victims = || {
+        crate::identity::processes_of(identity)
+            .into_iter()
+            .filter(|pid| *pid != own)
+            .collect::<Vec<u32>>()
+    };
+    let signal_all = |sig: nix::sys::signal::Signal| {
+        let targets = victims();
+        process::as_root(|| {
+            for pid in &targets {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid.cast_signed()), sig);
+            }
+        });
+        targets.len()
+    };
+    if signal_all(nix::sys::signal::Signal::SIGTERM) == 0 {
+        return;
+    }
+    let deadline = tokio::time::Instant::now() + grace;
+    while tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if victims().is_empty() {
+            return;
+        }
+    }
+    for _ in 0..50 {
+        if signal_all(nix::sys::signal::Signal::SIGKILL) == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Podman on the shared base store, outside any job, as the store identity.
+fn base_store_podman(settings: &PodmanSettings) -> CommandSpec {
+    let store = &settings.store;
     let mut spec = CommandSpec::new(&settings.podman);
-    for (k, v) in &settings.env {
+    for (k, v) in &store.env {
         spec = spec.env(k, v);
+    }
+    if let Some((uid, gid)) = store.identity {
+        spec = spec.as_identity(uid, gid);
     }
     spec.args([
         "--root".into(),
-        image_store.as_os_str().to_owned(),
+        store.root.as_os_str().to_owned(),
         "--runroot".into(),
-        settings.base_runroot.as_os_str().to_owned(),
+        store.runroot.as_os_str().to_owned(),
         "--storage-driver".into(),
         std::ffi::OsString::from("overlay"),
     ])
 }
 
-/// Removes trees that hold files of the runner's subordinate ids (a BuildKit root) from inside
-/// the runner's user namespace, where its user may delete them. `image_store` only names the
-/// store `podman unshare` opens; nothing in it changes.
+/// Removes trees that hold files of the store identity's subordinate ids (a BuildKit root)
+/// from inside its user namespace, where it may delete them.
 pub async fn remove_in_user_namespace(
     settings: &PodmanSettings,
-    image_store: &Path,
     trees: &[PathBuf],
 ) -> Result<(), SandboxError> {
     if trees.is_empty() {
         return Ok(());
     }
-    let spec = base_store_podman(settings, image_store)
+    let spec = base_store_podman(settings)
         .args(["unshare", "rm", "-rf", "--"])
         .args(trees.iter().map(|t| t.as_os_str().to_owned()));
     process::run(&spec, &CancellationToken::new()).await?;
@@ -1079,13 +1222,12 @@ pub async fn remove_in_user_namespace(
 /// stays, and Podman says why).
 pub async fn remove_base_images(
     settings: &PodmanSettings,
-    image_store: &Path,
     ids: &[String],
 ) -> Result<(), SandboxError> {
     if ids.is_empty() {
         return Ok(());
     }
-    let spec = base_store_podman(settings, image_store)
+    let spec = base_store_podman(settings)
         .args(["rmi", "--"])
         .args(ids.iter().map(std::ffi::OsString::from));
     process::run(&spec, &CancellationToken::new()).await?;
