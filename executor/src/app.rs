@@ -543,7 +543,18 @@ fn stage(
                     for e in &reaped.errors {
                         log.warn(&format!("reaping abandoned jobs: {e}"));
                     }
-                    Some(leases.claim(ids, &key)?)
+                    let identity = leases.claim(ids, &key)?;
+                    // A leased identity starts clean: whatever an earlier failure left of it
+                    // (processes, files in its runtime directory) goes first.
+                    runtime.block_on(async {
+                        berth_sandbox::podman::stop_identity(
+                            &identity,
+                            std::time::Duration::from_secs(2),
+                        )
+                        .await;
+                        berth_sandbox::podman::wipe_runtime_home(&identity).await
+                    })?;
+                    Some(identity)
                 }
                 _ => leases.holder(&key).and_then(|u| ids.job(&u).cloned()),
             };

@@ -553,14 +553,23 @@ pub fn make_readable_by_all(path: &Path) {
 /// Hands a tree the test (root) created inside a job's directory to the runner user, as if the
 /// job had written it.
 pub fn give_to_runner_user(path: &Path) {
-    let user = nix::unistd::User::from_name(RUNNER_USER)
+    give_to(path, RUNNER_USER);
+}
+
+/// Makes `path` (recursively) belong to `user`, as if that user had written it.
+pub fn give_to(path: &Path, user: &str) {
+    let user = nix::unistd::User::from_name(user)
         .ok()
         .flatten()
-        .expect("runner user");
+        .expect("user");
+    chown_tree(path, &user);
+}
+
+fn chown_tree(path: &Path, user: &nix::unistd::User) {
     nix::unistd::chown(path, Some(user.uid), Some(user.gid)).expect("chown");
     if path.is_dir() {
         for entry in std::fs::read_dir(path).expect("read_dir").flatten() {
-            give_to_runner_user(&entry.path());
+            chown_tree(&entry.path(), user);
         }
     }
 }

@@ -47,7 +47,10 @@ fn install_buildctl(job: &FakeRunner) {
     std::fs::create_dir_all(&tools).expect("tools dir");
     std::fs::copy(BUILDCTL, tools.join("buildctl")).expect("copy buildctl");
     berth_integration::make_readable_by_all(&tools);
-    berth_integration::give_to_runner_user(&tools);
+    berth_integration::give_to(
+        &tools,
+        &job.identity().expect("a prepared job holds an identity"),
+    );
 }
 
 fn cleaned(mut job: FakeRunner) {
@@ -385,7 +388,7 @@ fn reap_collects_base_images_unused_too_long_but_never_while_a_job_exists() {
     let mut admin = FakeRunner::new(payload(BUSYBOX)).with_config(&config);
     let stamp = |id: &str| {
         state
-            .join("images/.berth-used")
+            .join("image-use")
             .join(id.trim_start_matches("sha256:"))
     };
     let reap = |admin: &mut FakeRunner| {
@@ -526,17 +529,28 @@ fn limits_from_config_are_applied_where_the_host_can_enforce_them() {
             "build_script",
             "for i in $(seq 400); do sleep 30 & done 2>/dev/null; true",
         );
-        let events = std::fs::read_to_string(format!(
-            "/sys/fs/cgroup/pids/berth/{}/pids.events",
-            job.key()
-        ))
-        .expect("pids.events");
+        // The runtime puts each container in a cgroup of its own below the job's: the kernel
+        // counts a refused fork where it was tried.
+        let job_cgroup = format!("/sys/fs/cgroup/pids/berth/{}", job.key());
+        let mut events = vec![std::path::PathBuf::from(&job_cgroup).join("pids.events")];
+        for sub in std::fs::read_dir(&job_cgroup)
+            .expect("job cgroup")
+            .flatten()
+        {
+            if sub.path().is_dir() {
+                events.push(sub.path().join("pids.events"));
+            }
+        }
         let refused: u64 = events
-            .split_whitespace()
-            .nth(1)
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0);
-        assert!(refused > 0, "the pids limit did not bite: {events}");
+            .iter()
+            .filter_map(|p| std::fs::read_to_string(p).ok())
+            .filter_map(|t| {
+                t.split_whitespace()
+                    .nth(1)
+                    .and_then(|n| n.parse::<u64>().ok())
+            })
+            .sum();
+        assert!(refused > 0, "the pids limit did not bite: {events:?}");
         let doctor = job.stage(&["doctor"]);
         assert!(
             doctor.stdout.contains("resource limits"),
@@ -975,7 +989,10 @@ fn a_cancelled_job_stops_the_builds_of_every_builder() {
         std::fs::write(ctx.join(name), text).expect("containerfile");
     }
     berth_integration::make_readable_by_all(&ctx);
-    berth_integration::give_to_runner_user(&ctx);
+    berth_integration::give_to(
+        &ctx,
+        &job.identity().expect("a prepared job holds an identity"),
+    );
     let child = job.spawn_run(
         "build_script",
         r#"cd /builds/ctx
@@ -999,7 +1016,8 @@ wait"#,
     }
     // The pod's network (slirp4netns, in the session of the job's Podman service, like the
     // builds) must outlive the cancel: after_script still runs.
-    let uid = nix::unistd::User::from_name("berth-runner")
+    let identity = job.identity().expect("a prepared job holds an identity");
+    let uid = nix::unistd::User::from_name(&identity)
         .ok()
         .flatten()
         .map_or(0, |u| u.uid.as_raw());

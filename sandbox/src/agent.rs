@@ -7,21 +7,30 @@
 //! FIFO. The agent runs it with stdout and stderr in `out/<id>.log`, writes the script's pid to
 //! `out/<id>.pid` and its exit status to `out/<id>.rc`. Only shell builtins are used, so an image
 //! needs nothing but `/bin/sh`.
+//!
+//! The container may be hostile. `/.berth` is mounted read-only (the FIFO and the scripts cannot
+//! be replaced) and only `out/` is writable; the host opens everything beneath a handle of the
+//! agent directory without following links, checks each file's type (a FIFO planted where a log
+//! belongs is refused, never waited on), and reads numbers with a size bound.
 
 use std::io::SeekFrom;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use berth_beneath::Dir;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 /// Where the agent directory is mounted inside containers.
 pub const MOUNT_POINT: &str = "/.berth";
 
+/// The only part of the agent directory the container writes.
+pub const OUT: &str = "out";
+
 /// The agent loop, run as `sh -c AGENT_SCRIPT`.
 pub const AGENT_SCRIPT: &str = r#"d=/.berth
-echo $$ > $d/agent.pid
+echo $$ > $d/out/agent.pid
 while [ -p $d/ctl ]; do
   read -r id shell < $d/ctl || continue
   case "$id" in ''|*/*) continue ;; esac
@@ -118,11 +127,11 @@ impl AgentDir {
 
     /// Creates the directory, its FIFO and subdirectories. Idempotent.
     pub fn create(&self) -> Result<(), AgentError> {
-        for sub in ["scripts", "out"] {
+        // Images whose user is not root must still write results; scripts are only read.
+        for (sub, mode) in [("scripts", 0o755), (OUT, 0o777)] {
             let p = self.dir.join(sub);
             std::fs::create_dir_all(&p).map_err(io_err(&p))?;
-            // Images whose user is not root must still write results.
-            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o777))
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode))
                 .map_err(io_err(&p))?;
         }
         std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o755))
@@ -135,17 +144,19 @@ impl AgentDir {
         std::fs::set_permissions(&ctl, std::fs::Permissions::from_mode(0o666)).map_err(io_err(&ctl))
     }
 
+    fn handle(&self) -> Result<Dir, AgentError> {
+        Dir::open(&self.dir).map_err(io_err(&self.dir))
+    }
+
     /// The agent's pid inside the container, once it started.
     pub fn agent_pid(&self) -> Option<u32> {
-        read_number(&self.dir.join("agent.pid")).and_then(|n| u32::try_from(n).ok())
+        let dir = self.handle().ok()?;
+        read_number(&dir, &Path::new(OUT).join("agent.pid")).and_then(|n| u32::try_from(n).ok())
     }
 
     /// Opens the control FIFO for writing without blocking; fails while no agent is reading.
     fn open_ctl(&self) -> std::io::Result<std::fs::File> {
-        std::fs::OpenOptions::new()
-            .write(true)
-            .custom_flags(nix::libc::O_NONBLOCK)
-            .open(self.dir.join("ctl"))
+        Dir::open(&self.dir)?.open_fifo_writer(Path::new("ctl"))
     }
 
     /// Waits until the agent listens on its FIFO. `alive` says whether the container still runs.
@@ -195,10 +206,30 @@ impl AgentDir {
             container_init_pid,
             grace,
         } = *request;
-        let script_path = self.dir.join("scripts").join(id);
-        write_file(&script_path, script, 0o755)?;
-        let log_path = self.dir.join("out").join(format!("{id}.log"));
-        let rc_path = self.dir.join("out").join(format!("{id}.rc"));
+        if id.is_empty()
+            || !id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(io_err(&self.dir)(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("{id:?} is not a script id"),
+            )));
+        }
+        let dir = self.handle()?;
+        let script_rel = Path::new("scripts").join(id);
+        dir.write(&script_rel, script, 0o755)
+            .map_err(io_err(&self.dir.join(&script_rel)))?;
+        let log_rel = Path::new(OUT).join(format!("{id}.log"));
+        let rc_rel = Path::new(OUT).join(format!("{id}.rc"));
+        let log_path = self.dir.join(&log_rel);
+        let open_log = |dir: &Dir| -> Result<Option<tokio::fs::File>, AgentError> {
+            match dir.open_file(&log_rel) {
+                Ok(f) => Ok(Some(tokio::fs::File::from_std(f))),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(io_err(&log_path)(e)),
+            }
+        };
         self.send(&format!("{id} {shell}\n"), container_init_pid)
             .await?;
 
@@ -210,7 +241,7 @@ impl AgentDir {
         let mut gone_checks = 0u32;
         loop {
             if log.is_none() {
-                log = tokio::fs::File::open(&log_path).await.ok();
+                log = open_log(&dir)?;
             }
             let mut progressed = false;
             if let Some(file) = log.as_mut() {
@@ -230,11 +261,11 @@ impl AgentDir {
                     out.flush().await.map_err(AgentError::Output)?;
                 }
             }
-            if let Some(code) = read_number(&rc_path) {
+            if let Some(code) = read_number(&dir, &rc_rel) {
                 // Drain what the script wrote between our last read and its exit; a fast script
                 // may have finished before its log was first opened.
                 if log.is_none() {
-                    log = tokio::fs::File::open(&log_path).await.ok();
+                    log = open_log(&dir)?;
                 }
                 if let Some(file) = log.as_mut() {
                     file.seek(SeekFrom::Start(offset))
@@ -310,21 +341,11 @@ impl AgentDir {
     }
 }
 
-fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), AgentError> {
-    use std::io::Write;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(path)
-        .map_err(io_err(path))?;
-    f.write_all(bytes).map_err(io_err(path))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io_err(path))
-}
-
-fn read_number(path: &Path) -> Option<u64> {
-    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+/// A small number the container wrote (a pid, an exit status): read beneath the handle,
+/// bounded, and only when it is a plain regular file.
+fn read_number(dir: &Dir, rel: &Path) -> Option<u64> {
+    let bytes = dir.read(rel, 32).ok()?;
+    std::str::from_utf8(&bytes).ok()?.trim().parse().ok()
 }
 
 /// One process as seen from the host.
@@ -482,5 +503,65 @@ mod tests {
         assert_eq!(out2, b"second\n");
         cancel.cancel();
         let _ = shell_task.await;
+    }
+}
+
+#[cfg(test)]
+mod hostile {
+    use super::*;
+
+    /// A container that planted a link to another job's file where its script log belongs:
+    /// berth refuses to read through it, and the other job's bytes never reach this job's log.
+    #[tokio::test]
+    async fn a_log_planted_as_a_link_is_never_followed() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let secret = tmp.path().join("other-job-secret");
+        std::fs::write(&secret, b"victim marker 7d1f").expect("write");
+        let agent = AgentDir::new(tmp.path().join("a"), "job");
+        agent.create().expect("create");
+        let out = agent.path().join(OUT);
+        std::os::unix::fs::symlink(&secret, out.join("evil.log")).expect("symlink");
+        std::fs::write(out.join("evil.rc"), b"0\n").expect("rc");
+        // Something reads the FIFO, as the agent would.
+        let ctl = agent.path().join("ctl");
+        let reader = std::thread::spawn(move || std::fs::read(ctl));
+        let mut log = Vec::new();
+        let result = agent
+            .run(
+                &ScriptRun {
+                    id: "evil",
+                    script: b"true",
+                    shell: "sh",
+                    container_init_pid: std::process::id(),
+                    grace: Duration::from_secs(1),
+                },
+                &mut log,
+                &CancellationToken::new(),
+            )
+            .await;
+        let _ = reader.join();
+        let err = result.expect_err("followed a planted link");
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        assert!(
+            !String::from_utf8_lossy(&log).contains("victim marker"),
+            "the other job's file reached this job's log"
+        );
+    }
+
+    /// A FIFO where the exit status belongs would block a reader forever: it is refused.
+    #[test]
+    fn numbers_are_read_only_from_small_regular_files() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = Dir::open(tmp.path()).expect("open");
+        nix::unistd::mkfifo(
+            &tmp.path().join("rc"),
+            nix::sys::stat::Mode::from_bits_truncate(0o666),
+        )
+        .expect("mkfifo");
+        assert_eq!(read_number(&dir, Path::new("rc")), None);
+        std::fs::write(tmp.path().join("big"), "1".repeat(100)).expect("write");
+        assert_eq!(read_number(&dir, Path::new("big")), None);
+        std::fs::write(tmp.path().join("ok"), "42\n").expect("write");
+        assert_eq!(read_number(&dir, Path::new("ok")), Some(42));
     }
 }

@@ -233,7 +233,10 @@ impl HostFacts {
     /// Started as root: the job runs as `job` (None for stages that need no identity), the
     /// base store belongs to `store`.
     pub fn with_identities(config: &Config, job: Option<&Identity>, store: &Identity) -> Self {
-        let store_runtime = default_runtime_dir(store.uid);
+        let store_runtime = config
+            .runtime_dir
+            .clone()
+            .unwrap_or_else(|| default_runtime_dir(store.uid));
         let store_access = StoreAccess {
             root: config.image_store(),
             runroot: store_runtime.join("base-run"),
@@ -283,13 +286,15 @@ impl HostFacts {
     }
 }
 
-/// A job identity's home is inside its job: nothing of it outlives the job.
+/// A job identity's home and temporary directory are inside its job: nothing of them outlives
+/// the job (builds leave subordinate-id files in TMPDIR, removed in the user namespace).
 pub fn home_in_job(settings: &mut PodmanSettings, paths: &JobPaths) {
     let home = paths.home();
     for (k, v) in &mut settings.env {
         match k.as_str() {
             "HOME" => *v = home.display().to_string(),
             "XDG_CONFIG_HOME" => *v = home.join(".config").display().to_string(),
+            "TMPDIR" => *v = paths.tmpdir().display().to_string(),
             _ => {}
         }
     }

@@ -264,10 +264,18 @@ impl PodmanSandbox {
             .collect();
         let mut command = spec.command.clone();
         if let Some(target) = agent_target(spec.role) {
+            // The control FIFO and the scripts are read-only to the container, so it cannot put
+            // anything in their place; only results are written, beneath `out/`.
             mounts.push(json!({
                 "type": "bind",
                 "source": self.paths.agent(target),
                 "destination": MOUNT_POINT,
+                "options": ["rbind", "ro"],
+            }));
+            mounts.push(json!({
+                "type": "bind",
+                "source": self.paths.agent(target).join(crate::agent::OUT),
+                "destination": format!("{MOUNT_POINT}/{}", crate::agent::OUT),
                 "options": ["rbind", "rw"],
             }));
             command = Some(vec!["sh".into(), "-c".into(), AGENT_SCRIPT.into()]);
@@ -755,7 +763,11 @@ impl PodmanSandbox {
     /// Removes the per-job store inside the user namespace, after unmounting its layers.
     async fn remove_store(&self) -> Result<(), SandboxError> {
         let storage = self.paths.storage();
-        if !storage.exists() && !self.paths.buildkit().exists() && !self.paths.nested().exists() {
+        if !storage.exists()
+            && !self.paths.buildkit().exists()
+            && !self.paths.nested().exists()
+            && !self.paths.tmpdir().exists()
+        {
             return Ok(());
         }
         let s = storage.display().to_string();
@@ -764,10 +776,12 @@ impl PodmanSandbox {
         let buildkit = self.paths.buildkit().display().to_string();
         // Files that non-root container users wrote into /builds belong to subordinate ids too.
         let builds = self.paths.builds().display().to_string();
+        // Builds leave subordinate-id files in the job's temporary directory too.
+        let tmp = self.paths.tmpdir().display().to_string();
         let script = format!(
             "grep -F ' {s}/' /proc/self/mounts | cut -d' ' -f2 | sort -r | \
              while read -r m; do umount -l \"$m\" 2>/dev/null; done; \
-             umount -l '{s}/overlay' 2>/dev/null; rm -rf '{s}' '{nested}' '{buildkit}' '{builds}'"
+             umount -l '{s}/overlay' 2>/dev/null; rm -rf '{s}' '{nested}' '{buildkit}' '{builds}' '{tmp}'"
         );
         let spec = self.podman().args(["unshare", "sh", "-c", script.as_str()]);
         process::run(&spec, &CancellationToken::new()).await?;
@@ -1092,7 +1106,9 @@ impl Sandbox for PodmanSandbox {
             .flatten(),
             Err(_) => None,
         };
-        if self.paths.storage().exists() {
+        // With an identity of its own, ending its processes ends the containers: no Podman call
+        // (which a job at its pids limit, or a killed conmon, makes fail) is needed.
+        if self.paths.storage().exists() && self.settings.job_identity.is_none() {
             match self.ensure_service().await {
                 Ok(()) => {
                     // The store is the job's alone: everything in it goes, including containers
@@ -1132,17 +1148,46 @@ impl Sandbox for PodmanSandbox {
 }
 
 /// Empties `identity`'s `/run/user/UID`, as the identity itself (nothing there is followed).
+/// What builds left there under subordinate ids goes from inside the identity's user namespace.
 pub async fn wipe_runtime_home(identity: &Identity) -> Result<(), SandboxError> {
     let runtime = PathBuf::from(format!("/run/user/{}", identity.uid));
     if !runtime.is_dir() {
         return Ok(());
     }
-    let wipe = CommandSpec::new("find")
-        .as_identity(identity.uid, identity.gid)
-        .args([runtime.into_os_string()])
-        .args(["-mindepth", "1", "-xdev", "-delete"]);
-    process::run(&wipe, &CancellationToken::new()).await?;
-    Ok(())
+    let find = |spec: CommandSpec| {
+        spec.args([runtime.as_os_str().to_owned()])
+            .args(["-mindepth", "1", "-xdev", "-delete"])
+    };
+    let plain = find(CommandSpec::new("find").as_identity(identity.uid, identity.gid));
+    if process::run(&plain, &CancellationToken::new())
+        .await
+        .is_ok()
+    {
+        return Ok(());
+    }
+    let scratch = runtime.join(".berth-wipe");
+    let mut spec = CommandSpec::new("podman").as_identity(identity.uid, identity.gid);
+    for (k, v) in [
+        ("HOME", scratch.clone()),
+        ("XDG_CONFIG_HOME", scratch.join("config")),
+        ("XDG_RUNTIME_DIR", runtime.clone()),
+        ("TMPDIR", scratch.join("tmp")),
+    ] {
+        spec = spec.env(k, v);
+    }
+    let spec = find(spec.args([
+        "--root".into(),
+        scratch.join("root").into_os_string(),
+        "--runroot".into(),
+        scratch.join("run").into_os_string(),
+        "unshare".into(),
+        "find".into(),
+    ]));
+    let inside = process::run(&spec, &CancellationToken::new()).await;
+    // `podman unshare` left a pause process and its files behind.
+    stop_identity(identity, Duration::from_secs(2)).await;
+    process::run(&plain, &CancellationToken::new()).await?;
+    inside.map(drop).map_err(SandboxError::from)
 }
 
 /// Stops every process `identity` owns but this one: SIGTERM, up to `grace`, then SIGKILL.
