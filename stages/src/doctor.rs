@@ -31,6 +31,44 @@ pub struct Check {
     pub fix: Option<String>,
 }
 
+/// Jobs are kept apart by identities of their own only when berth starts as root.
+fn job_identities_check(config: &Config, euid: u32) -> Check {
+    if euid != 0 {
+        return check(
+            "job identities",
+            Level::Warn,
+            "started unprivileged: every job runs as this one user, so a job that escapes its container reaches the others",
+            Some(
+                "run gitlab-runner as root (its packaged service does) so each job runs as an identity of its own",
+            ),
+        );
+    }
+    match crate::identities::Identities::load(config) {
+        Ok(ids) => check(
+            "job identities",
+            Level::Ok,
+            format!(
+                "{} job identities ({}), each with its own subordinate ids; the base store is shown to each through a read-only idmapped mount",
+                ids.jobs.len(),
+                ids.jobs
+                    .iter()
+                    .map(|j| j.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            None,
+        ),
+        Err(e) => check(
+            "job identities",
+            Level::Fail,
+            e.to_string(),
+            Some(
+                "run integration/host/setup-host.sh (BERTH_JOB_SLOTS sets how many), or fix `job_users`",
+            ),
+        ),
+    }
+}
+
 fn check(name: &'static str, level: Level, detail: impl Into<String>, fix: Option<&str>) -> Check {
     Check {
         name,
@@ -132,6 +170,7 @@ pub fn run_checks(config: &Config, euid: u32, podman_version: Option<&str>) -> V
             None,
         )
     });
+    out.push(job_identities_check(config, euid));
     for (file, name) in [
         ("/etc/subuid", "subuid range"),
         ("/etc/subgid", "subgid range"),

@@ -77,6 +77,9 @@ impl Leases {
             .flatten()
             .filter_map(|e| {
                 let name = e.file_name().into_string().ok()?;
+                if name.starts_with('.') {
+                    return None;
+                }
                 let key = std::fs::read_to_string(e.path()).ok()?;
                 Some((name, key.trim().to_owned()))
             })
@@ -97,7 +100,16 @@ impl Leases {
         if let Some(held) = self.holder(key).and_then(|u| identities.job(&u).cloned()) {
             return Ok(held);
         }
-        for identity in &identities.jobs {
+        // Round robin: an identity just released is the last to be leased again.
+        let next_path = self.dir.join(".next");
+        let start = std::fs::read_to_string(&next_path)
+            .ok()
+            .and_then(|t| t.trim().parse::<usize>().ok())
+            .unwrap_or(0);
+        let count = identities.jobs.len();
+        for offset in 0..count {
+            let index = (start + offset) % count;
+            let identity = &identities.jobs[index];
             let path = self.dir.join(&identity.name);
             let created = std::fs::OpenOptions::new()
                 .write(true)
@@ -108,6 +120,7 @@ impl Leases {
                     use std::io::Write;
                     file.write_all(key.as_bytes())
                         .map_err(StageError::io(&path))?;
+                    let _ = std::fs::write(&next_path, ((index + 1) % count).to_string());
                     return Ok(identity.clone());
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
@@ -147,6 +160,14 @@ fn root_dir(dir: &Path, mode: u32) -> Result<(), StageError> {
     }
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
         .map_err(StageError::io(dir))
+}
+
+/// Creates `dir` as root's with group `gid` and `mode`: reachable by that one identity's group,
+/// by no other identity.
+fn root_dir_for_group(dir: &Path, gid: u32, mode: u32) -> Result<(), StageError> {
+    root_dir(dir, mode)?;
+    nix::unistd::chown(dir, None, Some(nix::unistd::Gid::from_raw(gid)))
+        .map_err(|e| StageError::io(dir)(e.into()))
 }
 
 /// Creates `dir` (its parent must be root's) owned by `identity` with `mode`.
@@ -218,7 +239,8 @@ pub fn prepare_host(
     }
     owned_dir(&runtime, identity.uid, identity.gid, 0o700)?;
     root_dir(&config.jobs_dir(), 0o711)?;
-    root_dir(&paths.job_dir, 0o755)?;
+    // Other identities must not even see what is in another job's directories.
+    root_dir_for_group(&paths.job_dir, identity.gid, 0o750)?;
     owned_dir(&paths.work(), identity.uid, identity.gid, 0o700)?;
     for lock in ["pull.lock", "gc.lock"] {
         let dir = config.state_dir.join("locks");
@@ -245,7 +267,7 @@ pub fn prepare_host(
                 fix: "berth needs idmapped mounts (Linux 5.19 or later, an ext4, xfs or btrfs state_dir); see `berth doctor`".into(),
             })?;
     }
-    root_dir(&paths.mounts_dir, 0o755)?;
+    root_dir_for_group(&paths.mounts_dir, identity.gid, 0o750)?;
     let map = identity.mapping_from(store);
     for (source, target, mode) in caches {
         if let Some(parent) = source.parent() {
@@ -364,5 +386,9 @@ mod tests {
             leases.all(),
             vec![("job-0".into(), "c".into()), ("job-1".into(), "b".into())]
         );
+        // Round robin: with both free, the one after the last leased comes first.
+        leases.release("job-0").expect("release");
+        leases.release("job-1").expect("release");
+        assert_eq!(leases.claim(&ids, "d").expect("d").name, "job-1");
     }
 }
