@@ -8,8 +8,10 @@ IMAGE=${IMAGE:-localhost/busybox:latest}
 HELPER=${HELPER:-localhost/berth-helper:latest}
 uid=$(id -u "$USER_NAME")
 key=floor$$
-J=/var/lib/berth/jobs/$key R=/run/user/$uid/berth/$key
+# The store user's own scratch directory (berth's jobs/ is root's); same file system as the store.
+J=/var/lib/berth/cache/.floor-$key R=/run/user/$uid/berth/$key
 runuser -u "$USER_NAME" -- env -C / HOME="$(getent passwd "$USER_NAME" | cut -d: -f6)" \
+  CONTAINERS_CONF=/etc/berth/podman/containers/containers.conf \
   XDG_RUNTIME_DIR=/run/user/$uid bash -euo pipefail -c '
 J=$1 R=$2 IMAGE=$3 HELPER=$4 key=$5
 mkdir -p "$J/storage" "$J/builds" "$R/run" "$R/tmp"

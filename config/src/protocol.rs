@@ -7,6 +7,16 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+/// gitlab-runner writes an absent list or object as `null` (a Go nil slice or pointer, e.g.
+/// `"services": null` when GitLab sent none): read it as empty.
+fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
+}
+
 /// The `<stage>` argument of `run_exec` (contract §1.5), routed to the helper or the job container.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RunStage {
@@ -244,28 +254,28 @@ pub struct JobPayload {
     /// Job id (> 0).
     pub id: u64,
     /// Job token: a secret; never logged.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub token: String,
     /// Job image.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub image: Option<ImageSpec>,
     /// Services.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub services: Vec<ImageSpec>,
     /// Job variables.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub variables: Vec<JobVariable>,
     /// Registry credentials for pulling images.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub credentials: Vec<Credentials>,
     /// Git information.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub git_info: GitInfo,
     /// Job information.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub job_info: JobInfo,
     /// Runner information (timeout).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub runner_info: RunnerInfo,
 }
 
@@ -313,22 +323,22 @@ impl JobPayload {
 #[derive(Debug, Clone, Deserialize, Default, PartialEq, Eq)]
 pub struct ImageSpec {
     /// Image reference.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub name: String,
     /// Service alias(es): GitLab sends them comma- or space-separated in one string.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub alias: String,
     /// Entrypoint override; `[""]` clears the image's entrypoint.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub entrypoint: Option<Vec<String>>,
     /// Command override (services).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub command: Option<Vec<String>>,
     /// Per-image pull policy list.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub pull_policy: Option<Vec<String>>,
     /// Service variables (runner ≥ 19.0).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub variables: Vec<JobVariable>,
 }
 
@@ -350,13 +360,13 @@ pub struct JobVariable {
     /// Name.
     pub key: String,
     /// Value (may be secret).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub value: String,
     /// Masked in logs.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub masked: bool,
     /// A file-type variable.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub file: bool,
 }
 
@@ -375,13 +385,13 @@ pub struct Credentials {
     #[serde(rename = "type", default)]
     pub kind: String,
     /// Registry host.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub url: String,
     /// User name.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub username: String,
     /// Password or token: a secret.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub password: String,
 }
 
@@ -389,10 +399,10 @@ pub struct Credentials {
 #[derive(Debug, Clone, Deserialize, Default)]
 pub struct GitInfo {
     /// Repository URL.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub repo_url: String,
     /// Whether the ref is protected (runner ≥ 18.4 sends it).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub protected: Option<bool>,
 }
 
@@ -400,10 +410,10 @@ pub struct GitInfo {
 #[derive(Debug, Clone, Deserialize, Default)]
 pub struct JobInfo {
     /// Job name.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub name: String,
     /// Project id.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub project_id: u64,
 }
 
@@ -411,7 +421,7 @@ pub struct JobInfo {
 #[derive(Debug, Clone, Deserialize, Default)]
 pub struct RunnerInfo {
     /// Job timeout in seconds (0 means the runner default, 7200).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub timeout: u64,
 }
 
@@ -449,6 +459,18 @@ mod tests {
             "unknown stages go to the helper"
         );
         assert_eq!(RunStage::parse("step_"), RunStage::Unknown("step_".into()));
+    }
+
+    #[test]
+    fn lists_and_objects_the_runner_writes_as_null_read_as_empty() {
+        let payload = JobPayload::from_json(
+            r#"{"id": 5, "token": "t", "image": {"name": "alpine:3"}, "services": null,
+                "variables": null, "credentials": null, "git_info": null}"#,
+        )
+        .expect("null lists are empty lists");
+        assert!(payload.services.is_empty());
+        assert!(payload.variables.is_empty());
+        assert!(payload.credentials.is_empty());
     }
 
     #[test]

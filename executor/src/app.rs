@@ -449,11 +449,19 @@ async fn reap_jobs(
             log.warn(&format!("removing the cgroup of {key}: {e}"));
         }
     }
+    // Cgroups of jobs whose directory never came to be (a prepare killed early).
+    for key in berth_sandbox::cgroups::job_keys() {
+        if Some(key.as_str()) != skip && !config.jobs_dir().join(&key).exists() {
+            let _ = privileges::with_root(|| berth_sandbox::cgroups::remove(&key));
+        }
+    }
     if let (Who::Root(ids), Some(leases)) = (who, &leases) {
         let jobs_dir = config.jobs_dir();
         for (user, key) in leases.all() {
-            let gone =
-                report.reaped.iter().any(|(k, _)| *k == key) || !jobs_dir.join(&key).exists();
+            // A lease without a job directory younger than this may be a prepare in progress.
+            let grace = std::time::Duration::from_secs(120);
+            let gone = report.reaped.iter().any(|(k, _)| *k == key)
+                || (!jobs_dir.join(&key).exists() && leases.age(&user).is_some_and(|a| a > grace));
             if !gone || Some(key.as_str()) == skip {
                 continue;
             }

@@ -194,6 +194,39 @@ fn cancel_during_build_script_stops_the_script_within_the_grace() {
     cleaned(job);
 }
 
+/// gitlab-runner (or the machine) SIGKILLs `berth run` mid-script: the script goes on in the
+/// container, and the agent only reads the next request once it ends. The next stage stops it
+/// first instead of waiting for it.
+#[test]
+fn a_killed_run_does_not_hold_up_the_next_stage() {
+    let mut job = prepared(payload(BUSYBOX));
+    let mut child = job.spawn_run("build_script", "sleep 4321");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while berth_integration::host_sleeps("4321").is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the script never started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().expect("SIGKILL berth run");
+    let _ = child.wait();
+    let started = std::time::Instant::now();
+    let r = job.run("after_script", "echo next-stage-ran");
+    ok(&r);
+    assert!(r.stdout.contains("next-stage-ran"), "{}", r.all());
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the next stage waited for the orphaned script: {:?}",
+        started.elapsed()
+    );
+    assert!(
+        berth_integration::host_sleeps("4321").is_empty(),
+        "the orphaned script still runs"
+    );
+    cleaned(job);
+}
+
 #[test]
 fn cleanup_after_failed_or_repeated_prepare_is_complete_and_idempotent() {
     require_host();

@@ -230,6 +230,12 @@ impl AgentDir {
                 Err(e) => Err(io_err(&log_path)(e)),
             }
         };
+        // A stage whose `berth run` was killed leaves its script running, and the agent reads
+        // the next request only once it ends: stop it first, as a cancel would have.
+        if self.unfinished_script(&dir) {
+            tracing::warn!("a script of an earlier stage still runs: stopping it");
+            stop_script_processes(container_init_pid, self.agent_pid(), grace).await;
+        }
         self.send(&format!("{id} {shell}\n"), container_init_pid)
             .await?;
 
@@ -310,6 +316,23 @@ impl AgentDir {
                 () = cancel.cancelled(), if !cancelled => {}
             }
         }
+    }
+
+    /// Whether a script started (its pid is written) and has not ended (no exit status).
+    fn unfinished_script(&self, dir: &Dir) -> bool {
+        let Ok(entries) = std::fs::read_dir(self.dir.join(OUT)) else {
+            return false;
+        };
+        entries.flatten().any(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.strip_suffix(".pid").is_some_and(|id| {
+                !id.is_empty()
+                    && id != "agent"
+                    && dir
+                        .metadata(&Path::new(OUT).join(format!("{id}.rc")))
+                        .is_err()
+            })
+        })
     }
 
     async fn send(&self, line: &str, container_init_pid: u32) -> Result<(), AgentError> {

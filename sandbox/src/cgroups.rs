@@ -82,6 +82,24 @@ pub fn join(key: &str) -> io::Result<()> {
     Ok(())
 }
 
+/// Keys of the job cgroups that exist (any controller).
+pub fn job_keys() -> Vec<String> {
+    let mut keys: Vec<String> = ["memory", "pids", "cpu"]
+        .iter()
+        .flat_map(|c| {
+            std::fs::read_dir(Path::new(ROOT).join(c).join("berth"))
+                .into_iter()
+                .flatten()
+        })
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
 /// Removes the job's cgroups and any child cgroups a runtime made in them (they must hold no
 /// process). Missing ones are fine.
 pub fn remove(key: &str) -> Vec<io::Error> {

@@ -136,6 +136,15 @@ impl Leases {
         })
     }
 
+    /// How long ago `user` was leased.
+    pub fn age(&self, user: &str) -> Option<std::time::Duration> {
+        let modified = std::fs::metadata(self.dir.join(user))
+            .ok()?
+            .modified()
+            .ok()?;
+        std::time::SystemTime::now().duration_since(modified).ok()
+    }
+
     /// Ends the lease of `user`.
     pub fn release(&self, user: &str) -> Result<(), StageError> {
         let path = self.dir.join(user);
