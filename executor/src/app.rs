@@ -130,8 +130,14 @@ pub(crate) fn main(cli: Cli) -> ExitCode {
     }
 }
 
+/// The job's masked values, once its payload is read: berth's own last words are masked too.
+static MASKED: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+
 fn report(e: &StageError, codes: &Codes) -> ExitCode {
-    let mut log = JobLog::new(Box::new(std::io::stderr()), Vec::new());
+    let mut log = JobLog::new(
+        Box::new(std::io::stderr()),
+        MASKED.get().cloned().unwrap_or_default(),
+    );
     let kind = e.failure_kind();
     let prefix = match kind {
         FailureKind::Build => "ERROR: Job failed",
@@ -502,6 +508,15 @@ fn stage(
         })?;
     let payload = read_input(&payload_path, "a readable JOB_RESPONSE_FILE")?;
     let payload = String::from_utf8_lossy(&payload).into_owned();
+    if let Ok(parsed) = berth_config::JobPayload::from_json(&payload) {
+        let _ = MASKED.set(
+            parsed
+                .masked_values()
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
+        );
+    }
     let script = match &command {
         Command::Run { script, .. } => Some(read_input(script, "a readable stage script")?),
         _ => None,

@@ -278,3 +278,30 @@ fn cleanup_leaves_no_process_or_file_of_the_job_identity() {
     );
     assert!(job.leftovers().is_empty(), "{:#?}", job.leftovers());
 }
+
+/// berth's own last words (the error line that ends a stage) never show a masked value, even
+/// when the job put one where berth quotes it.
+#[test]
+fn berths_own_error_lines_mask_the_jobs_secrets() {
+    require_host();
+    let masked = "masked-value-xyz";
+    let mut p = payload(&format!("localhost/{masked}:1"));
+    p["job_info"]["project_id"] = json!(9006);
+    let mut job = FakeRunner::new(p).with_config("allowed_images = [\"localhost/busybox:*\"]\n");
+    ok(&job.stage(&["config"]));
+    let r = job.stage(&["prepare"]);
+    assert_eq!(
+        r.code,
+        1,
+        "a disallowed image is the job's fault: {}",
+        r.all()
+    );
+    assert!(r.stderr.contains("not allowed"), "{}", r.all());
+    assert!(
+        !r.all().contains(masked),
+        "a masked value in berth's error: {}",
+        r.all()
+    );
+    assert!(r.stderr.contains("[MASKED]"), "{}", r.all());
+    cleaned(job);
+}

@@ -22,6 +22,15 @@ fn now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// `text` with every masked value (of at least 4 bytes) replaced by `[MASKED]`.
+pub fn mask_text(text: &str, masked: &[String]) -> String {
+    let mut text = text.to_owned();
+    for secret in masked.iter().filter(|v| v.len() >= 4) {
+        text = text.replace(secret.as_str(), "[MASKED]");
+    }
+    text
+}
+
 impl JobLog {
     /// A log writing to `sink`, hiding `masked` values.
     pub fn new(sink: Box<dyn Write + Send>, masked: Vec<String>) -> Self {
@@ -36,10 +45,7 @@ impl JobLog {
 
     /// Writes one line.
     pub fn line(&mut self, text: &str) {
-        let mut text = text.to_owned();
-        for secret in &self.masked {
-            text = text.replace(secret.as_str(), "[MASKED]");
-        }
+        let text = mask_text(text, &self.masked);
         let _ = writeln!(self.sink, "{text}");
         let _ = self.sink.flush();
     }

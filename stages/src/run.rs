@@ -36,7 +36,14 @@ async fn report_build_socket_refusals(job: &Job, out: &mut (dyn AsyncWrite + Unp
     let Some(new) = text.get(shown..) else {
         return;
     };
+    let masked: Vec<String> = job
+        .payload
+        .masked_values()
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
     for line in new.lines() {
+        let line = crate::joblog::mask_text(line, &masked);
         let _ = out
             .write_all(format!("\x1b[0;33mberth build socket refused: {line}\x1b[0;m\n").as_bytes())
             .await;
