@@ -96,6 +96,7 @@ struct RawConfig {
     scan_db_stale: Option<String>,
     prune_after_days: Option<u32>,
     buildkit_cache: Option<String>,
+    reap_grace: Option<u64>,
 }
 
 /// Keys [`RawConfig`] accepts, for reporting every unknown key at once.
@@ -137,6 +138,7 @@ const KNOWN_KEYS: &[&str] = &[
     "scan_db_max_age",
     "scan_db_stale",
     "prune_after_days",
+    "reap_grace",
     "buildkit_cache",
 ];
 
@@ -255,6 +257,9 @@ pub struct Config {
     /// Kept caches (per-project `/cache`, BuildKit caches, the scanner's layer cache) unused
     /// for this many days are pruned by `berth reap` (and hourly by prepare); None: never.
     pub prune_after_days: Option<u32>,
+    /// Seconds a job directory without a state file, or a lease without a job directory, is
+    /// left alone by the reaper as a prepare still in progress.
+    pub reap_grace_secs: u64,
     /// Also allow `podman run` and OCI-isolation builds inside the job: the job container gets
     /// Podman's default seccomp profile with `sethostname`, `setdomainname` and `setns` no
     /// longer gated on CAP_SYS_ADMIN, an unmasked `/proc`, and inner containers get a user
@@ -784,6 +789,7 @@ fn validate(raw: RawConfig, source: Option<&Path>) -> Result<Config, Vec<ConfigP
         insecure_registries,
         nested_builds,
         nested_run,
+        reap_grace_secs: raw.reap_grace.unwrap_or(120),
         prune_after_days: match raw.prune_after_days.unwrap_or(30) {
             0 => None,
             days => Some(days),

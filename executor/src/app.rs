@@ -445,7 +445,8 @@ async fn reap_jobs(
         (Who::Root(ids), Some(leases)) => leases.holder(key).and_then(|u| ids.job(&u).cloned()),
         _ => None,
     };
-    let mut report = berth_stages::reap::reap(&config.jobs_dir(), skip, |key| {
+    let grace = std::time::Duration::from_secs(config.reap_grace_secs);
+    let mut report = berth_stages::reap::reap(&config.jobs_dir(), skip, grace, |key| {
         sandbox_of(config, who, key, identity_of(key).as_ref())
     })
     .await;
@@ -464,8 +465,7 @@ async fn reap_jobs(
     if let (Who::Root(ids), Some(leases)) = (who, &leases) {
         let jobs_dir = config.jobs_dir();
         for (user, key) in leases.all() {
-            // A lease without a job directory younger than this may be a prepare in progress.
-            let grace = std::time::Duration::from_secs(120);
+            // A lease without a job directory younger than the grace may be a prepare in progress.
             let gone = report.reaped.iter().any(|(k, _)| *k == key)
                 || (!jobs_dir.join(&key).exists() && leases.age(&user).is_some_and(|a| a > grace));
             if !gone || Some(key.as_str()) == skip {
@@ -566,18 +566,7 @@ fn stage(
                     for e in &reaped.errors {
                         log.warn(&format!("reaping abandoned jobs: {e}"));
                     }
-                    let identity = leases.claim(ids, &key)?;
-                    // A leased identity starts clean: whatever an earlier failure left of it
-                    // (processes, files in its runtime directory) goes first.
-                    runtime.block_on(async {
-                        berth_sandbox::podman::stop_identity(
-                            &identity,
-                            std::time::Duration::from_secs(2),
-                        )
-                        .await;
-                        berth_sandbox::podman::wipe_runtime_home(&identity).await
-                    })?;
-                    Some(identity)
+                    Some(leases.claim(ids, &key)?)
                 }
                 _ => leases.holder(&key).and_then(|u| ids.job(&u).cloned()),
             };
@@ -605,6 +594,16 @@ fn stage(
                     &job.paths,
                     &job.kept_caches(),
                 )?;
+                // A leased identity starts clean: whatever an earlier failure left of it
+                // (processes, files in its runtime directory) goes first.
+                runtime.block_on(async {
+                    berth_sandbox::podman::stop_identity(
+                        &identity,
+                        std::time::Duration::from_secs(2),
+                    )
+                    .await;
+                    berth_sandbox::podman::wipe_runtime_home(&identity).await
+                })?;
                 create_job_cgroup(&job, &identity);
             }
             if matches!(command, Command::Prepare | Command::Run { .. }) {

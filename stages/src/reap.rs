@@ -10,9 +10,6 @@ use berth_sandbox::Sandbox;
 use crate::StageError;
 use crate::state::JobState;
 
-/// A job directory without a state file younger than this may still be in early prepare.
-const STATELESS_GRACE: Duration = Duration::from_secs(120);
-
 /// Why a job counts as abandoned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
@@ -27,7 +24,8 @@ pub enum Verdict {
 }
 
 /// Decides about one job directory.
-pub fn judge(job_dir: &Path, now: SystemTime) -> Verdict {
+/// A job directory without a state file younger than `grace` may still be in early prepare.
+pub fn judge(job_dir: &Path, now: SystemTime, grace: Duration) -> Verdict {
     match JobState::load(&job_dir.join("state.json")) {
         Ok(state) => {
             let now_unix = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
@@ -45,7 +43,7 @@ pub fn judge(job_dir: &Path, now: SystemTime) -> Verdict {
                 .ok()
                 .and_then(|m| now.duration_since(m).ok())
                 .unwrap_or_default();
-            if age > STATELESS_GRACE {
+            if age > grace {
                 Verdict::NoState
             } else {
                 Verdict::Alive
@@ -69,6 +67,7 @@ pub struct ReapReport {
 pub async fn reap<S: Sandbox>(
     jobs_dir: &Path,
     skip: Option<&str>,
+    grace: Duration,
     sandbox_for: impl Fn(&str) -> S,
 ) -> ReapReport {
     let mut report = ReapReport::default();
@@ -77,7 +76,7 @@ pub async fn reap<S: Sandbox>(
         if Some(key.as_str()) == skip {
             continue;
         }
-        match judge(&jobs_dir.join(&key), now) {
+        match judge(&jobs_dir.join(&key), now, grace) {
             Verdict::Alive => report.kept.push(key),
             verdict => {
                 let errors = sandbox_for(&key).teardown().await;
@@ -95,6 +94,8 @@ pub async fn reap<S: Sandbox>(
 mod tests {
     use super::*;
     use crate::state::{ProcessIdentity, VERSION};
+
+    const GRACE: Duration = Duration::from_secs(120);
 
     fn write_state(dir: &Path, runner: Option<ProcessIdentity>, deadline: u64) {
         std::fs::create_dir_all(dir).expect("mkdir");
@@ -119,22 +120,29 @@ mod tests {
         let later = now.duration_since(UNIX_EPOCH).expect("epoch").as_secs() + 3600;
         let me = ProcessIdentity::of(std::process::id());
         write_state(&tmp.path().join("alive"), me, later);
-        assert_eq!(judge(&tmp.path().join("alive"), now), Verdict::Alive);
+        assert_eq!(judge(&tmp.path().join("alive"), now, GRACE), Verdict::Alive);
         let gone = me.map(|m| ProcessIdentity {
             start_ticks: m.start_ticks + 7,
             ..m
         });
         write_state(&tmp.path().join("gone"), gone, later);
-        assert_eq!(judge(&tmp.path().join("gone"), now), Verdict::RunnerGone);
+        assert_eq!(
+            judge(&tmp.path().join("gone"), now, GRACE),
+            Verdict::RunnerGone
+        );
         write_state(&tmp.path().join("late"), me, 1);
         assert_eq!(
-            judge(&tmp.path().join("late"), now),
+            judge(&tmp.path().join("late"), now, GRACE),
             Verdict::DeadlinePassed
         );
         std::fs::create_dir_all(tmp.path().join("fresh")).expect("mkdir");
-        assert_eq!(judge(&tmp.path().join("fresh"), now), Verdict::Alive);
+        assert_eq!(judge(&tmp.path().join("fresh"), now, GRACE), Verdict::Alive);
         assert_eq!(
-            judge(&tmp.path().join("fresh"), now + Duration::from_secs(600)),
+            judge(
+                &tmp.path().join("fresh"),
+                now + Duration::from_secs(600),
+                GRACE
+            ),
             Verdict::NoState
         );
     }
