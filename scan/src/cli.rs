@@ -186,22 +186,41 @@ fn write(path: &Path, text: &str) -> Result<(), CliError> {
     })
 }
 
-/// Runs `berth scan`. `now` is the clock reading used for expiry, staleness and timestamps.
-pub fn run_scan(args: &ScanArgs, now: OffsetDateTime) -> Result<ScanOutcome, CliError> {
-    let format: Format = args.format.parse()?;
+/// A scan's results before anything is written.
+#[derive(Debug, Clone)]
+pub struct Scanned {
+    /// The report.
+    pub report: Report,
+    /// Warnings for the log.
+    pub warnings: Vec<String>,
+    /// The context to render the report in.
+    pub context: RenderContext,
+}
+
+impl Scanned {
+    /// The report in `format`.
+    pub fn render(&self, format: Format) -> String {
+        render::render(&self.report, format, &self.context)
+    }
+}
+
+/// Scans what `args` name under the ignore rules `ignore` (which the caller read: a job's
+/// ignore file lives where the job can plant links) and writes nothing: `args`' output,
+/// `gitlab_report`, `sbom` and `ignorefile` are not used. `now` is the clock reading used for
+/// expiry, staleness and timestamps.
+pub fn scan(args: &ScanArgs, ignore: IgnoreList, now: OffsetDateTime) -> Result<Scanned, CliError> {
     let severities = severity::parse_list(&args.severity)?;
     let ignore_statuses = args
         .ignore_status
         .iter()
         .map(|s| s.parse::<Status>())
         .collect::<Result<Vec<_>, _>>()?;
-    let explicit_ignore = args.ignorefile != Path::new(".trivyignore");
     let policy = Policy {
         severities,
         exit_code: args.exit_code,
         ignore_unfixed: args.ignore_unfixed,
         ignore_statuses,
-        ignore: read_ignore(&args.ignorefile, explicit_ignore)?,
+        ignore,
         today: now.date(),
     };
     let db = AdvisoryDb::open(&args.db)?;
@@ -233,15 +252,28 @@ pub fn run_scan(args: &ScanArgs, now: OffsetDateTime) -> Result<ScanOutcome, Cli
     let index = db.load_for(&inv)?;
     let report = Report::generate(&inv, &index, &policy);
     warnings.extend(report.warnings.iter().cloned());
-    let mut ctx = RenderContext::new(OffsetDateTime::now_utc());
-    ctx.started = now;
+    let mut context = RenderContext::new(OffsetDateTime::now_utc());
+    context.started = now;
+    Ok(Scanned {
+        report,
+        warnings,
+        context,
+    })
+}
+
+/// Runs `berth scan`. `now` is the clock reading used for expiry, staleness and timestamps.
+pub fn run_scan(args: &ScanArgs, now: OffsetDateTime) -> Result<ScanOutcome, CliError> {
+    let format: Format = args.format.parse()?;
+    let explicit_ignore = args.ignorefile != Path::new(".trivyignore");
+    let ignore = read_ignore(&args.ignorefile, explicit_ignore)?;
+    let scanned = scan(args, ignore, now)?;
     if let Some(p) = &args.gitlab_report {
-        write(p, &render::render(&report, Format::GitLab, &ctx))?;
+        write(p, &scanned.render(Format::GitLab))?;
     }
     if let Some(p) = &args.sbom {
-        write(p, &render::render(&report, Format::CycloneDx, &ctx))?;
+        write(p, &scanned.render(Format::CycloneDx))?;
     }
-    let text = render::render(&report, format, &ctx);
+    let text = scanned.render(format);
     let stdout = match &args.output {
         Some(p) => {
             write(p, &text)?;
@@ -250,10 +282,10 @@ pub fn run_scan(args: &ScanArgs, now: OffsetDateTime) -> Result<ScanOutcome, Cli
         None => text,
     };
     Ok(ScanOutcome {
-        exit_code: report.exit_code,
-        report,
+        exit_code: scanned.report.exit_code,
+        report: scanned.report,
         stdout,
-        warnings,
+        warnings: scanned.warnings,
     })
 }
 

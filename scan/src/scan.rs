@@ -52,6 +52,16 @@ pub enum ScanError {
     },
 }
 
+impl ScanError {
+    /// The store, file or layer the error concerns (to tell whose store is broken).
+    pub fn path(&self) -> &Path {
+        match self {
+            Self::Source(e) => e.path(),
+            Self::Layer { location, .. } | Self::Changed { location, .. } => location,
+        }
+    }
+}
+
 /// What one layer yielded; this is what the cache stores.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LayerResult {

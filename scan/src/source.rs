@@ -98,6 +98,20 @@ pub enum SourceError {
     },
 }
 
+impl SourceError {
+    /// The store, file or input the error concerns (to tell whose store is broken).
+    pub fn path(&self) -> &Path {
+        match self {
+            Self::Io { path, .. }
+            | Self::Format { path, .. }
+            | Self::Json { path, .. }
+            | Self::Compression { path, .. }
+            | Self::Invalid { path, .. } => path,
+            Self::ImageNotFound { root, .. } => root,
+        }
+    }
+}
+
 fn invalid(path: &Path, problem: impl Into<String>) -> SourceError {
     SourceError::Invalid {
         path: path.to_owned(),
