@@ -172,19 +172,14 @@ impl<R: Read> Read for Hashing<R> {
     }
 }
 
-/// A digest berth computed over what it read of a layer: `sha256:…`/`sha512:…` of a tar
-/// layer's stored bytes, `tree-sha256:…` over a canonical walk of a directory layer. The only
-/// key the layer cache accepts.
+/// A digest berth computed over the bytes it read of a layer: `sha256:…` (or `sha512:…`) of a
+/// tar layer's stored bytes. The only key the layer cache accepts.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ContentKey(String);
 
 impl ContentKey {
     pub(crate) fn stored(digest: &Digest) -> Self {
         Self(digest.to_string())
-    }
-
-    pub(crate) fn tree(digest: &Digest) -> Self {
-        Self(format!("tree-{digest}"))
     }
 
     /// The key as text.

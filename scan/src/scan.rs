@@ -1,12 +1,13 @@
-//! Builds an [`Inventory`] from an [`Image`]: analyzes each layer on its own (cached by the
-//! digest berth computes over the layer's content, plus analyzer version), then applies the
-//! layers in order — whiteouts and opaque directories remove lower files — and attributes every
-//! package to the layer that introduced it.
+//! Builds an [`Inventory`] from an [`Image`]: analyzes each layer on its own (tar layers cached
+//! by the digest berth computes over their stored bytes, plus analyzer version), then applies
+//! the layers in order — whiteouts and opaque directories remove lower files — and attributes
+//! every package to the layer that introduced it.
 //!
 //! The cache is shared by every job of the host, and a job writes the store its images live in:
 //! a DiffID the store records is only a claim, so it is never a key. A key is a digest of the
 //! bytes berth read ([`ContentKey`]), and an entry is written under the digest of exactly the
-//! bytes its result was computed from.
+//! bytes its result was computed from. Directory layers (overlay `diff` dirs, root filesystems)
+//! are analyzed in place on every scan and never cached.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io::Read;
@@ -78,7 +79,7 @@ pub struct LayerResult {
 }
 
 /// A per-layer result cache in a directory berth alone writes, keyed by the digest berth
-/// computed over the layer's content ([`ContentKey`]) and the analyzer version.
+/// computed over a tar layer's stored bytes ([`ContentKey`]) and the analyzer version.
 #[derive(Debug, Clone)]
 pub struct LayerCache {
     dir: PathBuf,
@@ -124,8 +125,9 @@ impl LayerCache {
     }
 }
 
-/// Analyzes one layer; also returns berth's digest of exactly the bytes analyzed.
-pub fn analyze_layer(layer: &Layer) -> Result<(LayerResult, ContentKey), SourceError> {
+/// Analyzes one layer; for a tar layer also returns berth's digest of exactly the bytes
+/// analyzed.
+pub fn analyze_layer(layer: &Layer) -> Result<(LayerResult, Option<ContentKey>), SourceError> {
     let mut r = LayerResult {
         analyzer_version: ANALYZER_VERSION,
         ..LayerResult::default()
@@ -199,21 +201,24 @@ pub fn inventory(
             location: layer.data.location(),
             source,
         };
-        let Some(cache) = cache else {
+        let key = match cache {
+            Some(c) => layer_key(layer).map_err(failed)?.map(|k| (c, k)),
+            None => None,
+        };
+        let Some((cache, key)) = key else {
             return Ok((analyze_layer(layer).map_err(failed)?.0, None));
         };
-        let key = layer_key(layer).map_err(failed)?;
         if let Some(r) = cache.get(&key) {
             return Ok((r, None));
         }
         let (r, analyzed) = analyze_layer(layer).map_err(failed)?;
-        if analyzed != key {
+        let Some(analyzed) = analyzed.filter(|a| *a == key) else {
             return Err(ScanError::Changed {
                 image: image.artifact.name.clone(),
                 index,
                 location: layer.data.location(),
             });
-        }
+        };
         // Stored under the digest of the very bytes the result came from.
         let put_err = cache.put(&analyzed, &r).err();
         Ok((r, put_err))

@@ -4,10 +4,10 @@
 //!
 //! Stores a CI job can write are untrusted input: every id and digest is validated before it
 //! names a file, files are opened beneath the store's root without following any link
-//! (`berth-beneath`), JSON documents and layer chains are bounded, and walking a layer computes
-//! berth's own digest of what it read ([`ContentKey`]), which is checked against the digest an
-//! OCI blob is named by. A missing, unreadable or inconsistent part of an image is an error,
-//! never an empty layer.
+//! (`berth-beneath`), JSON documents and layer chains are bounded, and walking a tar layer
+//! computes berth's own digest of its stored bytes ([`ContentKey`]), which is checked against
+//! the digest an OCI blob is named by. A missing, unreadable or inconsistent part of an image is
+//! an error, never an empty layer.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
@@ -20,7 +20,7 @@ use berth_beneath::Dir;
 use flate2::read::GzDecoder;
 use serde::Deserialize;
 
-use crate::digest::{Algorithm, ContentKey, Digest, Hasher, Hashing, storage_id};
+use crate::digest::{Algorithm, ContentKey, Digest, Hashing, storage_id};
 use crate::inventory::{Artifact, ArtifactKind};
 
 /// The largest JSON document (index, manifest, config, images.json, layers.json) read.
@@ -276,18 +276,19 @@ fn check_stored(
     Ok(ContentKey::stored(computed))
 }
 
-/// The digest berth computes over a layer (see [`ContentKey`]): of a tar layer's stored bytes
-/// (checked against the digest it is named by), or over a canonical walk of a directory
-/// layer. Equal to what [`walk_layer`] returns for the same content.
-pub fn layer_key(layer: &Layer) -> Result<ContentKey, SourceError> {
+/// The digest berth computes over a tar layer's stored bytes (see [`ContentKey`]), checked
+/// against the digest the layer is named by; equal to what [`walk_layer`] returns for the same
+/// bytes. Directory layers have none (they are read in place and never cached: a digest of the
+/// tree would cost more than analyzing it; see the README).
+pub fn layer_key(layer: &Layer) -> Result<Option<ContentKey>, SourceError> {
     match &layer.data {
         LayerData::Tar { .. } => {
             let (read, computed) = stored_bytes(&layer.data)?
                 .drain()
                 .map_err(io(&layer.data.location()))?;
-            check_stored(&layer.data, read, &computed)
+            check_stored(&layer.data, read, &computed).map(Some)
         }
-        LayerData::Dir(_) | LayerData::StoreDir { .. } => walk_layer(layer, |_, _, _| Ok(())),
+        LayerData::Dir(_) | LayerData::StoreDir { .. } => Ok(None),
     }
 }
 
@@ -303,20 +304,22 @@ impl<R: Read> Read for Shared<R> {
 type Visit<'a> = dyn FnMut(&str, EntryKind, &mut dyn Read) -> Result<(), SourceError> + 'a;
 
 /// Calls `visit(path, kind, reader)` for every entry of a layer. `reader` is only meaningful
-/// for files; `wants` decides which files are read at all. Returns berth's digest of what was
-/// read (see [`layer_key`]); a tar layer whose bytes do not match its digest is an error.
+/// for files; `wants` decides which files are read at all. For a tar layer, returns berth's
+/// digest of the bytes read (see [`layer_key`]); one whose bytes do not match its digest is an
+/// error.
 pub fn walk_layer(
     layer: &Layer,
     mut visit: impl FnMut(&str, EntryKind, &mut dyn Read) -> Result<(), SourceError>,
-) -> Result<ContentKey, SourceError> {
+) -> Result<Option<ContentKey>, SourceError> {
     let dir = match &layer.data {
-        LayerData::Tar { .. } => return walk_tar(layer, &mut visit),
+        LayerData::Tar { .. } => return walk_tar(layer, &mut visit).map(Some),
         LayerData::Dir(root) => Dir::open(root).map_err(io(root))?,
         LayerData::StoreDir { root, rel } => Dir::open(root)
             .and_then(|d| d.dir(rel))
             .map_err(io(&root.join(rel)))?,
     };
-    walk_dir(&dir, &mut visit)
+    walk_tree(&dir, "", 0, &mut visit)?;
+    Ok(None)
 }
 
 fn walk_tar(layer: &Layer, visit: &mut Visit<'_>) -> Result<ContentKey, SourceError> {
@@ -370,19 +373,12 @@ fn walk_tar(layer: &Layer, visit: &mut Visit<'_>) -> Result<ContentKey, SourceEr
     check_stored(&layer.data, read, &computed)
 }
 
-/// Walks a directory layer beneath its handle, hashing the walk: per entry its path and kind,
-/// per file its size and content digest (all of every file, whatever the analyzers read).
-fn walk_dir(dir: &Dir, visit: &mut Visit<'_>) -> Result<ContentKey, SourceError> {
-    let mut tree = Hasher::new(Algorithm::Sha256);
-    walk_tree(dir, "", 0, &mut tree, visit)?;
-    Ok(ContentKey::tree(&tree.finish()))
-}
-
+/// Walks a directory layer beneath its handle: names and types from listing each directory,
+/// every open through the handle, no link followed, nesting bounded.
 fn walk_tree(
     dir: &Dir,
     prefix: &str,
     depth: usize,
-    tree: &mut Hasher,
     visit: &mut Visit<'_>,
 ) -> Result<(), SourceError> {
     use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
@@ -417,17 +413,11 @@ fn walk_tree(
             None if ft.is_dir() && overlay_opaque(&dir.path().join(&name)) => EntryKind::OpaqueDir,
             None => EntryKind::Other,
         };
-        tree.update(&(rel.len() as u64).to_le_bytes());
-        tree.update(rel.as_bytes());
-        tree.update(&[kind_byte(kind)]);
         if matches!(kind, EntryKind::File | EntryKind::Executable) {
-            let at = dir.path().join(&name);
-            let f = dir.open_file(Path::new(&name)).map_err(io(&at))?;
-            let mut content = Hashing::new(f, Algorithm::Sha256);
-            visit(&path, kind, &mut content)?;
-            let (size, digest) = content.drain().map_err(io(&at))?;
-            tree.update(&size.to_le_bytes());
-            tree.update(digest.to_string().as_bytes());
+            let mut f = dir
+                .open_file(Path::new(&name))
+                .map_err(io(&dir.path().join(&name)))?;
+            visit(&path, kind, &mut f)?;
         } else {
             visit(&path, kind, &mut std::io::empty())?;
         }
@@ -435,20 +425,10 @@ fn walk_tree(
             let sub = dir
                 .dir(Path::new(&name))
                 .map_err(io(&dir.path().join(&name)))?;
-            walk_tree(&sub, &rel, depth + 1, tree, visit)?;
+            walk_tree(&sub, &rel, depth + 1, visit)?;
         }
     }
     Ok(())
-}
-
-fn kind_byte(kind: EntryKind) -> u8 {
-    match kind {
-        EntryKind::File => 1,
-        EntryKind::Executable => 2,
-        EntryKind::Whiteout => 3,
-        EntryKind::OpaqueDir => 4,
-        EntryKind::Other => 5,
-    }
 }
 
 /// Overlay marks a directory that hides the lower layers' content with an xattr:

@@ -1,5 +1,5 @@
-//! Stores a hostile job wrote: a forged `diff-digest` never makes another store's layer scan
-//! clean, traversal digests and planted links are refused, a looping `layers.json` fails fast,
+//! Stores a hostile job wrote: a forged `diff-digest` or DiffID never makes another image's
+//! layer scan clean, traversal digests and planted links are refused, a looping `layers.json` fails fast,
 //! and a missing, empty or altered layer fails the scan instead of passing it empty.
 
 use std::path::{Path, PathBuf};
@@ -81,8 +81,30 @@ fn a_forged_diff_digest_does_not_make_another_stores_layer_scan_clean() {
         [("urllib3", "1.26.4")],
         "the victim's layer was read, not the attacker's cache entry"
     );
-    // And the victim's own honest second scan is served from the cache.
     assert_eq!(scan_store(&victim, Some(&cache)).unwrap(), inv);
+}
+
+#[test]
+fn a_forged_diff_id_in_an_archive_does_not_make_another_archives_layer_scan_clean() {
+    // Both archives' configs claim the same DiffIDs (support::diff_id); only the bytes differ.
+    let d = tempfile::tempdir().unwrap();
+    let cache = LayerCache::new(d.path().join("cache"));
+    let clean: LayerSpec = vec![("etc/motd", b"nothing to see\n".to_vec())];
+    let attacker = support::docker_archive_of(d.path(), &[clean], "attacker.tar");
+    let (inv, _) = scan::scan_path(&attacker, "attacker", Some(&cache)).unwrap();
+    assert!(inv.packages.is_empty(), "{:?}", inv.packages);
+    let victim = support::docker_archive_of(d.path(), &[vulnerable()], "victim.tar");
+    let (inv, _) = scan::scan_path(&victim, "victim", Some(&cache)).unwrap();
+    let names: Vec<&str> = inv.packages.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["urllib3"], "the attacker's cache entry was used");
+    // The victim's own second scan is served from the cache, under its own bytes' digest.
+    let image = source::open(&victim, "victim").unwrap();
+    let key = source::layer_key(&image.layers[0]).unwrap().unwrap();
+    assert!(cache.get(&key).is_some());
+    assert_eq!(
+        scan::scan_path(&victim, "victim", Some(&cache)).unwrap().0,
+        inv
+    );
 }
 
 #[test]

@@ -127,7 +127,9 @@ fn layer_cache_is_keyed_by_content_digest() {
     // Tamper with the cached result of layer 2 (as only berth could, under the digest of the
     // layer's bytes): the next scan must use it instead of the tar.
     let image = source::open(&img, "x").unwrap();
-    let key = source::layer_key(&image.layers[2]).unwrap();
+    let key = source::layer_key(&image.layers[2])
+        .unwrap()
+        .expect("tar layers have a key");
     assert!(
         cache.get(&key).is_some(),
         "the entry is keyed by the computed digest"
