@@ -58,7 +58,8 @@ pub struct ScanArgs {
     /// Per-layer result cache directory.
     #[arg(long)]
     pub cache_dir: Option<PathBuf>,
-    /// containers-storage root for image names (default: the rootless user store).
+    /// containers-storage root for image names (default: the rootless user store); with it, the
+    /// target is always an image in that store, never a path.
     #[arg(long)]
     pub storage_root: Option<PathBuf>,
     /// Read-only image stores whose layers images in the root may build on (repeatable).
@@ -234,7 +235,10 @@ pub fn scan(args: &ScanArgs, ignore: IgnoreList, now: OffsetDateTime) -> Result<
 
     let image = match (&args.input, &args.target) {
         (Some(p), _) => source::open(p, &p.display().to_string())?,
-        (None, Some(t)) if Path::new(t).exists() => source::open(Path::new(t), t)?,
+        // With a storage root the target is an image there, never a path on this host.
+        (None, Some(t)) if args.storage_root.is_none() && Path::new(t).exists() => {
+            source::open(Path::new(t), t)?
+        }
         (None, Some(t)) => {
             let root = args
                 .storage_root

@@ -816,6 +816,12 @@ fn open_oci(store: &dyn Store, name: &str) -> Result<Image, SourceError> {
 /// beneath itself; `input` (its last component included) must not be a symbolic link.
 pub fn open(input: &Path, name: &str) -> Result<Image, SourceError> {
     let meta = std::fs::symlink_metadata(input).map_err(io(input))?;
+    if meta.is_symlink() {
+        return Err(SourceError::Format {
+            path: input.to_owned(),
+            reason: "it is a symbolic link, which berth does not follow (a job may have planted it); pass the path it points to".into(),
+        });
+    }
     if meta.is_dir() {
         let dir = Dir::open(input).map_err(io(input))?;
         let has = |n: &str| {

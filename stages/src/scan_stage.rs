@@ -311,6 +311,15 @@ async fn scan_fresh(
             ),
         )
         .await;
+        // The id comes from the job's images.json: it names an image, never a path.
+        if !image.oci_layout {
+            berth_scan::digest::storage_id(&image.id).map_err(|why| {
+                StageError::ImageUnreadable {
+                    image: name.clone(),
+                    detail: format!("its id in {} is malformed: {why}", image.store.display()),
+                }
+            })?;
+        }
         let args = scan_args(job, settings, image);
         let scanned = berth_scan::cli::scan(&args, ignore.clone(), time::OffsetDateTime::now_utc())
             .map_err(|e| scan_failure(&name, &job.config.image_store(), &settings.db, e))?;

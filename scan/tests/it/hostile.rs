@@ -263,6 +263,17 @@ fn planted_links_in_a_store_are_never_followed() {
 }
 
 #[test]
+fn an_input_that_is_a_link_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let layout = support::oci_layout(d.path());
+    let link = d.path().join("layout-link");
+    std::os::unix::fs::symlink(&layout, &link).unwrap();
+    let err = scan::scan_path(&link, "x", None).unwrap_err().to_string();
+    assert!(err.contains("symbolic link"), "{err}");
+    assert!(scan::scan_path(&layout, "x", None).is_ok());
+}
+
+#[test]
 fn a_looping_layer_chain_fails_fast() {
     let d = tempfile::tempdir().unwrap();
     let root = d.path().join("store");
