@@ -107,20 +107,25 @@ fn a_forged_diff_id_in_an_archive_does_not_make_another_archives_layer_scan_clea
     );
 }
 
+/// The digest and file of layer `i` of the fixture OCI layout.
+fn layer_blob(layout: &Path, i: usize) -> (String, PathBuf) {
+    let blobs = layout.join("blobs/sha256");
+    let read = |p: PathBuf| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+    };
+    let index = read(layout.join("index.json"));
+    let manifest = index["manifests"][0]["digest"].as_str().unwrap();
+    let manifest = read(blobs.join(manifest.trim_start_matches("sha256:")));
+    let layer = manifest["layers"][i]["digest"].as_str().unwrap().to_owned();
+    let blob = blobs.join(layer.trim_start_matches("sha256:"));
+    (layer, blob)
+}
+
 #[test]
 fn an_altered_oci_blob_fails_instead_of_being_scanned() {
     let d = tempfile::tempdir().unwrap();
     let layout = support::oci_layout(d.path());
-    let blobs = layout.join("blobs/sha256");
-    let index: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
-    let manifest = index["manifests"][0]["digest"].as_str().unwrap().to_owned();
-    let manifest: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(blobs.join(manifest.trim_start_matches("sha256:"))).unwrap(),
-    )
-    .unwrap();
-    let layer = manifest["layers"][1]["digest"].as_str().unwrap().to_owned();
-    let blob = blobs.join(layer.trim_start_matches("sha256:"));
+    let (layer, blob) = layer_blob(&layout, 1);
     // Same name, other content: an empty tar (which would scan clean).
     std::fs::write(&blob, vec![0_u8; 1024]).unwrap();
     let err = scan::scan_path(&layout, "x", None).unwrap_err().to_string();
@@ -133,6 +138,22 @@ fn an_altered_oci_blob_fails_instead_of_being_scanned() {
         .unwrap_err()
         .to_string();
     assert!(err.contains(&layer), "{err}");
+}
+
+#[test]
+fn a_layer_blob_that_is_not_a_file_fails_the_scan() {
+    let d = tempfile::tempdir().unwrap();
+    let layout = support::oci_layout(d.path());
+    let (_, blob) = layer_blob(&layout, 0);
+    std::fs::remove_file(&blob).unwrap();
+    // A FIFO would block a reader forever; a directory reads as nothing.
+    nix::unistd::mkfifo(&blob, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let err = scan::scan_path(&layout, "x", None).unwrap_err().to_string();
+    assert!(err.contains("not a regular file"), "{err}");
+    std::fs::remove_file(&blob).unwrap();
+    std::fs::create_dir(&blob).unwrap();
+    let err = scan::scan_path(&layout, "x", None).unwrap_err().to_string();
+    assert!(err.contains("not a regular file"), "{err}");
 }
 
 #[test]
@@ -238,24 +259,7 @@ fn planted_links_in_a_store_are_never_followed() {
     let layout = support::oci_layout(d.path());
     let outside = d.path().join("outside.tar");
     std::fs::write(&outside, support::layer_tar(&vulnerable())).unwrap();
-    let index: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
-    let m = index["manifests"][0]["digest"].as_str().unwrap();
-    let m: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(
-            layout
-                .join("blobs/sha256")
-                .join(m.trim_start_matches("sha256:")),
-        )
-        .unwrap(),
-    )
-    .unwrap();
-    let blob = layout.join("blobs/sha256").join(
-        m["layers"][0]["digest"]
-            .as_str()
-            .unwrap()
-            .trim_start_matches("sha256:"),
-    );
+    let (_, blob) = layer_blob(&layout, 0);
     std::fs::remove_file(&blob).unwrap();
     std::os::unix::fs::symlink(&outside, &blob).unwrap();
     let err = scan::scan_path(&layout, "x", None).unwrap_err().to_string();
@@ -310,7 +314,7 @@ fn a_looping_layer_chain_fails_fast() {
 }
 
 #[test]
-fn a_missing_or_unreadable_layer_fails_the_scan() {
+fn a_missing_layer_fails_the_scan_naming_image_and_layer() {
     let d = tempfile::tempdir().unwrap();
     let root = d.path().join("store");
     store(
