@@ -72,6 +72,19 @@ pub(crate) fn main(cli: Cli) -> ExitCode {
         }
         Command::Doctor => doctor(cli.config.as_deref()),
         Command::Scan(args) => scan(&args),
+        Command::ScanInventory(args) => {
+            let outcome = berth_scan::cli::ReadOutcome::of(&args);
+            match serde_json::to_string(&outcome) {
+                Ok(json) => {
+                    println!("{json}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    tracing::error!("cannot encode the inventory: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Reap => match reap(cli.config.as_deref()) {
             Ok(c) => c,
             Err(e) => report(&e, &codes),
@@ -708,6 +721,7 @@ fn stage(
             | Command::RunnerConfig
             | Command::BuildProxy { .. }
             | Command::Scan(_)
+            | Command::ScanInventory(_)
             | Command::Db { .. } => Ok(ExitCode::SUCCESS),
         }
     })

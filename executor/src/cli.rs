@@ -38,6 +38,10 @@ pub(crate) enum Command {
     RunnerConfig,
     /// Scan an image or path for vulnerable packages (Trivy's flag names).
     Scan(Box<berth_scan::cli::ScanArgs>),
+    /// Read an image's inventory and print it as JSON (run by berth inside a job identity's
+    /// user namespace, where every file of the job's images is readable).
+    #[command(hide = true)]
+    ScanInventory(Box<berth_scan::cli::ScanArgs>),
     /// Manage the offline advisory database.
     Db {
         #[command(subcommand)]

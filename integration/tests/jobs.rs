@@ -907,6 +907,25 @@ fn images_a_job_builds_are_scanned_and_the_policy_decides() {
     assert!(r.stdout.contains("built"), "{}", r.all());
     cleaned(job);
 
+    // A directory only a non-root user of the image may read (Debian's apt lists/partial,
+    // a database's data): the scan still reads the whole image, in the job's user namespace.
+    let mut job = prepared_with(payload("localhost/build-tools:latest"), &config);
+    let private = VULN_BUILD.replace(
+        "COPY os-release /etc/os-release\\n",
+        "COPY os-release /etc/os-release\\nRUN mkdir /private && echo x > /private/f && chown -R 100:100 /private && chmod 700 /private\\n",
+    );
+    assert_ne!(private, VULN_BUILD);
+    let r = job.run("build_script", &private);
+    assert_eq!(
+        r.code,
+        1,
+        "blocked by the policy, not by an unreadable image: {}",
+        r.all()
+    );
+    assert!(r.stdout.contains("CVE-2099-4242"), "{}", r.all());
+    assert!(!r.stderr.contains("could not read"), "{}", r.all());
+    cleaned(job);
+
     // Advisories older than the admin allows, and the admin said fail: a system failure that
     // names the fix, not a pass on stale data (the record is from 2026-11-20).
     let stale = format!("{config}scan_db_max_age = 1\nscan_db_stale = \"fail\"\n");

@@ -58,7 +58,8 @@ pub struct ScanArgs {
     /// Per-layer result cache directory.
     #[arg(long)]
     pub cache_dir: Option<PathBuf>,
-    /// containers-storage root for image names (default: the rootless user store).
+    /// containers-storage root for image names (default: the rootless user store); with it, the
+    /// target is always an image in that store, never a path.
     #[arg(long)]
     pub storage_root: Option<PathBuf>,
     /// Read-only image stores whose layers images in the root may build on (repeatable).
@@ -186,36 +187,84 @@ fn write(path: &Path, text: &str) -> Result<(), CliError> {
     })
 }
 
-/// Runs `berth scan`. `now` is the clock reading used for expiry, staleness and timestamps.
-pub fn run_scan(args: &ScanArgs, now: OffsetDateTime) -> Result<ScanOutcome, CliError> {
-    let format: Format = args.format.parse()?;
-    let severities = severity::parse_list(&args.severity)?;
-    let ignore_statuses = args
-        .ignore_status
-        .iter()
-        .map(|s| s.parse::<Status>())
-        .collect::<Result<Vec<_>, _>>()?;
-    let explicit_ignore = args.ignorefile != Path::new(".trivyignore");
-    let policy = Policy {
-        severities,
-        exit_code: args.exit_code,
-        ignore_unfixed: args.ignore_unfixed,
-        ignore_statuses,
-        ignore: read_ignore(&args.ignorefile, explicit_ignore)?,
-        today: now.date(),
-    };
-    let db = AdvisoryDb::open(&args.db)?;
-    let mut warnings = Vec::new();
-    let action = if args.db_stale_fail {
-        StaleAction::Fail
-    } else {
-        StaleAction::Warn
-    };
-    warnings.extend(db.meta.check_age(now, args.db_max_age_days, action)?);
+/// A scan's results before anything is written.
+#[derive(Debug, Clone)]
+pub struct Scanned {
+    /// The report.
+    pub report: Report,
+    /// Warnings for the log.
+    pub warnings: Vec<String>,
+    /// The context to render the report in.
+    pub context: RenderContext,
+}
 
+impl Scanned {
+    /// The report in `format`.
+    pub fn render(&self, format: Format) -> String {
+        render::render(&self.report, format, &self.context)
+    }
+}
+
+/// Scans what `args` name under the ignore rules `ignore` (which the caller read: a job's
+/// ignore file lives where the job can plant links) and writes nothing: `args`' output,
+/// `gitlab_report`, `sbom` and `ignorefile` are not used. `now` is the clock reading used for
+/// expiry, staleness and timestamps.
+/// What reading an image found: its inventory and the warnings on the way. The part of a scan
+/// that reads untrusted bytes; it may run in another process (a job's user namespace) and cross
+/// back as JSON.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Read {
+    /// Packages and OS.
+    pub inventory: crate::inventory::Inventory,
+    /// Warnings met while reading.
+    pub warnings: Vec<String>,
+}
+
+/// [`read_image`]'s result as it crosses a process boundary.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub enum ReadOutcome {
+    /// The image was read.
+    Read(Read),
+    /// It was not.
+    Failed {
+        /// The image itself could not be read whole (else: berth's own trouble).
+        image_fault: bool,
+        /// The path the failure concerns, when known.
+        path: Option<PathBuf>,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+impl ReadOutcome {
+    /// [`read_image`], with its error told as data.
+    pub fn of(args: &ScanArgs) -> Self {
+        match read_image(args) {
+            Ok(read) => Self::Read(read),
+            Err(e) => {
+                let (image_fault, path) = match &e {
+                    CliError::Source(s) => (true, Some(s.path().to_owned())),
+                    CliError::Scan(s) => (true, Some(s.path().to_owned())),
+                    _ => (false, None),
+                };
+                Self::Failed {
+                    image_fault,
+                    path,
+                    message: e.to_string(),
+                }
+            }
+        }
+    }
+}
+
+/// Opens the image `args` names and builds its inventory (no advisories, no policy).
+pub fn read_image(args: &ScanArgs) -> Result<Read, CliError> {
     let image = match (&args.input, &args.target) {
         (Some(p), _) => source::open(p, &p.display().to_string())?,
-        (None, Some(t)) if Path::new(t).exists() => source::open(Path::new(t), t)?,
+        // With a storage root the target is an image there, never a path on this host.
+        (None, Some(t)) if args.storage_root.is_none() && Path::new(t).exists() => {
+            source::open(Path::new(t), t)?
+        }
         (None, Some(t)) => {
             let root = args
                 .storage_root
@@ -228,20 +277,79 @@ pub fn run_scan(args: &ScanArgs, now: OffsetDateTime) -> Result<ScanOutcome, Cli
         (None, None) => return Err(CliError::NoTarget),
     };
     let cache = args.cache_dir.as_ref().map(LayerCache::new);
-    let (inv, w) = crate::scan::inventory(&image, cache.as_ref())?;
+    let (inventory, warnings) = crate::scan::inventory(&image, cache.as_ref())?;
+    Ok(Read {
+        inventory,
+        warnings,
+    })
+}
+
+/// Scans what `args` names: reads the image, then judges its inventory.
+pub fn scan(args: &ScanArgs, ignore: IgnoreList, now: OffsetDateTime) -> Result<Scanned, CliError> {
+    let read = read_image(args)?;
+    judge(args, read, ignore, now)
+}
+
+/// The pure part of a scan: an inventory against the advisories under the policy `args` and
+/// `ignore` set.
+pub fn judge(
+    args: &ScanArgs,
+    read: Read,
+    ignore: IgnoreList,
+    now: OffsetDateTime,
+) -> Result<Scanned, CliError> {
+    let severities = severity::parse_list(&args.severity)?;
+    let ignore_statuses = args
+        .ignore_status
+        .iter()
+        .map(|s| s.parse::<Status>())
+        .collect::<Result<Vec<_>, _>>()?;
+    let policy = Policy {
+        severities,
+        exit_code: args.exit_code,
+        ignore_unfixed: args.ignore_unfixed,
+        ignore_statuses,
+        ignore,
+        today: now.date(),
+    };
+    let db = AdvisoryDb::open(&args.db)?;
+    let mut warnings = Vec::new();
+    let action = if args.db_stale_fail {
+        StaleAction::Fail
+    } else {
+        StaleAction::Warn
+    };
+    warnings.extend(db.meta.check_age(now, args.db_max_age_days, action)?);
+    let Read {
+        inventory: inv,
+        warnings: w,
+    } = read;
     warnings.extend(w);
     let index = db.load_for(&inv)?;
     let report = Report::generate(&inv, &index, &policy);
     warnings.extend(report.warnings.iter().cloned());
-    let mut ctx = RenderContext::new(OffsetDateTime::now_utc());
-    ctx.started = now;
+    let mut context = RenderContext::new(OffsetDateTime::now_utc());
+    context.started = now;
+    Ok(Scanned {
+        report,
+        warnings,
+        context,
+    })
+}
+
+/// Runs `berth scan`. `now` is the clock reading used for expiry, staleness and timestamps.
+pub fn run_scan(args: &ScanArgs, now: OffsetDateTime) -> Result<ScanOutcome, CliError> {
+    let format: Format = args.format.parse()?;
+    let explicit_ignore = args.ignorefile != Path::new(".trivyignore");
+    let ignore = read_ignore(&args.ignorefile, explicit_ignore)?;
+    let scanned = scan(args, ignore, now)?;
     if let Some(p) = &args.gitlab_report {
-        write(p, &render::render(&report, Format::GitLab, &ctx))?;
+        write(p, &scanned.render(Format::GitLab))?;
     }
     if let Some(p) = &args.sbom {
-        write(p, &render::render(&report, Format::CycloneDx, &ctx))?;
+        write(p, &scanned.render(Format::CycloneDx))?;
     }
-    let text = render::render(&report, format, &ctx);
+    let text = scanned.render(format);
     let stdout = match &args.output {
         Some(p) => {
             write(p, &text)?;
@@ -250,10 +358,10 @@ pub fn run_scan(args: &ScanArgs, now: OffsetDateTime) -> Result<ScanOutcome, Cli
         None => text,
     };
     Ok(ScanOutcome {
-        exit_code: report.exit_code,
-        report,
+        exit_code: scanned.report.exit_code,
+        report: scanned.report,
         stdout,
-        warnings,
+        warnings: scanned.warnings,
     })
 }
 

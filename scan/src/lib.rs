@@ -9,6 +9,7 @@
 pub mod advisory;
 pub mod analyzer;
 pub mod cli;
+pub mod digest;
 pub mod inventory;
 pub mod policy;
 pub mod render;

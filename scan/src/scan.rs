@@ -1,6 +1,13 @@
-//! Builds an [`Inventory`] from an [`Image`]: analyzes each layer on its own (cached by DiffID
-//! plus analyzer version), then applies the layers in order — whiteouts and opaque directories
-//! remove lower files — and attributes every package to the layer that introduced it.
+//! Builds an [`Inventory`] from an [`Image`]: analyzes each layer on its own (tar layers cached
+//! by the digest berth computes over their stored bytes, plus analyzer version), then applies
+//! the layers in order — whiteouts and opaque directories remove lower files — and attributes
+//! every package to the layer that introduced it.
+//!
+//! The cache is shared by every job of the host, and a job writes the store its images live in:
+//! a DiffID the store records is only a claim, so it is never a key. A key is a digest of the
+//! bytes berth read ([`ContentKey`]), and an entry is written under the digest of exactly the
+//! bytes its result was computed from. Directory layers (overlay `diff` dirs, root filesystems)
+//! are analyzed in place on every scan and never cached.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io::Read;
@@ -9,8 +16,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::analyzer::{self, ANALYZER_VERSION, FileResult, MAX_FILE};
+use crate::digest::ContentKey;
 use crate::inventory::{Inventory, LayerRef, Package};
-use crate::source::{EntryKind, Image, SourceError, walk_layer};
+use crate::source::{EntryKind, Image, Layer, SourceError, layer_key, walk_layer};
 
 /// Errors of a scan.
 #[derive(Debug, thiserror::Error)]
@@ -18,6 +26,41 @@ pub enum ScanError {
     /// Reading the image failed.
     #[error(transparent)]
     Source(#[from] SourceError),
+    /// A layer could not be read whole: the image is not scanned at all.
+    #[error("cannot scan image {image}: layer {index} ({location}): {source}")]
+    Layer {
+        /// The image.
+        image: String,
+        /// The layer's position, bottom first.
+        index: usize,
+        /// Where the layer is.
+        location: PathBuf,
+        /// The cause.
+        #[source]
+        source: SourceError,
+    },
+    /// A layer changed between computing its cache key and analyzing it.
+    #[error(
+        "cannot scan image {image}: layer {index} ({location}) changed while it was scanned; scan it again once nothing writes to it"
+    )]
+    Changed {
+        /// The image.
+        image: String,
+        /// The layer's position, bottom first.
+        index: usize,
+        /// Where the layer is.
+        location: PathBuf,
+    },
+}
+
+impl ScanError {
+    /// The store, file or layer the error concerns (to tell whose store is broken).
+    pub fn path(&self) -> &Path {
+        match self {
+            Self::Source(e) => e.path(),
+            Self::Layer { location, .. } | Self::Changed { location, .. } => location,
+        }
+    }
 }
 
 /// What one layer yielded; this is what the cache stores.
@@ -35,7 +78,8 @@ pub struct LayerResult {
     pub warnings: Vec<String>,
 }
 
-/// A per-layer result cache in a directory, keyed by DiffID and analyzer version.
+/// A per-layer result cache in a directory berth alone writes, keyed by the digest berth
+/// computed over a tar layer's stored bytes ([`ContentKey`]) and the analyzer version.
 #[derive(Debug, Clone)]
 pub struct LayerCache {
     dir: PathBuf,
@@ -47,8 +91,9 @@ impl LayerCache {
         Self { dir: dir.into() }
     }
 
-    fn path(&self, diff_id: &str) -> PathBuf {
-        let key: String = diff_id
+    fn path(&self, key: &ContentKey) -> PathBuf {
+        let key: String = key
+            .as_str()
             .chars()
             .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
             .collect();
@@ -56,18 +101,18 @@ impl LayerCache {
     }
 
     /// The cached result, if any (a corrupt entry counts as a miss).
-    pub fn get(&self, diff_id: &str) -> Option<LayerResult> {
-        let bytes = std::fs::read(self.path(diff_id)).ok()?;
+    pub fn get(&self, key: &ContentKey) -> Option<LayerResult> {
+        let bytes = std::fs::read(self.path(key)).ok()?;
         serde_json::from_slice::<LayerResult>(&bytes)
             .ok()
             .filter(|r| r.analyzer_version == ANALYZER_VERSION)
     }
 
     /// Stores a result; failures only cost a future re-analysis, so they are returned as text.
-    pub fn put(&self, diff_id: &str, r: &LayerResult) -> Result<(), String> {
+    pub fn put(&self, key: &ContentKey, r: &LayerResult) -> Result<(), String> {
         std::fs::create_dir_all(&self.dir)
             .map_err(|e| format!("cache {}: {e}", self.dir.display()))?;
-        let target = self.path(diff_id);
+        let target = self.path(key);
         let name = target
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -80,8 +125,9 @@ impl LayerCache {
     }
 }
 
-/// Analyzes one layer.
-pub fn analyze_layer(layer: &crate::source::Layer) -> Result<LayerResult, SourceError> {
+/// Analyzes one layer; for a tar layer also returns berth's digest of exactly the bytes
+/// analyzed.
+pub fn analyze_layer(layer: &Layer) -> Result<(LayerResult, Option<ContentKey>), SourceError> {
     let mut r = LayerResult {
         analyzer_version: ANALYZER_VERSION,
         ..LayerResult::default()
@@ -126,8 +172,8 @@ pub fn analyze_layer(layer: &crate::source::Layer) -> Result<LayerResult, Source
             }
         }
         Ok(())
-    })?;
-    Ok(r)
+    })
+    .map(|key| (r, key))
 }
 
 fn cargo_dir(path: &str) -> &str {
@@ -141,26 +187,40 @@ fn under(path: &str, dir: &str) -> bool {
             .is_some_and(|rest| rest.starts_with('/'))
 }
 
-/// Scans an image into an inventory, using `cache` for layers with a DiffID. Returns the
+/// Scans an image into an inventory, using `cache` keyed by computed layer digests. Returns the
 /// inventory and non-fatal warnings.
 pub fn inventory(
     image: &Image,
     cache: Option<&LayerCache>,
 ) -> Result<(Inventory, Vec<String>), ScanError> {
     // Layers are independent until merged: analyze them on as many threads as there are cores.
-    let one = |layer: &crate::source::Layer| -> Result<(LayerResult, Option<String>), SourceError> {
-        if let Some(r) = layer
-            .diff_id
-            .as_deref()
-            .and_then(|d| cache.and_then(|c| c.get(d)))
-        {
+    let one = |index: usize, layer: &Layer| -> Result<(LayerResult, Option<String>), ScanError> {
+        let failed = |source| ScanError::Layer {
+            image: image.artifact.name.clone(),
+            index,
+            location: layer.data.location(),
+            source,
+        };
+        let key = match cache {
+            Some(c) => layer_key(layer).map_err(failed)?.map(|k| (c, k)),
+            None => None,
+        };
+        let Some((cache, key)) = key else {
+            return Ok((analyze_layer(layer).map_err(failed)?.0, None));
+        };
+        if let Some(r) = cache.get(&key) {
             return Ok((r, None));
         }
-        let r = analyze_layer(layer)?;
-        let put_err = match (layer.diff_id.as_deref(), cache) {
-            (Some(d), Some(c)) => c.put(d, &r).err(),
-            _ => None,
+        let (r, analyzed) = analyze_layer(layer).map_err(failed)?;
+        let Some(analyzed) = analyzed.filter(|a| *a == key) else {
+            return Err(ScanError::Changed {
+                image: image.artifact.name.clone(),
+                index,
+                location: layer.data.location(),
+            });
         };
+        // Stored under the digest of the very bytes the result came from.
+        let put_err = cache.put(&analyzed, &r).err();
         Ok((r, put_err))
     };
     let threads = std::thread::available_parallelism()
@@ -168,22 +228,25 @@ pub fn inventory(
         .max(1);
     let mut results = Vec::with_capacity(image.layers.len());
     let mut warnings = Vec::new();
-    for chunk in image.layers.chunks(threads) {
-        let done: Vec<Result<(LayerResult, Option<String>), SourceError>> =
-            std::thread::scope(|s| {
-                let handles: Vec<_> = chunk.iter().map(|l| s.spawn(move || one(l))).collect();
-                handles
-                    .into_iter()
-                    .map(|h| {
-                        h.join().unwrap_or_else(|_| {
-                            Err(SourceError::Io {
-                                path: PathBuf::from("<layer>"),
-                                source: std::io::Error::other("layer analysis thread panicked"),
-                            })
-                        })
+    let indexed: Vec<(usize, &Layer)> = image.layers.iter().enumerate().collect();
+    for chunk in indexed.chunks(threads) {
+        let done: Vec<Result<(LayerResult, Option<String>), ScanError>> = std::thread::scope(|s| {
+            let handles: Vec<_> = chunk
+                .iter()
+                .map(|&(i, l)| s.spawn(move || one(i, l)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(ScanError::Source(SourceError::Io {
+                            path: PathBuf::from("<layer>"),
+                            source: std::io::Error::other("layer analysis thread panicked"),
+                        }))
                     })
-                    .collect()
-            });
+                })
+                .collect()
+        });
         for d in done {
             let (r, put_err) = d?;
             warnings.extend(put_err);

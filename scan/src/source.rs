@@ -1,16 +1,34 @@
 //! Image sources: docker-archive and OCI-archive tars, OCI layout directories,
 //! containers-storage overlay stores and plain root filesystem directories, each turned into an
 //! ordered list of layers that can be walked entry by entry (whiteouts included).
+//!
+//! Stores a CI job can write are untrusted input: every id and digest is validated before it
+//! names a file, files are opened beneath the store's root without following any link
+//! (`berth-beneath`), JSON documents and layer chains are bounded, and walking a tar layer
+//! computes berth's own digest of its stored bytes ([`ContentKey`]), which is checked against
+//! the digest an OCI blob is named by. A missing, unreadable or inconsistent part of an image is
+//! an error, never an empty layer.
 
-use std::collections::HashMap;
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
+use berth_beneath::Dir;
 use flate2::read::GzDecoder;
 use serde::Deserialize;
 
+use crate::digest::{Algorithm, ContentKey, Digest, Hashing, storage_id};
 use crate::inventory::{Artifact, ArtifactKind};
+
+/// The largest JSON document (index, manifest, config, images.json, layers.json) read.
+pub const MAX_JSON: u64 = 64 << 20;
+/// The most layers an image may have (a longer parent chain is refused).
+pub const MAX_LAYERS: usize = 512;
+/// The deepest directory nesting read in a directory layer.
+pub const MAX_DEPTH: usize = 256;
 
 /// Errors while opening or reading an image.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +85,38 @@ pub enum SourceError {
         /// The reference asked for.
         image: String,
     },
+    /// The image as stored is damaged, inconsistent or forged (a blob that does not match its
+    /// digest, a layer that is missing, a parent chain that loops): never scanned as empty.
+    #[error(
+        "{path}: {problem}; berth does not pass an image it cannot read whole: rebuild the image (its store was damaged or altered)"
+    )]
+    Invalid {
+        /// The store or file.
+        path: PathBuf,
+        /// What is wrong, naming the image or layer.
+        problem: String,
+    },
+}
+
+impl SourceError {
+    /// The store, file or input the error concerns (to tell whose store is broken).
+    pub fn path(&self) -> &Path {
+        match self {
+            Self::Io { path, .. }
+            | Self::Format { path, .. }
+            | Self::Json { path, .. }
+            | Self::Compression { path, .. }
+            | Self::Invalid { path, .. } => path,
+            Self::ImageNotFound { root, .. } => root,
+        }
+    }
+}
+
+fn invalid(path: &Path, problem: impl Into<String>) -> SourceError {
+    SourceError::Invalid {
+        path: path.to_owned(),
+        problem: problem.into(),
+    }
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SourceError + '_ {
@@ -79,17 +129,40 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SourceError + '_ {
 /// Where a layer's bytes are.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LayerData {
-    /// A (possibly gzip-compressed) tar stored at `offset..offset+len` of `file`.
+    /// A (possibly compressed) tar stored at `offset..offset+len` of the file `rel`, opened
+    /// beneath the directory `root` without following links.
     Tar {
-        /// The file holding it.
-        file: PathBuf,
+        /// The directory the file is opened beneath (named by berth or its caller).
+        root: PathBuf,
+        /// The file, relative to `root`.
+        rel: PathBuf,
         /// Start offset.
         offset: u64,
         /// Length in bytes.
         len: u64,
+        /// The digest the stored bytes must have (an OCI blob's name), checked on every read.
+        digest: Option<Digest>,
     },
-    /// An unpacked directory (a rootfs, or an overlay `diff` directory).
+    /// An unpacked directory given by its caller (a root filesystem).
     Dir(PathBuf),
+    /// An unpacked directory `rel` (an overlay `diff` directory) opened beneath the store root
+    /// `root` without following links.
+    StoreDir {
+        /// The store root.
+        root: PathBuf,
+        /// The directory, relative to `root`.
+        rel: PathBuf,
+    },
+}
+
+impl LayerData {
+    /// Where the layer is, for messages.
+    pub fn location(&self) -> PathBuf {
+        match self {
+            Self::Tar { root, rel, .. } | Self::StoreDir { root, rel } => root.join(rel),
+            Self::Dir(p) => p.clone(),
+        }
+    }
 }
 
 /// One layer of an image.
@@ -152,96 +225,207 @@ pub fn classify(path: &str) -> (String, Option<EntryKind>) {
     (path, None)
 }
 
+/// A tar layer's stored bytes, opened beneath its root and read through berth's hash of them
+/// (the algorithm of the digest they are named by, else SHA-256).
+fn stored_bytes(data: &LayerData) -> Result<Hashing<std::io::Take<File>>, SourceError> {
+    let path = data.location();
+    let LayerData::Tar {
+        root,
+        rel,
+        offset,
+        len,
+        digest,
+    } = data
+    else {
+        return Err(invalid(&path, "not a tar layer"));
+    };
+    if *len == 0 {
+        return Err(invalid(
+            &path,
+            "the layer is empty (0 bytes), not a tar stream",
+        ));
+    }
+    let mut f = Dir::open(root)
+        .and_then(|d| d.open_file(rel))
+        .map_err(io(&path))?;
+    f.seek(SeekFrom::Start(*offset)).map_err(io(&path))?;
+    let algorithm = digest.as_ref().map_or(Algorithm::Sha256, Digest::algorithm);
+    Ok(Hashing::new(f.take(*len), algorithm))
+}
+
+/// Checks what was read of a tar layer against what its image records.
+fn check_stored(
+    layer: &LayerData,
+    read: u64,
+    computed: &Digest,
+) -> Result<ContentKey, SourceError> {
+    if let LayerData::Tar { len, digest, .. } = layer {
+        if read != *len {
+            return Err(invalid(
+                &layer.location(),
+                format!("the layer holds {read} bytes, not the {len} its image records"),
+            ));
+        }
+        if let Some(d) = digest.as_ref().filter(|d| *d != computed) {
+            return Err(invalid(
+                &layer.location(),
+                format!("the layer's content is {computed}, not the {d} it is named by"),
+            ));
+        }
+    }
+    Ok(ContentKey::stored(computed))
+}
+
+/// The digest berth computes over a tar layer's stored bytes (see [`ContentKey`]), checked
+/// against the digest the layer is named by; equal to what [`walk_layer`] returns for the same
+/// bytes. Directory layers have none (they are read in place and never cached: a digest of the
+/// tree would cost more than analyzing it; see the README).
+pub fn layer_key(layer: &Layer) -> Result<Option<ContentKey>, SourceError> {
+    match &layer.data {
+        LayerData::Tar { .. } => {
+            let (read, computed) = stored_bytes(&layer.data)?
+                .drain()
+                .map_err(io(&layer.data.location()))?;
+            check_stored(&layer.data, read, &computed).map(Some)
+        }
+        LayerData::Dir(_) | LayerData::StoreDir { .. } => Ok(None),
+    }
+}
+
+/// A reader shared with whoever drains it after the tar reader on top is done.
+struct Shared<R>(Rc<RefCell<R>>);
+
+impl<R: Read> Read for Shared<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.borrow_mut().read(buf)
+    }
+}
+
+type Visit<'a> = dyn FnMut(&str, EntryKind, &mut dyn Read) -> Result<(), SourceError> + 'a;
+
 /// Calls `visit(path, kind, reader)` for every entry of a layer. `reader` is only meaningful
-/// for files; `wants` decides which files are read at all.
+/// for files; `wants` decides which files are read at all. For a tar layer, returns berth's
+/// digest of the bytes read (see [`layer_key`]); one whose bytes do not match its digest is an
+/// error.
 pub fn walk_layer(
     layer: &Layer,
     mut visit: impl FnMut(&str, EntryKind, &mut dyn Read) -> Result<(), SourceError>,
-) -> Result<(), SourceError> {
-    match &layer.data {
-        LayerData::Tar { file, offset, len } => {
-            let mut f = File::open(file).map_err(io(file))?;
-            f.seek(SeekFrom::Start(*offset)).map_err(io(file))?;
-            let mut head = BufReader::with_capacity(256 * 1024, f.take(*len));
-            let magic = {
-                use std::io::BufRead;
-                head.fill_buf()
-                    .map_err(io(file))?
-                    .get(..4)
-                    .map(<[u8]>::to_vec)
-                    .unwrap_or_default()
-            };
-            let unreadable = |compression| SourceError::Compression {
-                path: file.clone(),
-                layer: layer.diff_id.clone().unwrap_or_default(),
-                compression,
-            };
-            let reader: Box<dyn Read> = match magic.as_slice() {
-                [0x1f, 0x8b, ..] => Box::new(GzDecoder::new(head)),
-                [0x28, 0xb5, 0x2f, 0xfd] => {
-                    Box::new(zstd::Decoder::with_buffer(head).map_err(io(file))?)
-                }
-                [0xfd, b'7', b'z', b'X'] => return Err(unreadable("xz")),
-                [b'B', b'Z', b'h', _] => return Err(unreadable("bzip2")),
-                _ => Box::new(head),
-            };
-            let mut ar = tar::Archive::new(reader);
-            for entry in ar.entries().map_err(io(file))? {
-                let mut entry = entry.map_err(io(file))?;
-                let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-                let (path, special) = classify(&raw);
-                let exec = entry.header().mode().is_ok_and(|m| m & 0o111 != 0);
-                let kind = special.unwrap_or(match entry.header().entry_type() {
-                    tar::EntryType::Regular | tar::EntryType::Continuous if exec => {
-                        EntryKind::Executable
-                    }
-                    tar::EntryType::Regular | tar::EntryType::Continuous => EntryKind::File,
-                    _ => EntryKind::Other,
-                });
-                visit(&path, kind, &mut entry)?;
+) -> Result<Option<ContentKey>, SourceError> {
+    let dir = match &layer.data {
+        LayerData::Tar { .. } => return walk_tar(layer, &mut visit).map(Some),
+        LayerData::Dir(root) => Dir::open(root).map_err(io(root))?,
+        LayerData::StoreDir { root, rel } => Dir::open(root)
+            .and_then(|d| d.dir(rel))
+            .map_err(io(&root.join(rel)))?,
+    };
+    walk_tree(&dir, "", 0, &mut visit)?;
+    Ok(None)
+}
+
+fn walk_tar(layer: &Layer, visit: &mut Visit<'_>) -> Result<ContentKey, SourceError> {
+    let file = &layer.data.location();
+    // Every stored byte passes the hash once, whether the decoder reads it or not.
+    let stored = Rc::new(RefCell::new(stored_bytes(&layer.data)?));
+    {
+        let mut head = BufReader::with_capacity(256 * 1024, Shared(Rc::clone(&stored)));
+        let magic = {
+            use std::io::BufRead;
+            head.fill_buf()
+                .map_err(io(file))?
+                .get(..4)
+                .map(<[u8]>::to_vec)
+                .unwrap_or_default()
+        };
+        let unreadable = |compression| SourceError::Compression {
+            path: file.clone(),
+            layer: layer.diff_id.clone().unwrap_or_default(),
+            compression,
+        };
+        let reader: Box<dyn Read> = match magic.as_slice() {
+            [0x1f, 0x8b, ..] => Box::new(GzDecoder::new(head)),
+            [0x28, 0xb5, 0x2f, 0xfd] => {
+                Box::new(zstd::Decoder::with_buffer(head).map_err(io(file))?)
             }
+            [0xfd, b'7', b'z', b'X'] => return Err(unreadable("xz")),
+            [b'B', b'Z', b'h', _] => return Err(unreadable("bzip2")),
+            _ => Box::new(head),
+        };
+        let mut ar = tar::Archive::new(reader);
+        for entry in ar.entries().map_err(io(file))? {
+            let mut entry = entry.map_err(io(file))?;
+            let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+            let (path, special) = classify(&raw);
+            let exec = entry.header().mode().is_ok_and(|m| m & 0o111 != 0);
+            let kind = special.unwrap_or(match entry.header().entry_type() {
+                tar::EntryType::Regular | tar::EntryType::Continuous if exec => {
+                    EntryKind::Executable
+                }
+                tar::EntryType::Regular | tar::EntryType::Continuous => EntryKind::File,
+                _ => EntryKind::Other,
+            });
+            visit(&path, kind, &mut entry)?;
         }
-        LayerData::Dir(root) => {
-            use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
-            for e in walkdir::WalkDir::new(root)
-                .follow_links(false)
-                .sort_by_file_name()
-            {
-                let e = e.map_err(|e| SourceError::Io {
-                    path: root.clone(),
-                    source: e
-                        .into_io_error()
-                        .unwrap_or_else(|| std::io::Error::other("walk error")),
-                })?;
-                let rel = e.path().strip_prefix(root).unwrap_or(e.path());
-                let rel = rel.to_string_lossy();
-                if rel.is_empty() {
-                    continue;
-                }
-                let (path, special) = classify(&rel);
-                let ft = e.file_type();
-                let kind = match special {
-                    Some(k) => k,
-                    None if ft.is_char_device() && e.metadata().is_ok_and(|m| m.rdev() == 0) => {
-                        EntryKind::Whiteout
-                    }
-                    None if ft.is_file()
-                        && e.metadata()
-                            .is_ok_and(|m| m.permissions().mode() & 0o111 != 0) =>
-                    {
-                        EntryKind::Executable
-                    }
-                    None if ft.is_file() => EntryKind::File,
-                    None if ft.is_dir() && overlay_opaque(e.path()) => EntryKind::OpaqueDir,
-                    None => EntryKind::Other,
-                };
-                if matches!(kind, EntryKind::File | EntryKind::Executable) {
-                    let mut f = File::open(e.path()).map_err(io(e.path()))?;
-                    visit(&path, kind, &mut f)?;
-                } else {
-                    visit(&path, kind, &mut std::io::empty())?;
-                }
-            }
+    }
+    let stored = Rc::try_unwrap(stored)
+        .map_err(|_| invalid(file, "the layer reader is still in use"))?
+        .into_inner();
+    let (read, computed) = stored.drain().map_err(io(file))?;
+    check_stored(&layer.data, read, &computed)
+}
+
+/// Walks a directory layer beneath its handle: names and types from listing each directory,
+/// every open through the handle, no link followed, nesting bounded.
+fn walk_tree(
+    dir: &Dir,
+    prefix: &str,
+    depth: usize,
+    visit: &mut Visit<'_>,
+) -> Result<(), SourceError> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+    if depth > MAX_DEPTH {
+        return Err(invalid(
+            dir.path(),
+            format!("directories nest deeper than {MAX_DEPTH} levels"),
+        ));
+    }
+    // Names and types come from listing the directory; every open goes through the handle, so
+    // a listing raced by the job can only fail the walk, never lead it elsewhere.
+    let mut entries = Vec::new();
+    for e in std::fs::read_dir(dir.path()).map_err(io(dir.path()))? {
+        let e = e.map_err(io(dir.path()))?;
+        let meta = e.metadata().map_err(io(&e.path()))?;
+        entries.push((e.file_name(), meta));
+    }
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, meta) in entries {
+        let rel = if prefix.is_empty() {
+            name.to_string_lossy().into_owned()
+        } else {
+            format!("{prefix}/{}", name.to_string_lossy())
+        };
+        let (path, special) = classify(&rel);
+        let ft = meta.file_type();
+        let kind = match special {
+            Some(k) => k,
+            None if ft.is_char_device() && meta.rdev() == 0 => EntryKind::Whiteout,
+            None if ft.is_file() && meta.permissions().mode() & 0o111 != 0 => EntryKind::Executable,
+            None if ft.is_file() => EntryKind::File,
+            None if ft.is_dir() && overlay_opaque(&dir.path().join(&name)) => EntryKind::OpaqueDir,
+            None => EntryKind::Other,
+        };
+        if matches!(kind, EntryKind::File | EntryKind::Executable) {
+            let mut f = dir
+                .open_file(Path::new(&name))
+                .map_err(io(&dir.path().join(&name)))?;
+            visit(&path, kind, &mut f)?;
+        } else {
+            visit(&path, kind, &mut std::io::empty())?;
+        }
+        if ft.is_dir() {
+            let sub = dir
+                .dir(Path::new(&name))
+                .map_err(io(&dir.path().join(&name)))?;
+            walk_tree(&sub, &rel, depth + 1, visit)?;
         }
     }
     Ok(())
@@ -314,36 +498,60 @@ struct OciManifest {
 
 /// Random access to the files of an image container: a directory or a tar archive.
 trait Store {
+    /// A file of at most [`MAX_JSON`] bytes, `None` when absent.
     fn read(&self, name: &str) -> Result<Option<Vec<u8>>, SourceError>;
-    fn layer(&self, name: &str, diff_id: Option<String>) -> Result<Layer, SourceError>;
+    /// The layer stored as `name`; `digest` is what its bytes must hash to.
+    fn layer(
+        &self,
+        name: &str,
+        diff_id: Option<String>,
+        digest: Option<Digest>,
+    ) -> Result<Layer, SourceError>;
     fn path(&self) -> &Path;
 }
 
-struct DirStore(PathBuf);
+/// A directory (an OCI layout, an unpacked docker archive), read beneath its handle.
+struct DirStore(Dir);
 
 impl Store for DirStore {
     fn read(&self, name: &str) -> Result<Option<Vec<u8>>, SourceError> {
-        let p = self.0.join(name);
-        match std::fs::read(&p) {
+        match self.0.read(Path::new(name), MAX_JSON) {
             Ok(b) => Ok(Some(b)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(SourceError::Io { path: p, source: e }),
+            Err(e) => Err(SourceError::Io {
+                path: self.0.path().join(name),
+                source: e,
+            }),
         }
     }
-    fn layer(&self, name: &str, diff_id: Option<String>) -> Result<Layer, SourceError> {
-        let p = self.0.join(name);
-        let len = std::fs::metadata(&p).map_err(io(&p))?.len();
+    fn layer(
+        &self,
+        name: &str,
+        diff_id: Option<String>,
+        digest: Option<Digest>,
+    ) -> Result<Layer, SourceError> {
+        let rel = PathBuf::from(name);
+        let p = self.0.path().join(&rel);
+        let meta = self
+            .0
+            .metadata(&rel)
+            .map_err(|e| invalid(&p, format!("a layer the image lists cannot be opened: {e}")))?;
+        if !meta.is(berth_beneath::Kind::File) {
+            return Err(invalid(&p, "a layer the image lists is not a regular file"));
+        }
         Ok(Layer {
             diff_id,
             data: LayerData::Tar {
-                file: p,
+                root: self.0.path().to_owned(),
+                rel,
                 offset: 0,
-                len,
+                len: meta.size,
+                digest,
             },
         })
     }
     fn path(&self) -> &Path {
-        &self.0
+        self.0.path()
     }
 }
 
@@ -355,18 +563,17 @@ struct TarStore {
 
 impl TarStore {
     fn open(file: &Path) -> Result<Self, SourceError> {
-        let f = File::open(file).map_err(io(file))?;
+        // The archive is named by berth's caller; its layers are read beneath its directory.
+        let file = file.canonicalize().map_err(io(file))?;
+        let f = File::open(&file).map_err(io(&file))?;
         let mut ar = tar::Archive::new(f);
         let mut entries = HashMap::new();
-        for e in ar.entries_with_seek().map_err(io(file))? {
-            let e = e.map_err(io(file))?;
+        for e in ar.entries_with_seek().map_err(io(&file))? {
+            let e = e.map_err(io(&file))?;
             let name = clean_path(&String::from_utf8_lossy(&e.path_bytes()));
             entries.insert(name, (e.raw_file_position(), e.size()));
         }
-        Ok(Self {
-            file: file.to_owned(),
-            entries,
-        })
+        Ok(Self { file, entries })
     }
 }
 
@@ -375,26 +582,40 @@ impl Store for TarStore {
         let Some(&(off, len)) = self.entries.get(&clean_path(name)) else {
             return Ok(None);
         };
+        if len > MAX_JSON {
+            return Err(invalid(
+                &self.file,
+                format!("{name} is larger than {MAX_JSON} bytes"),
+            ));
+        }
         let mut f = File::open(&self.file).map_err(io(&self.file))?;
         f.seek(SeekFrom::Start(off)).map_err(io(&self.file))?;
         let mut buf = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
         f.take(len).read_to_end(&mut buf).map_err(io(&self.file))?;
         Ok(Some(buf))
     }
-    fn layer(&self, name: &str, diff_id: Option<String>) -> Result<Layer, SourceError> {
-        let &(offset, len) =
-            self.entries
-                .get(&clean_path(name))
-                .ok_or_else(|| SourceError::Format {
-                    path: self.file.clone(),
-                    reason: format!("layer {name} listed but missing"),
-                })?;
+    fn layer(
+        &self,
+        name: &str,
+        diff_id: Option<String>,
+        digest: Option<Digest>,
+    ) -> Result<Layer, SourceError> {
+        let &(offset, len) = self
+            .entries
+            .get(&clean_path(name))
+            .ok_or_else(|| invalid(&self.file, format!("layer {name} listed but missing")))?;
+        let (root, rel) = match (self.file.parent(), self.file.file_name()) {
+            (Some(root), Some(rel)) => (root.to_owned(), PathBuf::from(rel)),
+            _ => return Err(invalid(&self.file, "an archive is a file in a directory")),
+        };
         Ok(Layer {
             diff_id,
             data: LayerData::Tar {
-                file: self.file.clone(),
+                root,
+                rel,
                 offset,
                 len,
+                digest,
             },
         })
     }
@@ -403,29 +624,82 @@ impl Store for TarStore {
     }
 }
 
+fn parse<T: for<'de> Deserialize<'de>>(
+    bytes: &[u8],
+    what: &str,
+    path: &Path,
+) -> Result<T, SourceError> {
+    serde_json::from_slice(bytes).map_err(|source| SourceError::Json {
+        what: what.to_owned(),
+        path: path.to_owned(),
+        source,
+    })
+}
+
 fn json<T: for<'de> Deserialize<'de>>(
     store: &dyn Store,
     name: &str,
     what: &str,
 ) -> Result<T, SourceError> {
-    let bytes = store.read(name)?.ok_or_else(|| SourceError::Format {
-        path: store.path().to_owned(),
-        reason: format!("{name} is missing"),
-    })?;
-    serde_json::from_slice(&bytes).map_err(|source| SourceError::Json {
-        what: what.to_owned(),
-        path: store.path().to_owned(),
-        source,
+    let bytes = store
+        .read(name)?
+        .ok_or_else(|| invalid(store.path(), format!("the {what} {name} is missing")))?;
+    parse(&bytes, what, store.path())
+}
+
+/// A blob named by `digest`, read only when its bytes hash to it.
+fn blob_json<T: for<'de> Deserialize<'de>>(
+    store: &dyn Store,
+    digest: &Digest,
+    what: &str,
+) -> Result<T, SourceError> {
+    let name = digest.blob_path().to_string_lossy().into_owned();
+    let bytes = store
+        .read(&name)?
+        .ok_or_else(|| invalid(store.path(), format!("the {what} {digest} is missing")))?;
+    let computed = Digest::of(digest.algorithm(), &bytes);
+    if computed != *digest {
+        return Err(invalid(
+            store.path(),
+            format!("the {what} {digest} does not match its digest (its content is {computed})"),
+        ));
+    }
+    parse(&bytes, what, store.path())
+}
+
+/// A digest from an image document, validated before it names anything.
+fn digest(store: &dyn Store, text: &str, what: &str) -> Result<Digest, SourceError> {
+    Digest::parse(text).map_err(|why| {
+        invalid(
+            store.path(),
+            format!("the {what} digest is malformed: {why}"),
+        )
     })
 }
 
-fn blob_name(digest: &str) -> String {
-    format!("blobs/{}", digest.replacen(':', "/", 1))
+fn diff_ids(cfg: ImageConfig) -> Vec<String> {
+    cfg.rootfs.map(|r| r.diff_ids).unwrap_or_default()
 }
 
-fn diff_ids(store: &dyn Store, config: &str) -> Result<Vec<String>, SourceError> {
-    let cfg: ImageConfig = json(store, config, "image config")?;
-    Ok(cfg.rootfs.map(|r| r.diff_ids).unwrap_or_default())
+/// The config's DiffIDs, one per layer.
+fn checked_diff_ids(
+    store: &dyn Store,
+    ids: Vec<String>,
+    layers: usize,
+) -> Result<Vec<String>, SourceError> {
+    if ids.len() != layers {
+        return Err(invalid(
+            store.path(),
+            format!(
+                "the image config lists {} layers but the manifest {layers}",
+                ids.len()
+            ),
+        ));
+    }
+    for id in &ids {
+        digest(store, id, "DiffID")?;
+    }
+    Ok(ids)
 }
 
 fn open_docker(store: &dyn Store, name: &str) -> Result<Image, SourceError> {
@@ -437,12 +711,13 @@ fn open_docker(store: &dyn Store, name: &str) -> Result<Image, SourceError> {
             path: store.path().to_owned(),
             reason: "manifest.json lists no image".into(),
         })?;
-    let ids = diff_ids(store, &m.config)?;
+    let ids = diff_ids(json(store, &m.config, "image config")?);
+    let ids = checked_diff_ids(store, ids, m.layers.len())?;
     let layers = m
         .layers
         .iter()
-        .enumerate()
-        .map(|(i, l)| store.layer(l, ids.get(i).cloned()))
+        .zip(&ids)
+        .map(|(l, id)| store.layer(l, Some(id.clone()), None))
         .collect::<Result<Vec<_>, _>>()?;
     let config_hex = m
         .config
@@ -487,7 +762,7 @@ fn open_oci(store: &dyn Store, name: &str) -> Result<Image, SourceError> {
             .or_else(|| ds.iter().find(|d| !attestation(d)))
             .map(|d| d.digest.clone())
     };
-    let mut digest = pick(&index.manifests).ok_or_else(|| SourceError::Format {
+    let mut picked = pick(&index.manifests).ok_or_else(|| SourceError::Format {
         path: store.path().to_owned(),
         reason: "index.json lists no manifest".into(),
     })?;
@@ -498,28 +773,33 @@ fn open_oci(store: &dyn Store, name: &str) -> Result<Image, SourceError> {
     });
     // Follow nested indexes to an image manifest.
     for _ in 0..4 {
-        let m: OciManifest = json(store, &blob_name(&digest), "OCI manifest")?;
+        let m: OciManifest = blob_json(store, &digest(store, &picked, "manifest")?, "manifest")?;
         if let Some(inner) = m.manifests.as_deref().filter(|v| !v.is_empty()) {
-            digest = pick(inner).unwrap_or_default();
+            picked = pick(inner).unwrap_or_default();
             continue;
         }
         let config = m.config.ok_or_else(|| SourceError::Format {
             path: store.path().to_owned(),
             reason: "manifest has no config".into(),
         })?;
-        let ids = diff_ids(store, &blob_name(&config.digest))?;
+        let config_digest = digest(store, &config.digest, "config")?;
+        let ids = diff_ids(blob_json(store, &config_digest, "image config")?);
+        let ids = checked_diff_ids(store, ids, m.layers.len())?;
         let layers = m
             .layers
             .iter()
-            .enumerate()
-            .map(|(i, l)| store.layer(&blob_name(&l.digest), ids.get(i).cloned()))
+            .zip(&ids)
+            .map(|(l, id)| {
+                let d = digest(store, &l.digest, "layer")?;
+                store.layer(&d.blob_path().to_string_lossy(), Some(id.clone()), Some(d))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let name = ref_name.unwrap_or_else(|| name.to_owned());
         return Ok(Image {
             artifact: Artifact {
                 name,
                 kind: ArtifactKind::ContainerImage,
-                image_id: Some(config.digest),
+                image_id: Some(config_digest.to_string()),
                 diff_ids: ids,
             },
             layers,
@@ -532,15 +812,34 @@ fn open_oci(store: &dyn Store, name: &str) -> Result<Image, SourceError> {
 }
 
 /// Opens `input`: a docker-archive or OCI-archive tar, an OCI layout directory, or a root
-/// filesystem directory. `name` is the artifact name used in reports.
+/// filesystem directory. `name` is the artifact name used in reports. A directory is read
+/// beneath itself; `input` (its last component included) must not be a symbolic link.
 pub fn open(input: &Path, name: &str) -> Result<Image, SourceError> {
-    let meta = std::fs::metadata(input).map_err(io(input))?;
+    let meta = std::fs::symlink_metadata(input).map_err(io(input))?;
+    if meta.is_symlink() {
+        return Err(SourceError::Format {
+            path: input.to_owned(),
+            reason: "it is a symbolic link, which berth does not follow (a job may have planted it); pass the path it points to".into(),
+        });
+    }
     if meta.is_dir() {
-        let store = DirStore(input.to_owned());
-        if input.join("index.json").is_file() && input.join("oci-layout").is_file() {
+        let dir = Dir::open(input).map_err(io(input))?;
+        let has = |n: &str| {
+            dir.metadata(Path::new(n))
+                .is_ok_and(|m| m.is(berth_beneath::Kind::File))
+        };
+        let (oci, docker) = (
+            has("index.json") && has("oci-layout"),
+            has("manifest.json")
+                && !dir
+                    .metadata(Path::new("etc"))
+                    .is_ok_and(|m| m.is(berth_beneath::Kind::Directory)),
+        );
+        let store = DirStore(dir);
+        if oci {
             return open_oci(&store, name);
         }
-        if input.join("manifest.json").is_file() && !input.join("etc").is_dir() {
+        if docker {
             return open_docker(&store, name);
         }
         return Ok(Image {
@@ -594,6 +893,22 @@ pub fn open_containers_storage(root: &Path, image: &str) -> Result<Image, Source
     open_containers_storage_in(&[root], image)
 }
 
+/// A store's `images.json` or `layers.json`, `None` when an additional store has none.
+fn store_json<T: for<'de> Deserialize<'de>>(
+    root: &Path,
+    rel: &str,
+    optional: bool,
+) -> Result<Option<Vec<T>>, SourceError> {
+    let path = root.join(rel);
+    let what = rel.rsplit('/').next().unwrap_or(rel);
+    let bytes = match Dir::open(root).and_then(|d| d.read(Path::new(rel), MAX_JSON)) {
+        Ok(b) => b,
+        Err(e) if optional && e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(SourceError::Io { path, source }),
+    };
+    parse(&bytes, what, root).map(Some)
+}
+
 /// Like [`open_containers_storage`], over a store and its additional read-only image stores
 /// (`roots[0]` first): an image built in a per-job store keeps its base layers in the shared
 /// store it was built from.
@@ -602,20 +917,13 @@ pub fn open_containers_storage_in(roots: &[&Path], image: &str) -> Result<Image,
         path: PathBuf::from("<none>"),
         reason: "no containers-storage root given".into(),
     })?;
-    let read = |p: PathBuf| std::fs::read(&p).map_err(|source| SourceError::Io { path: p, source });
     let mut images: Vec<CsImage> = Vec::new();
     for (i, r) in roots.iter().enumerate() {
-        let path = r.join("overlay-images/images.json");
-        if i > 0 && !path.exists() {
-            continue;
-        }
-        let found: Vec<CsImage> =
-            serde_json::from_slice(&read(path)?).map_err(|source| SourceError::Json {
-                what: "images.json".into(),
-                path: r.to_path_buf(),
-                source,
-            })?;
-        images.extend(found);
+        images.extend(
+            store_json::<CsImage>(r, "overlay-images/images.json", i > 0)?
+                .into_iter()
+                .flatten(),
+        );
     }
     let bare = image.trim_start_matches("sha256:");
     // Compare references the way podman resolves short names for local images.
@@ -648,43 +956,68 @@ pub fn open_containers_storage_in(roots: &[&Path], image: &str) -> Result<Image,
             root: root.to_owned(),
             image: image.to_owned(),
         })?;
-    let mut layers: Vec<(PathBuf, CsLayer)> = Vec::new();
+    let img_id = storage_id(&img.id)
+        .map_err(|why| invalid(root, format!("image {image} has a malformed id: {why}")))?;
+    let mut layers: Vec<(&Path, CsLayer)> = Vec::new();
     for (i, r) in roots.iter().enumerate() {
-        let path = r.join("overlay-layers/layers.json");
-        if i > 0 && !path.exists() {
-            continue;
-        }
-        let found: Vec<CsLayer> =
-            serde_json::from_slice(&read(path)?).map_err(|source| SourceError::Json {
-                what: "layers.json".into(),
-                path: r.to_path_buf(),
-                source,
-            })?;
-        layers.extend(found.into_iter().map(|l| (r.to_path_buf(), l)));
+        let found = store_json::<CsLayer>(r, "overlay-layers/layers.json", i > 0)?;
+        layers.extend(found.into_iter().flatten().map(|l| (*r, l)));
     }
     // The first store that has a layer wins, as in containers-storage.
     let mut by_id: HashMap<&str, (&Path, &CsLayer)> = HashMap::new();
     for (r, l) in &layers {
-        by_id.entry(l.id.as_str()).or_insert((r.as_path(), l));
+        by_id.entry(l.id.as_str()).or_insert((*r, l));
     }
+    // Bounded and cycle-safe: a parent chain a job wrote may loop or never end.
     let mut chain = Vec::new();
+    let mut seen = HashSet::new();
     let mut cur = img.layer.as_deref();
     while let Some(id) = cur {
-        let (r, l) = by_id.get(id).ok_or_else(|| SourceError::Format {
-            path: root.to_owned(),
-            reason: format!("layer {id} of image {} is missing from layers.json", img.id),
-        })?;
+        let layer_problem =
+            |what: String| invalid(root, format!("image {image} ({img_id}): layer {what}"));
+        storage_id(id).map_err(|why| layer_problem(format!("id is malformed: {why}")))?;
+        if !seen.insert(id) {
+            return Err(layer_problem(format!(
+                "{id} is its own ancestor in layers.json (the parent chain loops)"
+            )));
+        }
+        if chain.len() == MAX_LAYERS {
+            return Err(layer_problem(format!(
+                "chain is longer than {MAX_LAYERS} layers"
+            )));
+        }
+        let (r, l) = by_id
+            .get(id)
+            .ok_or_else(|| layer_problem(format!("{id} is missing from layers.json")))?;
+        if let Some(d) = &l.diff_digest {
+            Digest::parse(d)
+                .map_err(|why| layer_problem(format!("{id} has a malformed diff-digest: {why}")))?;
+        }
         chain.push((*r, *l));
         cur = l.parent.as_deref();
     }
     chain.reverse();
-    let out: Vec<Layer> = chain
-        .iter()
-        .map(|(r, l)| Layer {
+    let mut out = Vec::with_capacity(chain.len());
+    for (r, l) in chain {
+        let rel = Path::new("overlay").join(&l.id).join("diff");
+        // The layer must be there, a directory, reached without a link.
+        Dir::open(r).and_then(|d| d.dir(&rel)).map_err(|e| {
+            invalid(
+                r,
+                format!(
+                    "image {image} ({img_id}): layer {} cannot be read: {e}",
+                    l.id
+                ),
+            )
+        })?;
+        out.push(Layer {
             diff_id: l.diff_digest.clone(),
-            data: LayerData::Dir(r.join("overlay").join(&l.id).join("diff")),
-        })
-        .collect();
+            data: LayerData::StoreDir {
+                root: r.to_owned(),
+                rel,
+            },
+        });
+    }
     Ok(Image {
         artifact: Artifact {
             name: img
@@ -693,7 +1026,7 @@ pub fn open_containers_storage_in(roots: &[&Path], image: &str) -> Result<Image,
                 .cloned()
                 .unwrap_or_else(|| image.to_owned()),
             kind: ArtifactKind::ContainerImage,
-            image_id: Some(format!("sha256:{}", img.id)),
+            image_id: Some(format!("sha256:{img_id}")),
             diff_ids: out.iter().filter_map(|l| l.diff_id.clone()).collect(),
         },
         layers: out,

@@ -95,6 +95,37 @@ pub enum StageError {
         /// Which images, how many findings.
         summary: String,
     },
+    /// An image the job built cannot be read whole: missing, unreadable, inconsistent or forged
+    /// in the job's store. Never passed as an empty scan.
+    #[error(
+        "the scan could not read image {image}, which this job built: {detail}. The image in the job's store is broken or was altered, so berth cannot pass it; rebuild the image in a new pipeline"
+    )]
+    ImageUnreadable {
+        /// The image.
+        image: String,
+        /// What could not be read, naming the layer.
+        detail: String,
+    },
+    /// The job put something where berth writes or reads scan files (a link in place of a report
+    /// or of a directory on the way to it).
+    #[error("{what}; {fix}")]
+    ScanRefused {
+        /// What berth refused.
+        what: String,
+        /// How the job fixes it.
+        fix: String,
+    },
+    /// berth's scanner failed on its own inputs: its settings, the advisory database, the shared
+    /// image store, the layer cache.
+    #[error(
+        "berth could not scan {image}: {detail}; this is a fault of the runner, not of the job: the runner admin checks the scan settings, the advisory database and the image store"
+    )]
+    Scanner {
+        /// The image.
+        image: String,
+        /// What failed.
+        detail: String,
+    },
     /// The host lacks something the admin's config asks for.
     #[error("{what}; {fix}")]
     HostLacks {
@@ -120,7 +151,9 @@ impl StageError {
             Self::ImageNotAllowed { .. }
             | Self::PullPolicyNotAllowed { .. }
             | Self::InvalidImageName { .. }
-            | Self::SecurityPolicy { .. } => FailureKind::Build,
+            | Self::SecurityPolicy { .. }
+            | Self::ImageUnreadable { .. }
+            | Self::ScanRefused { .. } => FailureKind::Build,
             Self::Sandbox(e) => {
                 if e.is_users_fault() {
                     FailureKind::Build
@@ -133,6 +166,7 @@ impl StageError {
             | Self::NotPrepared { .. }
             | Self::Io { .. }
             | Self::HostLacks { .. }
+            | Self::Scanner { .. }
             | Self::User { .. } => FailureKind::System,
         }
     }
@@ -169,6 +203,14 @@ mod tests {
                 exit_code: 1,
                 logs: String::new(),
             }),
+            StageError::ImageUnreadable {
+                image: "app".into(),
+                detail: "layer 1 is missing".into(),
+            },
+            StageError::ScanRefused {
+                what: "a link".into(),
+                fix: "remove it".into(),
+            },
         ];
         for e in &build {
             assert_eq!(e.failure_kind(), FailureKind::Build, "{e}");
@@ -191,6 +233,10 @@ mod tests {
             StageError::Contract {
                 what: "JOB_RESPONSE_FILE".into(),
                 detail: "unset".into(),
+            },
+            StageError::Scanner {
+                image: "app".into(),
+                detail: "advisory database unreadable".into(),
             },
         ];
         for e in &system {

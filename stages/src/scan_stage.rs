@@ -1,32 +1,176 @@
 //! After each successful user stage: find the images the job built (through every builder),
 //! record them, scan the new ones with berth-scan, write GitLab's reports into the project
 //! directory, show the table in the job log, and let the security policy decide.
+//!
+//! The project directory is the job's: every file there is read and written beneath a handle on
+//! the job's builds directory (a path berth names) without following a link the job planted
+//! (`berth-beneath`); a report replaces whatever link is at its name. An image the job built
+//! that cannot be read whole fails the job as a build failure; berth's own trouble (advisory
+//! database, shared image store, settings) is a system failure.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::io;
+use std::path::{Component, Path};
 
+use berth_beneath::Dir;
 use berth_config::admin::ScanSettings;
 use berth_sandbox::{BuiltImage, Sandbox};
-use berth_scan::cli::ScanArgs;
+use berth_scan::advisory::db::DbError;
+use berth_scan::cli::{CliError, ScanArgs};
+use berth_scan::policy::IgnoreList;
+use berth_scan::render::Format;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use crate::config_stage::BUILDS_DIR;
 use crate::{Job, StageError};
 
-/// The job's record of built images (for the scanner and for whoever asks later).
-fn record_path(job: &Job) -> PathBuf {
-    job.paths.built_images_record()
+/// The job's record of built images (for the scanner and for whoever asks later), in the job's
+/// directory.
+const RECORD: &str = "built-images.json";
+/// The largest record read.
+const MAX_RECORD: u64 = 16 << 20;
+/// The largest ignore file read.
+const MAX_IGNORE: u64 = 1 << 20;
+/// Reports are for the runner to upload.
+const REPORT_MODE: u32 = 0o644;
+
+/// Whether an I/O failure in the job's builds directory is the host's (a full or read-only
+/// disk, no memory) rather than the job's (a link, a directory or a FIFO where berth writes, a
+/// directory the job made unwritable).
+fn host_fault(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull
+            | io::ErrorKind::QuotaExceeded
+            | io::ErrorKind::ReadOnlyFilesystem
+            | io::ErrorKind::OutOfMemory
+    )
 }
 
-/// The project directory on the host (where GitLab's artifact reports are collected).
-fn project_dir(job: &Job) -> PathBuf {
+/// A failure to use `path` in the job's builds directory, blamed on whoever caused it.
+fn in_builds(path: &Path, e: io::Error) -> StageError {
+    if host_fault(&e) {
+        StageError::Io {
+            path: path.to_owned(),
+            source: e,
+        }
+    } else {
+        StageError::ScanRefused {
+            what: format!(
+                "berth cannot write the scan reports into {}: {e}",
+                path.display()
+            ),
+            fix: "berth never writes through a link the job put in the project directory: remove it (or the file in the way) before the stage ends".to_owned(),
+        }
+    }
+}
+
+/// Opens the project directory (`rel` below the job's `builds` directory), creating what is
+/// missing, without following a link at any component.
+fn open_project(builds: &Path, rel: &str) -> Result<Dir, StageError> {
+    let mut dir = Dir::open(builds).map_err(StageError::io(builds))?;
+    for part in Path::new(rel).components() {
+        let Component::Normal(name) = part else {
+            continue;
+        };
+        let name = Path::new(name);
+        dir = match dir.dir(name) {
+            Ok(d) => d,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => dir
+                .mkdir(name, 0o755)
+                .map_err(|e| in_builds(&dir.path().join(name), e))?,
+            Err(e) => return Err(in_builds(&dir.path().join(name), e)),
+        };
+    }
+    Ok(dir)
+}
+
+/// The project directory on the host (where GitLab's artifact reports are collected), below
+/// the job's builds directory. Parent components of `CI_PROJECT_DIR` (`..`) are dropped.
+fn project_dir(job: &Job) -> Result<Dir, StageError> {
     let inside = job
         .env
         .job_var("CI_PROJECT_DIR")
         .and_then(|p| p.strip_prefix(BUILDS_DIR))
         .map(|p| p.trim_start_matches('/').to_owned())
         .unwrap_or_default();
-    job.paths.builds().join(inside)
+    open_project(&job.paths.builds(), &inside)
+}
+
+/// The project's ignore rules (`.trivyignore.yaml`, else `.trivyignore`), read beneath the
+/// project directory; one that cannot be read or parsed counts as absent (nothing suppressed),
+/// with a warning.
+fn ignore_rules(project: &Dir) -> (IgnoreList, Option<String>) {
+    for name in [".trivyignore.yaml", ".trivyignore"] {
+        let text = match project.read(Path::new(name), MAX_IGNORE) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return (IgnoreList::default(), Some(format!("{e}"))),
+            Ok(bytes) => match String::from_utf8(bytes) {
+                Ok(t) => t,
+                Err(_) => {
+                    return (
+                        IgnoreList::default(),
+                        Some(format!("{name} is not UTF-8 text")),
+                    );
+                }
+            },
+        };
+        return match IgnoreList::parse(&text, name) {
+            Ok(list) => (list, None),
+            Err(e) => (IgnoreList::default(), Some(e.to_string())),
+        };
+    }
+    (IgnoreList::default(), None)
+}
+
+/// Writes a report into the project directory; a link at its name is replaced, not followed.
+fn write_report(project: &Dir, name: &str, text: &str) -> Result<(), StageError> {
+    project
+        .write_atomic(name, text.as_bytes(), REPORT_MODE)
+        .map_err(|e| in_builds(&project.path().join(name), e))
+}
+
+/// A scan that failed, blamed on whoever caused it: the job's image (BUILD), or berth's
+/// database, shared image store (`berths_store`) or settings (SYSTEM). No wildcard: a new scanner error forces a
+/// decision.
+fn scan_failure(image: &str, berths_store: &Path, db: &Path, e: CliError) -> StageError {
+    let unreadable = |path: &Path, detail: String| {
+        if path.starts_with(berths_store) {
+            StageError::Scanner {
+                image: image.to_owned(),
+                detail,
+            }
+        } else {
+            StageError::ImageUnreadable {
+                image: image.to_owned(),
+                detail,
+            }
+        }
+    };
+    match e {
+        CliError::Source(s) => unreadable(s.path(), s.to_string()),
+        CliError::Scan(s) => unreadable(s.path(), s.to_string()),
+        // The admin asked for this: no job passes on stale advisories.
+        CliError::Db(stale @ DbError::Stale { .. }) => StageError::HostLacks {
+            what: format!("{image} was not scanned: {stale}"),
+            fix: format!(
+                "the runner admin updates {} with `berth db update --from <OSV all.zip or URL>` (or sets scan_db_stale = \"warn\")",
+                db.display()
+            ),
+        },
+        e @ (CliError::Db(_)
+        | CliError::Severity(_)
+        | CliError::Status(_)
+        | CliError::Format(_)
+        | CliError::NoTarget
+        | CliError::Ignore(_)
+        | CliError::Read { .. }
+        | CliError::Download { .. }
+        | CliError::Write { .. }) => StageError::Scanner {
+            image: image.to_owned(),
+            detail: e.to_string(),
+        },
+    }
 }
 
 fn file_name(image: &BuiltImage) -> String {
@@ -102,23 +246,8 @@ pub fn effective_policy(
     (policy, refused)
 }
 
-fn scan_args(
-    job: &Job,
-    settings: &ScanSettings,
-    image: &BuiltImage,
-    project: &Path,
-    first: bool,
-) -> ScanArgs {
-    let ignorefile = [".trivyignore.yaml", ".trivyignore"]
-        .iter()
-        .map(|n| project.join(n))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| PathBuf::from(".trivyignore"));
-    let report = if first {
-        "gl-container-scanning-report.json".to_owned()
-    } else {
-        format!("gl-container-scanning-report-{}.json", file_name(image))
-    };
+/// The scan of one image; reports are written by the stage, not by the scanner.
+fn scan_args(job: &Job, settings: &ScanSettings, image: &BuiltImage) -> ScanArgs {
     let (target, input, storage_root) = if image.oci_layout {
         (None, Some(image.store.clone()), None)
     } else {
@@ -133,21 +262,192 @@ fn scan_args(
         exit_code: i32::from(settings.block),
         ignore_unfixed: settings.ignore_unfixed,
         ignore_status: Vec::new(),
-        ignorefile,
+        ignorefile: ".trivyignore".into(),
         db: settings.db.clone(),
         db_max_age_days: i64::from(settings.db_max_age_days),
         db_stale_fail: settings.db_stale_fail,
         cache_dir: Some(job.scan_cache_source()),
         storage_root,
         additional_image_stores: vec![job.paths.image_store.clone()],
-        gitlab_report: Some(project.join(report)),
-        sbom: Some(project.join(format!("gl-sbom-{}.cdx.json", file_name(image)))),
+        gitlab_report: None,
+        sbom: None,
     }
 }
 
+/// Reads the image inside the job identity's user namespace (`podman unshare`), where files of
+/// every user of the job's images are readable as they are in its containers; the inventory
+/// comes back as JSON. Reading the job's bytes stays with the job's identity.
+async fn read_in_user_namespace(
+    job: &Job,
+    args: &ScanArgs,
+    name: &str,
+) -> Result<berth_scan::cli::Read, StageError> {
+    let settings = job.podman_settings();
+    let Some(berth) = &job.host.berth else {
+        return Err(StageError::Scanner {
+            image: name.to_owned(),
+            detail: "the berth binary's path is unknown, so the image cannot be read in the job's user namespace".into(),
+        });
+    };
+    let mut spec = berth_sandbox::process::CommandSpec::new(&settings.podman);
+    for (k, v) in &settings.env {
+        spec = spec.env(k, v);
+    }
+    if let Some(id) = &settings.job_identity {
+        spec = spec.as_identity(id.uid, id.gid);
+    }
+    spec = spec
+        .args(job.paths.podman_store_args())
+        .args([
+            std::ffi::OsString::from("unshare"),
+            berth.clone().into_os_string(),
+        ])
+        .args(["scan-inventory"]);
+    if let Some(input) = &args.input {
+        spec = spec.args([
+            std::ffi::OsString::from("--input"),
+            input.clone().into_os_string(),
+        ]);
+    }
+    if let Some(root) = &args.storage_root {
+        spec = spec.args([
+            std::ffi::OsString::from("--storage-root"),
+            root.clone().into_os_string(),
+        ]);
+    }
+    for store in &args.additional_image_stores {
+        spec = spec.args([
+            std::ffi::OsString::from("--additional-image-store"),
+            store.clone().into_os_string(),
+        ]);
+    }
+    if let Some(cache) = &args.cache_dir {
+        spec = spec.args([
+            std::ffi::OsString::from("--cache-dir"),
+            cache.clone().into_os_string(),
+        ]);
+    }
+    if let Some(target) = &args.target {
+        spec = spec.args(["--", target.as_str()]);
+    }
+    let system = |detail: String| StageError::Scanner {
+        image: name.to_owned(),
+        detail,
+    };
+    let output = berth_sandbox::process::run(&spec, &berth_sandbox::Cancel::new())
+        .await
+        .map_err(|e| {
+            system(format!(
+                "reading it in the job's user namespace failed: {e}"
+            ))
+        })?;
+    let outcome: berth_scan::cli::ReadOutcome = serde_json::from_slice(&output.stdout)
+        .map_err(|e| system(format!("the inventory reader answered no inventory: {e}")))?;
+    match outcome {
+        berth_scan::cli::ReadOutcome::Read(read) => Ok(read),
+        berth_scan::cli::ReadOutcome::Failed {
+            image_fault,
+            path,
+            message,
+        } => {
+            let berths = path
+                .as_deref()
+                .is_some_and(|p| p.starts_with(&job.paths.image_store));
+            Err(if image_fault && !berths {
+                StageError::ImageUnreadable {
+                    image: name.to_owned(),
+                    detail: message,
+                }
+            } else {
+                system(message)
+            })
+        }
+    }
+}
+
+/// The ids already recorded in the job's directory.
+fn recorded(job_dir: &Dir) -> BTreeSet<String> {
+    job_dir
+        .read(Path::new(RECORD), MAX_RECORD)
+        .ok()
+        .and_then(|t| serde_json::from_slice::<Vec<BuiltImage>>(&t).ok())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|i| i.id)
+        .collect()
+}
+
+/// Scans `fresh`, writes their reports and shows their tables; returns the blocked images.
+async fn scan_fresh(
+    job: &Job,
+    settings: &ScanSettings,
+    fresh: &[&BuiltImage],
+    project: &Dir,
+    ignore: &IgnoreList,
+    out: &mut (dyn AsyncWrite + Unpin + Send),
+) -> Result<Vec<String>, StageError> {
+    let mut blocked = Vec::new();
+    for (n, image) in fresh.iter().enumerate() {
+        let name = image
+            .names
+            .first()
+            .cloned()
+            .unwrap_or_else(|| image.id.clone());
+        say(
+            out,
+            &format!(
+                "{name} ({}, built by {})\n",
+                image.id.get(..12).unwrap_or(&image.id),
+                image.builder
+            ),
+        )
+        .await;
+        // The id comes from the job's images.json: it names an image, never a path.
+        if !image.oci_layout {
+            berth_scan::digest::storage_id(&image.id).map_err(|why| {
+                StageError::ImageUnreadable {
+                    image: name.clone(),
+                    detail: format!("its id in {} is malformed: {why}", image.store.display()),
+                }
+            })?;
+        }
+        let args = scan_args(job, settings, image);
+        let berths_store = &job.paths.image_store;
+        let read = if job.host.job_identity.is_some() {
+            read_in_user_namespace(job, &args, &name).await?
+        } else {
+            berth_scan::cli::read_image(&args)
+                .map_err(|e| scan_failure(&name, berths_store, &settings.db, e))?
+        };
+        let scanned =
+            berth_scan::cli::judge(&args, read, ignore.clone(), time::OffsetDateTime::now_utc())
+                .map_err(|e| scan_failure(&name, berths_store, &settings.db, e))?;
+        let report = if n == 0 {
+            "gl-container-scanning-report.json".to_owned()
+        } else {
+            format!("gl-container-scanning-report-{}.json", file_name(image))
+        };
+        write_report(project, &report, &scanned.render(Format::GitLab))?;
+        write_report(
+            project,
+            &format!("gl-sbom-{}.cdx.json", file_name(image)),
+            &scanned.render(Format::CycloneDx),
+        )?;
+        for w in &scanned.warnings {
+            say(out, &format!("\x1b[0;33mWARNING: {w}\x1b[0;m\n")).await;
+        }
+        say(out, &scanned.render(Format::Table)).await;
+        if scanned.report.exit_code != 0 {
+            blocked.push(name);
+        }
+    }
+    Ok(blocked)
+}
+
 /// Records and scans what the job built since the last call. A blocked image is a
-/// [`StageError::SecurityPolicy`] (a build failure); scanner trouble is only a warning, so a
-/// scanner problem never fails a job.
+/// [`StageError::SecurityPolicy`] and an image that cannot be read whole a
+/// [`StageError::ImageUnreadable`] (build failures); a database or store of berth's that cannot
+/// be read is a system failure. Only listing the built images is a warning, when it fails.
 pub async fn after_user_stage<S: Sandbox>(
     job: &Job,
     sandbox: &S,
@@ -164,21 +464,16 @@ pub async fn after_user_stage<S: Sandbox>(
             return Ok(());
         }
     };
-    let record = record_path(job);
-    let seen: BTreeSet<String> = std::fs::read(&record)
-        .ok()
-        .and_then(|t| serde_json::from_slice::<Vec<BuiltImage>>(&t).ok())
-        .unwrap_or_default()
-        .into_iter()
-        .map(|i| i.id)
-        .collect();
+    let job_dir = Dir::open(&job.paths.job_dir).map_err(StageError::io(&job.paths.job_dir))?;
+    let seen = recorded(&job_dir);
     let fresh: Vec<&BuiltImage> = images.iter().filter(|i| !seen.contains(&i.id)).collect();
     if fresh.is_empty() {
         return Ok(());
     }
     if let Ok(text) = serde_json::to_vec_pretty(&images) {
         // Root's file when the job has an identity: the job cannot make berth skip an image.
-        let _ = berth_sandbox::process::as_root(|| std::fs::write(&record, text));
+        berth_sandbox::process::as_root(|| job_dir.write_atomic(RECORD, &text, 0o644))
+            .map_err(StageError::io(&job.paths.job_dir.join(RECORD)))?;
     }
     if !job.config.scan.enabled {
         return Ok(());
@@ -198,8 +493,11 @@ pub async fn after_user_stage<S: Sandbox>(
         )).await;
         return Ok(());
     }
-    let project = project_dir(job);
-    let _ = std::fs::create_dir_all(&project);
+    let project = project_dir(job)?;
+    let (ignore, unread) = ignore_rules(&project);
+    if let Some(why) = unread {
+        say(out, &format!("\x1b[0;33mWARNING: the project's ignore file was not used, no finding is suppressed: {why}\x1b[0;m\n")).await;
+    }
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -208,60 +506,13 @@ pub async fn after_user_stage<S: Sandbox>(
         settings.severity,
         if settings.block { "blocking" } else { "reporting only" }
     )).await;
-    let mut blocked = Vec::new();
-    for (n, image) in fresh.iter().enumerate() {
-        let name = image
-            .names
-            .first()
-            .cloned()
-            .unwrap_or_else(|| image.id.clone());
-        say(
-            out,
-            &format!(
-                "{name} ({}, built by {})\n",
-                &image.id[..image.id.len().min(12)],
-                image.builder
-            ),
-        )
-        .await;
-        let args = scan_args(job, settings, image, &project, n == 0);
-        let scanned = berth_scan::cli::run_scan(&args, time::OffsetDateTime::now_utc());
-        match scanned {
-            Ok(outcome) => {
-                for w in &outcome.warnings {
-                    say(out, &format!("\x1b[0;33mWARNING: {w}\x1b[0;m\n")).await;
-                }
-                say(out, &outcome.stdout).await;
-                if outcome.exit_code != 0 {
-                    blocked.push(name);
-                }
-            }
-            Err(berth_scan::cli::CliError::Db(
-                stale @ berth_scan::advisory::db::DbError::Stale { .. },
-            )) => {
-                // The admin asked for this: no job passes on stale advisories.
-                return Err(StageError::HostLacks {
-                    what: format!("{name} was not scanned: {stale}"),
-                    fix: format!(
-                        "the runner admin updates {} with `berth db update --from <OSV all.zip or URL>` (or sets scan_db_stale = \"warn\")",
-                        settings.db.display()
-                    ),
-                });
-            }
-            Err(e) => {
-                say(
-                    out,
-                    &format!("\x1b[0;33mWARNING: {name} could not be scanned: {e}\x1b[0;m\n"),
-                )
-                .await;
-            }
-        }
-    }
+    let scanned = scan_fresh(job, settings, &fresh, &project, &ignore, out).await;
     say(
         out,
         &format!("\x1b[0Ksection_end:{now}:berth_scan\r\x1b[0K"),
     )
     .await;
+    let blocked = scanned?;
     if blocked.is_empty() {
         Ok(())
     } else {
@@ -278,6 +529,7 @@ pub async fn after_user_stage<S: Sandbox>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::FailureKind;
 
     fn admin(jobs_may_relax: bool) -> ScanSettings {
         ScanSettings {
@@ -332,5 +584,156 @@ mod tests {
         let (_, refused) =
             effective_policy(&admin(true), vars(&[("BERTH_SCAN_SEVERITY", "SEVERE")]));
         assert!(refused[0].contains("not a severity"));
+    }
+
+    fn tree() -> (tempfile::TempDir, std::path::PathBuf) {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let builds = tmp.path().join("builds");
+        std::fs::create_dir_all(builds.join("group/project")).expect("mkdir");
+        std::fs::write(tmp.path().join("outside"), "precious").expect("write");
+        (tmp, builds)
+    }
+
+    #[test]
+    fn a_report_link_the_job_planted_is_replaced_not_followed() {
+        let (tmp, builds) = tree();
+        let report = builds.join("group/project/gl-container-scanning-report.json");
+        std::os::unix::fs::symlink(tmp.path().join("outside"), &report).expect("symlink");
+        let project = open_project(&builds, "group/project").expect("open");
+        write_report(&project, "gl-container-scanning-report.json", "{}").expect("write");
+        assert_eq!(
+            std::fs::read_to_string(tmp.path().join("outside")).expect("read"),
+            "precious"
+        );
+        assert!(std::fs::symlink_metadata(&report).expect("stat").is_file());
+        assert_eq!(std::fs::read_to_string(&report).expect("read"), "{}");
+    }
+
+    #[test]
+    fn a_linked_directory_on_the_way_to_the_project_is_refused() {
+        let (tmp, builds) = tree();
+        std::fs::remove_dir_all(builds.join("group")).expect("rm");
+        std::fs::create_dir(tmp.path().join("elsewhere")).expect("mkdir");
+        std::os::unix::fs::symlink(tmp.path().join("elsewhere"), builds.join("group"))
+            .expect("symlink");
+        let err = open_project(&builds, "group/project").expect_err("followed the link");
+        assert_eq!(err.failure_kind(), FailureKind::Build, "{err}");
+        assert!(err.to_string().contains("link"), "{err}");
+        assert!(
+            std::fs::read_dir(tmp.path().join("elsewhere"))
+                .expect("list")
+                .next()
+                .is_none(),
+            "nothing created through the link"
+        );
+        // A missing project directory is created beneath the anchor.
+        let project = open_project(&builds, "other/project").expect("created");
+        assert!(project.path().ends_with("other/project"));
+    }
+
+    #[test]
+    fn an_ignore_file_planted_as_a_link_is_not_read() {
+        let (tmp, builds) = tree();
+        std::fs::write(tmp.path().join("outside"), "CVE-2099-0001\n").expect("write");
+        std::os::unix::fs::symlink(
+            tmp.path().join("outside"),
+            builds.join("group/project/.trivyignore"),
+        )
+        .expect("symlink");
+        let project = open_project(&builds, "group/project").expect("open");
+        let (list, warning) = ignore_rules(&project);
+        assert_eq!(list, IgnoreList::default());
+        let warning = warning.expect("a warning");
+        assert!(warning.contains("symbolic link"), "{warning}");
+        assert!(!warning.contains("CVE-2099-0001"), "{warning}");
+    }
+
+    #[test]
+    fn an_unreadable_job_image_is_a_build_failure_and_berths_own_trouble_a_system_one() {
+        let berths = Path::new("/var/lib/berth/images");
+        let db = Path::new("/var/lib/berth/advisories");
+        let broken = |path: &str| {
+            CliError::Source(berth_scan::source::SourceError::Invalid {
+                path: path.into(),
+                problem: "layer 1 is missing".into(),
+            })
+        };
+        let job_image = scan_failure("app", berths, db, broken("/jobs/k/nested/storage"));
+        assert_eq!(job_image.failure_kind(), FailureKind::Build, "{job_image}");
+        assert!(
+            job_image
+                .to_string()
+                .contains("the scan could not read image app"),
+            "{job_image}"
+        );
+        let base = scan_failure("app", berths, db, broken("/var/lib/berth/images/overlay/x"));
+        assert_eq!(base.failure_kind(), FailureKind::System, "{base}");
+        let no_db = scan_failure("app", berths, db, CliError::Db(DbError::Missing(db.into())));
+        assert_eq!(no_db.failure_kind(), FailureKind::System, "{no_db}");
+    }
+
+    /// A job's store whose only layer directory is gone: the scan fails, the job fails as a
+    /// build failure, and no report claims a clean image.
+    #[test]
+    fn a_job_image_with_a_missing_layer_fails_the_job() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let osv = tmp.path().join("osv");
+        std::fs::create_dir(&osv).expect("mkdir");
+        std::fs::write(
+            osv.join("GHSA-0000-0000-0000.json"),
+            r#"{"id":"GHSA-0000-0000-0000","modified":"2026-11-01T00:00:00Z","affected":[{"package":{"ecosystem":"npm","name":"left-pad"},"versions":["1.0.0"]}]}"#,
+        )
+        .expect("write");
+        let db = tmp.path().join("db");
+        let now = time::OffsetDateTime::now_utc();
+        berth_scan::cli::run_db_update(
+            &berth_scan::cli::DbUpdateArgs {
+                from: vec![osv.display().to_string()],
+                db: db.clone(),
+            },
+            now,
+        )
+        .expect("empty database");
+        let store = tmp.path().join("store");
+        let layer = "1".repeat(64);
+        std::fs::create_dir_all(store.join("overlay-layers")).expect("mkdir");
+        std::fs::create_dir_all(store.join("overlay-images")).expect("mkdir");
+        std::fs::write(
+            store.join("overlay-layers/layers.json"),
+            format!(r#"[{{"id":"{layer}"}}]"#),
+        )
+        .expect("write");
+        std::fs::write(
+            store.join("overlay-images/images.json"),
+            format!(
+                r#"[{{"id":"{}","names":["localhost/app:latest"],"layer":"{layer}"}}]"#,
+                "2".repeat(64)
+            ),
+        )
+        .expect("write");
+        let args = ScanArgs {
+            target: Some("localhost/app:latest".into()),
+            input: None,
+            format: "table".into(),
+            output: None,
+            severity: "HIGH,CRITICAL".into(),
+            exit_code: 1,
+            ignore_unfixed: false,
+            ignore_status: vec![],
+            ignorefile: ".trivyignore".into(),
+            db: db.clone(),
+            db_max_age_days: 7,
+            db_stale_fail: false,
+            cache_dir: Some(tmp.path().join("cache")),
+            storage_root: Some(store),
+            additional_image_stores: vec![tmp.path().join("images")],
+            gitlab_report: None,
+            sbom: None,
+        };
+        let err = berth_scan::cli::scan(&args, IgnoreList::default(), now)
+            .expect_err("an image without its layer passed the scan");
+        let err = scan_failure("localhost/app:latest", &tmp.path().join("images"), &db, err);
+        assert_eq!(err.failure_kind(), FailureKind::Build, "{err}");
+        assert!(err.to_string().contains(&layer), "{err}");
     }
 }

@@ -16,18 +16,24 @@ const OSV: &str = r#"{"id":"GHSA-fake-0001","modified":"2026-11-20T00:00:00Z","d
  "affected":[{"package":{"ecosystem":"npm","name":"minimist"},
  "ranges":[{"type":"SEMVER","events":[{"introduced":"0"},{"fixed":"1.2.6"}]}]}]}"#;
 
-#[test]
-fn scan_with_trivy_flags() {
-    let d = tempfile::tempdir().unwrap();
-    let osv = d.path().join("osv");
+/// An advisory database holding [`OSV`], in `dir/db`.
+fn advisory_db(dir: &std::path::Path) -> std::path::PathBuf {
+    let osv = dir.join("osv");
     std::fs::create_dir_all(&osv).unwrap();
     std::fs::write(osv.join("a.json"), OSV).unwrap();
-    let db = d.path().join("db");
+    let db = dir.join("db");
     let up = DbUpdateArgs {
         from: vec![osv.display().to_string()],
         db: db.clone(),
     };
     cli::run_db_update(&up, datetime!(2026-11-23 0:00 UTC)).unwrap();
+    db
+}
+
+#[test]
+fn scan_with_trivy_flags() {
+    let d = tempfile::tempdir().unwrap();
+    let db = advisory_db(d.path());
 
     let image = support::docker_archive(d.path());
     let ignore = d.path().join("ignore.yaml");
@@ -216,4 +222,26 @@ fn db_update_downloads_an_all_zip_over_http() {
         err.to_string().contains("cannot download") && err.to_string().contains("404"),
         "{err}"
     );
+}
+
+#[test]
+fn a_target_in_a_storage_root_is_an_image_never_a_host_path() {
+    let d = tempfile::tempdir().unwrap();
+    let db = advisory_db(d.path());
+    let store = support::containers_storage(d.path());
+    // An "image id" that is a directory on this host (as a job's images.json could claim).
+    let host_dir = support::rootfs(d.path());
+    let argv = [
+        "scan",
+        host_dir.to_str().unwrap(),
+        "--storage-root",
+        store.to_str().unwrap(),
+        "--db",
+        db.to_str().unwrap(),
+    ];
+    let a = Scan::try_parse_from(argv).unwrap().args;
+    let err = cli::run_scan(&a, datetime!(2026-11-23 12:00 UTC))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not found in containers-storage"), "{err}");
 }

@@ -5,6 +5,7 @@
 
 mod advisory_db;
 mod cli;
+mod hostile;
 mod oracle;
 mod reports;
 mod rpm;

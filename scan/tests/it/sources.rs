@@ -114,7 +114,7 @@ fn rootfs_directory_has_no_layers() {
 }
 
 #[test]
-fn layer_cache_is_keyed_by_diff_id() {
+fn layer_cache_is_keyed_by_content_digest() {
     let d = tempfile::tempdir().unwrap();
     let img = support::docker_archive(d.path());
     let cache = LayerCache::new(d.path().join("cache"));
@@ -124,11 +124,20 @@ fn layer_cache_is_keyed_by_diff_id() {
         3,
         "one entry per layer"
     );
-    // Tamper with the cached result of layer 2: the next scan must use it instead of the tar.
-    let mut r = cache.get(&support::diff_id(2)).unwrap();
+    // Tamper with the cached result of layer 2 (as only berth could, under the digest of the
+    // layer's bytes): the next scan must use it instead of the tar.
+    let image = source::open(&img, "x").unwrap();
+    let key = source::layer_key(&image.layers[2])
+        .unwrap()
+        .expect("tar layers have a key");
+    assert!(
+        cache.get(&key).is_some(),
+        "the entry is keyed by the computed digest"
+    );
+    let mut r = cache.get(&key).unwrap();
     let fr = r.files.values_mut().next().unwrap();
     fr.packages[0].version = "9.9.9".into();
-    cache.put(&support::diff_id(2), &r).unwrap();
+    cache.put(&key, &r).unwrap();
     let (second, _) = scan::scan_path(&img, "x", Some(&cache)).unwrap();
     assert_ne!(first, second);
     assert!(second.packages.iter().any(|p| p.version == "9.9.9"));

@@ -59,8 +59,9 @@ pub fn diff_id(i: usize) -> String {
     format!("sha256:{:064x}", 0xd1ff_0000 + i)
 }
 
-fn blob_digest(i: usize) -> String {
-    format!("sha256:{:064x}", 0xb10b_0000 + i)
+/// An OCI blob's name: the sha256 of its bytes.
+fn blob_digest(data: &[u8]) -> String {
+    berth_scan::digest::Digest::of(berth_scan::digest::Algorithm::Sha256, data).to_string()
 }
 
 /// A layer as an uncompressed tar.
@@ -163,18 +164,18 @@ fn oci_files() -> Vec<(String, Vec<u8>)> {
                 "application/vnd.oci.image.layer.v1.tar+gzip",
             )
         };
-        let d = blob_digest(i);
+        let d = blob_digest(&data);
         layer_desc.push(serde_json::json!({"mediaType":mt,"digest":d,"size":data.len()}));
         files.push((format!("blobs/{}", d.replace(':', "/")), data));
     }
-    let cfg = format!("sha256:{:064x}", 0xc0f1);
+    let cfg = blob_digest(config_json().as_bytes());
     files.push((
         format!("blobs/{}", cfg.replace(':', "/")),
         config_json().into_bytes(),
     ));
     let manifest = serde_json::json!({"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",
         "config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":cfg,"size":1},"layers":layer_desc});
-    let md = format!("sha256:{:064x}", 0x3a41);
+    let md = blob_digest(manifest.to_string().as_bytes());
     files.push((
         format!("blobs/{}", md.replace(':', "/")),
         manifest.to_string().into_bytes(),
