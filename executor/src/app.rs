@@ -99,17 +99,21 @@ pub(crate) fn main(cli: Cli) -> ExitCode {
             bind_root,
             log,
             insecure_registries,
+            mode,
         } => {
             let served = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .and_then(|rt| {
                     rt.block_on(berth_sandbox::proxy::serve(
-                        &listen,
-                        &upstream,
-                        &bind_root,
-                        &log,
-                        &insecure_registries,
+                        &berth_sandbox::proxy::ProxySettings {
+                            listen,
+                            upstream,
+                            bind_root,
+                            log,
+                            insecure_registries,
+                            mode,
+                        },
                     ))
                 });
             match served {

@@ -61,6 +61,9 @@ pub(crate) enum Command {
         /// A plain-HTTP registry the admin allows, for `docker login` (repeatable).
         #[arg(long = "insecure-registry")]
         insecure_registries: Vec<String>,
+        /// What the socket offers: `build` or `run` (the admin's `build_socket`).
+        #[arg(long, value_parser = parse_build_socket)]
+        mode: berth_sandbox::proxy::Mode,
     },
 }
 
@@ -68,4 +71,9 @@ pub(crate) enum Command {
 pub(crate) enum DbCommand {
     /// Import OSV advisories (directory, all.zip, or a directory of all.zip files).
     Update(berth_scan::cli::DbUpdateArgs),
+}
+
+fn parse_build_socket(text: &str) -> Result<berth_sandbox::proxy::Mode, String> {
+    berth_sandbox::proxy::Mode::parse(text)
+        .ok_or_else(|| format!("{text:?} is not a build socket mode: use build or run"))
 }

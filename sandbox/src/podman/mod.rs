@@ -41,8 +41,8 @@ pub struct PodmanSettings {
     pub base_runroot: PathBuf,
     /// Environment for every Podman process (`HOME`, `XDG_RUNTIME_DIR`, `TMPDIR`).
     pub env: Vec<(String, String)>,
-    /// The berth binary, to start the job's build socket proxy (None: no build socket).
-    pub build_socket_proxy: Option<PathBuf>,
+    /// The berth binary and mode of the job's build socket proxy (None: no build socket).
+    pub build_socket_proxy: Option<crate::proxy::Launch>,
     /// The `buildkitd` binary for a per-job rootless BuildKit (None: not offered).
     pub buildkitd: Option<PathBuf>,
     /// Let BuildKit's RUN steps use the host network (else slirp4netns without host loopback).
@@ -348,14 +348,16 @@ impl PodmanSandbox {
 
     /// Starts the filtering proxy that serves the job's build socket (see `crate::proxy`).
     async fn start_build_socket(&self) -> Result<(), SandboxError> {
-        let Some(berth) = &self.settings.build_socket_proxy else {
+        let Some(launch) = &self.settings.build_socket_proxy else {
             return Ok(());
         };
         let dir = self.paths.build_socket_dir();
         mkdir(&dir, 0o755)?;
         let socket = dir.join("docker.sock");
-        let mut spec = CommandSpec::new(berth).args([
+        let mut spec = CommandSpec::new(launch.berth.clone()).args([
             "build-proxy".into(),
+            "--mode".into(),
+            launch.mode.as_str().into(),
             "--listen".into(),
             socket.clone().into_os_string(),
             "--upstream".into(),
