@@ -58,6 +58,10 @@ const ALLOWED: &[&str] = &[
     "compression",
     "annotations",
     "dropcaps",
+    "idmappingoptions",
+    "output",
+    "seccomp",
+    "apparmor",
 ];
 
 const MULTI: &[&str] = &["t", "platform", "setenv", "unsetenv"];
@@ -94,6 +98,26 @@ struct NsOption {
     path: String,
 }
 
+/// `idmappingoptions` as podman sends it (its client-side view of the mappings); checked for
+/// shape, then dropped: RUN steps keep the service's own user namespace mapping.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+#[expect(dead_code, reason = "parsed to be checked, then dropped")]
+struct IdMappings {
+    #[serde(default)]
+    hostuidmapping: Option<bool>,
+    #[serde(default)]
+    hostgidmapping: Option<bool>,
+    #[serde(default)]
+    uidmap: Option<Vec<wire::Folded>>,
+    #[serde(default)]
+    gidmap: Option<Vec<wire::Folded>>,
+    #[serde(default)]
+    autousernsopts: Option<wire::Folded>,
+    #[serde(default)]
+    autouserns: Option<bool>,
+}
+
 /// Whether the job asked for no network (docker `--network none`, podman `--network none`).
 fn job_wants_no_network(q: &Query) -> Result<bool, Refusal> {
     let mut none = false;
@@ -115,6 +139,10 @@ fn job_wants_no_network(q: &Query) -> Result<bool, Refusal> {
     if let Some(ns) = q.one("nsoptions") {
         let options: Option<Vec<NsOption>> = wire::json_option(ns, "nsoptions")?;
         for o in options.unwrap_or_default() {
+            // The service's own user namespace (podman's default): the same as leaving it out.
+            if o.name == "user" && o.host && o.path.is_empty() {
+                continue;
+            }
             if o.name != "network" || o.host || !o.path.is_empty() {
                 return Err(refuse(
                     "nsoptions",
@@ -371,6 +399,35 @@ pub fn query(
                 v.clone(),
             ));
         }
+    }
+    // podman sends its client's defaults; RUN steps always get the service's own profiles.
+    if let Some(profile) = q
+        .one("seccomp")
+        .filter(|v| !v.is_empty() && *v != "/usr/share/containers/seccomp.json" && *v != "default")
+    {
+        return Err(refuse(
+            "seccomp",
+            &format!("{profile:?} instead of the default profile"),
+            "leave the seccomp profile unset",
+        ));
+    }
+    if let Some(profile) = q
+        .one("apparmor")
+        .filter(|v| !v.is_empty() && !v.starts_with("containers-default"))
+    {
+        return Err(refuse(
+            "apparmor",
+            &format!("{profile:?} instead of the default profile"),
+            "leave the AppArmor profile unset",
+        ));
+    }
+    if let Some(output) = q.one("output").filter(|v| !v.is_empty()) {
+        // podman sends its first tag again; Podman 4.3.1 does not read it.
+        image_ref("build option `output`", output)?;
+    }
+    if let Some(ids) = q.one("idmappingoptions").filter(|v| !v.is_empty()) {
+        // Validated and dropped: RUN steps keep the service's own user namespace mapping.
+        let _: Option<IdMappings> = wire::json_option(ids, "idmappingoptions")?;
     }
     if q.one("cgroupparent").is_some_and(|c| !c.is_empty()) {
         return Err(refuse(

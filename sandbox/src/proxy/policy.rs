@@ -449,7 +449,7 @@ fn decide_inner(call: &Call<'_>, ctx: &Context<'_>) -> Result<Forward, Refusal> 
             for key in allowed {
                 match *key {
                     "condition" => {
-                        for c in q.all("condition") {
+                        for c in q.all("condition").iter().filter(|c| !c.is_empty()) {
                             if !matches!(
                                 c.as_str(),
                                 "not-running"

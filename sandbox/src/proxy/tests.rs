@@ -150,7 +150,7 @@ fn query_of(forward: &Forward) -> wire::Query {
 const DOCKER_BUILD: &str = "buildargs=%7B%22A%22%3A%22b%22%7D&cachefrom=null&cgroupparent=&cpuperiod=0&cpuquota=0&cpusetcpus=&cpusetmems=&cpushares=0&dockerfile=Containerfile&labels=%7B%7D&memory=0&memswap=0&networkmode=default&rm=1&shmsize=0&t=localhost%2Fsock%3Adocker&target=&ulimits=null&version=1";
 
 /// What `podman --remote build -t localhost/sock:podman .` (4.3) sends.
-const PODMAN_BUILD: &str = "dockerfile=%5B%22Containerfile%22%5D&identitylabel=1&isolation=2&jobs=1&layers=1&networkmode=0&omithistory=0&outputformat=application%2Fvnd.oci.image.manifest.v1%2Bjson&pullpolicy=missing&rm=1&skipunusedstages=1&t=localhost%2Fsock%3Apodman&httpproxy=1&buildargs=%7B%22A%22%3A%22b%22%7D";
+const PODMAN_BUILD: &str = "dockerfile=%5B%22Containerfile%22%5D&identitylabel=1&isolation=2&jobs=1&layers=1&networkmode=0&omithistory=0&outputformat=application%2Fvnd.oci.image.manifest.v1%2Bjson&pullpolicy=missing&rm=1&skipunusedstages=1&t=localhost%2Fsock%3Apodman&httpproxy=1&buildargs=%7B%22A%22%3A%22b%22%7D&output=localhost%2Fsock%3Apodman&seccomp=%2Fusr%2Fshare%2Fcontainers%2Fseccomp.json&idmappingoptions=%7B%22HostUIDMapping%22%3Atrue%2C%22HostGIDMapping%22%3Atrue%2C%22UIDMap%22%3A%5B%7B%22container_id%22%3A0%2C%22host_id%22%3A0%2C%22size%22%3A1%7D%5D%2C%22GIDMap%22%3Anull%2C%22AutoUserNs%22%3Afalse%2C%22AutoUserNsOpts%22%3A%7B%22Size%22%3A0%7D%7D&nsoptions=%5B%7B%22Name%22%3A%22user%22%2C%22Host%22%3Atrue%2C%22Path%22%3A%22%22%7D%5D";
 
 #[test]
 fn docker_and_podman_builds_pass_in_the_jobs_network() {
@@ -279,6 +279,13 @@ fn build_escapes_are_refused_naming_the_option() {
         ("q=1&%51=1", "q"),
         ("isolation=host", "isolation"),
         ("version=2", "version"),
+        ("seccomp=unconfined", "seccomp"),
+        ("seccomp=%2Fbuilds%2Fallow-all.json", "seccomp"),
+        ("apparmor=unconfined", "apparmor"),
+        (
+            "idmappingoptions=%7B%22UIDMap%22%3A1%2C%22Extra%22%3A1%7D",
+            "idmappingoptions",
+        ),
     ] {
         let r = f.refusal(Mode::Build, Method::POST, "/v1.41/build", query, None);
         assert!(r.field.contains(names), "{query}: {r}");
