@@ -177,12 +177,15 @@ fn build_run_steps_never_reach_the_hosts_loopback() {
 mkdir -p /tmp/ctx && cd /tmp/ctx
 cat > Containerfile <<'CF'
 FROM localhost/busybox:latest
-RUN (wget -T 3 -q -O- http://127.0.0.1:{port}/ ; wget -T 3 -q -O- http://10.0.2.2:{port}/ ; nc -w 3 127.0.0.1 {port} </dev/null ; nc -w 3 10.0.2.2 {port} </dev/null) >/dev/null 2>&1; echo run-step-done
+RUN (wget -T 3 -q -O- http://127.0.0.1:{port}/ ; wget -T 3 -q -O- http://10.0.2.2:{port}/ ; timeout 5 nc 127.0.0.1 {port} </dev/null ; timeout 5 nc 10.0.2.2 {port} </dev/null) >/dev/null 2>&1; echo run-step-done
+RUN grep -q tap0 /proc/net/dev && echo in-the-jobs-network
 CF
 DOCKER_BUILDKIT=0 docker build --no-cache -f Containerfile -t localhost/probe:docker . > /tmp/d 2>&1; cat /tmp/d
 grep -q run-step-done /tmp/d && echo docker-build-ok
+grep -q in-the-jobs-network /tmp/d && echo docker-build-network
 podman --remote build --no-cache -t localhost/probe:podman . > /tmp/p 2>&1; cat /tmp/p
 grep -q run-step-done /tmp/p && echo podman-build-ok
+grep -q in-the-jobs-network /tmp/p && echo podman-build-network
 DOCKER_BUILDKIT=0 docker build --network host -f Containerfile -t localhost/probe:host . 2>&1 | grep -q 'socket refused' && echo refused-host-network
 true"#
     );
@@ -198,7 +201,14 @@ true"#
         "a RUN step connected to the host's loopback from {connected:?}: {}",
         r.all()
     );
-    for marker in ["docker-build-ok", "podman-build-ok", "refused-host-network"] {
+    // RUN steps share the job pod's network (its slirp4netns `tap0`), not a dead end.
+    for marker in [
+        "docker-build-ok",
+        "docker-build-network",
+        "podman-build-ok",
+        "podman-build-network",
+        "refused-host-network",
+    ] {
         assert!(r.stdout.contains(marker), "{marker} missing: {}", r.all());
     }
     cleaned(job);
