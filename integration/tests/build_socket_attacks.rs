@@ -226,8 +226,15 @@ docker run -d --name web -v "{b}/data:/src:ro" --tmpfs /scratch $B sh -c 'cat /s
 docker wait web
 docker logs web
 docker rm web >/dev/null && echo removed
+podman --remote run -d --name pweb -v "{b}/data:/src:ro" --tmpfs /scratch $B sh -c 'cat /src/hello | sed s/job/podman/' > /tmp/p 2>&1; cat /tmp/p
+podman --remote wait pweb
+podman --remote logs pweb
+podman --remote rm pweb >/dev/null && echo podman-removed
 docker run --rm -v /etc:/h $B true 2>&1 | grep -q 'socket refused' && echo refused-etc
-docker ps 2>&1 | grep -q 'socket refused' && echo refused-listing
+docker create --name kept $B true >/dev/null
+docker ps -a --format '{{{{.Names}}}}' > /tmp/ps 2>&1; cat /tmp/ps
+grep -qx kept /tmp/ps && echo lists-its-own
+grep -q berth- /tmp/ps || echo hides-berths-containers
 true"#,
         b = b.display()
     );
@@ -237,8 +244,11 @@ true"#,
         "hello-from-the-job",
         "tmpfs-ok",
         "removed",
+        "hello-from-the-podman",
+        "podman-removed",
         "refused-etc",
-        "refused-listing",
+        "lists-its-own",
+        "hides-berths-containers",
     ] {
         assert!(r.stdout.contains(marker), "{marker} missing: {}", r.all());
     }

@@ -98,26 +98,6 @@ struct NsOption {
     path: String,
 }
 
-/// `idmappingoptions` as podman sends it (its client-side view of the mappings); checked for
-/// shape, then dropped: RUN steps keep the service's own user namespace mapping.
-#[derive(Debug, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-#[expect(dead_code, reason = "parsed to be checked, then dropped")]
-struct IdMappings {
-    #[serde(default)]
-    hostuidmapping: Option<bool>,
-    #[serde(default)]
-    hostgidmapping: Option<bool>,
-    #[serde(default)]
-    uidmap: Option<Vec<wire::Folded>>,
-    #[serde(default)]
-    gidmap: Option<Vec<wire::Folded>>,
-    #[serde(default)]
-    autousernsopts: Option<wire::Folded>,
-    #[serde(default)]
-    autouserns: Option<bool>,
-}
-
 /// Whether the job asked for no network (docker `--network none`, podman `--network none`).
 fn job_wants_no_network(q: &Query) -> Result<bool, Refusal> {
     let mut none = false;
@@ -427,7 +407,7 @@ pub fn query(
     }
     if let Some(ids) = q.one("idmappingoptions").filter(|v| !v.is_empty()) {
         // Validated and dropped: RUN steps keep the service's own user namespace mapping.
-        let _: Option<IdMappings> = wire::json_option(ids, "idmappingoptions")?;
+        let _: Option<super::create::IdMappings> = wire::json_option(ids, "idmappingoptions")?;
     }
     if q.one("cgroupparent").is_some_and(|c| !c.is_empty()) {
         return Err(refuse(

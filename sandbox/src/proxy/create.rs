@@ -514,6 +514,13 @@ fn tmpfs_options(target: &str, options: &str) -> Result<(), Refusal> {
                 | "uid"
                 | "gid"
                 | "nr_inodes"
+                | "rprivate"
+                | "private"
+                | "tmpcopyup"
+                | "notmpcopyup"
+                | "noatime"
+                | "relatime"
+                | "strictatime"
         ) {
             return Err(Refusal::new(
                 &format!("tmpfs {target:?} option {o:?}"),
@@ -727,15 +734,15 @@ pub struct LibpodCreate {
     #[serde(default, skip_serializing)]
     oci_runtime: Option<Empty>,
     #[serde(default, skip_serializing)]
-    idmappings: Option<Empty>,
+    idmappings: Option<IdMappings>,
     #[serde(default, skip_serializing)]
     groups: Option<Empty>,
     #[serde(default, skip_serializing)]
     env_host: Option<Empty>,
     #[serde(default, skip_serializing)]
     cgroup_parent: Option<Empty>,
-    #[serde(default, skip_serializing)]
-    annotations: Option<Empty>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    annotations: Option<BTreeMap<String, String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     image_volume_mode: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -760,6 +767,170 @@ pub struct LibpodCreate {
     shm_size: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     containercreatecommand: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    image_os: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    image_arch: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    image_variant: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    timeout: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    envmerge: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    unsetenv: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    unsetenvall: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    create_working_dir: Option<bool>,
+    #[serde(
+        default,
+        deserialize_with = "cgroups_mode",
+        skip_serializing_if = "Option::is_none"
+    )]
+    cgroups_mode: Option<String>,
+    #[serde(
+        default,
+        deserialize_with = "sdnotify",
+        skip_serializing_if = "Option::is_none"
+    )]
+    sdnotifymode: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    dns_server: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    dns_search: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    dns_option: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    hostadd: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    oom_score_adj: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    health_check_on_failure_action: Option<i64>,
+    #[serde(default, skip_serializing)]
+    healthconfig: Option<Empty>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    resource_limits: Option<ResourceLimits>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    r_limits: Option<Vec<Rlimit>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cpu_period: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cpu_quota: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    expose: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    timezone: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    volatile: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    manage_password: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    mask: Option<Vec<String>>,
+    #[serde(
+        default,
+        deserialize_with = "restart",
+        skip_serializing_if = "Option::is_none"
+    )]
+    restart_policy: Option<String>,
+    #[serde(default, skip_serializing)]
+    restart_tries: Option<Empty>,
+    #[serde(default, skip_serializing)]
+    unified: Option<Empty>,
+    #[serde(default, skip_serializing)]
+    weightdevice: Option<Empty>,
+    #[serde(default, skip_serializing)]
+    throttlereadbpsdevice: Option<Empty>,
+    #[serde(default, skip_serializing)]
+    throttlewritebpsdevice: Option<Empty>,
+    #[serde(default, skip_serializing)]
+    throttlereadiopsdevice: Option<Empty>,
+    #[serde(default, skip_serializing)]
+    throttlewriteiopsdevice: Option<Empty>,
+    #[serde(default, skip_serializing)]
+    network_options: Option<Empty>,
+    #[serde(default, skip_serializing)]
+    personality: Option<Empty>,
+    #[serde(default, skip_serializing)]
+    secret_env: Option<Empty>,
+    #[serde(default, skip_serializing)]
+    secrets: Option<Empty>,
+    #[serde(default, skip_serializing)]
+    chroot_directories: Option<Empty>,
+    #[serde(default, skip_serializing)]
+    rootfs: Option<Empty>,
+    #[serde(default, skip_serializing)]
+    rootfs_overlay: Option<Empty>,
+    #[serde(default, skip_serializing)]
+    rootfs_propagation: Option<Empty>,
+    #[serde(default, skip_serializing)]
+    storage_opts: Option<Empty>,
+    #[serde(default, skip_serializing)]
+    init_path: Option<Empty>,
+    #[serde(default, skip_serializing)]
+    init_container_type: Option<Empty>,
+    #[serde(default, skip_serializing)]
+    passwd_entry: Option<Empty>,
+    #[serde(default, skip_serializing)]
+    hostusers: Option<Empty>,
+    #[serde(default, skip_serializing)]
+    dependencycontainers: Option<Empty>,
+    #[serde(default, skip_serializing)]
+    namespace: Option<Empty>,
+    #[serde(default, skip_serializing)]
+    devices_from: Option<Empty>,
+    #[serde(default, skip_serializing)]
+    host_device_list: Option<Empty>,
+}
+
+/// Id mappings as podman sends them (`idmappingoptions` of a build, `idmappings` of a create:
+/// its client-side view); checked for shape, then dropped: Podman's own mapping applies.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+#[expect(dead_code, reason = "parsed to be checked, then dropped")]
+pub struct IdMappings {
+    #[serde(default)]
+    hostuidmapping: Option<bool>,
+    #[serde(default)]
+    hostgidmapping: Option<bool>,
+    #[serde(default)]
+    uidmap: Option<Vec<Folded>>,
+    #[serde(default)]
+    gidmap: Option<Vec<Folded>>,
+    #[serde(default)]
+    autousernsopts: Option<Folded>,
+    #[serde(default)]
+    autouserns: Option<bool>,
+}
+
+/// libpod `resource_limits`: pids, memory and CPU only (no devices, block I/O, hugepages or
+/// raw cgroup files).
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceLimits {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pids: Option<BTreeMap<String, i64>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    memory: Option<BTreeMap<String, i64>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cpu: Option<BTreeMap<String, serde_json::Value>>,
+}
+
+/// One rlimit (bounded by the service's own hard limits).
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rlimit {
+    r#type: String,
+    hard: u64,
+    soft: u64,
+}
+
+fn cgroups_mode<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    one_of(d, &["", "enabled", "disabled", "no-conmon"], "cgroups mode")
+}
+
+fn sdnotify<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    one_of(d, &["", "container", "conmon", "ignore"], "sd-notify mode")
 }
 
 /// Checks and re-serialises a libpod create body; returns it and the name it gives.
@@ -771,6 +942,30 @@ pub fn libpod(
     image_ref("field `image`", &create.image)?;
     if let Some(name) = &create.name {
         container_name(name)?;
+    }
+    // OCI runtimes read some annotations as settings (crun's `run.oci.*` keep host groups,
+    // for one): only podman's own bookkeeping passes.
+    if let Some(key) = create
+        .annotations
+        .iter()
+        .flatten()
+        .map(|(k, _)| k)
+        .find(|k| {
+            !matches!(
+                k.as_str(),
+                "io.container.manager"
+                    | "io.kubernetes.cri-o.TTY"
+                    | "io.kubernetes.cri-o.ContainerType"
+                    | "io.podman.annotations.autoremove"
+                    | "io.podman.annotations.init"
+            )
+        })
+    {
+        return Err(Refusal::new(
+            &format!("annotation `{key}`"),
+            "an annotation the OCI runtime may read as a setting",
+            "leave annotations unset",
+        ));
     }
     if let Some(mode) = &create.image_volume_mode
         && !matches!(mode.as_str(), "" | "anonymous" | "tmpfs" | "ignore")
@@ -796,10 +991,12 @@ pub fn libpod(
         match mount.r#type.as_str() {
             "bind" => {
                 check_bind_source(mount.source.as_deref().unwrap_or(""), binds)?;
-                if let Some(bad) = options
-                    .iter()
-                    .find(|o| !matches!(o.as_str(), "ro" | "rw" | "rbind" | "bind"))
-                {
+                if let Some(bad) = options.iter().find(|o| {
+                    !matches!(
+                        o.as_str(),
+                        "ro" | "rw" | "rbind" | "bind" | "rprivate" | "private"
+                    )
+                }) {
                     return Err(Refusal::new(
                         &format!("bind mount option {bad:?}"),
                         "not offered",

@@ -116,6 +116,11 @@ impl Own {
         }
     }
 
+    /// Every id this socket handed out.
+    pub fn ids(&self) -> Vec<String> {
+        self.ids.iter().cloned().collect()
+    }
+
     /// The full id `reference` names: a name the job gave, a full id, or a unique prefix of at
     /// least 12 characters of an id this socket handed out.
     pub fn resolve(&self, reference: &str) -> Option<&str> {

@@ -293,6 +293,9 @@ fn decide_inner(call: &Call<'_>, ctx: &Context<'_>) -> Result<Forward, Refusal> 
                 &endpoint,
                 &[
                     "reference",
+                    "authfile",
+                    "username",
+                    "password",
                     "policy",
                     "tlsverify",
                     "quiet",
@@ -311,6 +314,7 @@ fn decide_inner(call: &Call<'_>, ctx: &Context<'_>) -> Result<Forward, Refusal> 
                 )
             })?;
             out.push(("reference", image_ref("query option `reference`", image)?));
+            no_authfile(&q)?;
             if let Some(p) = q.one("policy") {
                 if !matches!(p, "always" | "missing" | "never" | "newer") {
                     return Err(Refusal::new(
@@ -359,6 +363,46 @@ fn decide_inner(call: &Call<'_>, ctx: &Context<'_>) -> Result<Forward, Refusal> 
         }
         (_, ["images", rest @ ..]) if !rest.is_empty() => {
             image_endpoint(&route, method, rest, &q, &endpoint)
+        }
+        (&Method::GET, ["containers", "json"]) if ctx.mode == Mode::Run => {
+            q.only(
+                &endpoint,
+                &["all", "filters", "size", "limit", "last", "sync"],
+                &[],
+            )?;
+            flag(&q, "all", &mut out, "all")?;
+            flag(&q, "sync", &mut out, "sync")?;
+            flag(&q, "size", &mut out, "size")?;
+            number(&q, "limit", &mut out, "limit")?;
+            number(&q, "last", &mut out, "last")?;
+            let mut filters: std::collections::BTreeMap<String, Vec<String>> =
+                match q.one("filters") {
+                    Some(f) if !f.is_empty() => wire::json_option(f, "filters")?,
+                    _ => std::collections::BTreeMap::new(),
+                };
+            if let Some(key) = filters.keys().find(|k| {
+                !matches!(
+                    k.as_str(),
+                    "name" | "status" | "label" | "ancestor" | "exited" | "id"
+                )
+            }) {
+                return Err(Refusal::new(
+                    &format!("container list filter `{key}`"),
+                    "not offered",
+                    "filter by name, id, status, label, ancestor or exited",
+                ));
+            }
+            // Only the job's own containers are listed: the id filter is the proxy's.
+            let mut ids = ctx.own.ids();
+            if ids.is_empty() {
+                ids.push("0".repeat(64));
+            }
+            filters.insert("id".to_owned(), ids);
+            out.push((
+                "filters",
+                serde_json::to_string(&filters).unwrap_or_default(),
+            ));
+            Ok(route.to(m, "/containers/json", &out, ForwardBody::Empty))
         }
         (_, ["containers", "json"]) => Err(not_offered(method, call.path, ctx.mode)),
         (_, ["containers", ..]) if ctx.mode != Mode::Run => Err(Refusal::new(
@@ -409,7 +453,7 @@ fn decide_inner(call: &Call<'_>, ctx: &Context<'_>) -> Result<Forward, Refusal> 
             })?;
             let id = id.to_owned();
             let (path, allowed): (String, &[&str]) = match (method, rest) {
-                (&Method::POST, ["start"]) => (format!("/containers/{id}/start"), &[]),
+                (&Method::POST, ["start"]) => (format!("/containers/{id}/start"), &["recursive"]),
                 (&Method::POST, ["wait"]) => {
                     (format!("/containers/{id}/wait"), &["condition", "interval"])
                 }
@@ -434,7 +478,7 @@ fn decide_inner(call: &Call<'_>, ctx: &Context<'_>) -> Result<Forward, Refusal> 
                 ),
                 (&Method::DELETE, []) => (
                     format!("/containers/{id}"),
-                    &["force", "v", "timeout", "ignore"],
+                    &["force", "v", "volumes", "timeout", "ignore", "depend"],
                 ),
                 (_, [action, ..]) if matches!(*action, "attach" | "exec") => {
                     return Err(Refusal::new(
@@ -482,6 +526,14 @@ fn decide_inner(call: &Call<'_>, ctx: &Context<'_>) -> Result<Forward, Refusal> 
                         }
                     }
                     "t" | "timeout" => number(&q, key, &mut out, key_name(key))?,
+                    // Containers that depend on this one might not be the job's.
+                    "depend" if q.flag("depend")? == Some(true) => {
+                        return Err(Refusal::new(
+                            "query option `depend`",
+                            "removes the containers that depend on this one",
+                            "remove the job's own containers one by one",
+                        ));
+                    }
                     other => flag(&q, other, &mut out, key_name(other))?,
                 }
             }
@@ -489,6 +541,21 @@ fn decide_inner(call: &Call<'_>, ctx: &Context<'_>) -> Result<Forward, Refusal> 
         }
         _ => Err(not_offered(method, call.path, ctx.mode)),
     }
+}
+
+/// `authfile` names a file on the host, and credentials in a query string end up in logs: only
+/// the empty values podman sends are accepted (never repeated in a refusal).
+fn no_authfile(q: &Query) -> Result<(), Refusal> {
+    for key in ["authfile", "username", "password"] {
+        if q.one(key).is_some_and(|v| !v.is_empty()) {
+            return Err(Refusal::new(
+                &format!("query option `{key}`"),
+                "set (a file on the host, or credentials in the URL)",
+                "send credentials in the X-Registry-Auth header (docker login, --creds)",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Values in a list filter: strings, one or many.
@@ -523,6 +590,9 @@ fn key_name(key: &str) -> &'static str {
         "compress" => "compress",
         "all" => "all",
         "removesignatures" => "removeSignatures",
+        "recursive" => "recursive",
+        "depend" => "depend",
+        "volumes" => "volumes",
         _ => "unknown",
     }
 }
@@ -572,6 +642,9 @@ fn image_endpoint(
                 endpoint,
                 &[
                     "tag",
+                    "authfile",
+                    "username",
+                    "password",
                     "destination",
                     "tlsverify",
                     "format",
@@ -586,6 +659,7 @@ fn image_endpoint(
             if let Some(tag) = q.one("tag").filter(|t| !t.is_empty()) {
                 out.push(("tag", simple("query option `tag`", tag, b"._-")?));
             }
+            no_authfile(q)?;
             if let Some(d) = q.one("destination") {
                 out.push(("destination", image_ref("query option `destination`", d)?));
             }

@@ -428,7 +428,6 @@ fn image_escapes_are_refused() {
         (Method::POST, "/v4.3.1/libpod/system/prune"),
         (Method::GET, "/v4.3.1/libpod/generate/x/systemd"),
         (Method::POST, "/v4.3.1/libpod/manifests/x/push"),
-        (Method::GET, "/v1.41/containers/json"),
         (Method::GET, "/v1.41/images/x/get"),
     ] {
         let r = f.refusal(Mode::Run, method, path, "", None);
@@ -597,6 +596,26 @@ fn foreign_containers_exec_and_attach_are_refused() {
 }
 
 #[test]
+fn removing_dependents_is_refused() {
+    let f = Fixture::new();
+    let r = f.refusal(
+        Mode::Run,
+        Method::DELETE,
+        "/v4.3.1/libpod/containers/mine",
+        "depend=true",
+        None,
+    );
+    assert!(r.field.contains("depend"), "{r}");
+    f.forward(
+        Mode::Run,
+        Method::DELETE,
+        "/v4.3.1/libpod/containers/mine",
+        "depend=false&volumes=true",
+        None,
+    );
+}
+
+#[test]
 fn symlinked_relative_and_outside_bind_sources_are_refused() {
     let f = Fixture::new();
     let builds = f.builds();
@@ -684,6 +703,14 @@ fn create_bodies_are_read_as_podman_reads_them() {
         );
         assert!(r.problem.contains("given twice"), "{r}");
     }
+    let r = f
+        .create(&json!({"Image": "x", "HostConfig": {"LogConfig": {"Config": {"path": "/x"}}}}))
+        .expect_err("log path");
+    assert!(
+        r.problem
+            .contains("`hostconfig`: `logconfig`: `config`: a field that reaches beyond the job"),
+        "names the whole path: {r}"
+    );
     let r = f.create(&escapes[6]).expect_err("privileged");
     assert!(r.problem.contains("unknown field `privileged`"), "{r}");
 }
@@ -714,6 +741,16 @@ fn libpod_create_bodies_are_read_as_podman_reads_them() {
         json!({"image": "x", "seccomp_profile_path": "/tmp/allow.json"}),
         json!({"image": "x", "devices": [{"path": "/dev/kvm"}]}),
         json!({"image": "x", "oci_runtime": "/builds/evil-runtime"}),
+        json!({"image": "x", "annotations": {"run.oci.keep_original_groups": "1"}}),
+        json!({"image": "x", "rootfs": "/"}),
+        json!({"image": "x", "init_path": "/home/runner/evil"}),
+        json!({"image": "x", "hostusers": ["runner"]}),
+        json!({"image": "x", "groups": ["keep-groups"]}),
+        json!({"image": "x", "unified": {"memory.max": "max"}}),
+        json!({"image": "x", "resource_limits": {"devices": [{"allow": true, "access": "rwm"}]}}),
+        json!({"image": "x", "seccomp_policy": "image"}),
+        json!({"image": "x", "systemd": "always", "cgroups_mode": "split"}),
+        json!({"image": "x", "secret_env": {"A": "other-jobs-secret"}}),
     ] {
         let r = f.libpod_create(&body).expect_err(&body.to_string());
         assert!(!r.problem.is_empty(), "{body}: {r}");

@@ -264,7 +264,12 @@ struct Fold(serde_json::Value);
 
 struct FoldMap {
     entries: std::vec::IntoIter<(String, serde_json::Value)>,
-    value: Option<serde_json::Value>,
+    value: Option<(String, serde_json::Value)>,
+}
+
+/// Prefixes an error with the field it concerns, so nested problems name their whole path.
+fn within(field: &str, e: serde_json::Error) -> serde_json::Error {
+    de::Error::custom(format_args!("`{field}`: {e}"))
 }
 
 impl<'de> MapAccess<'de> for FoldMap {
@@ -276,7 +281,7 @@ impl<'de> MapAccess<'de> for FoldMap {
     ) -> Result<Option<K::Value>, Self::Error> {
         match self.entries.next() {
             Some((k, v)) => {
-                self.value = Some(v);
+                self.value = Some((k.clone(), v));
                 seed.deserialize(de::value::StringDeserializer::new(k))
                     .map(Some)
             }
@@ -288,7 +293,8 @@ impl<'de> MapAccess<'de> for FoldMap {
         &mut self,
         seed: V,
     ) -> Result<V::Value, Self::Error> {
-        seed.deserialize(Fold(self.value.take().unwrap_or_default()))
+        let (key, value) = self.value.take().unwrap_or_default();
+        seed.deserialize(Fold(value)).map_err(|e| within(&key, e))
     }
 }
 
