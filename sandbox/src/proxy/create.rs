@@ -18,19 +18,25 @@ use super::wire::{self, Folded};
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Empty;
 
+/// Whether a JSON value says nothing: `null`, `false`, `0`, `""`, `[]`, or an object whose
+/// every value is such a scalar (`{"Propagation": ""}`).
+fn says_nothing(v: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match v {
+        Value::Null => true,
+        Value::Bool(b) => !b,
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        // `{"/data": {}}` (a volume) names something by its key: only scalar values count.
+        Value::Object(o) => o.values().all(|v| !v.is_object() && says_nothing(v)),
+    }
+}
+
 impl<'de> Deserialize<'de> for Empty {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        use serde_json::Value;
         let Folded(v) = Folded::deserialize(d)?;
-        let empty = match &v {
-            Value::Null => true,
-            Value::Bool(b) => !b,
-            Value::Number(n) => n.as_f64() == Some(0.0),
-            Value::String(s) => s.is_empty(),
-            Value::Array(a) => a.is_empty(),
-            Value::Object(o) => o.is_empty(),
-        };
-        if empty {
+        if says_nothing(&v) {
             Ok(Self)
         } else {
             Err(serde::de::Error::custom(

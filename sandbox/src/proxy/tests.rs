@@ -521,7 +521,8 @@ fn a_container_run_with_a_bind_beneath_the_job_and_a_tmpfs_passes() {
     // The whole builds directory and a Mounts tmpfs pass too.
     f.create(&json!({"Image": "x", "HostConfig": {
         "Binds": [format!("{}:/b", f.builds().display())],
-        "Mounts": [{"Type": "tmpfs", "Target": "/t", "TmpfsOptions": {"SizeBytes": 1048576}}]}}))
+        "Mounts": [{"Type": "tmpfs", "Target": "/t", "TmpfsOptions": {"SizeBytes": 1048576}},
+                   {"Type": "bind", "Source": source, "Target": "/m", "BindOptions": {"Propagation": ""}}]}}))
         .expect("allowed");
     // podman --remote run -d -v <builds>/sub:/src --tmpfs /t
     let libpod = json!({"name": "pod-run", "image": "localhost/busybox:latest", "command": ["true"],
@@ -661,6 +662,7 @@ fn create_bodies_are_read_as_podman_reads_them() {
         json!({"Image": "x", "privileged": true}),
         json!({"Image": "x", "HostConfig": {"Mounts": [{"Type": "bind,source=/", "Target": "/h"}]}}),
         json!({"Image": "x", "HostConfig": {"Mounts": [{"Type": "volume", "Source": "v", "Target": "/h"}]}}),
+        json!({"Image": "x", "HostConfig": {"Mounts": [{"Type": "bind", "Source": b, "Target": "/h", "BindOptions": {"Propagation": "rshared"}}]}}),
         json!({"Image": "x", "HostConfig": {"Mounts": [{"Type": "tmpfs", "Source": "/etc", "Target": "/h"}]}}),
         json!({"Image": "x", "HostConfig": {"Binds": [format!("{}:/h:z", b.display())]}}),
         json!({"Image": "x", "HostConfig": {"Binds": [format!("{}:/h:rshared", b.display())]}}),
