@@ -74,6 +74,10 @@ pub(crate) enum DbCommand {
 }
 
 fn parse_build_socket(text: &str) -> Result<berth_sandbox::proxy::Mode, String> {
-    berth_sandbox::proxy::Mode::parse(text)
-        .ok_or_else(|| format!("{text:?} is not a build socket mode: use build or run"))
+    match berth_sandbox::proxy::Mode::parse(text) {
+        Some(berth_sandbox::proxy::Mode::Off) | None => Err(format!(
+            "{text:?} is not a mode the build socket serves: use build or run"
+        )),
+        Some(mode) => Ok(mode),
+    }
 }
