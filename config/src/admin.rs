@@ -53,6 +53,45 @@ pub enum NetworkMode {
     None,
 }
 
+/// What the per-job build socket offers (`build_socket`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BuildSocket {
+    /// No build socket.
+    Off,
+    /// Builds, and image tag, push, pull, list, inspect, remove, history and load.
+    Build,
+    /// `build`, plus containers the job creates through the socket (bind mounts only from
+    /// beneath the job's builds directory, and tmpfs).
+    Run,
+}
+
+impl BuildSocket {
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Off => "off",
+            Self::Build => "build",
+            Self::Run => "run",
+        }
+    }
+
+    /// Parses the config spelling.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "off" => Some(Self::Off),
+            "build" => Some(Self::Build),
+            "run" => Some(Self::Run),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for BuildSocket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The raw TOML, exactly as written. Every key is optional; defaults are applied in [`validate`].
 /// `deny_unknown_fields` because a typo in a security setting must fail closed.
 #[derive(Debug, Default, Deserialize)]
@@ -83,7 +122,7 @@ struct RawConfig {
     insecure_registries: Option<Vec<String>>,
     nested_builds: Option<bool>,
     nested_run: Option<bool>,
-    build_socket: Option<bool>,
+    build_socket: Option<toml::Value>,
     scan_images: Option<bool>,
     scan_db: Option<PathBuf>,
     scan_severity: Option<String>,
@@ -265,8 +304,8 @@ pub struct Config {
     /// longer gated on CAP_SYS_ADMIN, an unmasked `/proc`, and inner containers get a user
     /// namespace of their own. Never privileged, never unconfined.
     pub nested_run: bool,
-    /// Offer the job a Docker-compatible build socket behind berth's filtering proxy.
-    pub build_socket: bool,
+    /// What the Docker-compatible build socket behind berth's filtering proxy offers.
+    pub build_socket: BuildSocket,
     /// Scanning of the images a job builds.
     pub scan: ScanSettings,
     /// Per-job rootless BuildKit: the `buildkitd` binary (None: not offered).
@@ -749,6 +788,37 @@ fn validate(raw: RawConfig, source: Option<&Path>) -> Result<Config, Vec<ConfigP
             false
         }
     };
+    let build_socket = match &raw.build_socket {
+        None => BuildSocket::Build,
+        Some(toml::Value::String(text)) => BuildSocket::parse(text).unwrap_or_else(|| {
+            problems.push(ConfigProblem::new(
+                "build_socket",
+                format!("unknown choice {text:?}"),
+                "use \"off\", \"build\" (default: builds and images) or \"run\" (also containers)",
+            ));
+            BuildSocket::Build
+        }),
+        Some(toml::Value::Boolean(old)) => {
+            problems.push(ConfigProblem::new(
+                "build_socket",
+                format!("the boolean {old} is no longer accepted"),
+                if *old {
+                    "write build_socket = \"build\" (builds and images) or \"run\" (also containers)"
+                } else {
+                    "write build_socket = \"off\""
+                },
+            ));
+            BuildSocket::Off
+        }
+        Some(other) => {
+            problems.push(ConfigProblem::new(
+                "build_socket",
+                format!("a {}, not a string", other.type_str()),
+                "use \"off\", \"build\" or \"run\"",
+            ));
+            BuildSocket::Off
+        }
+    };
     let nested_builds = raw.nested_builds.unwrap_or(true);
     let nested_run = raw.nested_run.unwrap_or(false);
     if nested_run && !nested_builds {
@@ -794,7 +864,7 @@ fn validate(raw: RawConfig, source: Option<&Path>) -> Result<Config, Vec<ConfigP
             0 => None,
             days => Some(days),
         },
-        build_socket: raw.build_socket.unwrap_or(true),
+        build_socket,
         scan,
         buildkitd,
         buildkit_host_network,
@@ -818,6 +888,25 @@ mod tests {
         assert!(c.no_new_privileges);
         assert_eq!(c.pull_policy, vec![PullPolicy::IfNotPresent]);
         assert!(c.allowed_images.allows("anything:1"));
+    }
+
+    #[test]
+    fn the_build_socket_is_a_mode_and_the_old_boolean_names_the_fix() {
+        assert_eq!(Config::defaults().build_socket, BuildSocket::Build);
+        let run = Config::parse("build_socket = \"run\"\n", None).expect("valid");
+        assert_eq!(run.build_socket, BuildSocket::Run);
+        for (text, fix) in [
+            ("build_socket = true\n", "\"build\""),
+            ("build_socket = false\n", "\"off\""),
+            ("build_socket = \"all\"\n", "\"run\""),
+        ] {
+            let err = Config::parse(text, None).expect_err(text);
+            let ConfigError::Invalid { problems, .. } = err else {
+                panic!("expected Invalid, got {err}");
+            };
+            assert_eq!(problems[0].key, "build_socket");
+            assert!(problems[0].fix.contains(fix), "{text}: {}", problems[0].fix);
+        }
     }
 
     #[test]

@@ -115,17 +115,21 @@ pub(crate) fn main(cli: Cli) -> ExitCode {
             bind_root,
             log,
             insecure_registries,
+            mode,
         } => {
             let served = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .and_then(|rt| {
                     rt.block_on(berth_sandbox::proxy::serve(
-                        &listen,
-                        &upstream,
-                        &bind_root,
-                        &log,
-                        &insecure_registries,
+                        &berth_sandbox::proxy::ProxySettings {
+                            listen,
+                            upstream,
+                            bind_root,
+                            log,
+                            insecure_registries,
+                            mode,
+                        },
                     ))
                 });
             match served {
@@ -610,11 +614,7 @@ fn stage(
                 // A leased identity starts clean: whatever an earlier failure left of it
                 // (processes, files in its runtime directory) goes first.
                 runtime.block_on(async {
-                    berth_sandbox::podman::stop_identity(
-                        &identity,
-                        std::time::Duration::from_secs(2),
-                    )
-                    .await;
+                    berth_sandbox::podman::stop_identity(&identity).await;
                     berth_sandbox::podman::wipe_runtime_home(&identity).await
                 })?;
                 create_job_cgroup(&job, &identity);

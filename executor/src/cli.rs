@@ -65,6 +65,9 @@ pub(crate) enum Command {
         /// A plain-HTTP registry the admin allows, for `docker login` (repeatable).
         #[arg(long = "insecure-registry")]
         insecure_registries: Vec<String>,
+        /// What the socket offers: `build` or `run` (the admin's `build_socket`).
+        #[arg(long, value_parser = parse_build_socket)]
+        mode: berth_sandbox::proxy::Mode,
     },
 }
 
@@ -72,4 +75,13 @@ pub(crate) enum Command {
 pub(crate) enum DbCommand {
     /// Import OSV advisories (directory, all.zip, or a directory of all.zip files).
     Update(berth_scan::cli::DbUpdateArgs),
+}
+
+fn parse_build_socket(text: &str) -> Result<berth_sandbox::proxy::Mode, String> {
+    match berth_sandbox::proxy::Mode::parse(text) {
+        Some(berth_sandbox::proxy::Mode::Off) | None => Err(format!(
+            "{text:?} is not a mode the build socket serves: use build or run"
+        )),
+        Some(mode) => Ok(mode),
+    }
 }

@@ -754,10 +754,11 @@ fn the_build_socket_builds_tags_and_pushes_but_refuses_every_escape() {
     let registry = Registry::start("ci-user", "push-pass-123");
     let reg = registry.address.clone();
     // The admin's insecure registries reach the job's Podman service: the docker CLI has no
-    // --tls-verify of its own.
+    // --tls-verify of its own. In "run" mode containers are offered, so every escape below meets
+    // the container checks, not just the missing endpoint.
     let mut job = prepared_with(
         payload("localhost/build-tools:latest"),
-        &format!("insecure_registries = [\"{reg}\"]\n"),
+        &format!("insecure_registries = [\"{reg}\"]\nbuild_socket = \"run\"\n"),
     );
     let helper = format!("berth-{}-helper", job.key());
     let script = format!(

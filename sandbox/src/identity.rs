@@ -206,9 +206,17 @@ impl IdMap {
     }
 }
 
-/// Real uid of a running process, from `/proc/PID/status`.
+/// Real uid of a running process, from `/proc/PID/status` (None for a zombie: it holds
+/// nothing but its pid, and only its parent can take that).
 pub fn process_uid(pid: u32) -> Option<u32> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let zombie = status
+        .lines()
+        .find_map(|l| l.strip_prefix("State:"))
+        .is_some_and(|s| s.trim_start().starts_with('Z'));
+    if zombie {
+        return None;
+    }
     status
         .lines()
         .find_map(|l| l.strip_prefix("Uid:"))?

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use berth_config::admin::BuildSocket;
 use berth_config::{Config, ContractEnv, JobPayload};
 use berth_sandbox::identity::Identity;
 use berth_sandbox::paths::JobPaths;
@@ -186,7 +187,7 @@ pub fn podman_settings(config: &Config, host: &HostFacts) -> PodmanSettings {
         stop_grace: Duration::from_secs(config.stop_grace_secs),
         // The build socket's proxy cannot restart the service it fronts: with a socket the service
         // lives as long as the job (cleanup and reap stop it).
-        api_idle_timeout_secs: if config.build_socket {
+        api_idle_timeout_secs: if config.build_socket != BuildSocket::Off {
             0
         } else {
             config.api_idle_timeout_secs
@@ -197,7 +198,14 @@ pub fn podman_settings(config: &Config, host: &HostFacts) -> PodmanSettings {
         buildkitd: config.buildkitd.clone(),
         buildkit_host_network: config.buildkit_host_network,
         buildkit_shared_root: None,
-        build_socket_proxy: host.berth.clone().filter(|_| config.build_socket),
+        build_socket_proxy: host
+            .berth
+            .clone()
+            .filter(|_| config.build_socket != BuildSocket::Off)
+            .map(|berth| berth_sandbox::proxy::Launch {
+                berth,
+                mode: config.build_socket,
+            }),
         insecure_registries: config.insecure_registries.clone(),
     }
 }

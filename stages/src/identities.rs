@@ -317,7 +317,7 @@ pub async fn release_host(
     paths: &JobPaths,
 ) -> Vec<StageError> {
     let mut errors = Vec::new();
-    berth_sandbox::podman::stop_identity(identity, std::time::Duration::from_secs(2)).await;
+    berth_sandbox::podman::stop_identity(identity).await;
     process::as_root(|| {
         if let Ok(entries) = std::fs::read_dir(&paths.mounts_dir) {
             for entry in entries.flatten() {
@@ -338,7 +338,7 @@ pub async fn release_host(
     if let Err(e) = berth_sandbox::podman::wipe_runtime_home(identity).await {
         errors.push(StageError::Sandbox(e));
     }
-    berth_sandbox::podman::stop_identity(identity, std::time::Duration::from_secs(2)).await;
+    berth_sandbox::podman::stop_identity(identity).await;
     let left = berth_sandbox::identity::processes_of(identity)
         .into_iter()
         .filter(|p| *p != std::process::id())

@@ -45,8 +45,8 @@ pub struct PodmanSettings {
     /// The job's own identity (started as root): every process of the job runs as it, and
     /// teardown ends every process it owns. None: berth's own user, shared by all its jobs.
     pub job_identity: Option<Identity>,
-    /// The berth binary, to start the job's build socket proxy (None: no build socket).
-    pub build_socket_proxy: Option<PathBuf>,
+    /// The berth binary and mode of the job's build socket proxy (None: no build socket).
+    pub build_socket_proxy: Option<crate::proxy::Launch>,
     /// The `buildkitd` binary for a per-job rootless BuildKit (None: not offered).
     pub buildkitd: Option<PathBuf>,
     /// Let BuildKit's RUN steps use the host network (else slirp4netns without host loopback).
@@ -369,14 +369,16 @@ impl PodmanSandbox {
 
     /// Starts the filtering proxy that serves the job's build socket (see `crate::proxy`).
     async fn start_build_socket(&self) -> Result<(), SandboxError> {
-        let Some(berth) = &self.settings.build_socket_proxy else {
+        let Some(launch) = &self.settings.build_socket_proxy else {
             return Ok(());
         };
         let dir = self.paths.build_socket_dir();
         mkdir(&dir, 0o755)?;
         let socket = dir.join("docker.sock");
-        let mut spec = CommandSpec::new(berth).args([
+        let mut spec = CommandSpec::new(launch.berth.clone()).args([
             "build-proxy".into(),
+            "--mode".into(),
+            launch.mode.as_str().into(),
             "--listen".into(),
             socket.clone().into_os_string(),
             "--upstream".into(),
@@ -686,7 +688,7 @@ impl PodmanSandbox {
     /// stop (its Podman service, proxy, BuildKit, conmon, containers, its pause process), its
     /// files go from inside its user namespace, and nothing of it is left to find by name.
     async fn teardown_identity(&self, identity: &Identity, errors: &mut Vec<SandboxError>) {
-        stop_identity(identity, Duration::from_secs(2)).await;
+        stop_identity(identity).await;
         // A pause.pid of a process now gone would make the next Podman try to join it.
         if let Err(e) = wipe_runtime_home(identity).await {
             errors.push(e);
@@ -710,7 +712,7 @@ impl PodmanSandbox {
             errors.push(e.into());
         }
         // `podman unshare` started a pause process again.
-        stop_identity(identity, Duration::from_secs(2)).await;
+        stop_identity(identity).await;
         if let Err(e) = wipe_runtime_home(identity).await {
             errors.push(e);
         }
@@ -1185,45 +1187,34 @@ pub async fn wipe_runtime_home(identity: &Identity) -> Result<(), SandboxError> 
     ]));
     let inside = process::run(&spec, &CancellationToken::new()).await;
     // `podman unshare` left a pause process and its files behind.
-    stop_identity(identity, Duration::from_secs(2)).await;
+    stop_identity(identity).await;
     process::run(&plain, &CancellationToken::new()).await?;
     inside.map(drop).map_err(SandboxError::from)
 }
 
-/// Stops every process `identity` owns but this one: SIGTERM, up to `grace`, then SIGKILL.
-/// Its subordinate-id processes need root to signal.
-pub async fn stop_identity(identity: &Identity, grace: Duration) {
+/// Ends every process `identity` owns but this one, with SIGKILL: the job is over, and a
+/// container's init ignores SIGTERM (a graceful stop of the job's scripts is the agent's, at
+/// cancel). Its subordinate-id processes need root to signal.
+pub async fn stop_identity(identity: &Identity) {
     let own = std::process::id();
-    let victims = || {
-        crate::identity::processes_of(identity)
+    for _ in 0..100 {
+        let targets: Vec<u32> = crate::identity::processes_of(identity)
             .into_iter()
             .filter(|pid| *pid != own)
-            .collect::<Vec<u32>>()
-    };
-    let signal_all = |sig: nix::sys::signal::Signal| {
-        let targets = victims();
+            .collect();
+        if targets.is_empty() {
+            return;
+        }
         process::as_root(|| {
             for pid in &targets {
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid.cast_signed()), sig);
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid.cast_signed()),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
             }
         });
-        targets.len()
-    };
-    if signal_all(nix::sys::signal::Signal::SIGTERM) == 0 {
-        return;
-    }
-    let deadline = tokio::time::Instant::now() + grace;
-    while tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        if victims().is_empty() {
-            return;
-        }
-    }
-    for _ in 0..50 {
-        if signal_all(nix::sys::signal::Signal::SIGKILL) == 0 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        // A killed process stays in the table until its parent (or init) reaps it.
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
