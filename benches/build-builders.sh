@@ -28,7 +28,7 @@ mkdir -p "/var/lib/berth/jobs/$key/builds/ctx" && cp -r benches/contexts/* "/var
 chown -R berth-runner:berth-runner "/var/lib/berth/jobs/$key/builds/ctx"
 # BuildKit resolves FROM through an OCI layout of the base image (no registry here).
 uid=$(id -u berth-runner)
-runuser -u berth-runner -- env -C / XDG_RUNTIME_DIR=/run/user/$uid HOME=/home/berth-runner TMPDIR=/run/user/$uid/berth \
+runuser -u berth-runner -- env -C / XDG_RUNTIME_DIR=/run/user/$uid HOME=/home/berth-runner CONTAINERS_CONF=/etc/berth/podman/containers/containers.conf TMPDIR=/run/user/$uid/berth \
   podman --root /var/lib/berth/images --runroot /run/user/$uid/berth/base-run --storage-driver overlay \
   image save --format oci-dir -o "/var/lib/berth/jobs/$key/builds/ctx/busybox-oci" localhost/busybox:latest >/dev/null
 cp "$BUILDKIT/buildctl" "/var/lib/berth/jobs/$key/builds/ctx/buildctl"

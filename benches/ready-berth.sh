@@ -10,7 +10,7 @@ BUILDKIT=${BERTH_PEERS_DIR:-/var/cache/berth-peers}/buildkit
 tmp=$(mktemp -d /tmp/custom-executorXXXXXX)
 trap 'rm -rf "$tmp"' EXIT
 if [ "${BUILDERS:-all}" = none ]; then
-  printf 'nested_builds = false\nbuild_socket = false\n' >"$tmp/berth.toml"
+  printf 'nested_builds = false\nbuild_socket = "off"\n' >"$tmp/berth.toml"
 else
   printf 'buildkitd = "%s"\n' "$BUILDKIT/buildkitd" >"$tmp/berth.toml"
 fi

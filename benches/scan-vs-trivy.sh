@@ -20,7 +20,7 @@ work=/var/cache/berth-test/scan-bench
 mkdir -p "$work"
 if [ ! -s "$work/helper.tar" ]; then
   uid=$(id -u berth-runner)
-  runuser -u berth-runner -- env -C / XDG_RUNTIME_DIR=/run/user/$uid HOME=/home/berth-runner \
+  runuser -u berth-runner -- env -C / XDG_RUNTIME_DIR=/run/user/$uid HOME=/home/berth-runner CONTAINERS_CONF=/etc/berth/podman/containers/containers.conf \
     podman --root /var/lib/berth/images --runroot /run/user/$uid/berth/base-run --storage-driver overlay \
     save --format docker-archive -o /tmp/berth-bench-helper.tar localhost/berth-helper:latest
   mv /tmp/berth-bench-helper.tar "$work/helper.tar"

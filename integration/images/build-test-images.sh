@@ -24,7 +24,7 @@ install -d -m 0700 -o "$RUNNER_USER" -g "$RUNNER_USER" "/run/user/$uid/berth"
 
 podman_base() {
   runuser -u "$RUNNER_USER" -- env -C / XDG_RUNTIME_DIR="/run/user/$uid" HOME="$(getent passwd "$RUNNER_USER" | cut -d: -f6)" \
-    XDG_CONFIG_HOME=/etc/berth/podman podman --root "$STATE_DIR/images" --runroot "/run/user/$uid/berth/base-run" --storage-driver overlay \
+    CONTAINERS_CONF=/etc/berth/podman/containers/containers.conf podman --root "$STATE_DIR/images" --runroot "/run/user/$uid/berth/base-run" --storage-driver overlay \
     --cgroup-manager cgroupfs --events-backend file "$@"
 }
 have_image() { podman_base image exists "$1" 2>/dev/null; }

@@ -423,6 +423,7 @@ pub fn store_podman(root: &Path, runroot: &Path, args: &[&str]) -> Output {
         .args(["-u", RUNNER_USER, "--", "env", "-C", "/"])
         .arg(format!("XDG_RUNTIME_DIR=/run/user/{uid}"))
         .arg(format!("HOME=/home/{RUNNER_USER}"))
+        .arg("CONTAINERS_CONF=/etc/berth/podman/containers/containers.conf")
         .arg("podman")
         .arg("--root")
         .arg(root)
