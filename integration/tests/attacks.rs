@@ -267,14 +267,33 @@ fn cleanup_leaves_no_process_or_file_of_the_job_identity() {
         .map(|d| d.flatten().map(|e| e.path()).collect::<Vec<_>>())
         .unwrap_or_default();
     assert!(runtime.is_empty(), "left in /run/user/{uid}: {runtime:?}");
-    let survivors = Command::new("pgrep")
-        .args(["-u", &uid.to_string(), "-a"])
-        .output()
-        .expect("pgrep");
+    // Zombies hold nothing but a pid, and only their parent (here init) can take that.
+    let survivors: Vec<String> = std::fs::read_dir("/proc")
+        .expect("proc")
+        .flatten()
+        .filter_map(|e| {
+            let status = std::fs::read_to_string(e.path().join("status")).ok()?;
+            let field = |name: &str| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .map(str::trim)
+                    .map(str::to_owned)
+            };
+            let live = !field("State:")?.starts_with('Z');
+            let owned = field("Uid:")?.split_whitespace().next() == Some(&uid.to_string());
+            (live && owned).then(|| {
+                format!(
+                    "{} {}",
+                    e.file_name().to_string_lossy(),
+                    field("Name:").unwrap_or_default()
+                )
+            })
+        })
+        .collect();
     assert!(
-        survivors.stdout.is_empty(),
-        "processes of {identity} survived cleanup: {}",
-        String::from_utf8_lossy(&survivors.stdout)
+        survivors.is_empty(),
+        "processes of {identity} survived cleanup: {survivors:?}"
     );
     assert!(job.leftovers().is_empty(), "{:#?}", job.leftovers());
 }

@@ -91,9 +91,12 @@ impl JobPaths {
         self.job_dir.join("built-images.json")
     }
 
-    /// Registry credentials for this job's pulls (0600, removed right after the pull).
+    /// Registry credentials for this job's pulls (the store identity's, 0600, removed right
+    /// after the pull), in a directory of root's that only lets its owners' files be reached.
     pub fn auth_file(&self) -> PathBuf {
-        self.mounts_dir.join("pull-auth.json")
+        Path::new(RUN_ROOT)
+            .join("pull-auth")
+            .join(format!("{}.json", self.key))
     }
 
     /// The job's registries configuration (only with admin-listed insecure registries).

@@ -284,16 +284,46 @@ pub fn read_image(args: &ScanArgs) -> Result<Read, CliError> {
     })
 }
 
-/// Scans what `args` names: reads the image, then judges its inventory.
+/// Scans what `args` names: opens the advisories (a missing or stale database fails before
+/// any image is read), reads the image, then judges its inventory.
 pub fn scan(args: &ScanArgs, ignore: IgnoreList, now: OffsetDateTime) -> Result<Scanned, CliError> {
+    let db = open_db(args, now)?;
     let read = read_image(args)?;
-    judge(args, read, ignore, now)
+    judge_with(args, db, read, ignore, now)
 }
 
 /// The pure part of a scan: an inventory against the advisories under the policy `args` and
 /// `ignore` set.
 pub fn judge(
     args: &ScanArgs,
+    read: Read,
+    ignore: IgnoreList,
+    now: OffsetDateTime,
+) -> Result<Scanned, CliError> {
+    let db = open_db(args, now)?;
+    judge_with(args, db, read, ignore, now)
+}
+
+/// The advisory database `args` names, with its staleness warnings (or error, if the admin
+/// asked for one).
+fn open_db(args: &ScanArgs, now: OffsetDateTime) -> Result<(AdvisoryDb, Vec<String>), CliError> {
+    let db = AdvisoryDb::open(&args.db)?;
+    let action = if args.db_stale_fail {
+        StaleAction::Fail
+    } else {
+        StaleAction::Warn
+    };
+    let warnings = db
+        .meta
+        .check_age(now, args.db_max_age_days, action)?
+        .into_iter()
+        .collect();
+    Ok((db, warnings))
+}
+
+fn judge_with(
+    args: &ScanArgs,
+    (db, mut warnings): (AdvisoryDb, Vec<String>),
     read: Read,
     ignore: IgnoreList,
     now: OffsetDateTime,
@@ -312,14 +342,6 @@ pub fn judge(
         ignore,
         today: now.date(),
     };
-    let db = AdvisoryDb::open(&args.db)?;
-    let mut warnings = Vec::new();
-    let action = if args.db_stale_fail {
-        StaleAction::Fail
-    } else {
-        StaleAction::Warn
-    };
-    warnings.extend(db.meta.check_age(now, args.db_max_age_days, action)?);
     let Read {
         inventory: inv,
         warnings: w,

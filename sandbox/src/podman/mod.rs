@@ -212,7 +212,12 @@ impl PodmanSandbox {
             let doc = json!({ "auths": { auth.registry.clone(): { "auth": token } } });
             // The pull runs as the store identity: the file is made for it alone, by root.
             let owner = self.settings.store.identity;
-            process::as_root(|| write_private(&file, doc.to_string().as_bytes(), owner))?;
+            process::as_root(|| {
+                if let Some(dir) = file.parent() {
+                    mkdir(dir, 0o711)?;
+                }
+                write_private(&file, doc.to_string().as_bytes(), owner)
+            })?;
             spec = spec.args(["--authfile".into(), file.into_os_string()]);
         }
         spec = spec.args([image]);

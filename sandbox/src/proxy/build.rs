@@ -441,14 +441,17 @@ pub fn query(
         out.push(("isolation", "0".to_owned()));
     }
     let no_network = job_wants_no_network(q)?;
-    let (path, policy) = match network {
-        BuildNetwork::Join(path) if !no_network => (path.to_string_lossy().into_owned(), "0"),
-        _ => (String::new(), "1"),
+    let (path, policy, host) = match network {
+        BuildNetwork::Join(path) if !no_network => {
+            (path.to_string_lossy().into_owned(), "0", false)
+        }
+        BuildNetwork::Host if !no_network => (String::new(), "0", true),
+        _ => (String::new(), "1", false),
     };
     out.push(("networkmode", policy.to_owned()));
     out.push((
         "nsoptions",
-        serde_json::json!([{ "Name": "network", "Host": false, "Path": path }]).to_string(),
+        serde_json::json!([{ "Name": "network", "Host": host, "Path": path }]).to_string(),
     ));
     Ok(out)
 }

@@ -147,6 +147,9 @@ pub enum BuildNetwork {
     /// The job pod's network namespace (`/proc/<infra pid>/ns/net`): the job's own network,
     /// without the host's loopback.
     Join(PathBuf),
+    /// The admin runs job pods in the host's network (`network = "host"`): that namespace is
+    /// the job's network, and the only one a rootless runtime cannot join by path.
+    Host,
     /// A fresh namespace with loopback only.
     None,
 }
@@ -270,7 +273,18 @@ async fn build_network(state: &State) -> BuildNetwork {
         .and_then(|i| i.pointer("/State/Pid"))
         .and_then(Value::as_u64)
     {
-        Some(pid) if pid > 0 => BuildNetwork::Join(PathBuf::from(format!("/proc/{pid}/ns/net"))),
+        Some(pid) if pid > 0 => {
+            use std::os::unix::fs::MetadataExt;
+            let ns = PathBuf::from(format!("/proc/{pid}/ns/net"));
+            let inode = |p: &std::path::Path| std::fs::metadata(p).map(|m| (m.dev(), m.ino())).ok();
+            if inode(&ns).is_some()
+                && inode(&ns) == inode(std::path::Path::new("/proc/self/ns/net"))
+            {
+                BuildNetwork::Host
+            } else {
+                BuildNetwork::Join(ns)
+            }
+        }
         _ => BuildNetwork::None,
     }
 }
