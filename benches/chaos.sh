@@ -75,14 +75,13 @@ sleep 2 # past reap_grace for directories made in the last second
 left=0
 report() { if [ -n "$2" ]; then echo "LEFT $1:"; echo "$2" | sed 's/^/  /'; left=1; fi; }
 job_uids=$(getent passwd | awk -F: '$1 ~ /^berth-job-/ {print $3}')
-procs=""
-for uid in $job_uids; do procs+=$(pgrep -a -u "$uid" || true); done
-ranges=$(awk -F: '$1 ~ /^berth-job-/ {print $2, $2 + $3}' /etc/subuid)
-while read -r lo hi; do
-  for p in $(ps -eo pid=,uid= | awk -v lo="$lo" -v hi="$hi" '$2 >= lo && $2 < hi {print $1}'); do
-    procs+=$'\n'"$(ps -o pid=,args= -p "$p" || true)"
-  done
-done <<<"$ranges"
+# Every live process (zombies hold nothing but a pid, which only their parent can take) whose
+# uid is a job identity's or in one of their subordinate ranges.
+owned=$( { for uid in $job_uids; do echo "$uid $((uid + 1))"; done
+           awk -F: '$1 ~ /^berth-job-/ {print $2, $2 + $3}' /etc/subuid; } )
+procs=$(ps -eo pid=,uid=,stat=,args= | awk -v ranges="$owned" '
+  BEGIN { n = split(ranges, r, /[ \n]+/) }
+  $3 !~ /^Z/ { for (i = 1; i < n; i += 2) if ($2 >= r[i] && $2 < r[i + 1]) { print; break } }')
 report "processes of job identities" "$(echo "$procs" | sed '/^\s*$/d')"
 report "job directories" "$(ls /var/lib/berth/jobs 2>/dev/null | grep chaos || true)"
 report "leases" "$(grep -l chaos /var/lib/berth/leases/* 2>/dev/null || true)"
