@@ -851,8 +851,11 @@ fn images_in_store(store: &Path, builder: &str) -> Result<Vec<BuiltImage>, Sandb
         #[serde(default)]
         names: Vec<String>,
     }
+    // The job writes this store: read beneath it, without links, bounded.
     let path = store.join("overlay-images/images.json");
-    let text = match std::fs::read(&path) {
+    let text = match berth_beneath::Dir::open(store)
+        .and_then(|d| d.read(Path::new("overlay-images/images.json"), 64 << 20))
+    {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(io(&path)(e)),
