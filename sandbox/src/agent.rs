@@ -545,9 +545,15 @@ mod hostile {
         let out = agent.path().join(OUT);
         std::os::unix::fs::symlink(&secret, out.join("evil.log")).expect("symlink");
         std::fs::write(out.join("evil.rc"), b"0\n").expect("rc");
-        // Something reads the FIFO, as the agent would.
-        let ctl = agent.path().join("ctl");
-        let reader = std::thread::spawn(move || std::fs::read(ctl));
+        // Something has the FIFO open for reading, as the agent would.
+        let reader = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(nix::libc::O_NONBLOCK)
+                .open(agent.path().join("ctl"))
+                .expect("open the FIFO for reading")
+        };
         let mut log = Vec::new();
         let result = agent
             .run(
@@ -562,7 +568,7 @@ mod hostile {
                 &CancellationToken::new(),
             )
             .await;
-        let _ = reader.join();
+        drop(reader);
         let err = result.expect_err("followed a planted link");
         assert!(err.to_string().contains("symbolic link"), "{err}");
         assert!(
