@@ -56,14 +56,18 @@ fn resolve() -> ResolveFlag {
     ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS
 }
 
+/// A link in the way or a path leading out gets a message saying so; every other error keeps
+/// its raw errno, which callers match on (`ENXIO` from a FIFO nobody reads yet, `ENOENT`).
 fn explain(path: &Path, errno: Errno) -> io::Error {
-    let kind = io::Error::from(errno).kind();
     let why = match errno {
-        Errno::ELOOP => "a symbolic link is in the way and is never followed".to_owned(),
-        Errno::EXDEV => "the path leads outside its directory".to_owned(),
-        other => other.desc().to_owned(),
+        Errno::ELOOP => "a symbolic link is in the way and is never followed",
+        Errno::EXDEV => "the path leads outside its directory",
+        other => return io::Error::from(other),
     };
-    io::Error::new(kind, format!("{}: {why}", path.display()))
+    io::Error::new(
+        io::Error::from(errno).kind(),
+        format!("{}: {why}", path.display()),
+    )
 }
 
 fn checked_relative(rel: &Path) -> io::Result<&Path> {
@@ -374,6 +378,17 @@ mod tests {
                 .expect("stat")
                 .is(Kind::File)
         );
+    }
+
+    #[test]
+    fn a_fifo_nobody_reads_reports_enxio_for_callers_to_retry() {
+        let (tmp, dir) = setup();
+        nix::unistd::mkfifo(&tmp.path().join("job/ctl"), Mode::from_bits_truncate(0o666))
+            .expect("mkfifo");
+        let err = dir
+            .open_fifo_writer(Path::new("ctl"))
+            .expect_err("no reader");
+        assert_eq!(err.raw_os_error(), Some(nix::libc::ENXIO), "{err}");
     }
 
     #[test]
