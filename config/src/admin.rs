@@ -294,7 +294,7 @@ pub struct Config {
     /// per-job inner store, the base store as read-only inner image store).
     pub nested_builds: bool,
     /// Kept caches (per-project `/cache`, BuildKit caches, the scanner's layer cache) unused
-    /// for this many days are pruned by `berth reap` (and hourly by prepare); None: never.
+    /// for this many days are pruned by `berth reap` (run it from a timer); None: never.
     pub prune_after_days: Option<u32>,
     /// Seconds a job directory without a state file, or a lease without a job directory, is
     /// left alone by the reaper as a prepare still in progress.

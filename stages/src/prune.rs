@@ -85,20 +85,6 @@ pub fn plan(config: &Config, now: SystemTime) -> PrunePlan {
     }
 }
 
-/// Where the last prune is stamped, so that prepare prunes at most once an hour.
-pub fn due(config: &Config, now: SystemTime) -> bool {
-    let stamp = config.state_dir.join(".berth-pruned");
-    let last = std::fs::metadata(&stamp).and_then(|m| m.modified()).ok();
-    let due = last.is_none_or(|t| {
-        now.duration_since(t)
-            .is_ok_and(|d| d > Duration::from_secs(3600))
-    });
-    if due {
-        let _ = std::fs::File::create(&stamp).and_then(|f| f.set_modified(now));
-    }
-    due
-}
-
 /// Where a base image's last use by a job is stamped (outside the store, which only the store
 /// identity writes). Ids come from a job's Podman: only a plain 64-hex id names a stamp.
 fn image_stamp(config: &Config, image_id: &str) -> Option<PathBuf> {
@@ -324,16 +310,5 @@ mod tests {
                 }
             ]
         );
-    }
-
-    #[test]
-    fn prepare_prunes_at_most_once_an_hour() {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let config = Config::parse(&format!("state_dir = \"{}\"\n", tmp.path().display()), None)
-            .expect("config");
-        let now = SystemTime::now();
-        assert!(due(&config, now));
-        assert!(!due(&config, now + Duration::from_secs(60)));
-        assert!(due(&config, now + Duration::from_secs(3601)));
     }
 }
