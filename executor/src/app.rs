@@ -36,6 +36,18 @@ fn code(c: i32) -> ExitCode {
     ExitCode::from(u8::try_from(c).unwrap_or(1))
 }
 
+/// Arguments berth cannot parse: gitlab-runner called it wrongly (a registration mistake), a
+/// system failure with clap's message; `--help` and `--version` print and succeed.
+pub(crate) fn bad_arguments(e: &clap::Error) -> ExitCode {
+    let _ = e.print();
+    match e.kind() {
+        clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+            ExitCode::SUCCESS
+        }
+        _ => code(ContractEnv::from_vars(std::env::vars()).system_failure_exit_code()),
+    }
+}
+
 pub(crate) fn main(cli: Cli) -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -219,95 +231,6 @@ fn doctor(config: Option<&Path>) -> ExitCode {
     }
 }
 
-/// Removes kept caches unused for longer than the admin allows (see `berth_stages::prune`);
-/// returns how many could not be removed, each told in the log.
-async fn prune_caches(
-    config: &Config,
-    settings: &berth_sandbox::podman::PodmanSettings,
-    log: &mut JobLog,
-) -> usize {
-    let plan = berth_stages::prune::plan(config, std::time::SystemTime::now());
-    let mut errors = 0;
-    for path in &plan.owned {
-        let removed = if path.is_dir() {
-            std::fs::remove_dir_all(path)
-        } else {
-            std::fs::remove_file(path)
-        };
-        match removed {
-            Ok(()) => log.line(&format!("pruned {} (unused too long)", path.display())),
-            Err(e) => {
-                errors += 1;
-                log.warn(&format!("pruning {}: {e}", path.display()));
-            }
-        }
-    }
-    match berth_sandbox::podman::remove_in_user_namespace(settings, &plan.in_user_namespace).await {
-        Ok(()) => {
-            for path in &plan.in_user_namespace {
-                log.line(&format!("pruned {} (unused too long)", path.display()));
-            }
-        }
-        Err(e) => {
-            errors += plan.in_user_namespace.len();
-            log.warn(&format!("pruning BuildKit caches: {e}"));
-        }
-    }
-    errors
-}
-
-/// Removes base images no job used for `prune_after_days`, only while no job exists and no
-/// prepare is checking images (see `berth_stages::prune`); returns how many removals failed.
-async fn collect_base_images(
-    config: &Config,
-    settings: &berth_sandbox::podman::PodmanSettings,
-    log: &mut JobLog,
-) -> usize {
-    if config.prune_after_days.is_none() {
-        return 0;
-    }
-    let lock = match berth_stages::prune::gc_lock_file(config) {
-        Ok(f) => f,
-        Err(e) => {
-            log.warn(&format!("base image collection skipped: {e}"));
-            return 1;
-        }
-    };
-    let Ok(_held) = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock)
-    else {
-        log.line("base image collection skipped: a job is being prepared");
-        return 0;
-    };
-    let jobs = berth_sandbox::podman::job_keys(&config.jobs_dir());
-    if !jobs.is_empty() {
-        log.line(&format!(
-            "base image collection skipped: {} job(s) exist (a job may build FROM any base image)",
-            jobs.len()
-        ));
-        return 0;
-    }
-    let images = match berth_stages::prune::base_images(config) {
-        Ok(i) => i,
-        Err(e) => {
-            log.warn(&format!("base image collection skipped: {e}"));
-            return 1;
-        }
-    };
-    let unused = berth_stages::prune::unused_images(config, &images, std::time::SystemTime::now());
-    let mut failed = 0;
-    // One at a time: one image Podman refuses must not keep the others.
-    for id in &unused {
-        match berth_sandbox::podman::remove_base_images(settings, std::slice::from_ref(id)).await {
-            Ok(()) => log.line(&format!("removed base image {id} (unused too long)")),
-            Err(e) => {
-                failed += 1;
-                log.warn(&format!("removing base image {id}: {e}"));
-            }
-        }
-    }
-    failed
-}
-
 /// `berth reap` on its own (cron, an admin): no job payload needed.
 fn reap(config_path: Option<&Path>) -> Result<ExitCode, StageError> {
     let config = load_config(config_path)?;
@@ -333,8 +256,12 @@ fn reap(config_path: Option<&Path>) -> Result<ExitCode, StageError> {
         detail,
     })?;
     let settings = berth_stages::context::podman_settings(&config, &host);
-    let mut prune_errors = runtime.block_on(prune_caches(&config, &settings, &mut log));
-    prune_errors += runtime.block_on(collect_base_images(&config, &settings, &mut log));
+    let mut prune_errors = runtime.block_on(berth_stages::prune::prune_caches(
+        &config, &settings, &mut log,
+    ));
+    prune_errors += runtime.block_on(berth_stages::prune::collect_base_images(
+        &config, &settings, &mut log,
+    ));
     Ok(if report.errors.is_empty() && prune_errors == 0 {
         ExitCode::SUCCESS
     } else {
@@ -438,68 +365,21 @@ fn sandbox_of(config: &Config, who: &Who, key: &str, identity: Option<&Identity>
     PodmanSandbox::new(paths, settings)
 }
 
-/// Reaps abandoned jobs (all but `skip`) as root: each is torn down as its own identity, then
-/// root removes what is root's and ends the lease; leases whose job directory is gone are
-/// released once their identity has no process left.
+/// Reaps abandoned jobs (all but `skip`); see `berth_stages::reap::reap_all`.
 async fn reap_jobs(
     config: &Config,
     who: &Who,
     skip: Option<&str>,
     log: &mut JobLog,
 ) -> berth_stages::reap::ReapReport {
-    let leases = match who {
-        Who::Root(_) => match Leases::open(config) {
-            Ok(l) => Some(l),
-            Err(e) => {
-                let mut report = berth_stages::reap::ReapReport::default();
-                report.errors.push(e);
-                return report;
-            }
-        },
+    let identities = match who {
+        Who::Root(ids) => Some(ids),
         Who::OwnUser(_) => None,
     };
-    let identity_of = |key: &str| match (who, &leases) {
-        (Who::Root(ids), Some(leases)) => leases.holder(key).and_then(|u| ids.job(&u).cloned()),
-        _ => None,
-    };
-    let grace = std::time::Duration::from_secs(config.reap_grace_secs);
-    let mut report = berth_stages::reap::reap(&config.jobs_dir(), skip, grace, |key| {
-        sandbox_of(config, who, key, identity_of(key).as_ref())
+    berth_stages::reap::reap_all(config, identities, skip, log, |key, identity| {
+        sandbox_of(config, who, key, identity)
     })
-    .await;
-    for (key, why) in &report.reaped {
-        log.line(&format!("reaped {key}: {why:?}"));
-        for e in privileges::with_root(|| berth_sandbox::cgroups::remove(key)) {
-            log.warn(&format!("removing the cgroup of {key}: {e}"));
-        }
-    }
-    // Cgroups of jobs whose directory never came to be (a prepare killed early).
-    for key in berth_sandbox::cgroups::job_keys() {
-        if Some(key.as_str()) != skip && !config.jobs_dir().join(&key).exists() {
-            let _ = privileges::with_root(|| berth_sandbox::cgroups::remove(&key));
-        }
-    }
-    if let (Who::Root(ids), Some(leases)) = (who, &leases) {
-        let jobs_dir = config.jobs_dir();
-        for (user, key) in leases.all() {
-            // A lease without a job directory younger than the grace may be a prepare in progress.
-            let gone = report.reaped.iter().any(|(k, _)| *k == key)
-                || (!jobs_dir.join(&key).exists() && leases.age(&user).is_some_and(|a| a > grace));
-            if !gone || Some(key.as_str()) == skip {
-                continue;
-            }
-            let Some(identity) = ids.job(&user) else {
-                continue;
-            };
-            let paths = sandbox_of(config, who, &key, Some(identity))
-                .paths()
-                .clone();
-            report
-                .errors
-                .extend(berth_stages::identities::release_host(leases, identity, &paths).await);
-        }
-    }
-    report
+    .await
 }
 
 fn read_input(path: &Path, what: &str) -> Result<Vec<u8>, StageError> {
@@ -617,7 +497,7 @@ fn stage(
                     berth_sandbox::podman::stop_identity(&identity).await;
                     berth_sandbox::podman::wipe_runtime_home(&identity).await
                 })?;
-                create_job_cgroup(&job, &identity);
+                berth_stages::identities::create_job_cgroup(&job, &identity);
             }
             if matches!(command, Command::Prepare | Command::Run { .. }) {
                 // Everything the job's Podman starts from here on (service, conmon, containers,
@@ -725,24 +605,6 @@ fn stage(
             | Command::Db { .. } => Ok(ExitCode::SUCCESS),
         }
     })
-}
-
-/// On cgroup v1 hosts rootless Podman cannot enforce limits; berth, still root, creates a cgroup
-/// for the job (see `berth_sandbox::cgroups`) that its stage processes join before they start
-/// anything, so the job's Podman and all it starts are inside. Returns whether it did.
-fn create_job_cgroup(job: &Job, identity: &Identity) -> bool {
-    let limits = &job.config.limits;
-    let wanted = limits.cpus.is_some() || limits.memory_bytes.is_some() || limits.pids.is_some();
-    if !wanted || !berth_sandbox::cgroups::v1_available() {
-        return false;
-    }
-    match berth_sandbox::cgroups::create(&job.key, limits, identity.uid, identity.gid) {
-        Ok(_) => true,
-        Err(e) => {
-            tracing::warn!("per-job limits not enforced: cannot create the job's cgroup: {e}");
-            false
-        }
-    }
 }
 
 /// SIGTERM and SIGINT (the runner's cancel and timeout) cancel the stage.

@@ -8,5 +8,8 @@ mod privileges;
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
-    app::main(cli::Cli::parse())
+    match cli::Cli::try_parse() {
+        Ok(cli) => app::main(cli),
+        Err(e) => app::bad_arguments(&e),
+    }
 }

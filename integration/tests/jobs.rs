@@ -511,6 +511,20 @@ fn bad_config_and_bad_image_names_get_clear_errors() {
     cleaned(job);
 }
 
+/// gitlab-runner calling berth with arguments it cannot parse is a registration mistake: a
+/// system failure with the runner's code (clap's own exit code, 2, would be a coincidence).
+#[test]
+fn bad_arguments_are_a_system_failure_with_the_runners_code() {
+    let mut job = FakeRunner::new(payload(BUSYBOX));
+    job.extra_env
+        .insert("SYSTEM_FAILURE_EXIT_CODE".into(), "7".into());
+    let r = job.stage(&["frobnicate"]);
+    assert_eq!(r.code, 7, "{}", r.all());
+    assert!(r.stderr.contains("frobnicate"), "{}", r.all());
+    let help = job.stage(&["--help"]);
+    assert_eq!(help.code, 0, "{}", help.all());
+}
+
 #[test]
 fn config_prints_exactly_one_json_document() {
     require_host();

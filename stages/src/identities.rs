@@ -14,7 +14,7 @@ use berth_sandbox::identity::{Identity, check_disjoint};
 use berth_sandbox::paths::{JobPaths, RUN_ROOT};
 use berth_sandbox::process;
 
-use crate::StageError;
+use crate::{Job, StageError};
 
 /// The store identity and the job identities of a host started as root.
 #[derive(Debug, Clone)]
@@ -356,6 +356,24 @@ pub async fn release_host(
         ));
     }
     errors
+}
+
+/// On cgroup v1 hosts rootless Podman cannot enforce limits; berth, still root, creates a cgroup
+/// for the job (see `berth_sandbox::cgroups`) that its stage processes join before they start
+/// anything, so the job's Podman and all it starts are inside. Returns whether it did.
+pub fn create_job_cgroup(job: &Job, identity: &Identity) -> bool {
+    let limits = &job.config.limits;
+    let wanted = limits.cpus.is_some() || limits.memory_bytes.is_some() || limits.pids.is_some();
+    if !wanted || !berth_sandbox::cgroups::v1_available() {
+        return false;
+    }
+    match berth_sandbox::cgroups::create(&job.key, limits, identity.uid, identity.gid) {
+        Ok(_) => true,
+        Err(e) => {
+            tracing::warn!("per-job limits not enforced: cannot create the job's cgroup: {e}");
+            false
+        }
+    }
 }
 
 #[cfg(test)]

@@ -13,6 +13,8 @@ use std::time::{Duration, SystemTime};
 
 use berth_config::Config;
 
+use crate::JobLog;
+
 /// Touched whenever a job uses a kept directory; its mtime is the entry's last use.
 pub const LAST_USED: &str = ".berth-last-used";
 
@@ -178,6 +180,96 @@ pub fn unused_images(config: &Config, images: &[StoredImage], now: SystemTime) -
         })
         .map(|image| image.id.clone())
         .collect()
+}
+
+/// Runs as the store identity (or berth's own user), which owns what it removes.
+/// Removes kept caches unused for longer than the admin allows (see `berth_stages::prune`);
+/// returns how many could not be removed, each told in the log.
+pub async fn prune_caches(
+    config: &Config,
+    settings: &berth_sandbox::podman::PodmanSettings,
+    log: &mut JobLog,
+) -> usize {
+    let plan = plan(config, SystemTime::now());
+    let mut errors = 0;
+    for path in &plan.owned {
+        let removed = if path.is_dir() {
+            std::fs::remove_dir_all(path)
+        } else {
+            std::fs::remove_file(path)
+        };
+        match removed {
+            Ok(()) => log.line(&format!("pruned {} (unused too long)", path.display())),
+            Err(e) => {
+                errors += 1;
+                log.warn(&format!("pruning {}: {e}", path.display()));
+            }
+        }
+    }
+    match berth_sandbox::podman::remove_in_user_namespace(settings, &plan.in_user_namespace).await {
+        Ok(()) => {
+            for path in &plan.in_user_namespace {
+                log.line(&format!("pruned {} (unused too long)", path.display()));
+            }
+        }
+        Err(e) => {
+            errors += plan.in_user_namespace.len();
+            log.warn(&format!("pruning BuildKit caches: {e}"));
+        }
+    }
+    errors
+}
+
+/// Removes base images no job used for `prune_after_days`, only while no job exists and no
+/// prepare is checking images (see `berth_stages::prune`); returns how many removals failed.
+pub async fn collect_base_images(
+    config: &Config,
+    settings: &berth_sandbox::podman::PodmanSettings,
+    log: &mut JobLog,
+) -> usize {
+    if config.prune_after_days.is_none() {
+        return 0;
+    }
+    let lock = match gc_lock_file(config) {
+        Ok(f) => f,
+        Err(e) => {
+            log.warn(&format!("base image collection skipped: {e}"));
+            return 1;
+        }
+    };
+    let Ok(_held) = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock)
+    else {
+        log.line("base image collection skipped: a job is being prepared");
+        return 0;
+    };
+    let jobs = berth_sandbox::podman::job_keys(&config.jobs_dir());
+    if !jobs.is_empty() {
+        log.line(&format!(
+            "base image collection skipped: {} job(s) exist (a job may build FROM any base image)",
+            jobs.len()
+        ));
+        return 0;
+    }
+    let images = match base_images(config) {
+        Ok(i) => i,
+        Err(e) => {
+            log.warn(&format!("base image collection skipped: {e}"));
+            return 1;
+        }
+    };
+    let unused = unused_images(config, &images, SystemTime::now());
+    let mut failed = 0;
+    // One at a time: one image Podman refuses must not keep the others.
+    for id in &unused {
+        match berth_sandbox::podman::remove_base_images(settings, std::slice::from_ref(id)).await {
+            Ok(()) => log.line(&format!("removed base image {id} (unused too long)")),
+            Err(e) => {
+                failed += 1;
+                log.warn(&format!("removing base image {id}: {e}"));
+            }
+        }
+    }
+    failed
 }
 
 #[cfg(test)]

@@ -90,6 +90,74 @@ pub async fn reap<S: Sandbox>(
     report
 }
 
+/// Reaps abandoned jobs under `config` but `skip`, then what an early death left without a
+/// job directory. Started as root (`identities` given), each job is torn down as the identity
+/// it leased (`sandbox_for` builds its sandbox), then root removes what is root's and ends the
+/// lease; leases whose job directory is gone (and older than `reap_grace`) are released once
+/// their identity has no process left; cgroups of jobs that never got a directory go.
+pub async fn reap_all(
+    config: &berth_config::Config,
+    identities: Option<&crate::identities::Identities>,
+    skip: Option<&str>,
+    log: &mut crate::JobLog,
+    sandbox_for: impl Fn(
+        &str,
+        Option<&berth_sandbox::identity::Identity>,
+    ) -> berth_sandbox::podman::PodmanSandbox,
+) -> ReapReport {
+    let leases = match identities {
+        Some(_) => match crate::identities::Leases::open(config) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                let mut report = ReapReport::default();
+                report.errors.push(e);
+                return report;
+            }
+        },
+        None => None,
+    };
+    let identity_of = |key: &str| match (identities, &leases) {
+        (Some(ids), Some(leases)) => leases.holder(key).and_then(|u| ids.job(&u).cloned()),
+        _ => None,
+    };
+    let grace = Duration::from_secs(config.reap_grace_secs);
+    let mut report = reap(&config.jobs_dir(), skip, grace, |key| {
+        sandbox_for(key, identity_of(key).as_ref())
+    })
+    .await;
+    for (key, why) in &report.reaped {
+        log.line(&format!("reaped {key}: {why:?}"));
+        for e in berth_sandbox::process::as_root(|| berth_sandbox::cgroups::remove(key)) {
+            log.warn(&format!("removing the cgroup of {key}: {e}"));
+        }
+    }
+    // Cgroups of jobs whose directory never came to be (a prepare killed early).
+    for key in berth_sandbox::cgroups::job_keys() {
+        if Some(key.as_str()) != skip && !config.jobs_dir().join(&key).exists() {
+            let _ = berth_sandbox::process::as_root(|| berth_sandbox::cgroups::remove(&key));
+        }
+    }
+    if let (Some(ids), Some(leases)) = (identities, &leases) {
+        let jobs_dir = config.jobs_dir();
+        for (user, key) in leases.all() {
+            // A lease without a job directory younger than the grace may be a prepare in progress.
+            let gone = report.reaped.iter().any(|(k, _)| *k == key)
+                || (!jobs_dir.join(&key).exists() && leases.age(&user).is_some_and(|a| a > grace));
+            if !gone || Some(key.as_str()) == skip {
+                continue;
+            }
+            let Some(identity) = ids.job(&user) else {
+                continue;
+            };
+            let paths = sandbox_for(&key, Some(identity)).paths().clone();
+            report
+                .errors
+                .extend(crate::identities::release_host(leases, identity, &paths).await);
+        }
+    }
+    report
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
