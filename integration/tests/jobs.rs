@@ -170,9 +170,14 @@ fn cancel_during_build_script_stops_the_script_within_the_grace() {
     let mut job = prepared(payload(BUSYBOX));
     let child = job.spawn_run(
         "build_script",
-        "echo started; trap '' TERM; sleep 300 & echo sleeper=$!; wait",
+        "echo started; trap '' TERM; sleep 3011 & echo sleeper=$!; wait",
     );
-    std::thread::sleep(Duration::from_secs(2));
+    // Cancel once the script really runs (its sleep exists), not after a guessed delay.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while berth_integration::host_sleeps("3011").is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the script never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     signal_group(&child, Signal::SIGTERM);
     let r = wait_with_timeout(child, Duration::from_secs(30));
     assert_eq!(r.code, 1, "{}", r.all());
@@ -182,7 +187,7 @@ fn cancel_during_build_script_stops_the_script_within_the_grace() {
         .insert("CUSTOM_ENV_CI_JOB_STATUS".into(), "canceled".into());
     let r = job.run(
         "after_script",
-        "ps | grep -c '[s]leep 300' || true; echo after-ran",
+        "ps | grep -c '[s]leep 3011' || true; echo after-ran",
     );
     ok(&r);
     assert!(r.stdout.contains("after-ran"), "{}", r.all());
@@ -460,7 +465,12 @@ fn concurrent_jobs_cannot_see_each_others_files_or_processes() {
     let mut b = prepared(payload(BUSYBOX));
     ok(&a.run("build_script", "echo secret-of-a > /builds/a-file"));
     let sleeper = a.spawn_run("build_script", "exec sleep 77777");
-    std::thread::sleep(Duration::from_millis(500));
+    // b looks only once a's process exists: otherwise not seeing it would prove nothing.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while berth_integration::host_sleeps("77777").is_empty() {
+        assert!(std::time::Instant::now() < deadline, "a's process never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let r = b.run(
         "build_script",
         "ls -la /builds /cache; cat /proc/*/cmdline 2>/dev/null | tr '\\0' ' ' | grep -c [7]7777 || true; ls / ; { find / -name a-file 2>/dev/null || true; } | wc -l",
