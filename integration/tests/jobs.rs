@@ -175,7 +175,10 @@ fn cancel_during_build_script_stops_the_script_within_the_grace() {
     // Cancel once the script really runs (its sleep exists), not after a guessed delay.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while berth_integration::host_sleeps("3011").is_empty() {
-        assert!(std::time::Instant::now() < deadline, "the script never started");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the script never started"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     signal_group(&child, Signal::SIGTERM);
@@ -468,7 +471,10 @@ fn concurrent_jobs_cannot_see_each_others_files_or_processes() {
     // b looks only once a's process exists: otherwise not seeing it would prove nothing.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while berth_integration::host_sleeps("77777").is_empty() {
-        assert!(std::time::Instant::now() < deadline, "a's process never started");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a's process never started"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let r = b.run(
