@@ -31,6 +31,8 @@ pub enum Kind {
     Fifo,
     /// A directory.
     Directory,
+    /// A character device (overlay's whiteouts are 0/0 ones).
+    CharDevice,
 }
 
 impl Kind {
@@ -40,6 +42,7 @@ impl Kind {
             Self::File => kind == SFlag::S_IFREG,
             Self::Fifo => kind == SFlag::S_IFIFO,
             Self::Directory => kind == SFlag::S_IFDIR,
+            Self::CharDevice => kind == SFlag::S_IFCHR,
         }
     }
 
@@ -48,6 +51,7 @@ impl Kind {
             Self::File => "a regular file",
             Self::Fifo => "a FIFO",
             Self::Directory => "a directory",
+            Self::CharDevice => "a character device",
         }
     }
 }
@@ -85,6 +89,12 @@ fn checked_relative(rel: &Path) -> io::Result<&Path> {
         ));
     }
     Ok(rel)
+}
+
+impl AsFd for Dir {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
 }
 
 impl Dir {
@@ -249,11 +259,40 @@ impl Dir {
     pub fn metadata(&self, rel: &Path) -> io::Result<Metadata> {
         let fd = self.open_raw(rel, OFlag::O_PATH, Mode::empty())?;
         let st = fstat(fd.as_fd()).map_err(|e| explain(&self.path.join(rel), e))?;
-        Ok(Metadata {
-            mode: st.st_mode,
-            uid: st.st_uid,
-            size: u64::try_from(st.st_size).unwrap_or(0),
-        })
+        Ok(Metadata::of(&st))
+    }
+
+    /// The entries of this directory with their own metadata (links reported, not followed),
+    /// listed through the handle: a directory swapped for a link after it was opened is never
+    /// listed in its place.
+    pub fn entries(&self) -> io::Result<Vec<(std::ffi::OsString, Metadata)>> {
+        use std::os::unix::ffi::OsStrExt;
+        let mut listing = nix::dir::Dir::openat(
+            self.fd.as_fd(),
+            ".",
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| explain(&self.path, e))?;
+        let mut out = Vec::new();
+        for entry in listing.iter() {
+            let entry = entry.map_err(|e| explain(&self.path, e))?;
+            let name = entry.file_name();
+            if name == c"." || name == c".." {
+                continue;
+            }
+            let st = nix::sys::stat::fstatat(
+                self.fd.as_fd(),
+                name,
+                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+            )
+            .map_err(|e| explain(&self.path, e))?;
+            out.push((
+                std::ffi::OsStr::from_bytes(name.to_bytes()).to_owned(),
+                Metadata::of(&st),
+            ));
+        }
+        Ok(out)
     }
 
     /// Fails unless this directory is owned by `uid`.
@@ -290,17 +329,29 @@ impl Dir {
     }
 }
 
-/// What [`Dir::metadata`] reports.
+/// What [`Dir::metadata`] and [`Dir::entries`] report.
 #[derive(Debug, Clone, Copy)]
 pub struct Metadata {
-    mode: u32,
+    /// Type and permission bits (`st_mode`).
+    pub mode: u32,
     /// Owner.
     pub uid: u32,
     /// Size in bytes.
     pub size: u64,
+    /// Device number, for device files.
+    pub rdev: u64,
 }
 
 impl Metadata {
+    fn of(st: &nix::sys::stat::FileStat) -> Self {
+        Self {
+            mode: st.st_mode,
+            uid: st.st_uid,
+            size: u64::try_from(st.st_size).unwrap_or(0),
+            rdev: st.st_rdev,
+        }
+    }
+
     /// Whether it is of `kind`.
     pub fn is(&self, kind: Kind) -> bool {
         kind.matches(self.mode)
@@ -389,6 +440,29 @@ mod tests {
             .open_fifo_writer(Path::new("ctl"))
             .expect_err("no reader");
         assert_eq!(err.raw_os_error(), Some(nix::libc::ENXIO), "{err}");
+    }
+
+    #[test]
+    fn entries_are_listed_through_the_handle_and_links_not_followed() {
+        let (tmp, dir) = setup();
+        std::fs::write(tmp.path().join("job/file"), b"x").expect("write");
+        std::os::unix::fs::symlink(tmp.path().join("secret"), tmp.path().join("job/link"))
+            .expect("symlink");
+        let mut names: Vec<_> = dir
+            .entries()
+            .expect("entries")
+            .into_iter()
+            .map(|(n, m)| (n.to_string_lossy().into_owned(), m.is(Kind::File)))
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [("file".to_owned(), true), ("link".to_owned(), false)]
+        );
+        // The handle keeps listing the directory it opened, whatever is put at its path.
+        std::fs::rename(tmp.path().join("job"), tmp.path().join("moved")).expect("rename");
+        std::os::unix::fs::symlink(tmp.path(), tmp.path().join("job")).expect("symlink");
+        assert_eq!(dir.entries().expect("entries").len(), 2);
     }
 
     #[test]

@@ -205,10 +205,6 @@ impl Scanned {
     }
 }
 
-/// Scans what `args` name under the ignore rules `ignore` (which the caller read: a job's
-/// ignore file lives where the job can plant links) and writes nothing: `args`' output,
-/// `gitlab_report`, `sbom` and `ignorefile` are not used. `now` is the clock reading used for
-/// expiry, staleness and timestamps.
 /// What reading an image found: its inventory and the warnings on the way. The part of a scan
 /// that reads untrusted bytes; it may run in another process (a job's user namespace) and cross
 /// back as JSON.
@@ -284,29 +280,23 @@ pub fn read_image(args: &ScanArgs) -> Result<Read, CliError> {
     })
 }
 
-/// Scans what `args` names: opens the advisories (a missing or stale database fails before
-/// any image is read), reads the image, then judges its inventory.
+/// Scans what `args` name under the ignore rules `ignore` (which the caller read: a job's
+/// ignore file lives where the job can plant links) and writes nothing: `args`' output,
+/// `gitlab_report`, `sbom` and `ignorefile` are not used. `now` is the clock reading used for
+/// expiry, staleness and timestamps. Opens the advisories first (a missing or stale database
+/// fails before any image is read), reads the image, then judges its inventory.
 pub fn scan(args: &ScanArgs, ignore: IgnoreList, now: OffsetDateTime) -> Result<Scanned, CliError> {
-    let db = open_db(args, now)?;
+    let (db, warnings) = open_db(args, now)?;
     let read = read_image(args)?;
-    judge_with(args, db, read, ignore, now)
-}
-
-/// The pure part of a scan: an inventory against the advisories under the policy `args` and
-/// `ignore` set.
-pub fn judge(
-    args: &ScanArgs,
-    read: Read,
-    ignore: IgnoreList,
-    now: OffsetDateTime,
-) -> Result<Scanned, CliError> {
-    let db = open_db(args, now)?;
-    judge_with(args, db, read, ignore, now)
+    judge(args, &db, warnings, read, ignore, now)
 }
 
 /// The advisory database `args` names, with its staleness warnings (or error, if the admin
-/// asked for one).
-fn open_db(args: &ScanArgs, now: OffsetDateTime) -> Result<(AdvisoryDb, Vec<String>), CliError> {
+/// asked for one). Open it once for all the images of a scan.
+pub fn open_db(
+    args: &ScanArgs,
+    now: OffsetDateTime,
+) -> Result<(AdvisoryDb, Vec<String>), CliError> {
     let db = AdvisoryDb::open(&args.db)?;
     let action = if args.db_stale_fail {
         StaleAction::Fail
@@ -321,9 +311,12 @@ fn open_db(args: &ScanArgs, now: OffsetDateTime) -> Result<(AdvisoryDb, Vec<Stri
     Ok((db, warnings))
 }
 
-fn judge_with(
+/// The pure part of a scan: an inventory against the advisories `db` under the policy `args`
+/// and `ignore` set; `warnings` (the database's) lead the report's.
+pub fn judge(
     args: &ScanArgs,
-    (db, mut warnings): (AdvisoryDb, Vec<String>),
+    db: &AdvisoryDb,
+    mut warnings: Vec<String>,
     read: Read,
     ignore: IgnoreList,
     now: OffsetDateTime,

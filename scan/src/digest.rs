@@ -110,26 +110,28 @@ pub fn storage_id(id: &str) -> Result<&str, String> {
 }
 
 /// A running hash.
-pub(crate) struct Hasher(ring::digest::Context);
+pub(crate) struct Hasher {
+    algorithm: Algorithm,
+    context: ring::digest::Context,
+}
 
 impl Hasher {
     pub(crate) fn new(algorithm: Algorithm) -> Self {
-        Self(ring::digest::Context::new(algorithm.ring()))
+        Self {
+            algorithm,
+            context: ring::digest::Context::new(algorithm.ring()),
+        }
     }
 
     pub(crate) fn update(&mut self, bytes: &[u8]) {
-        self.0.update(bytes);
+        self.context.update(bytes);
     }
 
     /// The digest as `algorithm:hex`.
     pub(crate) fn finish(self) -> Digest {
-        let algorithm = if std::ptr::eq(self.0.algorithm(), &ring::digest::SHA512) {
-            Algorithm::Sha512
-        } else {
-            Algorithm::Sha256
-        };
+        let algorithm = self.algorithm;
         let hex = self
-            .0
+            .context
             .finish()
             .as_ref()
             .iter()

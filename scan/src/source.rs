@@ -16,7 +16,7 @@ use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use berth_beneath::Dir;
+use berth_beneath::{Dir, Kind};
 use flate2::read::GzDecoder;
 use serde::Deserialize;
 
@@ -381,21 +381,16 @@ fn walk_tree(
     depth: usize,
     visit: &mut Visit<'_>,
 ) -> Result<(), SourceError> {
-    use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
     if depth > MAX_DEPTH {
         return Err(invalid(
             dir.path(),
             format!("directories nest deeper than {MAX_DEPTH} levels"),
         ));
     }
-    // Names and types come from listing the directory; every open goes through the handle, so
-    // a listing raced by the job can only fail the walk, never lead it elsewhere.
-    let mut entries = Vec::new();
-    for e in std::fs::read_dir(dir.path()).map_err(io(dir.path()))? {
-        let e = e.map_err(io(dir.path()))?;
-        let meta = e.metadata().map_err(io(&e.path()))?;
-        entries.push((e.file_name(), meta));
-    }
+    // Names and types come from listing the directory through its handle, and every open goes
+    // through the handle too: a job swapping a directory for a link mid-walk can only fail the
+    // walk, never lead it elsewhere.
+    let mut entries = dir.entries().map_err(io(dir.path()))?;
     entries.sort_by(|a, b| a.0.cmp(&b.0));
     for (name, meta) in entries {
         let rel = if prefix.is_empty() {
@@ -404,27 +399,27 @@ fn walk_tree(
             format!("{prefix}/{}", name.to_string_lossy())
         };
         let (path, special) = classify(&rel);
-        let ft = meta.file_type();
-        let kind = match special {
-            Some(k) => k,
-            None if ft.is_char_device() && meta.rdev() == 0 => EntryKind::Whiteout,
-            None if ft.is_file() && meta.permissions().mode() & 0o111 != 0 => EntryKind::Executable,
-            None if ft.is_file() => EntryKind::File,
-            None if ft.is_dir() && overlay_opaque(&dir.path().join(&name)) => EntryKind::OpaqueDir,
-            None => EntryKind::Other,
+        let at = || dir.path().join(&name);
+        let sub = if meta.is(Kind::Directory) {
+            Some(dir.dir(Path::new(&name)).map_err(io(&at()))?)
+        } else {
+            None
+        };
+        let kind = match (special, &sub) {
+            (Some(k), _) => k,
+            (None, Some(sub)) if overlay_opaque(sub) => EntryKind::OpaqueDir,
+            (None, None) if meta.is(Kind::CharDevice) && meta.rdev == 0 => EntryKind::Whiteout,
+            (None, None) if meta.is(Kind::File) && meta.mode & 0o111 != 0 => EntryKind::Executable,
+            (None, None) if meta.is(Kind::File) => EntryKind::File,
+            (None, _) => EntryKind::Other,
         };
         if matches!(kind, EntryKind::File | EntryKind::Executable) {
-            let mut f = dir
-                .open_file(Path::new(&name))
-                .map_err(io(&dir.path().join(&name)))?;
+            let mut f = dir.open_file(Path::new(&name)).map_err(io(&at()))?;
             visit(&path, kind, &mut f)?;
         } else {
             visit(&path, kind, &mut std::io::empty())?;
         }
-        if ft.is_dir() {
-            let sub = dir
-                .dir(Path::new(&name))
-                .map_err(io(&dir.path().join(&name)))?;
+        if let Some(sub) = sub {
             walk_tree(&sub, &rel, depth + 1, visit)?;
         }
     }
@@ -433,11 +428,19 @@ fn walk_tree(
 
 /// Overlay marks a directory that hides the lower layers' content with an xattr:
 /// `trusted.overlay.opaque` (kernel overlayfs as root) or `user.overlay.opaque` (rootless).
-fn overlay_opaque(dir: &Path) -> bool {
+/// Read on the directory's own handle.
+fn overlay_opaque(dir: &Dir) -> bool {
+    use xattr::FileExt;
+    let Ok(file) = std::os::fd::AsFd::as_fd(dir)
+        .try_clone_to_owned()
+        .map(File::from)
+    else {
+        return false;
+    };
     ["trusted.overlay.opaque", "user.overlay.opaque"]
         .iter()
         .any(|name| {
-            xattr::get(dir, name)
+            file.get_xattr(name)
                 .ok()
                 .flatten()
                 .is_some_and(|v| v.first() == Some(&b'y'))
@@ -536,7 +539,7 @@ impl Store for DirStore {
             .0
             .metadata(&rel)
             .map_err(|e| invalid(&p, format!("a layer the image lists cannot be opened: {e}")))?;
-        if !meta.is(berth_beneath::Kind::File) {
+        if !meta.is(Kind::File) {
             return Err(invalid(&p, "a layer the image lists is not a regular file"));
         }
         Ok(Layer {
@@ -824,16 +827,13 @@ pub fn open(input: &Path, name: &str) -> Result<Image, SourceError> {
     }
     if meta.is_dir() {
         let dir = Dir::open(input).map_err(io(input))?;
-        let has = |n: &str| {
-            dir.metadata(Path::new(n))
-                .is_ok_and(|m| m.is(berth_beneath::Kind::File))
-        };
+        let has = |n: &str| dir.metadata(Path::new(n)).is_ok_and(|m| m.is(Kind::File));
         let (oci, docker) = (
             has("index.json") && has("oci-layout"),
             has("manifest.json")
                 && !dir
                     .metadata(Path::new("etc"))
-                    .is_ok_and(|m| m.is(berth_beneath::Kind::Directory)),
+                    .is_ok_and(|m| m.is(Kind::Directory)),
         );
         let store = DirStore(dir);
         if oci {

@@ -130,23 +130,33 @@ fn write_report(project: &Dir, name: &str, text: &str) -> Result<(), StageError>
         .map_err(|e| in_builds(&project.path().join(name), e))
 }
 
+/// An image that could not be read whole: the job's fault (BUILD) unless what failed is in
+/// berth's own store (`berths_store`, SYSTEM).
+fn unreadable_image(
+    image: &str,
+    berths_store: &Path,
+    path: Option<&Path>,
+    detail: String,
+) -> StageError {
+    if path.is_some_and(|p| p.starts_with(berths_store)) {
+        StageError::Scanner {
+            image: image.to_owned(),
+            detail,
+        }
+    } else {
+        StageError::ImageUnreadable {
+            image: image.to_owned(),
+            detail,
+        }
+    }
+}
+
 /// A scan that failed, blamed on whoever caused it: the job's image (BUILD), or berth's
 /// database, shared image store (`berths_store`) or settings (SYSTEM). No wildcard: a new scanner error forces a
 /// decision.
 fn scan_failure(image: &str, berths_store: &Path, db: &Path, e: CliError) -> StageError {
-    let unreadable = |path: &Path, detail: String| {
-        if path.starts_with(berths_store) {
-            StageError::Scanner {
-                image: image.to_owned(),
-                detail,
-            }
-        } else {
-            StageError::ImageUnreadable {
-                image: image.to_owned(),
-                detail,
-            }
-        }
-    };
+    let unreadable =
+        |path: &Path, detail: String| unreadable_image(image, berths_store, Some(path), detail);
     match e {
         CliError::Source(s) => unreadable(s.path(), s.to_string()),
         CliError::Scan(s) => unreadable(s.path(), s.to_string()),
@@ -346,22 +356,16 @@ async fn read_in_user_namespace(
     match outcome {
         berth_scan::cli::ReadOutcome::Read(read) => Ok(read),
         berth_scan::cli::ReadOutcome::Failed {
-            image_fault,
+            image_fault: true,
             path,
             message,
-        } => {
-            let berths = path
-                .as_deref()
-                .is_some_and(|p| p.starts_with(&job.paths.image_store));
-            Err(if image_fault && !berths {
-                StageError::ImageUnreadable {
-                    image: name.to_owned(),
-                    detail: message,
-                }
-            } else {
-                system(message)
-            })
-        }
+        } => Err(unreadable_image(
+            name,
+            &job.paths.image_store,
+            path.as_deref(),
+            message,
+        )),
+        berth_scan::cli::ReadOutcome::Failed { message, .. } => Err(system(message)),
     }
 }
 
@@ -387,6 +391,13 @@ async fn scan_fresh(
     out: &mut (dyn AsyncWrite + Unpin + Send),
 ) -> Result<Vec<String>, StageError> {
     let mut blocked = Vec::new();
+    let Some(first) = fresh.first() else {
+        return Ok(blocked);
+    };
+    // Opened once, before any image is read: a missing or stale database fails fast.
+    let now = time::OffsetDateTime::now_utc();
+    let (db, db_warnings) = berth_scan::cli::open_db(&scan_args(job, settings, first), now)
+        .map_err(|e| scan_failure(&first.id, &job.paths.image_store, &settings.db, e))?;
     for (n, image) in fresh.iter().enumerate() {
         let name = image
             .names
@@ -419,9 +430,14 @@ async fn scan_fresh(
             berth_scan::cli::read_image(&args)
                 .map_err(|e| scan_failure(&name, berths_store, &settings.db, e))?
         };
-        let scanned =
-            berth_scan::cli::judge(&args, read, ignore.clone(), time::OffsetDateTime::now_utc())
-                .map_err(|e| scan_failure(&name, berths_store, &settings.db, e))?;
+        // Its staleness warning once, with the first image.
+        let db_warnings = if n == 0 {
+            db_warnings.clone()
+        } else {
+            Vec::new()
+        };
+        let scanned = berth_scan::cli::judge(&args, &db, db_warnings, read, ignore.clone(), now)
+            .map_err(|e| scan_failure(&name, berths_store, &settings.db, e))?;
         let report = if n == 0 {
             "gl-container-scanning-report.json".to_owned()
         } else {
