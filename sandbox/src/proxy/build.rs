@@ -73,9 +73,13 @@ fn refuse(key: &str, problem: &str, fix: &str) -> Refusal {
 /// A Containerfile named relative to the build context, never absolute or leaving it.
 fn containerfile(name: &str) -> Result<String, Refusal> {
     let clean = name.strip_prefix("./").unwrap_or(name);
+    // Plain path bytes only: Podman also reads a value that merely looks like a JSON list
+    // (after whitespace, say) as one, and a URL as a remote Containerfile.
     if clean.is_empty()
         || clean.starts_with('/')
-        || clean.contains('\0')
+        || !clean
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'/'))
         || clean.split('/').any(|c| c == ".." || c.is_empty())
     {
         return Err(refuse(
@@ -164,13 +168,11 @@ pub fn query(
             ));
         };
         let one = containerfile(one)?;
+        // Both dialects reach the same handler, which reads a JSON list: forwarded as one, the
+        // checked name is exactly what Podman sees.
         out.push((
             "dockerfile",
-            if libpod {
-                serde_json::to_string(&[one]).unwrap_or_default()
-            } else {
-                one
-            },
+            serde_json::to_string(&[one]).unwrap_or_default(),
         ));
     }
     for key in ["buildargs", "labels"] {

@@ -86,6 +86,25 @@ pub fn is_login(forward: &Forward) -> bool {
             .is_some_and(|p| p.ends_with("/auth"))
 }
 
+/// Whether `name` starts with a containers/image transport (`docker-archive:/p`, `dir:/p`, …),
+/// which would make Podman or Buildah read a host path or another store.
+fn has_transport(name: &str) -> bool {
+    const TRANSPORTS: [&str; 10] = [
+        "containers-storage",
+        "dir",
+        "docker",
+        "docker-archive",
+        "docker-daemon",
+        "oci",
+        "oci-archive",
+        "ostree",
+        "sif",
+        "tarball",
+    ];
+    name.split_once(':')
+        .is_some_and(|(head, _)| TRANSPORTS.contains(&head.to_ascii_lowercase().as_str()))
+}
+
 /// An image name or id as it may appear in a path or option.
 pub fn image_ref(field: &str, name: &str) -> Result<String, Refusal> {
     let ok = !name.is_empty()
@@ -94,7 +113,8 @@ pub fn image_ref(field: &str, name: &str) -> Result<String, Refusal> {
         && name.bytes().all(|b| {
             b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'/' | b':' | b'@')
         })
-        && !name.split('/').any(|c| c.is_empty() || c == "..");
+        && !name.split('/').any(|c| c.is_empty() || c == "..")
+        && !has_transport(name);
     if ok {
         Ok(name.to_owned())
     } else {

@@ -169,7 +169,7 @@ fn docker_and_podman_builds_pass_in_the_jobs_network() {
     assert_eq!(docker.body, ForwardBody::Stream);
     let q = query_of(&docker);
     assert_eq!(q.all("t"), ["localhost/sock:docker"]);
-    assert_eq!(q.one("dockerfile"), Some("Containerfile"));
+    assert_eq!(q.one("dockerfile"), Some(r#"["Containerfile"]"#));
     assert_eq!(q.one("buildargs"), Some(r#"{"A":"b"}"#));
     assert_eq!(q.one("networkmode"), Some("0"));
     assert_eq!(
@@ -275,6 +275,13 @@ fn build_escapes_are_refused_naming_the_option() {
         ("dockerfile=%5B%22%2Fetc%2Fpasswd%22%5D", "dockerfile"),
         ("dockerfile=%5B%22a%22%2C%22b%22%5D", "dockerfile"),
         ("dockerfile=a&dockerfile=b", "dockerfile"),
+        // Looks like a plain name, but Podman reads it as a JSON list naming a host file.
+        ("dockerfile=%20%5B%22%2Fetc%2Fpasswd%22%5D", "dockerfile"),
+        (
+            "dockerfile=https%3A%2F%2Fexample.com%2FContainerfile",
+            "dockerfile",
+        ),
+        ("from=docker-archive%3A%2Fvar%2Flib%2Fberth%2Fx.tar", "from"),
         ("q=1&Q=1", "q"),
         ("q=1&%51=1", "q"),
         ("isolation=host", "isolation"),
@@ -395,6 +402,21 @@ fn image_escapes_are_refused() {
         None,
     );
     assert!(r.field.contains("fromSrc"), "{r}");
+    // A transport makes Podman read a host archive or directory instead of a registry.
+    for image in [
+        "docker-archive%3A%2Ftmp%2Fx.tar",
+        "dir%3A%2Fetc",
+        "OCI-ARCHIVE%3A%2Fx",
+    ] {
+        let r = f.refusal(
+            Mode::Run,
+            Method::POST,
+            "/v1.41/images/create",
+            &format!("fromImage={image}"),
+            None,
+        );
+        assert!(r.problem.contains("not an image name"), "{image}: {r}");
+    }
     let r = f.refusal(
         Mode::Run,
         Method::POST,
