@@ -13,7 +13,6 @@ use std::process::ExitCode;
 
 use berth_config::{Config, ContractEnv};
 use berth_sandbox::Cancel;
-use berth_sandbox::paths::JobPaths;
 use berth_sandbox::podman::PodmanSandbox;
 use berth_stages::context::HostFacts;
 use berth_stages::state::ProcessIdentity;
@@ -355,13 +354,8 @@ fn as_runner_user(identity: &Identity) -> RunnerUser {
 /// The sandbox of job `key` as its own identity sees it (for reaping it as root).
 fn sandbox_of(config: &Config, who: &Who, key: &str, identity: Option<&Identity>) -> PodmanSandbox {
     let host = who.host(config, identity);
-    let image_view =
-        identity.map_or_else(|| config.image_store(), berth_stages::identities::base_view);
-    let mut settings = berth_stages::context::podman_settings(config, &host);
-    let paths = JobPaths::new(key, &config.jobs_dir(), &host.runtime_dir, &image_view);
-    if identity.is_some() {
-        berth_stages::context::home_in_job(&mut settings, &paths);
-    }
+    let paths = berth_stages::context::job_paths(config, &host, key);
+    let settings = berth_stages::context::job_settings(config, &host, &paths);
     PodmanSandbox::new(paths, settings)
 }
 
@@ -450,16 +444,13 @@ fn stage(
     let (job, drop_user) = match &who {
         Who::Root(ids) => {
             let leases = Leases::open(&config)?;
-            let key_probe = Job::new(
-                config.clone(),
-                env.clone(),
-                &payload,
-                who.host(&config, None),
-            )?;
-            let key = key_probe.key.clone();
+            let host = who.host(&config, None);
+            let job = Job::new(config, env, &payload, host)?;
+            let key = job.key.clone();
             let identity = match command {
                 Command::Prepare => {
-                    let reaped = runtime.block_on(reap_jobs(&config, &who, Some(&key), &mut log));
+                    let reaped =
+                        runtime.block_on(reap_jobs(&job.config, &who, Some(&key), &mut log));
                     for e in &reaped.errors {
                         log.warn(&format!("reaping abandoned jobs: {e}"));
                     }
@@ -477,12 +468,8 @@ fn stage(
                     }),
                 };
             };
-            let job = Job::new(
-                config,
-                env,
-                &payload,
-                who.host(&key_probe.config, Some(&identity)),
-            )?;
+            let host = who.host(&job.config, Some(&identity));
+            let job = job.with_host(host);
             if matches!(command, Command::Prepare) {
                 berth_stages::identities::prepare_host(
                     &job.config,
@@ -552,8 +539,9 @@ fn stage(
                     RunOutcome::Success => ExitCode::SUCCESS,
                     RunOutcome::ScriptFailed(c) | RunOutcome::Cancelled(c) => {
                         if let Some(file) = &build_exit_code_file {
-                            let written =
-                                privileges::with_root(|| std::fs::write(file, format!("{c}\n")));
+                            let written = berth_sandbox::process::as_root(|| {
+                                std::fs::write(file, format!("{c}\n"))
+                            });
                             if let Err(e) = written {
                                 log.warn(&format!(
                                     "cannot write BUILD_EXIT_CODE_FILE {}: {e}",
@@ -568,7 +556,7 @@ fn stage(
             Command::Cleanup => {
                 let mut errors = berth_stages::cleanup::cleanup(&job, &sandbox, &mut log).await;
                 if let Some(identity) = &job.host.job_identity {
-                    match privileges::with_root(|| Leases::open(&job.config)) {
+                    match berth_sandbox::process::as_root(|| Leases::open(&job.config)) {
                         Ok(leases) => {
                             let released = berth_stages::identities::release_host(
                                 &leases, identity, &job.paths,
@@ -585,7 +573,9 @@ fn stage(
                         }
                     }
                 }
-                for e in privileges::with_root(|| berth_sandbox::cgroups::remove(&job.key)) {
+                for e in
+                    berth_sandbox::process::as_root(|| berth_sandbox::cgroups::remove(&job.key))
+                {
                     log.warn(&format!("removing the job's cgroup: {e}"));
                     errors.push(StageError::io(Path::new("/sys/fs/cgroup"))(e));
                 }

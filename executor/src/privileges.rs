@@ -63,8 +63,3 @@ pub(crate) fn drop_to(user: &RunnerUser) -> Result<(), String> {
     let uid = Uid::from_raw(user.uid);
     nix::unistd::setresuid(uid, uid, Uid::from_raw(0)).map_err(|e| format!("setresuid: {e}"))
 }
-
-/// Takes root back (only possible if we started as root) to write a root-owned file.
-pub(crate) fn with_root<T>(f: impl FnOnce() -> T) -> T {
-    berth_sandbox::process::as_root(f)
-}

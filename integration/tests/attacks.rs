@@ -93,68 +93,92 @@ fn a_compromised_job_identity_reaches_nothing_beyond_its_own_job() {
         victim.key()
     ))
     .expect("victim service pid");
+    // (what, something the attempt aims at, which must exist, checked as root, so that a
+    // moved path fails this test instead of passing it, the attempt).
+    let state = |key: String| format!("/var/lib/berth/jobs/{key}/state.json");
     let attempts = [
         (
             "read the victim's checkout",
+            format!("{}/builds/secret", victim_work.display()),
             format!("cat {}/builds/secret", victim_work.display()),
         ),
         (
             "list the victim's job",
+            victim_work.display().to_string(),
             format!("ls {}", victim_work.display()),
         ),
         (
             "read the victim's cache",
+            format!("/run/berth/jobs/{}/cache/secret", victim.key()),
             format!("cat /run/berth/jobs/{}/cache/secret", victim.key()),
         ),
         (
             "reach the victim's Podman socket",
+            format!("/run/user/{victim_uid}/berth/{}/api.sock", victim.key()),
             format!("ls /run/user/{victim_uid}/berth/{}/", victim.key()),
         ),
         (
             "signal the victim's Podman service",
+            format!("/proc/{}", service.trim()),
             format!("kill -0 {}", service.trim()),
         ),
         (
             "write the base store",
+            "/var/lib/berth/images".to_owned(),
             "touch /var/lib/berth/images/planted".to_owned(),
         ),
         (
             "write the base store through its own view",
+            format!("/run/berth/base/{a}"),
             format!("touch /run/berth/base/{a}/planted"),
         ),
         (
+            "read the victim's state",
+            state(victim.key()),
+            format!("cat {}", state(victim.key())),
+        ),
+        (
+            "read the victim's base-store view",
+            format!("/run/berth/base/{v}"),
+            format!("ls /run/berth/base/{v}/"),
+        ),
+        (
             "forge the victim's state",
-            format!(
-                "echo '{{}}' > /var/lib/berth/jobs/{}/state.json",
-                victim.key()
-            ),
+            state(victim.key()),
+            format!("echo '{{}}' > {}", state(victim.key())),
         ),
         (
             "forge its own state",
-            format!(
-                "echo '{{}}' > /var/lib/berth/jobs/{}/state.json",
-                attacker.key()
-            ),
+            state(attacker.key()),
+            format!("echo '{{}}' > {}", state(attacker.key())),
         ),
         (
             "take a lease",
+            format!("/var/lib/berth/leases/{v}"),
             format!("echo {} > /var/lib/berth/leases/{v}", attacker.key()),
         ),
         (
             "plant Podman configuration for later jobs",
+            "/etc/berth/podman/containers/containers.conf".to_owned(),
             "echo '[engine]' >> /etc/berth/podman/containers/containers.conf".to_owned(),
         ),
         (
             "plant a cache for another project",
+            "/var/lib/berth/cache/project-9001".to_owned(),
             "mkdir /var/lib/berth/cache/project-9001/x".to_owned(),
         ),
         (
             "plant a scanner cache entry",
+            "/var/lib/berth/scan-cache".to_owned(),
             "touch /var/lib/berth/scan-cache/planted".to_owned(),
         ),
     ];
     let mut breaches = Vec::new();
-    for (what, script) in &attempts {
+    for (what, target, script) in &attempts {
+        assert!(
+            std::path::Path::new(target).exists(),
+            "{what}: {target} does not exist, so the attempt would prove nothing"
+        );
         let out = as_identity(&a, script);
         if out.status.success() || String::from_utf8_lossy(&out.stdout).contains(VICTIM_MARKER) {
             breaches.push(format!(
@@ -322,5 +346,27 @@ fn berths_own_error_lines_mask_the_jobs_secrets() {
         r.all()
     );
     assert!(r.stderr.contains("[MASKED]"), "{}", r.all());
+    cleaned(job);
+}
+
+/// A job leaves directories only a non-root user of its image may enter, where berth reads
+/// (the agent's `out/`) and in its checkout: cleanup still removes everything, from inside the
+/// job identity's user namespace (root deletes nothing a job wrote), and ends the lease.
+#[test]
+fn cleanup_removes_what_non_root_container_users_locked_away() {
+    let mut job = prepared(9007, &[]);
+    ok(&job.run(
+        "build_script",
+        "for d in /.berth/out/locked /builds/locked; do \
+           mkdir -p $d/deeper && echo x > $d/deeper/f && chown -R 1000:1000 $d && chmod -R 700 $d; \
+         done",
+    ));
+    let locked = job.work_dir().join("agent/job/out/locked");
+    let meta = std::fs::metadata(&locked).expect("the job's locked directory");
+    assert_ne!(
+        std::os::unix::fs::MetadataExt::uid(&meta),
+        uid_of(&job.identity().expect("identity")),
+        "the directory must belong to a subordinate id, not the identity itself"
+    );
     cleaned(job);
 }

@@ -128,6 +128,11 @@ impl Identity {
         })
     }
 
+    /// Its `/run/user/UID` (`XDG_RUNTIME_DIR`).
+    pub fn runtime_home(&self) -> std::path::PathBuf {
+        Path::new("/run/user").join(self.uid.to_string())
+    }
+
     /// Whether a process or file with host uid `uid` belongs to this identity.
     pub fn owns_uid(&self, uid: u32) -> bool {
         uid == self.uid || self.subuids.contains(&uid)

@@ -73,11 +73,7 @@ impl Job {
         let key = env
             .job_key()
             .map_or_else(|| naming::job_key(&payload, &env), str::to_owned);
-        let image_view = host
-            .job_identity
-            .as_ref()
-            .map_or_else(|| config.image_store(), crate::identities::base_view);
-        let paths = JobPaths::new(&key, &config.jobs_dir(), &host.runtime_dir, &image_view);
+        let paths = job_paths(&config, &host, &key);
         Ok(Self {
             config,
             env,
@@ -101,18 +97,23 @@ impl Job {
             .join(format!("project-{project}{suffix}"))
     }
 
+    /// The same job run by the host `host` describes (its job identity, once leased).
+    #[must_use]
+    pub fn with_host(mut self, host: HostFacts) -> Self {
+        self.paths = job_paths(&self.config, &host, &self.key);
+        self.host = host;
+        self
+    }
+
     /// Settings for the Podman backend.
     pub fn podman_settings(&self) -> PodmanSettings {
-        let mut settings = podman_settings(&self.config, &self.host);
+        let mut settings = job_settings(&self.config, &self.host, &self.paths);
         if self.config.buildkit_cache_per_project {
             settings.buildkit_shared_root = Some(if self.host.job_identity.is_some() {
                 self.paths.buildkit_cache_mount()
             } else {
                 self.buildkit_cache_dir()
             });
-        }
-        if self.host.job_identity.is_some() {
-            home_in_job(&mut settings, &self.paths);
         }
         settings
     }
@@ -177,6 +178,25 @@ impl Job {
             t => t,
         }
     }
+}
+
+/// The paths of job `key` run by `host`: with a job identity, it reads the base store through
+/// that identity's view.
+pub fn job_paths(config: &Config, host: &HostFacts, key: &str) -> JobPaths {
+    let image_view = host
+        .job_identity
+        .as_ref()
+        .map_or_else(|| config.image_store(), crate::identities::base_view);
+    JobPaths::new(key, &config.jobs_dir(), &host.runtime_dir, &image_view)
+}
+
+/// Settings for the Podman backend of the job at `paths`.
+pub fn job_settings(config: &Config, host: &HostFacts, paths: &JobPaths) -> PodmanSettings {
+    let mut settings = podman_settings(config, host);
+    if host.job_identity.is_some() {
+        home_in_job(&mut settings, paths);
+    }
+    settings
 }
 
 /// Settings for the Podman backend from the config and the host, with or without a job.
@@ -296,7 +316,7 @@ impl HostFacts {
 
 /// A job identity's home and temporary directory are inside its job: nothing of them outlives
 /// the job (builds leave subordinate-id files in TMPDIR, removed in the user namespace).
-pub fn home_in_job(settings: &mut PodmanSettings, paths: &JobPaths) {
+fn home_in_job(settings: &mut PodmanSettings, paths: &JobPaths) {
     let home = paths.home();
     for (k, v) in &mut settings.env {
         match k.as_str() {

@@ -203,11 +203,6 @@ fn owned_dir(dir: &Path, uid: u32, gid: u32, mode: u32) -> Result<(), StageError
         .map_err(StageError::io(dir))
 }
 
-/// `/run/user/UID` of an identity.
-pub fn runtime_home(identity: &Identity) -> PathBuf {
-    Path::new("/run/user").join(identity.uid.to_string())
-}
-
 /// The read-only view of the base store for `identity`.
 pub fn base_view(identity: &Identity) -> PathBuf {
     Path::new(RUN_ROOT).join("base").join(&identity.name)
@@ -241,7 +236,7 @@ pub fn prepare_host(
     caches: &[(PathBuf, PathBuf, u32)],
 ) -> Result<(), StageError> {
     let store = &identities.store;
-    let runtime = runtime_home(identity);
+    let runtime = identity.runtime_home();
     // A shared directory: made when missing, never re-owned or re-moded.
     if !Path::new("/run/user").exists() {
         std::fs::create_dir_all("/run/user").map_err(StageError::io(Path::new("/run/user")))?;
@@ -308,9 +303,11 @@ fn touch(dir: &Path) {
 }
 
 /// Root, after teardown (or for a lease whose job is gone): ends every process the identity
-/// still owns, unmounts and removes the job's mounts, removes the job directory and everything
-/// in the identity's runtime directory, then ends the lease. Gathers every error; the lease is
-/// kept when processes of the identity survive.
+/// still owns, unmounts the job's cache views, removes root's files and the directories
+/// teardown emptied, empties the identity's runtime directory, then ends the lease. Root
+/// deletes nothing the job identity could have written: a `work/` teardown could not empty
+/// stays, and so does the lease, for the next `berth reap` to tear down again. Gathers every
+/// error.
 pub async fn release_host(
     leases: &Leases,
     identity: &Identity,
@@ -319,41 +316,48 @@ pub async fn release_host(
     let mut errors = Vec::new();
     berth_sandbox::podman::stop_identity(identity).await;
     process::as_root(|| {
+        let gone = |e: &io::Error| e.kind() == io::ErrorKind::NotFound;
+        let mut remove = |result: io::Result<()>, path: &Path| {
+            if let Err(e) = result
+                && !gone(&e)
+            {
+                errors.push(StageError::io(path)(e));
+            }
+        };
         if let Ok(entries) = std::fs::read_dir(&paths.mounts_dir) {
             for entry in entries.flatten() {
-                if let Err(e) = berth_sandbox::idmap::unmount(&entry.path()) {
-                    errors.push(StageError::io(&entry.path())(e));
-                }
+                let target = entry.path();
+                remove(berth_sandbox::idmap::unmount(&target), &target);
+                remove(std::fs::remove_dir(&target), &target);
             }
         }
-        for dir in [&paths.mounts_dir, &paths.job_dir] {
-            // Only root's directories with nothing mounted: nothing here follows a link.
-            if let Err(e) = std::fs::remove_dir_all(dir)
-                && e.kind() != io::ErrorKind::NotFound
-            {
-                errors.push(StageError::io(dir)(e));
-            }
+        remove(std::fs::remove_dir(&paths.mounts_dir), &paths.mounts_dir);
+        for root_file in [paths.state_file(), paths.built_images_record()] {
+            remove(std::fs::remove_file(&root_file), &root_file);
+        }
+        for dir in [paths.work(), paths.job_dir.clone()] {
+            remove(std::fs::remove_dir(&dir), &dir);
         }
     });
     if let Err(e) = berth_sandbox::podman::wipe_runtime_home(identity).await {
         errors.push(StageError::Sandbox(e));
     }
-    berth_sandbox::podman::stop_identity(identity).await;
     let left = berth_sandbox::identity::processes_of(identity)
         .into_iter()
         .filter(|p| *p != std::process::id())
         .count();
-    if left == 0 {
-        if let Err(e) = process::as_root(|| leases.release(&identity.name)) {
-            errors.push(e);
-        }
-    } else {
+    if left > 0 {
         errors.push(StageError::Sandbox(
             berth_sandbox::SandboxError::Leftovers {
                 identity: identity.name.clone(),
                 processes: left,
             },
         ));
+    }
+    if errors.is_empty()
+        && let Err(e) = process::as_root(|| leases.release(&identity.name))
+    {
+        errors.push(e);
     }
     errors
 }

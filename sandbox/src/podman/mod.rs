@@ -690,8 +690,8 @@ impl PodmanSandbox {
     }
 
     /// With an identity of its own, the job is every process that identity owns: all of them
-    /// stop (its Podman service, proxy, BuildKit, conmon, containers, its pause process), its
-    /// files go from inside its user namespace, and nothing of it is left to find by name.
+    /// stop (its Podman service, proxy, BuildKit, conmon, containers, its pause process) and its
+    /// files go from inside its user namespace; nothing of it is left to find by name.
     async fn teardown_identity(&self, identity: &Identity, errors: &mut Vec<SandboxError>) {
         stop_identity(identity).await;
         // A pause.pid of a process now gone would make the next Podman try to join it.
@@ -701,7 +701,8 @@ impl PodmanSandbox {
         if let Err(e) = self.remove_store().await {
             errors.push(e);
         }
-        // `work/` itself is root's to remove (its parent is root's); everything in it goes.
+        // `podman unshare` itself leaves a fresh store skeleton in `work/` (its own files, the
+        // identity's), and the run directory is the identity's too.
         let mut leftovers: Vec<PathBuf> = std::fs::read_dir(self.paths.work())
             .into_iter()
             .flatten()
@@ -716,21 +717,8 @@ impl PodmanSandbox {
         if let Err(e) = process::run(&spec, &CancellationToken::new()).await {
             errors.push(e.into());
         }
-        // `podman unshare` started a pause process again.
-        stop_identity(identity).await;
-        if let Err(e) = wipe_runtime_home(identity).await {
-            errors.push(e);
-        }
-        let left = crate::identity::processes_of(identity)
-            .into_iter()
-            .filter(|pid| *pid != std::process::id())
-            .count();
-        if left > 0 {
-            errors.push(SandboxError::Leftovers {
-                identity: identity.name.clone(),
-                processes: left,
-            });
-        }
+        // What `podman unshare` started again (its pause process) ends when root releases the
+        // identity (`berth_stages::identities::release_host`), which also checks none is left.
     }
 
     /// Without an identity of its own, the job's processes are told apart by the paths they
@@ -767,28 +755,25 @@ impl PodmanSandbox {
         }
     }
 
-    /// Removes the per-job store inside the user namespace, after unmounting its layers.
+    /// Removes everything in the job's `work/` and its temporary directory inside the user
+    /// namespace, after unmounting the store's layers: containers' non-root users leave files of
+    /// subordinate ids anywhere they could write (`/builds`, the agent's `out/`, the nested store,
+    /// BuildKit's root, build temporaries), which only the namespace's root may remove. `work/`
+    /// itself stays (its parent may be root's).
     async fn remove_store(&self) -> Result<(), SandboxError> {
-        let storage = self.paths.storage();
-        if !storage.exists()
-            && !self.paths.buildkit().exists()
-            && !self.paths.nested().exists()
-            && !self.paths.tmpdir().exists()
-        {
+        let work = self.paths.work();
+        let tmp = self.paths.tmpdir();
+        let occupied = std::fs::read_dir(&work).is_ok_and(|mut d| d.next().is_some());
+        if !occupied && !tmp.exists() {
             return Ok(());
         }
-        let s = storage.display().to_string();
-        // The inner store of nested builds holds files of subordinate ids too.
-        let nested = self.paths.nested().display().to_string();
-        let buildkit = self.paths.buildkit().display().to_string();
-        // Files that non-root container users wrote into /builds belong to subordinate ids too.
-        let builds = self.paths.builds().display().to_string();
-        // Builds leave subordinate-id files in the job's temporary directory too.
-        let tmp = self.paths.tmpdir().display().to_string();
+        let s = self.paths.storage().display().to_string();
+        let (work, tmp) = (work.display().to_string(), tmp.display().to_string());
         let script = format!(
             "grep -F ' {s}/' /proc/self/mounts | cut -d' ' -f2 | sort -r | \
              while read -r m; do umount -l \"$m\" 2>/dev/null; done; \
-             umount -l '{s}/overlay' 2>/dev/null; rm -rf '{s}' '{nested}' '{buildkit}' '{builds}' '{tmp}'"
+             umount -l '{s}/overlay' 2>/dev/null; \
+             find '{work}' -mindepth 1 -maxdepth 1 -exec rm -rf -- {{}} + && rm -rf -- '{tmp}'"
         );
         let spec = self.podman().args(["unshare", "sh", "-c", script.as_str()]);
         process::run(&spec, &CancellationToken::new()).await?;
@@ -1160,7 +1145,7 @@ impl Sandbox for PodmanSandbox {
 /// Empties `identity`'s `/run/user/UID`, as the identity itself (nothing there is followed).
 /// What builds left there under subordinate ids goes from inside the identity's user namespace.
 pub async fn wipe_runtime_home(identity: &Identity) -> Result<(), SandboxError> {
-    let runtime = PathBuf::from(format!("/run/user/{}", identity.uid));
+    let runtime = identity.runtime_home();
     if !runtime.is_dir() {
         return Ok(());
     }
