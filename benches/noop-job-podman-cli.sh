@@ -24,5 +24,6 @@ for c in helper helper job job helper helper helper; do
 done
 $P pod rm -f -t 0 "$key" >/dev/null
 $P unshare sh -c "umount -l $J/storage/overlay 2>/dev/null; rm -rf $J"
-rm -rf "$R"
+# podman unshare leaves a fresh store skeleton behind, its user's own files.
+rm -rf "$J" "$R"
 ' _ "$J" "$R" "$IMAGE" "$HELPER" "$key"
