@@ -448,24 +448,9 @@ async fn stop_script_processes(
             .filter(|pid| !keep.contains(pid))
             .collect()
     };
-    let signal_all = |sig: nix::sys::signal::Signal| {
-        let targets = victims(&processes());
-        for pid in &targets {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw((*pid).cast_signed()), sig);
-        }
-        targets.len()
-    };
-    if signal_all(nix::sys::signal::Signal::SIGTERM) == 0 {
-        return;
-    }
-    let deadline = tokio::time::Instant::now() + grace;
-    while tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        if victims(&processes()).is_empty() {
-            return;
-        }
-    }
-    signal_all(nix::sys::signal::Signal::SIGKILL);
+    crate::process::Ladder::new(grace)
+        .stop(|| victims(&processes()))
+        .await;
 }
 
 #[cfg(test)]

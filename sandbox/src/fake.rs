@@ -78,10 +78,9 @@ impl FakeSandbox {
 }
 
 fn unreachable_error() -> SandboxError {
-    SandboxError::Api(crate::podman::api::ApiError::Unreachable {
-        socket: "/fake/api.sock".into(),
-        message: "connection refused".into(),
-    })
+    SandboxError::runtime("start the job's runtime")(std::io::Error::from(
+        std::io::ErrorKind::ConnectionRefused,
+    ))
 }
 
 impl Sandbox for FakeSandbox {

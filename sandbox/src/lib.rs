@@ -172,12 +172,15 @@ pub struct Started {
 /// Why the sandbox failed. [`SandboxError::is_users_fault`] decides BUILD vs SYSTEM.
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
-    /// The Podman API failed.
-    #[error(transparent)]
-    Api(#[from] podman::api::ApiError),
-    /// A Podman command failed.
-    #[error(transparent)]
-    Process(#[from] process::ProcessError),
+    /// The container runtime could not do something the stage asked of it.
+    #[error("the container runtime could not {action}: {source}")]
+    Runtime {
+        /// What was asked, in the seam's words ("create the job's pod").
+        action: String,
+        /// The runtime's own account.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The agent protocol failed.
     #[error(transparent)]
     Agent(#[from] agent::AgentError),
@@ -248,12 +251,23 @@ pub enum SandboxError {
 }
 
 impl SandboxError {
+    /// A runtime failure to do `action`, for `map_err`.
+    pub fn runtime<E>(action: impl Into<String>) -> impl FnOnce(E) -> Self
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        let action = action.into();
+        move |source| Self::Runtime {
+            action,
+            source: Box::new(source),
+        }
+    }
+
     /// Whether the job's own inputs caused this (its image), rather than the infrastructure.
     pub fn is_users_fault(&self) -> bool {
         match self {
             Self::ContainerExited { role, .. } => role == "job" || role == "service",
-            Self::Api(_)
-            | Self::Process(_)
+            Self::Runtime { .. }
             | Self::Agent(_)
             | Self::ImageUnavailable { .. }
             | Self::ServiceStart { .. }

@@ -7,12 +7,13 @@
 //! No child inherits berth's environment (gitlab-runner hands berth the job token and masked
 //! variables as `CUSTOM_ENV_*`): each starts from [`BASE_ENV`] plus what its spec names.
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
-use nix::sys::signal::{Signal, killpg};
+use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use tokio::io::AsyncReadExt;
 use tokio::process::{Child, Command};
@@ -234,19 +235,11 @@ pub fn tail(bytes: &[u8]) -> String {
     String::from_utf8_lossy(&bytes[start..]).trim().to_owned()
 }
 
-/// SIGTERM to the child's group, the grace period, then SIGKILL.
+/// SIGTERM to the child's group, the grace period, then SIGKILL; the leader is reaped meanwhile.
 async fn terminate(child: &mut Child, grace: Duration) {
     let Some(pid) = child.id() else { return };
-    let group = Pid::from_raw(pid.cast_signed());
-    let _ = killpg(group, Signal::SIGTERM);
-    // The leader may exit at once while others in its group ignore SIGTERM: wait for the group.
-    let deadline = tokio::time::Instant::now() + grace;
-    let _ = tokio::time::timeout(grace, child.wait()).await;
-    while tokio::time::Instant::now() < deadline && killpg(group, None).is_ok() {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let _ = killpg(group, Signal::SIGKILL);
-    let _ = child.wait().await;
+    let ladder = Ladder::new(grace);
+    let _ = tokio::join!(ladder.stop(|| group_members(pid)), child.wait());
 }
 
 /// Starts a long-lived child in its own session, not tied to this process's life, with stdout
@@ -379,28 +372,122 @@ pub fn alive(pid: u32) -> bool {
 
 /// Stops a process we do not own a handle to: SIGTERM, up to `grace`, then SIGKILL.
 pub async fn stop_pid(pid: u32, grace: Duration) {
-    let target = Pid::from_raw(pid.cast_signed());
-    if nix::sys::signal::kill(target, Signal::SIGTERM).is_err() {
-        return;
-    }
-    let deadline = tokio::time::Instant::now() + grace;
-    while tokio::time::Instant::now() < deadline {
-        if !alive(pid) || is_zombie(pid) {
-            return;
+    Ladder::new(grace).stop(|| vec![pid]).await;
+}
+
+/// How often a ladder looks again at what it is stopping.
+const LADDER_POLL: Duration = Duration::from_millis(20);
+/// How many looks after SIGKILL before a ladder gives up on what is still there (a process in
+/// uninterruptible sleep, or one a lazy init has not reaped yet).
+const LADDER_KILL_LOOKS: u32 = 100;
+
+/// The one way berth stops processes: SIGTERM to each target once, up to the grace, then
+/// SIGKILL to whatever is left. Targets are found again on every look, since what is being
+/// stopped may still fork; a target once found stays one until it is gone (a process whose
+/// parent died is reparented out of any tree it was found in). A zombie counts as gone.
+#[derive(Debug, Clone, Copy)]
+pub struct Ladder {
+    grace: Duration,
+    as_root: bool,
+}
+
+impl Ladder {
+    /// SIGTERM, `grace`, SIGKILL. A zero grace sends SIGKILL at once.
+    pub fn new(grace: Duration) -> Self {
+        Self {
+            grace,
+            as_root: false,
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let _ = nix::sys::signal::kill(target, Signal::SIGKILL);
+
+    /// SIGKILL at once: for processes whose job is over (a container's init ignores SIGTERM).
+    pub fn kill() -> Self {
+        Self::new(Duration::ZERO)
+    }
+
+    /// Signals with root's effective uid taken back ([`as_root`]): a job identity's
+    /// subordinate-id processes.
+    pub fn as_root(mut self) -> Self {
+        self.as_root = true;
+        self
+    }
+
+    /// Stops everything `find` names (never this process). Returns the pids still there after
+    /// SIGKILL, which is empty unless something outlived it.
+    pub async fn stop(&self, mut find: impl FnMut() -> Vec<u32>) -> Vec<u32> {
+        let own = std::process::id();
+        let deadline = tokio::time::Instant::now() + self.grace;
+        // What each target was last sent (SIGCONT stands for "nothing yet").
+        let mut sent: BTreeMap<u32, Signal> = BTreeMap::new();
+        let mut kill_looks = 0;
+        loop {
+            for pid in find() {
+                sent.entry(pid).or_insert(Signal::SIGCONT);
+            }
+            sent.retain(|pid, _| *pid != own && running(*pid));
+            if sent.is_empty() {
+                return Vec::new();
+            }
+            let signal = if tokio::time::Instant::now() >= deadline {
+                kill_looks += 1;
+                Signal::SIGKILL
+            } else {
+                Signal::SIGTERM
+            };
+            if kill_looks > LADDER_KILL_LOOKS {
+                return sent.into_keys().collect();
+            }
+            let due: Vec<u32> = sent
+                .iter_mut()
+                .filter(|(_, last)| **last != signal)
+                .map(|(pid, last)| {
+                    *last = signal;
+                    *pid
+                })
+                .collect();
+            let send = || {
+                for pid in &due {
+                    let _ = nix::sys::signal::kill(Pid::from_raw(pid.cast_signed()), signal);
+                }
+            };
+            if self.as_root {
+                as_root(send);
+            } else {
+                send();
+            }
+            tokio::time::sleep(LADDER_POLL).await;
+        }
+    }
+}
+
+/// Whether a process exists and is not a zombie.
+pub fn running(pid: u32) -> bool {
+    alive(pid) && !is_zombie(pid)
+}
+
+/// Fields of `/proc/PID/stat` after the command name (state first), when readable.
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    Some(rest.split_whitespace().map(str::to_owned).collect())
 }
 
 fn is_zombie(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit_once(')')
-                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+    stat_fields(pid).is_none_or(|f| f.first().is_some_and(|state| state == "Z"))
+}
+
+/// The processes of process group `group`, read from `/proc`.
+pub fn group_members(group: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            stat_fields(*pid)
+                .and_then(|f| f.get(2)?.parse::<u32>().ok())
+                .is_some_and(|pgrp| pgrp == group)
         })
-        .unwrap_or(true)
+        .collect()
 }
 
 #[cfg(test)]
@@ -416,6 +503,66 @@ mod tests {
             .expect_err("exit 3");
         let text = err.to_string();
         assert!(text.contains("broken") && text.contains('3'), "{text}");
+    }
+
+    /// Starts `script` detached and returns once it has set its traps (it touches `ready`).
+    async fn detached(script: &str, dir: &std::path::Path) -> u32 {
+        let ready = dir.join("ready");
+        let script = format!(
+            "{script}; touch {}; while :; do sleep 1; done",
+            ready.display()
+        );
+        let spec = CommandSpec::new("sh").args(["-c", &script]);
+        let pid = spawn_detached(&spec, &dir.join("log")).expect("spawn");
+        while !ready.exists() {
+            assert!(running(pid), "the script exited before it was ready");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        pid
+    }
+
+    #[tokio::test]
+    async fn a_ladder_asks_with_sigterm_first() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let marker = dir.path().join("term");
+        let pid = detached(
+            &format!("trap 'echo term > {}; exit 0' TERM", marker.display()),
+            dir.path(),
+        )
+        .await;
+        let left = Ladder::new(Duration::from_secs(30))
+            .stop(|| vec![pid])
+            .await;
+        assert!(left.is_empty(), "{left:?}");
+        assert!(!running(pid));
+        assert_eq!(std::fs::read_to_string(&marker).expect("trapped"), "term\n");
+    }
+
+    #[tokio::test]
+    async fn a_ladder_kills_what_ignores_sigterm_once_the_grace_is_over() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pid = detached("trap '' TERM", dir.path()).await;
+        let left = Ladder::new(Duration::from_millis(100))
+            .stop(|| vec![pid])
+            .await;
+        assert!(left.is_empty(), "{left:?}");
+        assert!(!running(pid));
+    }
+
+    #[tokio::test]
+    async fn a_ladder_never_signals_its_own_process() {
+        let own = std::process::id();
+        let left = Ladder::kill().stop(|| vec![own]).await;
+        assert!(left.is_empty());
+        assert!(running(own));
+    }
+
+    #[test]
+    fn a_group_lists_its_members() {
+        let own = std::process::id();
+        let group = nix::unistd::getpgrp().as_raw().cast_unsigned();
+        assert!(group_members(group).contains(&own));
+        assert!(!group_members(u32::MAX).contains(&own));
     }
 
     #[tokio::test]

@@ -12,6 +12,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::spec::{PodSpecGenerator, SpecGenerator};
+
 const API: &str = "/v4.0.0/libpod";
 
 /// A failed API call.
@@ -240,7 +242,7 @@ impl Api {
     }
 
     /// Creates a pod.
-    pub async fn pod_create(&self, spec: &Value) -> Result<(), ApiError> {
+    pub async fn pod_create(&self, spec: &PodSpecGenerator) -> Result<(), ApiError> {
         self.call(Method::POST, &format!("{API}/pods/create"), Some(spec))
             .await
             .map(drop)
@@ -284,7 +286,7 @@ impl Api {
     }
 
     /// Creates a container from a libpod SpecGenerator document.
-    pub async fn container_create(&self, spec: &Value) -> Result<(), ApiError> {
+    pub async fn container_create(&self, spec: &SpecGenerator) -> Result<(), ApiError> {
         self.call(
             Method::POST,
             &format!("{API}/containers/create"),
