@@ -15,21 +15,16 @@ use berth_config::{Config, ContractEnv};
 use berth_sandbox::Cancel;
 use berth_sandbox::podman::PodmanSandbox;
 use berth_stages::context::HostFacts;
+use berth_stages::outcome::Invocation;
 use berth_stages::state::ProcessIdentity;
-use berth_stages::{FailureKind, Job, JobLog, RunOutcome, StageError};
+use berth_stages::{ExitCodes, FailureKind, Job, JobLog, Outcome, StageError};
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::{Cli, Command};
 use berth_sandbox::identity::Identity;
-use berth_stages::identities::{Identities, Leases};
+use berth_stages::identities::{Entry, Identities, Leases};
 
 use crate::privileges::{self, RunnerUser};
-
-/// Exit codes of one invocation, from the runner's environment.
-struct Codes {
-    build: i32,
-    system: i32,
-}
 
 fn code(c: i32) -> ExitCode {
     ExitCode::from(u8::try_from(c).unwrap_or(1))
@@ -57,7 +52,7 @@ pub(crate) fn main(cli: Cli) -> ExitCode {
         .without_time()
         .init();
     let env = ContractEnv::from_vars(std::env::vars());
-    let codes = Codes {
+    let codes = ExitCodes {
         build: env.build_failure_exit_code(),
         system: env.system_failure_exit_code(),
     };
@@ -98,7 +93,10 @@ pub(crate) fn main(cli: Cli) -> ExitCode {
         }
         Command::Reap => match reap(cli.config.as_deref()) {
             Ok(c) => c,
-            Err(e) => report(&e, &codes),
+            Err(e) => {
+                report(&e);
+                code(berth_stages::outcome::exit_code(&Err(e), codes))
+            }
         },
         Command::Db {
             command: crate::cli::DbCommand::Update(args),
@@ -151,23 +149,32 @@ pub(crate) fn main(cli: Cli) -> ExitCode {
                 }
             }
         }
-        command => match stage(command, cli.config.as_deref(), env, &codes) {
-            Ok(c) => c,
-            Err(e) => report(&e, &codes),
-        },
+        Command::Config | Command::Prepare | Command::Run { .. } | Command::Cleanup => {
+            let job_stage = match cli.command {
+                Command::Prepare => JobStage::Prepare,
+                Command::Run { script, stage } => JobStage::Run { script, stage },
+                Command::Cleanup => JobStage::Cleanup,
+                _ => JobStage::Config,
+            };
+            let ending = stage(job_stage, cli.config.as_deref(), env);
+            if let Err(e) = &ending {
+                report(e);
+            }
+            code(berth_stages::outcome::exit_code(&ending, codes))
+        }
     }
 }
 
 /// The job's masked values, once its payload is read: berth's own last words are masked too.
 static MASKED: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
 
-fn report(e: &StageError, codes: &Codes) -> ExitCode {
+/// Says why berth failed, in the job log, masked.
+fn report(e: &StageError) {
     let mut log = JobLog::new(
         Box::new(std::io::stderr()),
         MASKED.get().cloned().unwrap_or_default(),
     );
-    let kind = e.failure_kind();
-    let prefix = match kind {
+    let prefix = match e.failure_kind() {
         FailureKind::Build => "ERROR: Job failed",
         FailureKind::System => "ERROR: Job failed (system failure)",
     };
@@ -177,10 +184,6 @@ fn report(e: &StageError, codes: &Codes) -> ExitCode {
         log.line(&format!("  caused by: {cause}"));
         source = cause.source();
     }
-    code(match kind {
-        FailureKind::Build => codes.build,
-        FailureKind::System => codes.system,
-    })
 }
 
 fn load_config(path: Option<&Path>) -> Result<Config, StageError> {
@@ -383,12 +386,19 @@ fn read_input(path: &Path, what: &str) -> Result<Vec<u8>, StageError> {
     })
 }
 
+/// The stages of one job, as gitlab-runner invokes them.
+enum JobStage {
+    Config,
+    Prepare,
+    Run { script: PathBuf, stage: String },
+    Cleanup,
+}
+
 fn stage(
-    command: Command,
+    command: JobStage,
     config_path: Option<&Path>,
     env: ContractEnv,
-    codes: &Codes,
-) -> Result<ExitCode, StageError> {
+) -> Result<Outcome, StageError> {
     let config = load_config(config_path)?;
     // Inputs the runner wrote as its own user are read before privileges drop.
     let payload_path = env
@@ -409,7 +419,7 @@ fn stage(
         );
     }
     let script = match &command {
-        Command::Run { script, .. } => Some(read_input(script, "a readable stage script")?),
+        JobStage::Run { script, .. } => Some(read_input(script, "a readable stage script")?),
         _ => None,
     };
     let who = Who::of(&config)?;
@@ -419,7 +429,7 @@ fn stage(
         .build()
         .map_err(StageError::io(Path::new("<tokio runtime>")))?;
 
-    if let Command::Config = command {
+    if let JobStage::Config = command {
         let host = who.host(&config, None);
         let job = Job::new(config, env, &payload, host)?;
         let host_name = nix::unistd::gethostname()
@@ -435,7 +445,7 @@ fn stage(
             .write_all(json.as_bytes())
             .and_then(|()| stdout.flush())
             .map_err(StageError::io(Path::new("<stdout>")))?;
-        return Ok(ExitCode::SUCCESS);
+        return Ok(Outcome::Success);
     }
 
     let mut log = JobLog::new(Box::new(std::io::stderr()), Vec::new());
@@ -448,7 +458,7 @@ fn stage(
             let job = Job::new(config, env, &payload, host)?;
             let key = job.key.clone();
             let identity = match command {
-                Command::Prepare => {
+                JobStage::Prepare => {
                     let reaped =
                         runtime.block_on(reap_jobs(&job.config, &who, Some(&key), &mut log));
                     for e in &reaped.errors {
@@ -461,7 +471,7 @@ fn stage(
             let Some(identity) = identity else {
                 // Nothing of the job exists (never prepared, or cleaned up already).
                 return match command {
-                    Command::Cleanup => Ok(ExitCode::SUCCESS),
+                    JobStage::Cleanup => Ok(Outcome::Success),
                     _ => Err(StageError::NotPrepared {
                         key,
                         detail: "no job identity is leased to it".into(),
@@ -470,31 +480,14 @@ fn stage(
             };
             let host = who.host(&job.config, Some(&identity));
             let job = job.with_host(host);
-            if matches!(command, Command::Prepare) {
-                berth_stages::identities::prepare_host(
-                    &job.config,
-                    ids,
-                    &identity,
-                    &job.paths,
-                    &job.kept_caches(),
-                )?;
-                // A leased identity starts clean: whatever an earlier failure left of it
-                // (processes, files in its runtime directory) goes first.
-                runtime.block_on(async {
-                    berth_sandbox::podman::stop_identity(&identity).await;
-                    berth_sandbox::podman::wipe_runtime_home(&identity).await
-                })?;
-                berth_stages::identities::create_job_cgroup(&job, &identity);
-            }
-            if matches!(command, Command::Prepare | Command::Run { .. }) {
-                // Everything the job's Podman starts from here on (service, conmon, containers,
-                // build steps, BuildKit) is inside the job's limits.
-                if let Err(e) = berth_sandbox::cgroups::join(&job.key) {
-                    log.warn(&format!(
-                        "per-job limits not enforced: cannot join the job's cgroup: {e}"
-                    ));
-                }
-            }
+            let entry = match command {
+                JobStage::Prepare => Entry::Prepare,
+                JobStage::Run { .. } => Entry::Run,
+                JobStage::Cleanup | JobStage::Config => Entry::Cleanup,
+            };
+            runtime.block_on(berth_stages::identities::enter_job(
+                &job, ids, &identity, entry, &mut log,
+            ))?;
             (job, as_runner_user(&identity))
         }
         Who::OwnUser(user) => {
@@ -514,86 +507,21 @@ fn stage(
     log.mask(job.payload.masked_values().into_iter().map(str::to_owned));
     let sandbox = PodmanSandbox::new(job.paths.clone(), job.podman_settings());
     let cancel = Cancel::new();
+    let script = script.unwrap_or_default();
+    let invocation = match &command {
+        JobStage::Prepare => Invocation::Prepare,
+        JobStage::Run { stage, .. } => Invocation::Run {
+            stage,
+            script: &script,
+            build_exit_code_file: build_exit_code_file.as_deref(),
+        },
+        JobStage::Cleanup => Invocation::Cleanup,
+        JobStage::Config => return Ok(Outcome::Success),
+    };
     runtime.block_on(async {
         bridge_signals(cancel.clone());
-        match command {
-            Command::Prepare => {
-                tokio::select! {
-                    r = berth_stages::prepare::prepare(&job, &sandbox, &mut log) => {
-                        r?;
-                        Ok(ExitCode::SUCCESS)
-                    }
-                    () = cancel.cancelled() => Err(StageError::Contract {
-                        what: "time to finish prepare".into(),
-                        detail: "cancelled by gitlab-runner (timeout or job cancel)".into(),
-                    }),
-                }
-            }
-            Command::Run { stage, .. } => {
-                let script = script.unwrap_or_default();
-                let mut out = tokio::io::stdout();
-                let outcome =
-                    berth_stages::run::run(&job, &sandbox, &stage, &script, &mut out, &cancel)
-                        .await?;
-                Ok(match outcome {
-                    RunOutcome::Success => ExitCode::SUCCESS,
-                    RunOutcome::ScriptFailed(c) | RunOutcome::Cancelled(c) => {
-                        if let Some(file) = &build_exit_code_file {
-                            let written = berth_sandbox::process::as_root(|| {
-                                std::fs::write(file, format!("{c}\n"))
-                            });
-                            if let Err(e) = written {
-                                log.warn(&format!(
-                                    "cannot write BUILD_EXIT_CODE_FILE {}: {e}",
-                                    file.display()
-                                ));
-                            }
-                        }
-                        code(codes.build)
-                    }
-                })
-            }
-            Command::Cleanup => {
-                let mut errors = berth_stages::cleanup::cleanup(&job, &sandbox, &mut log).await;
-                if let Some(identity) = &job.host.job_identity {
-                    match berth_sandbox::process::as_root(|| Leases::open(&job.config)) {
-                        Ok(leases) => {
-                            let released = berth_stages::identities::release_host(
-                                &leases, identity, &job.paths,
-                            )
-                            .await;
-                            for e in &released {
-                                log.warn(&format!("releasing job identity {}: {e}", identity.name));
-                            }
-                            errors.extend(released);
-                        }
-                        Err(e) => {
-                            log.warn(&format!("releasing job identity {}: {e}", identity.name));
-                            errors.push(e);
-                        }
-                    }
-                }
-                for e in
-                    berth_sandbox::process::as_root(|| berth_sandbox::cgroups::remove(&job.key))
-                {
-                    log.warn(&format!("removing the job's cgroup: {e}"));
-                    errors.push(StageError::io(Path::new("/sys/fs/cgroup"))(e));
-                }
-                Ok(if errors.is_empty() {
-                    ExitCode::SUCCESS
-                } else {
-                    code(codes.system)
-                })
-            }
-            Command::Config
-            | Command::Reap
-            | Command::Doctor
-            | Command::RunnerConfig
-            | Command::BuildProxy { .. }
-            | Command::Scan(_)
-            | Command::ScanInventory(_)
-            | Command::Db { .. } => Ok(ExitCode::SUCCESS),
-        }
+        let mut out = tokio::io::stdout();
+        berth_stages::outcome::invoke(invocation, &job, &sandbox, &mut out, &cancel, &mut log).await
     })
 }
 

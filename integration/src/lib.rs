@@ -8,6 +8,8 @@
     reason = "the harness plays gitlab-runner and spawns berth itself"
 )]
 
+pub mod contract;
+
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;

@@ -1,9 +1,12 @@
 //! `berth cleanup`: remove everything the job created, trying every step and gathering every
 //! error. Idempotent: fine twice, fine after a prepare that failed half-way or never ran.
 
+use std::path::Path;
+
 use berth_sandbox::Sandbox;
 
-use crate::{Job, JobLog, StageError};
+use crate::identities::Leases;
+use crate::{Job, JobLog, Outcome, StageError};
 
 /// Removes the job. Returns every error met; an empty list means nothing of the job is left.
 pub async fn cleanup<S: Sandbox>(job: &Job, sandbox: &S, log: &mut JobLog) -> Vec<StageError> {
@@ -17,4 +20,29 @@ pub async fn cleanup<S: Sandbox>(job: &Job, sandbox: &S, log: &mut JobLog) -> Ve
         log.warn(&format!("cleanup of job {}: {e}", job.key));
     }
     errors
+}
+
+/// `berth cleanup`: the job's sandbox, then (with a job identity) its lease and the job's cgroup,
+/// as root. Every step is tried; the outcome counts what failed.
+pub async fn cleanup_job<S: Sandbox>(job: &Job, sandbox: &S, log: &mut JobLog) -> Outcome {
+    let mut errors = cleanup(job, sandbox, log).await;
+    if let Some(identity) = &job.host.job_identity {
+        let released = match berth_sandbox::process::as_root(|| Leases::open(&job.config)) {
+            Ok(leases) => crate::identities::release_host(&leases, identity, &job.paths).await,
+            Err(e) => vec![e],
+        };
+        for e in &released {
+            log.warn(&format!("releasing job identity {}: {e}", identity.name));
+        }
+        errors.extend(released);
+    }
+    for e in berth_sandbox::process::as_root(|| berth_sandbox::cgroups::remove(&job.key)) {
+        log.warn(&format!("removing the job's cgroup: {e}"));
+        errors.push(StageError::io(Path::new("/sys/fs/cgroup"))(e));
+    }
+    if errors.is_empty() {
+        Outcome::Success
+    } else {
+        Outcome::CleanupIncomplete(errors.len())
+    }
 }

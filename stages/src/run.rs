@@ -97,3 +97,16 @@ pub async fn run<S: Sandbox>(
         ScriptEnd::Cancelled(code) => RunOutcome::Cancelled(code),
     })
 }
+
+/// Writes a failed or cancelled script's code where gitlab-runner asked for it
+/// (`BUILD_EXIT_CODE_FILE`, in the runner's own directory: written as root). A failure to write
+/// is logged; the stage's outcome stands.
+pub fn record_exit_code(file: &std::path::Path, code: i32, log: &mut crate::JobLog) {
+    let written = berth_sandbox::process::as_root(|| std::fs::write(file, format!("{code}\n")));
+    if let Err(e) = written {
+        log.warn(&format!(
+            "cannot write BUILD_EXIT_CODE_FILE {}: {e}",
+            file.display()
+        ));
+    }
+}
