@@ -1,5 +1,5 @@
 //! GitLab's custom-executor contract as types: stage names, the driver environment, the job payload
-//! and the JSON that `config_exec` prints. Facts cite `shared/reference/custom-executor-contract.md`.
+//! and the JSON that `config_exec` prints. Facts cite `docs/reference/custom-executor-contract.md`.
 
 use std::collections::BTreeMap;
 use std::fmt;

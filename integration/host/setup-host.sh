@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent host setup for berth on Debian 12: installs rootless Podman and its helpers, creates the
 # store identity and BERTH_JOB_SLOTS job identities with disjoint subuid/subgid ranges, and writes
-# the Podman settings that ../shared/reference/host-podman.md measured as necessary (once, into
+# the Podman settings that docs/reference/host-podman.md measured as necessary (once, into
 # /etc/berth/podman). Never changes shared directories or other users' files. Safe to run again.
 set -euo pipefail
 

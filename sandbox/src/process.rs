@@ -1,8 +1,10 @@
 //! The leash every child process goes through: its own process group, death with its parent,
 //! SIGTERM → grace → SIGKILL to the whole group, and the tail of stderr kept for the error.
 //!
-//! The one exception is [`spawn_detached`], for the per-job Podman API service that must outlive
-//! the stage that started it; cleanup and reap stop it by its pid file.
+//! The one exception is [`spawn_detached`], for the job's long-lived services (its Podman API
+//! service, build socket proxy and BuildKit) that must outlive the stage that started them; they
+//! run as the job's identity, and teardown ends them with everything else that identity runs.
+//! Every stop goes through the one [`Ladder`]: SIGTERM, the grace, SIGKILL.
 //!
 //! No child inherits berth's environment (gitlab-runner hands berth the job token and masked
 //! variables as `CUSTOM_ENV_*`): each starts from [`BASE_ENV`] plus what its spec names.
@@ -243,7 +245,7 @@ async fn terminate(child: &mut Child, grace: Duration) {
 }
 
 /// Starts a long-lived child in its own session, not tied to this process's life, with stdout
-/// and stderr appended to `log`. Returns its pid. Used only for the per-job API service.
+/// and stderr appended to `log`. Returns its pid. For the job's long-lived services only.
 pub fn spawn_detached(spec: &CommandSpec, log: &std::path::Path) -> Result<u32, ProcessError> {
     let command = spec.display();
     let file = std::fs::OpenOptions::new()

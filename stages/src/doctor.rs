@@ -1,5 +1,6 @@
 //! `berth doctor`: checks the host for everything rootless Podman needs here and says how to fix
-//! each problem. Facts are gathered at the edge; each check is a small pure judgement.
+//! each problem. Each check reads the few host facts it needs (files under /etc and /proc, the
+//! job identities, `PATH`) and turns them into one finding with a fix; none changes the host.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};

@@ -445,9 +445,12 @@ per_version!(git_clone_and_artifact_upload);
 /// v19 peer, which accepts both. Feature flags cannot be passed as flags, so timestamps stay on.
 #[test]
 fn flags_style_configuration_runs_a_job() -> Result<()> {
-    let Some(binary) = peer(PeerVersion::V19) else {
-        return Ok(());
-    };
+    let binary = peer(PeerVersion::V19).ok_or_else(|| {
+        anyhow::anyhow!(
+            "no gitlab-runner v19 peer could be built; see {}",
+            berth_fake_gitlab::peers::BUILD_SCRIPT
+        )
+    })?;
     let job = JobPayload::new(1, &["echo via-flags"]);
     let s = scenario(
         &binary,
