@@ -78,8 +78,15 @@ pub(crate) fn main(cli: Cli) -> ExitCode {
         }
         Command::Doctor => doctor(cli.config.as_deref()),
         Command::Scan(args) => scan(&args),
-        Command::ScanInventory(args) => {
-            let outcome = berth_scan::cli::ReadOutcome::of(&args);
+        Command::ScanInventory { request } => {
+            use berth_scan::api::{ReadOutcome, ReadRequest};
+            let outcome = match serde_json::from_str::<ReadRequest>(&request) {
+                Ok(request) => ReadOutcome::of(&request),
+                // berth wrote the request: a berth of another version asked.
+                Err(e) => ReadOutcome::bad_request(format!(
+                    "berth scan-inventory cannot read its request ({e}); the berth that asks and the one that reads must be the same build"
+                )),
+            };
             match serde_json::to_string(&outcome) {
                 Ok(json) => {
                     println!("{json}");

@@ -41,7 +41,11 @@ pub(crate) enum Command {
     /// Read an image's inventory and print it as JSON (run by berth inside a job identity's
     /// user namespace, where every file of the job's images is readable).
     #[command(hide = true)]
-    ScanInventory(Box<berth_scan::cli::ScanArgs>),
+    ScanInventory {
+        /// What to read: a `berth_scan::api::ReadRequest` as JSON.
+        #[arg(long)]
+        request: String,
+    },
     /// Manage the offline advisory database.
     Db {
         #[command(subcommand)]

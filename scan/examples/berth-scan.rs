@@ -1,6 +1,6 @@
-//! A stand-alone driver for the scanner library until the executor wires `berth scan`:
-//! `cargo run -p berth-scan --example berth-scan -- scan --input image.tar` and
-//! `… -- db update --from osv/`.
+//! A stand-alone driver for the scanner library, the same commands as `berth scan` and `berth db
+//! update` without building the executor: `cargo run -p berth-scan --example berth-scan -- scan
+//! --input image.tar` and `… -- db update --from osv/`.
 
 use std::io::Write;
 use std::process::ExitCode;

@@ -1,18 +1,21 @@
 //! The `berth scan` and `berth db update` commands as library functions, with Trivy's flag
-//! names. The executor owns the binary: it parses these argument structs, calls `run_*`, writes
-//! the returned text to stdout and exits with the returned code.
+//! names: a thin layer that turns the flags into the typed values of [`crate::api`], calls it,
+//! and maps its [`Verdict`] onto `--exit-code`. The executor owns the binary: it parses these
+//! argument structs, calls `run_*`, writes the returned text to stdout and exits with the
+//! returned code.
 
 use std::path::{Path, PathBuf};
 
-use time::OffsetDateTime;
+use time::{Date, OffsetDateTime};
 
-use crate::advisory::db::{self, AdvisoryDb, DbError, ImportSummary, StaleAction};
+use crate::advisory::db::{self, DbError, ImportSummary, StaleAction};
+use crate::api::{self, Freshness, ImageSource, Verdict};
 use crate::policy::{IgnoreError, IgnoreList, Policy};
 use crate::render::{self, Format, FormatError, RenderContext};
 use crate::report::Report;
 use crate::scan::{LayerCache, ScanError};
 use crate::severity::{self, SeverityError, Status, StatusError};
-use crate::source::{self, SourceError};
+use crate::source::SourceError;
 
 /// Default advisory database directory.
 pub const DEFAULT_DB: &str = "/var/lib/berth/advisories";
@@ -85,6 +88,16 @@ pub struct DbUpdateArgs {
     pub db: PathBuf,
 }
 
+impl From<api::Error> for CliError {
+    fn from(e: api::Error) -> Self {
+        match e {
+            api::Error::Db(e) => Self::Db(e),
+            api::Error::Source(e) => Self::Source(e),
+            api::Error::Scan(e) => Self::Scan(e),
+        }
+    }
+}
+
 /// Errors of the commands; every message names the fix.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
@@ -144,16 +157,17 @@ pub enum CliError {
     },
 }
 
-/// What a scan produced.
+/// What `berth scan` produced.
 #[derive(Debug, Clone)]
-pub struct ScanOutcome {
+pub struct CommandOutput {
     /// The report.
     pub report: Report,
     /// Text for stdout (empty when `-o` was given).
     pub stdout: String,
     /// Warnings for the log.
     pub warnings: Vec<String>,
-    /// The exit code Trivy's flags ask for.
+    /// The exit code Trivy's flags ask for: `--exit-code` when the verdict is
+    /// [`Verdict::Fail`], else 0.
     pub exit_code: i32,
 }
 
@@ -187,184 +201,88 @@ fn write(path: &Path, text: &str) -> Result<(), CliError> {
     })
 }
 
-/// A scan's results before anything is written.
-#[derive(Debug, Clone)]
-pub struct Scanned {
-    /// The report.
-    pub report: Report,
-    /// Warnings for the log.
-    pub warnings: Vec<String>,
-    /// The context to render the report in.
-    pub context: RenderContext,
-}
-
-impl Scanned {
-    /// The report in `format`.
-    pub fn render(&self, format: Format) -> String {
-        render::render(&self.report, format, &self.context)
-    }
-}
-
-/// What reading an image found: its inventory and the warnings on the way. The part of a scan
-/// that reads untrusted bytes; it may run in another process (a job's user namespace) and cross
-/// back as JSON.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct Read {
-    /// Packages and OS.
-    pub inventory: crate::inventory::Inventory,
-    /// Warnings met while reading.
-    pub warnings: Vec<String>,
-}
-
-/// [`read_image`]'s result as it crosses a process boundary.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub enum ReadOutcome {
-    /// The image was read.
-    Read(Read),
-    /// It was not.
-    Failed {
-        /// The image itself could not be read whole (else: berth's own trouble).
-        image_fault: bool,
-        /// The path the failure concerns, when known.
-        path: Option<PathBuf>,
-        /// What went wrong.
-        message: String,
-    },
-}
-
-impl ReadOutcome {
-    /// [`read_image`], with its error told as data.
-    pub fn of(args: &ScanArgs) -> Self {
-        match read_image(args) {
-            Ok(read) => Self::Read(read),
-            Err(e) => {
-                let (image_fault, path) = match &e {
-                    CliError::Source(s) => (true, Some(s.path().to_owned())),
-                    CliError::Scan(s) => (true, Some(s.path().to_owned())),
-                    _ => (false, None),
-                };
-                Self::Failed {
-                    image_fault,
-                    path,
-                    message: e.to_string(),
-                }
+impl ScanArgs {
+    /// The image the flags name: `--input`, else a target that is a path on this host (only
+    /// without `--storage-root`), else an image in the store.
+    pub fn source(&self) -> Result<ImageSource, CliError> {
+        match (&self.input, &self.target) {
+            (Some(p), _) => Ok(ImageSource::Path {
+                path: p.clone(),
+                name: p.display().to_string(),
+            }),
+            // With a storage root the target is an image there, never a path on this host.
+            (None, Some(t)) if self.storage_root.is_none() && Path::new(t).exists() => {
+                Ok(ImageSource::Path {
+                    path: PathBuf::from(t),
+                    name: t.clone(),
+                })
             }
+            (None, Some(t)) => Ok(ImageSource::Store {
+                root: self
+                    .storage_root
+                    .clone()
+                    .unwrap_or_else(default_storage_root),
+                additional: self.additional_image_stores.clone(),
+                image: t.clone(),
+            }),
+            (None, None) => Err(CliError::NoTarget),
         }
     }
-}
 
-/// Opens the image `args` names and builds its inventory (no advisories, no policy).
-pub fn read_image(args: &ScanArgs) -> Result<Read, CliError> {
-    let image = match (&args.input, &args.target) {
-        (Some(p), _) => source::open(p, &p.display().to_string())?,
-        // With a storage root the target is an image there, never a path on this host.
-        (None, Some(t)) if args.storage_root.is_none() && Path::new(t).exists() => {
-            source::open(Path::new(t), t)?
+    /// The policy the flags set, under the ignore rules `ignore`, on `today`; any
+    /// `--exit-code` but 0 makes it block.
+    pub fn policy(&self, ignore: IgnoreList, today: Date) -> Result<Policy, CliError> {
+        let severities = severity::parse_list(&self.severity)?;
+        let ignore_statuses = self
+            .ignore_status
+            .iter()
+            .map(|s| s.parse::<Status>())
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Policy {
+            severities,
+            block: self.exit_code != 0,
+            ignore_unfixed: self.ignore_unfixed,
+            ignore_statuses,
+            ignore,
+            today,
+        })
+    }
+
+    /// How old the advisories may be.
+    pub fn freshness(&self) -> Freshness {
+        Freshness {
+            max_age_days: self.db_max_age_days,
+            on_stale: if self.db_stale_fail {
+                StaleAction::Fail
+            } else {
+                StaleAction::Warn
+            },
         }
-        (None, Some(t)) => {
-            let root = args
-                .storage_root
-                .clone()
-                .unwrap_or_else(default_storage_root);
-            let mut roots = vec![root.as_path()];
-            roots.extend(args.additional_image_stores.iter().map(PathBuf::as_path));
-            source::open_containers_storage_in(&roots, t)?
-        }
-        (None, None) => return Err(CliError::NoTarget),
-    };
-    let cache = args.cache_dir.as_ref().map(LayerCache::new);
-    let (inventory, warnings) = crate::scan::inventory(&image, cache.as_ref())?;
-    Ok(Read {
-        inventory,
-        warnings,
-    })
-}
-
-/// Scans what `args` name under the ignore rules `ignore` (which the caller read: a job's
-/// ignore file lives where the job can plant links) and writes nothing: `args`' output,
-/// `gitlab_report`, `sbom` and `ignorefile` are not used. `now` is the clock reading used for
-/// expiry, staleness and timestamps. Opens the advisories first (a missing or stale database
-/// fails before any image is read), reads the image, then judges its inventory.
-pub fn scan(args: &ScanArgs, ignore: IgnoreList, now: OffsetDateTime) -> Result<Scanned, CliError> {
-    let (db, warnings) = open_db(args, now)?;
-    let read = read_image(args)?;
-    judge(args, &db, warnings, read, ignore, now)
-}
-
-/// The advisory database `args` names, with its staleness warnings (or error, if the admin
-/// asked for one). Open it once for all the images of a scan.
-pub fn open_db(
-    args: &ScanArgs,
-    now: OffsetDateTime,
-) -> Result<(AdvisoryDb, Vec<String>), CliError> {
-    let db = AdvisoryDb::open(&args.db)?;
-    let action = if args.db_stale_fail {
-        StaleAction::Fail
-    } else {
-        StaleAction::Warn
-    };
-    let warnings = db
-        .meta
-        .check_age(now, args.db_max_age_days, action)?
-        .into_iter()
-        .collect();
-    Ok((db, warnings))
-}
-
-/// The pure part of a scan: an inventory against the advisories `db` under the policy `args`
-/// and `ignore` set; `warnings` (the database's) lead the report's.
-pub fn judge(
-    args: &ScanArgs,
-    db: &AdvisoryDb,
-    mut warnings: Vec<String>,
-    read: Read,
-    ignore: IgnoreList,
-    now: OffsetDateTime,
-) -> Result<Scanned, CliError> {
-    let severities = severity::parse_list(&args.severity)?;
-    let ignore_statuses = args
-        .ignore_status
-        .iter()
-        .map(|s| s.parse::<Status>())
-        .collect::<Result<Vec<_>, _>>()?;
-    let policy = Policy {
-        severities,
-        exit_code: args.exit_code,
-        ignore_unfixed: args.ignore_unfixed,
-        ignore_statuses,
-        ignore,
-        today: now.date(),
-    };
-    let Read {
-        inventory: inv,
-        warnings: w,
-    } = read;
-    warnings.extend(w);
-    let index = db.load_for(&inv)?;
-    let report = Report::generate(&inv, &index, &policy);
-    warnings.extend(report.warnings.iter().cloned());
-    let mut context = RenderContext::new(OffsetDateTime::now_utc());
-    context.started = now;
-    Ok(Scanned {
-        report,
-        warnings,
-        context,
-    })
+    }
 }
 
 /// Runs `berth scan`. `now` is the clock reading used for expiry, staleness and timestamps.
-pub fn run_scan(args: &ScanArgs, now: OffsetDateTime) -> Result<ScanOutcome, CliError> {
+/// Opens the advisories first (a missing or stale database fails before any image is read).
+pub fn run_scan(args: &ScanArgs, now: OffsetDateTime) -> Result<CommandOutput, CliError> {
     let format: Format = args.format.parse()?;
     let explicit_ignore = args.ignorefile != Path::new(".trivyignore");
     let ignore = read_ignore(&args.ignorefile, explicit_ignore)?;
-    let scanned = scan(args, ignore, now)?;
+    let policy = args.policy(ignore, now.date())?;
+    let (db, mut warnings) = api::open_db(&args.db, args.freshness(), now)?;
+    let source = args.source()?;
+    let cache = args.cache_dir.as_ref().map(LayerCache::new);
+    let outcome = api::scan_image(&source, &db, &policy, cache.as_ref())?;
+    warnings.extend(outcome.warnings);
+    let mut context = RenderContext::new(OffsetDateTime::now_utc());
+    context.started = now;
+    let rendered = |format| render::render(&outcome.report, format, &context);
     if let Some(p) = &args.gitlab_report {
-        write(p, &scanned.render(Format::GitLab))?;
+        write(p, &rendered(Format::GitLab))?;
     }
     if let Some(p) = &args.sbom {
-        write(p, &scanned.render(Format::CycloneDx))?;
+        write(p, &rendered(Format::CycloneDx))?;
     }
-    let text = scanned.render(format);
+    let text = rendered(format);
     let stdout = match &args.output {
         Some(p) => {
             write(p, &text)?;
@@ -372,11 +290,14 @@ pub fn run_scan(args: &ScanArgs, now: OffsetDateTime) -> Result<ScanOutcome, Cli
         }
         None => text,
     };
-    Ok(ScanOutcome {
-        exit_code: scanned.report.exit_code,
-        report: scanned.report,
+    Ok(CommandOutput {
+        exit_code: match outcome.verdict {
+            Verdict::Pass => 0,
+            Verdict::Fail { .. } => args.exit_code,
+        },
+        report: outcome.report,
         stdout,
-        warnings: scanned.warnings,
+        warnings,
     })
 }
 

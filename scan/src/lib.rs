@@ -1,13 +1,16 @@
-//! berth-scan: image inventory, offline advisory matching, policy and reports (pure core).
+//! berth-scan: image inventory, offline advisory matching, policy and reports.
 //!
-//! The pipeline is `source` (image layers or a directory) → `analyzer` (package databases and
-//! language manifests) → [`inventory::Inventory`] → [`report::Report::generate`] against an
-//! [`advisory::AdvisoryIndex`] under a [`policy::Policy`] → `render` (GitLab, CycloneDX, SARIF,
-//! JSON, log table). Only `source`, `analyzer`, `cache` and `advisory::db` touch the filesystem;
-//! matching, policy and rendering are pure.
+//! The pipeline is `source` (image layers or a directory) → `scan` (per-layer analysis with its
+//! layer cache, merged into an [`inventory::Inventory`]; the file formats are `analyzer`'s) →
+//! [`report::Report::generate`] against an [`advisory::AdvisoryIndex`] loaded from
+//! `advisory::db` under a [`policy::Policy`] → `render` (GitLab, CycloneDX, SARIF, JSON, log
+//! table). [`api`] is that pipeline as typed calls, with a verdict; `cli` maps Trivy's flags
+//! onto it. Only `source`, `scan` (its layer cache), `advisory::db` and `cli` touch the
+//! filesystem (`api` through them); analyzers, matching, policy and rendering are pure.
 
 pub mod advisory;
 pub mod analyzer;
+pub mod api;
 pub mod cli;
 pub mod digest;
 pub mod inventory;

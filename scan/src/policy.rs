@@ -234,8 +234,9 @@ fn purl_matches(rule: &str, pkg: &str) -> bool {
 pub struct Policy {
     /// Severities that are reported (and so can block); Trivy's `--severity`.
     pub severities: Vec<Severity>,
-    /// Exit code when any finding is reported; 0 = never block. Trivy's `--exit-code`.
-    pub exit_code: i32,
+    /// The gate: whether any reported finding blocks the job (Trivy's `--exit-code` other
+    /// than 0).
+    pub block: bool,
     /// Drop findings that have no fixed version.
     pub ignore_unfixed: bool,
     /// Drop findings with these statuses.
@@ -251,7 +252,7 @@ impl Policy {
     pub fn report_all(today: Date) -> Self {
         Self {
             severities: Severity::ALL.to_vec(),
-            exit_code: 0,
+            block: false,
             ignore_unfixed: false,
             ignore_statuses: Vec::new(),
             ignore: IgnoreList::default(),
@@ -259,11 +260,11 @@ impl Policy {
         }
     }
 
-    /// Blocks (with `exit_code`) on any finding at or above `threshold`.
-    pub fn block_at(threshold: Severity, exit_code: i32, today: Date) -> Self {
+    /// Blocks on any finding at or above `threshold`.
+    pub fn block_at(threshold: Severity, today: Date) -> Self {
         Self {
             severities: threshold.and_above(),
-            exit_code,
+            block: true,
             ..Self::report_all(today)
         }
     }

@@ -127,8 +127,6 @@ pub struct Report {
     pub severities: Vec<Severity>,
     /// True when the policy blocks the job.
     pub blocked: bool,
-    /// The exit code the CLI should return.
-    pub exit_code: i32,
 }
 
 fn same_vuln(a: &Vuln, b: &Finding) -> bool {
@@ -222,7 +220,7 @@ impl Report {
                 .then_with(|| a.pkg_name.cmp(&b.pkg_name))
                 .then_with(|| a.id.cmp(&b.id))
         });
-        let blocked = policy.exit_code != 0 && !findings.is_empty();
+        let blocked = policy.block && !findings.is_empty();
         Self {
             artifact: inv.artifact.clone(),
             os: inv.os.clone(),
@@ -232,7 +230,6 @@ impl Report {
             warnings,
             severities: severities.into_iter().collect(),
             blocked,
-            exit_code: if blocked { policy.exit_code } else { 0 },
         }
     }
 
@@ -382,18 +379,16 @@ mod tests {
         assert_eq!(deb.fixed_version, "2.36-9+deb12u15");
         assert_eq!(deb.aliases, vec!["DEBIAN-CVE-2099-0001".to_owned()]);
         assert!(!r.blocked);
-        assert_eq!(r.exit_code, 0);
     }
 
     #[test]
     fn policy_filters_and_blocks() {
         let (inv, idx) = fixture();
         let today = date!(2026 - 11 - 23);
-        let mut p = Policy::block_at(Severity::High, 3, today);
+        let mut p = Policy::block_at(Severity::High, today);
         let r = Report::generate(&inv, &idx, &p);
         assert_eq!(r.findings.len(), 1);
         assert!(r.blocked);
-        assert_eq!(r.exit_code, 3);
         let msg = r.policy_message().unwrap();
         assert!(
             msg.contains("security policy")

@@ -3,7 +3,7 @@
 //! ordered list of layers that can be walked entry by entry (whiteouts included).
 //!
 //! Stores a CI job can write are untrusted input: every id and digest is validated before it
-//! names a file, files are opened beneath the store's root without following any link
+//! names a file (a containers-storage store's metadata by `berth-storemeta`), files are opened beneath the store's root without following any link
 //! (`berth-beneath`), JSON documents and layer chains are bounded, and walking a tar layer
 //! computes berth's own digest of its stored bytes ([`ContentKey`]), which is checked against
 //! the digest an OCI blob is named by. A missing, unreadable or inconsistent part of an image is
@@ -17,13 +17,15 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use berth_beneath::{Dir, Kind};
+use berth_storemeta::{self as storemeta, StoreId, StoreImage, StoreLayer, StoreMetaError};
 use flate2::read::GzDecoder;
 use serde::Deserialize;
 
-use crate::digest::{Algorithm, ContentKey, Digest, Hashing, storage_id};
+use crate::digest::{Algorithm, ContentKey, Digest, Hashing};
 use crate::inventory::{Artifact, ArtifactKind};
 
-/// The largest JSON document (index, manifest, config, images.json, layers.json) read.
+/// The largest JSON document of an image (index, manifest, config) read; a store's
+/// `images.json` and `layers.json` are bounded by `berth-storemeta`.
 pub const MAX_JSON: u64 = 64 << 20;
 /// The most layers an image may have (a longer parent chain is refused).
 pub const MAX_LAYERS: usize = 512;
@@ -96,6 +98,9 @@ pub enum SourceError {
         /// What is wrong, naming the image or layer.
         problem: String,
     },
+    /// A containers-storage store's `images.json` or `layers.json` is unreadable or malformed.
+    #[error(transparent)]
+    Store(#[from] StoreMetaError),
 }
 
 impl SourceError {
@@ -108,6 +113,7 @@ impl SourceError {
             | Self::Compression { path, .. }
             | Self::Invalid { path, .. } => path,
             Self::ImageNotFound { root, .. } => root,
+            Self::Store(e) => e.path(),
         }
     }
 }
@@ -868,24 +874,6 @@ pub fn open(input: &Path, name: &str) -> Result<Image, SourceError> {
     }
 }
 
-#[derive(Deserialize)]
-struct CsImage {
-    id: String,
-    #[serde(default)]
-    names: Vec<String>,
-    #[serde(default)]
-    layer: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct CsLayer {
-    id: String,
-    #[serde(default)]
-    parent: Option<String>,
-    #[serde(rename = "diff-digest", default)]
-    diff_digest: Option<String>,
-}
-
 /// Opens an image straight from a containers-storage overlay store (`root`, e.g.
 /// `~/.local/share/containers/storage`), reading each layer's `diff` directory in place: no
 /// export. `image` is a name (`localhost/app:tag`), a full id or an id prefix.
@@ -893,20 +881,32 @@ pub fn open_containers_storage(root: &Path, image: &str) -> Result<Image, Source
     open_containers_storage_in(&[root], image)
 }
 
-/// A store's `images.json` or `layers.json`, `None` when an additional store has none.
-fn store_json<T: for<'de> Deserialize<'de>>(
+/// A store's images or layers as `read` finds them (validated by `berth-storemeta`); none when
+/// an additional store (`optional`) has no such file, or is missing altogether.
+fn store_meta<T>(
     root: &Path,
-    rel: &str,
     optional: bool,
-) -> Result<Option<Vec<T>>, SourceError> {
-    let path = root.join(rel);
-    let what = rel.rsplit('/').next().unwrap_or(rel);
-    let bytes = match Dir::open(root).and_then(|d| d.read(Path::new(rel), MAX_JSON)) {
-        Ok(b) => b,
-        Err(e) if optional && e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(SourceError::Io { path, source }),
+    rel: &str,
+    read: fn(&Dir) -> Result<Option<Vec<T>>, StoreMetaError>,
+) -> Result<Vec<T>, SourceError> {
+    let dir = match Dir::open(root) {
+        Ok(d) => d,
+        Err(e) if optional && e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(SourceError::Io {
+                path: root.to_owned(),
+                source,
+            });
+        }
     };
-    parse(&bytes, what, root).map(Some)
+    match read(&dir)? {
+        Some(found) => Ok(found),
+        None if optional => Ok(Vec::new()),
+        None => Err(SourceError::Io {
+            path: root.join(rel),
+            source: std::io::ErrorKind::NotFound.into(),
+        }),
+    }
 }
 
 /// Like [`open_containers_storage`], over a store and its additional read-only image stores
@@ -917,13 +917,14 @@ pub fn open_containers_storage_in(roots: &[&Path], image: &str) -> Result<Image,
         path: PathBuf::from("<none>"),
         reason: "no containers-storage root given".into(),
     })?;
-    let mut images: Vec<CsImage> = Vec::new();
+    let mut images: Vec<StoreImage> = Vec::new();
     for (i, r) in roots.iter().enumerate() {
-        images.extend(
-            store_json::<CsImage>(r, "overlay-images/images.json", i > 0)?
-                .into_iter()
-                .flatten(),
-        );
+        images.extend(store_meta(
+            r,
+            i > 0,
+            storemeta::IMAGES,
+            storemeta::read_images,
+        )?);
     }
     let bare = image.trim_start_matches("sha256:");
     // Compare references the way podman resolves short names for local images.
@@ -950,32 +951,30 @@ pub fn open_containers_storage_in(roots: &[&Path], image: &str) -> Result<Image,
         .or_else(|| {
             images
                 .iter()
-                .find(|i| bare.len() >= 12 && i.id.starts_with(bare))
+                .find(|i| bare.len() >= 12 && i.id.as_str().starts_with(bare))
         })
         .ok_or_else(|| SourceError::ImageNotFound {
             root: root.to_owned(),
             image: image.to_owned(),
         })?;
-    let img_id = storage_id(&img.id)
-        .map_err(|why| invalid(root, format!("image {image} has a malformed id: {why}")))?;
-    let mut layers: Vec<(&Path, CsLayer)> = Vec::new();
+    let img_id = &img.id;
+    let mut layers: Vec<(&Path, StoreLayer)> = Vec::new();
     for (i, r) in roots.iter().enumerate() {
-        let found = store_json::<CsLayer>(r, "overlay-layers/layers.json", i > 0)?;
-        layers.extend(found.into_iter().flatten().map(|l| (*r, l)));
+        let found = store_meta(r, i > 0, storemeta::LAYERS, storemeta::read_layers)?;
+        layers.extend(found.into_iter().map(|l| (*r, l)));
     }
     // The first store that has a layer wins, as in containers-storage.
-    let mut by_id: HashMap<&str, (&Path, &CsLayer)> = HashMap::new();
+    let mut by_id: HashMap<&StoreId, (&Path, &StoreLayer)> = HashMap::new();
     for (r, l) in &layers {
-        by_id.entry(l.id.as_str()).or_insert((*r, l));
+        by_id.entry(&l.id).or_insert((*r, l));
     }
     // Bounded and cycle-safe: a parent chain a job wrote may loop or never end.
     let mut chain = Vec::new();
     let mut seen = HashSet::new();
-    let mut cur = img.layer.as_deref();
+    let mut cur = img.layer.as_ref();
     while let Some(id) = cur {
         let layer_problem =
             |what: String| invalid(root, format!("image {image} ({img_id}): layer {what}"));
-        storage_id(id).map_err(|why| layer_problem(format!("id is malformed: {why}")))?;
         if !seen.insert(id) {
             return Err(layer_problem(format!(
                 "{id} is its own ancestor in layers.json (the parent chain loops)"
@@ -989,17 +988,13 @@ pub fn open_containers_storage_in(roots: &[&Path], image: &str) -> Result<Image,
         let (r, l) = by_id
             .get(id)
             .ok_or_else(|| layer_problem(format!("{id} is missing from layers.json")))?;
-        if let Some(d) = &l.diff_digest {
-            Digest::parse(d)
-                .map_err(|why| layer_problem(format!("{id} has a malformed diff-digest: {why}")))?;
-        }
         chain.push((*r, *l));
-        cur = l.parent.as_deref();
+        cur = l.parent.as_ref();
     }
     chain.reverse();
     let mut out = Vec::with_capacity(chain.len());
     for (r, l) in chain {
-        let rel = Path::new("overlay").join(&l.id).join("diff");
+        let rel = Path::new("overlay").join(l.id.as_str()).join("diff");
         // The layer must be there, a directory, reached without a link.
         Dir::open(r).and_then(|d| d.dir(&rel)).map_err(|e| {
             invalid(
@@ -1011,7 +1006,7 @@ pub fn open_containers_storage_in(roots: &[&Path], image: &str) -> Result<Image,
             )
         })?;
         out.push(Layer {
-            diff_id: l.diff_digest.clone(),
+            diff_id: l.diff_digest.as_ref().map(|d| d.as_str().to_owned()),
             data: LayerData::StoreDir {
                 root: r.to_owned(),
                 rel,

@@ -11,7 +11,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use berth_beneath::Dir;
 use berth_config::Config;
+use berth_storemeta::{StoreId, StoreImage, StoreMetaError};
 
 use crate::JobLog;
 
@@ -90,12 +92,8 @@ pub fn plan(config: &Config, now: SystemTime) -> PrunePlan {
 /// Where a base image's last use by a job is stamped (outside the store, which only the store
 /// identity writes). Ids come from a job's Podman: only a plain 64-hex id names a stamp.
 fn image_stamp(config: &Config, image_id: &str) -> Option<PathBuf> {
-    let id = image_id.trim_start_matches("sha256:");
-    (id.len() == 64
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
-    .then(|| config.state_dir.join("image-use").join(id))
+    let id = StoreId::parse(image_id.trim_start_matches("sha256:")).ok()?;
+    Some(config.state_dir.join("image-use").join(id.as_str()))
 }
 
 /// Records that a job uses the base image `image_id` now.
@@ -128,30 +126,27 @@ pub fn gc_lock_file(config: &Config) -> Result<std::fs::File, crate::StageError>
     Ok(berth_sandbox::podman::open_lock(&path)?)
 }
 
-/// One image of the base store, as containers-storage lists it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
-pub struct StoredImage {
-    /// Image id.
-    pub id: String,
-    /// Its names (tags).
-    #[serde(default)]
-    pub names: Vec<String>,
-}
-
-/// The images of the base store (`overlay-images/images.json`; none when it has none).
-pub fn base_images(config: &Config) -> std::io::Result<Vec<StoredImage>> {
-    let path = config.image_store().join("overlay-images/images.json");
-    match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map_err(std::io::Error::other),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(e),
-    }
+/// The images of the base store (none when it has none yet), read beneath the store without
+/// following a link and validated by `berth-storemeta`.
+pub fn base_images(config: &Config) -> Result<Vec<StoreImage>, StoreMetaError> {
+    let store = config.image_store();
+    let dir = match Dir::open(&store) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(StoreMetaError::Read {
+                path: store,
+                source,
+            });
+        }
+    };
+    Ok(berth_storemeta::read_images(&dir)?.unwrap_or_default())
 }
 
 /// The base images no job used for longer than `prune_after_days` at `now`. The helper and
 /// default images are always kept; an image seen for the first time gets its stamp now (its
 /// age counts from here, never from when it was built).
-pub fn unused_images(config: &Config, images: &[StoredImage], now: SystemTime) -> Vec<String> {
+pub fn unused_images(config: &Config, images: &[StoreImage], now: SystemTime) -> Vec<String> {
     let Some(days) = config.prune_after_days else {
         return Vec::new();
     };
@@ -165,7 +160,7 @@ pub fn unused_images(config: &Config, images: &[StoredImage], now: SystemTime) -
         .iter()
         .filter(|image| !image.names.iter().any(|n| pinned.contains(&n.as_str())))
         .filter(|image| {
-            let Some(stamp) = image_stamp(config, &image.id) else {
+            let Some(stamp) = image_stamp(config, image.id.as_str()) else {
                 return false;
             };
             match std::fs::metadata(&stamp).and_then(|m| m.modified()) {
@@ -178,7 +173,7 @@ pub fn unused_images(config: &Config, images: &[StoredImage], now: SystemTime) -
                 }
             }
         })
-        .map(|image| image.id.clone())
+        .map(|image| image.id.to_string())
         .collect()
 }
 
@@ -352,9 +347,10 @@ mod tests {
         )
         .expect("config");
         let id = |c: char| c.to_string().repeat(64);
-        let image = |id: &str, name: &str| StoredImage {
-            id: id.to_owned(),
+        let image = |id: &str, name: &str| StoreImage {
+            id: StoreId::parse(id).expect("an id"),
             names: vec![name.to_owned()],
+            layer: None,
         };
         let images = [
             image(&id('a'), "localhost/old:1"),
@@ -383,24 +379,33 @@ mod tests {
             unused_images(&config, &images, now + Duration::from_secs(11 * 86_400))
                 .contains(&id('c'))
         );
+        assert_eq!(
+            base_images(&config).expect("no store yet"),
+            vec![],
+            "a store nothing was pulled into has no images"
+        );
         std::fs::create_dir_all(config.image_store().join("overlay-images")).expect("mkdir");
+        let listed = config.image_store().join("overlay-images/images.json");
         std::fs::write(
-            config.image_store().join("overlay-images/images.json"),
+            &listed,
+            format!(r#"[{{"id":"{}","names":["localhost/old:1"]}}]"#, id('a')),
+        )
+        .expect("write");
+        assert_eq!(
+            base_images(&config).expect("read"),
+            vec![image(&id('a'), "localhost/old:1")]
+        );
+        // A damaged listing stops the collection rather than deciding from part of it.
+        std::fs::write(
+            &listed,
             format!(
                 r#"[{{"id":"{}","names":["localhost/old:1"],"layer":"x"}},{{"id":"fff"}}]"#,
                 id('a')
             ),
         )
         .expect("write");
-        assert_eq!(
-            base_images(&config).expect("read"),
-            vec![
-                image(&id('a'), "localhost/old:1"),
-                StoredImage {
-                    id: "fff".into(),
-                    names: vec![]
-                }
-            ]
-        );
+        let err = base_images(&config).expect_err("a malformed images.json was used");
+        assert_eq!(err.path(), listed);
+        assert!(err.to_string().contains("id is malformed"), "{err}");
     }
 }

@@ -15,10 +15,11 @@ use std::path::{Component, Path};
 use berth_beneath::Dir;
 use berth_config::admin::ScanSettings;
 use berth_sandbox::{BuiltImage, Sandbox};
-use berth_scan::advisory::db::DbError;
-use berth_scan::cli::{CliError, ScanArgs};
-use berth_scan::policy::IgnoreList;
-use berth_scan::render::Format;
+use berth_scan::advisory::db::{DbError, StaleAction};
+use berth_scan::api::{self, Freshness, ImageSource, ReadOutcome, ReadRequest, Verdict};
+use berth_scan::policy::{IgnoreList, Policy};
+use berth_scan::render::{self, Format, RenderContext};
+use berth_storemeta::StoreId;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use crate::config_stage::BUILDS_DIR;
@@ -152,31 +153,23 @@ fn unreadable_image(
 }
 
 /// A scan that failed, blamed on whoever caused it: the job's image (BUILD), or berth's
-/// database, shared image store (`berths_store`) or settings (SYSTEM). No wildcard: a new scanner error forces a
-/// decision.
-fn scan_failure(image: &str, berths_store: &Path, db: &Path, e: CliError) -> StageError {
+/// database or shared image store (`berths_store`) (SYSTEM). No wildcard: a new scanner error
+/// forces a decision.
+fn scan_failure(image: &str, berths_store: &Path, db: &Path, e: api::Error) -> StageError {
     let unreadable =
         |path: &Path, detail: String| unreadable_image(image, berths_store, Some(path), detail);
     match e {
-        CliError::Source(s) => unreadable(s.path(), s.to_string()),
-        CliError::Scan(s) => unreadable(s.path(), s.to_string()),
+        api::Error::Source(s) => unreadable(s.path(), s.to_string()),
+        api::Error::Scan(s) => unreadable(s.path(), s.to_string()),
         // The admin asked for this: no job passes on stale advisories.
-        CliError::Db(stale @ DbError::Stale { .. }) => StageError::HostLacks {
+        api::Error::Db(stale @ DbError::Stale { .. }) => StageError::HostLacks {
             what: format!("{image} was not scanned: {stale}"),
             fix: format!(
                 "the runner admin updates {} with `berth db update --from <OSV all.zip or URL>` (or sets scan_db_stale = \"warn\")",
                 db.display()
             ),
         },
-        e @ (CliError::Db(_)
-        | CliError::Severity(_)
-        | CliError::Status(_)
-        | CliError::Format(_)
-        | CliError::NoTarget
-        | CliError::Ignore(_)
-        | CliError::Read { .. }
-        | CliError::Download { .. }
-        | CliError::Write { .. }) => StageError::Scanner {
+        e @ api::Error::Db(_) => StageError::Scanner {
             image: image.to_owned(),
             detail: e.to_string(),
         },
@@ -256,49 +249,66 @@ pub fn effective_policy(
     (policy, refused)
 }
 
-/// The scan of one image; reports are written by the stage, not by the scanner.
-fn scan_args(job: &Job, settings: &ScanSettings, image: &BuiltImage) -> ScanArgs {
-    let (target, input, storage_root) = if image.oci_layout {
-        (None, Some(image.store.clone()), None)
-    } else {
-        (Some(image.id.clone()), None, Some(image.store.clone()))
-    };
-    ScanArgs {
-        target,
-        input,
-        format: "table".to_owned(),
-        output: None,
-        severity: settings.severity.clone(),
-        exit_code: i32::from(settings.block),
+/// The policy in force (`settings`, after the job's adjustments) under the project's ignore
+/// rules, on `today`. The severities were checked when the config and the job's variables were
+/// read, so a failure here is berth's own.
+fn scan_policy(
+    settings: &ScanSettings,
+    ignore: IgnoreList,
+    today: time::Date,
+) -> Result<Policy, String> {
+    let severities =
+        berth_scan::severity::parse_list(&settings.severity).map_err(|e| e.to_string())?;
+    Ok(Policy {
+        severities,
+        block: settings.block,
         ignore_unfixed: settings.ignore_unfixed,
-        ignore_status: Vec::new(),
-        ignorefile: ".trivyignore".into(),
-        db: settings.db.clone(),
-        db_max_age_days: i64::from(settings.db_max_age_days),
-        db_stale_fail: settings.db_stale_fail,
+        ignore_statuses: Vec::new(),
+        ignore,
+        today,
+    })
+}
+
+/// What reading one image asks: the image in the job's store (whose base layers are in
+/// berth's shared store) or the OCI layout a builder exported, and the scanner's layer cache.
+fn read_request(job: &Job, image: &BuiltImage) -> ReadRequest {
+    let source = if image.oci_layout {
+        ImageSource::Path {
+            path: image.store.clone(),
+            name: image.store.display().to_string(),
+        }
+    } else {
+        ImageSource::Store {
+            root: image.store.clone(),
+            additional: vec![job.paths.image_store.clone()],
+            image: image.id.clone(),
+        }
+    };
+    ReadRequest {
+        source,
         cache_dir: Some(job.scan_cache_source()),
-        storage_root,
-        additional_image_stores: vec![job.paths.image_store.clone()],
-        gitlab_report: None,
-        sbom: None,
     }
 }
 
 /// Reads the image inside the job identity's user namespace (`podman unshare`), where files of
-/// every user of the job's images are readable as they are in its containers; the inventory
-/// comes back as JSON. Reading the job's bytes stays with the job's identity.
+/// every user of the job's images are readable as they are in its containers; the request goes
+/// as JSON and the inventory comes back as JSON. Reading the job's bytes stays with the job's
+/// identity.
 async fn read_in_user_namespace(
     job: &Job,
-    args: &ScanArgs,
+    request: &ReadRequest,
     name: &str,
-) -> Result<berth_scan::cli::Read, StageError> {
+) -> Result<ReadOutcome, StageError> {
     let settings = job.podman_settings();
-    let Some(berth) = &job.host.berth else {
-        return Err(StageError::Scanner {
-            image: name.to_owned(),
-            detail: "the berth binary's path is unknown, so the image cannot be read in the job's user namespace".into(),
-        });
+    let system = |detail: String| StageError::Scanner {
+        image: name.to_owned(),
+        detail,
     };
+    let Some(berth) = &job.host.berth else {
+        return Err(system("the berth binary's path is unknown, so the image cannot be read in the job's user namespace".into()));
+    };
+    let request = serde_json::to_string(request)
+        .map_err(|e| system(format!("cannot write the request to read it: {e}")))?;
     let mut spec = berth_sandbox::process::CommandSpec::new(&settings.podman);
     for (k, v) in &settings.env {
         spec = spec.env(k, v);
@@ -312,38 +322,7 @@ async fn read_in_user_namespace(
             std::ffi::OsString::from("unshare"),
             berth.clone().into_os_string(),
         ])
-        .args(["scan-inventory"]);
-    if let Some(input) = &args.input {
-        spec = spec.args([
-            std::ffi::OsString::from("--input"),
-            input.clone().into_os_string(),
-        ]);
-    }
-    if let Some(root) = &args.storage_root {
-        spec = spec.args([
-            std::ffi::OsString::from("--storage-root"),
-            root.clone().into_os_string(),
-        ]);
-    }
-    for store in &args.additional_image_stores {
-        spec = spec.args([
-            std::ffi::OsString::from("--additional-image-store"),
-            store.clone().into_os_string(),
-        ]);
-    }
-    if let Some(cache) = &args.cache_dir {
-        spec = spec.args([
-            std::ffi::OsString::from("--cache-dir"),
-            cache.clone().into_os_string(),
-        ]);
-    }
-    if let Some(target) = &args.target {
-        spec = spec.args(["--", target.as_str()]);
-    }
-    let system = |detail: String| StageError::Scanner {
-        image: name.to_owned(),
-        detail,
-    };
+        .args(["scan-inventory", "--request", request.as_str()]);
     let output = berth_sandbox::process::run(&spec, &berth_sandbox::Cancel::new())
         .await
         .map_err(|e| {
@@ -351,11 +330,21 @@ async fn read_in_user_namespace(
                 "reading it in the job's user namespace failed: {e}"
             ))
         })?;
-    let outcome: berth_scan::cli::ReadOutcome = serde_json::from_slice(&output.stdout)
-        .map_err(|e| system(format!("the inventory reader answered no inventory: {e}")))?;
+    serde_json::from_slice(&output.stdout)
+        .map_err(|e| system(format!("the inventory reader answered no inventory: {e}")))
+}
+
+/// Reads the image `request` names: in the job identity's user namespace when the job has an
+/// identity, else here. An image that cannot be read whole is blamed by [`unreadable_image`].
+async fn read(job: &Job, request: &ReadRequest, name: &str) -> Result<api::Read, StageError> {
+    let outcome = if job.host.job_identity.is_some() {
+        read_in_user_namespace(job, request, name).await?
+    } else {
+        ReadOutcome::of(request)
+    };
     match outcome {
-        berth_scan::cli::ReadOutcome::Read(read) => Ok(read),
-        berth_scan::cli::ReadOutcome::Failed {
+        ReadOutcome::Read(read) => Ok(read),
+        ReadOutcome::Failed {
             image_fault: true,
             path,
             message,
@@ -365,7 +354,10 @@ async fn read_in_user_namespace(
             path.as_deref(),
             message,
         )),
-        berth_scan::cli::ReadOutcome::Failed { message, .. } => Err(system(message)),
+        ReadOutcome::Failed { message, .. } => Err(StageError::Scanner {
+            image: name.to_owned(),
+            detail: message,
+        }),
     }
 }
 
@@ -396,8 +388,23 @@ async fn scan_fresh(
     };
     // Opened once, before any image is read: a missing or stale database fails fast.
     let now = time::OffsetDateTime::now_utc();
-    let (db, db_warnings) = berth_scan::cli::open_db(&scan_args(job, settings, first), now)
-        .map_err(|e| scan_failure(&first.id, &job.paths.image_store, &settings.db, e))?;
+    let freshness = Freshness {
+        max_age_days: i64::from(settings.db_max_age_days),
+        on_stale: if settings.db_stale_fail {
+            StaleAction::Fail
+        } else {
+            StaleAction::Warn
+        },
+    };
+    let berths_store = &job.paths.image_store;
+    let (db, db_warnings) = api::open_db(&settings.db, freshness, now)
+        .map_err(|e| scan_failure(&first.id, berths_store, &settings.db, e))?;
+    let policy = scan_policy(settings, ignore.clone(), now.date()).map_err(|detail| {
+        StageError::Scanner {
+            image: first.id.clone(),
+            detail,
+        }
+    })?;
     for (n, image) in fresh.iter().enumerate() {
         let name = image
             .names
@@ -415,46 +422,37 @@ async fn scan_fresh(
         .await;
         // The id comes from the job's images.json: it names an image, never a path.
         if !image.oci_layout {
-            berth_scan::digest::storage_id(&image.id).map_err(|why| {
-                StageError::ImageUnreadable {
-                    image: name.clone(),
-                    detail: format!("its id in {} is malformed: {why}", image.store.display()),
-                }
+            StoreId::parse(&image.id).map_err(|why| StageError::ImageUnreadable {
+                image: name.clone(),
+                detail: format!("its id in {} is malformed: {why}", image.store.display()),
             })?;
         }
-        let args = scan_args(job, settings, image);
-        let berths_store = &job.paths.image_store;
-        let read = if job.host.job_identity.is_some() {
-            read_in_user_namespace(job, &args, &name).await?
-        } else {
-            berth_scan::cli::read_image(&args)
-                .map_err(|e| scan_failure(&name, berths_store, &settings.db, e))?
-        };
-        // Its staleness warning once, with the first image.
-        let db_warnings = if n == 0 {
-            db_warnings.clone()
-        } else {
-            Vec::new()
-        };
-        let scanned = berth_scan::cli::judge(&args, &db, db_warnings, read, ignore.clone(), now)
+        let read = read(job, &read_request(job, image), &name).await?;
+        let outcome = api::judge(read, &db, &policy)
             .map_err(|e| scan_failure(&name, berths_store, &settings.db, e))?;
+        let mut context = RenderContext::new(time::OffsetDateTime::now_utc());
+        context.started = now;
+        let rendered = |format| render::render(&outcome.report, format, &context);
         let report = if n == 0 {
             "gl-container-scanning-report.json".to_owned()
         } else {
             format!("gl-container-scanning-report-{}.json", file_name(image))
         };
-        write_report(project, &report, &scanned.render(Format::GitLab))?;
+        write_report(project, &report, &rendered(Format::GitLab))?;
         write_report(
             project,
             &format!("gl-sbom-{}.cdx.json", file_name(image)),
-            &scanned.render(Format::CycloneDx),
+            &rendered(Format::CycloneDx),
         )?;
-        for w in &scanned.warnings {
+        // The database's staleness warning once, with the first image.
+        let db_warnings = if n == 0 { db_warnings.as_slice() } else { &[] };
+        for w in db_warnings.iter().chain(&outcome.warnings) {
             say(out, &format!("\x1b[0;33mWARNING: {w}\x1b[0;m\n")).await;
         }
-        say(out, &scanned.render(Format::Table)).await;
-        if scanned.report.exit_code != 0 {
-            blocked.push(name);
+        say(out, &rendered(Format::Table)).await;
+        match outcome.verdict {
+            Verdict::Fail { .. } => blocked.push(name),
+            Verdict::Pass => {}
         }
     }
     Ok(blocked)
@@ -669,7 +667,7 @@ mod tests {
         let berths = Path::new("/var/lib/berth/images");
         let db = Path::new("/var/lib/berth/advisories");
         let broken = |path: &str| {
-            CliError::Source(berth_scan::source::SourceError::Invalid {
+            api::Error::Source(berth_scan::source::SourceError::Invalid {
                 path: path.into(),
                 problem: "layer 1 is missing".into(),
             })
@@ -684,7 +682,12 @@ mod tests {
         );
         let base = scan_failure("app", berths, db, broken("/var/lib/berth/images/overlay/x"));
         assert_eq!(base.failure_kind(), FailureKind::System, "{base}");
-        let no_db = scan_failure("app", berths, db, CliError::Db(DbError::Missing(db.into())));
+        let no_db = scan_failure(
+            "app",
+            berths,
+            db,
+            api::Error::Db(DbError::Missing(db.into())),
+        );
         assert_eq!(no_db.failure_kind(), FailureKind::System, "{no_db}");
     }
 
@@ -702,14 +705,7 @@ mod tests {
         .expect("write");
         let db = tmp.path().join("db");
         let now = time::OffsetDateTime::now_utc();
-        berth_scan::cli::run_db_update(
-            &berth_scan::cli::DbUpdateArgs {
-                from: vec![osv.display().to_string()],
-                db: db.clone(),
-            },
-            now,
-        )
-        .expect("empty database");
+        berth_scan::advisory::db::import(&[osv], &db, now).expect("empty database");
         let store = tmp.path().join("store");
         let layer = "1".repeat(64);
         std::fs::create_dir_all(store.join("overlay-layers")).expect("mkdir");
@@ -727,26 +723,19 @@ mod tests {
             ),
         )
         .expect("write");
-        let args = ScanArgs {
-            target: Some("localhost/app:latest".into()),
-            input: None,
-            format: "table".into(),
-            output: None,
-            severity: "HIGH,CRITICAL".into(),
-            exit_code: 1,
-            ignore_unfixed: false,
-            ignore_status: vec![],
-            ignorefile: ".trivyignore".into(),
-            db: db.clone(),
-            db_max_age_days: 7,
-            db_stale_fail: false,
-            cache_dir: Some(tmp.path().join("cache")),
-            storage_root: Some(store),
-            additional_image_stores: vec![tmp.path().join("images")],
-            gitlab_report: None,
-            sbom: None,
+        let freshness = Freshness {
+            max_age_days: 7,
+            on_stale: StaleAction::Warn,
         };
-        let err = berth_scan::cli::scan(&args, IgnoreList::default(), now)
+        let (db_handle, _) = api::open_db(&db, freshness, now).expect("open");
+        let policy = scan_policy(&admin(false), IgnoreList::default(), now.date()).expect("policy");
+        let source = ImageSource::Store {
+            root: store,
+            additional: vec![tmp.path().join("images")],
+            image: "localhost/app:latest".into(),
+        };
+        let cache = berth_scan::scan::LayerCache::new(tmp.path().join("cache"));
+        let err = api::scan_image(&source, &db_handle, &policy, Some(&cache))
             .expect_err("an image without its layer passed the scan");
         let err = scan_failure("localhost/app:latest", &tmp.path().join("images"), &db, err);
         assert_eq!(err.failure_kind(), FailureKind::Build, "{err}");

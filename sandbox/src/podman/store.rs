@@ -127,40 +127,33 @@ pub fn open_lock(path: &Path) -> Result<std::fs::File, SandboxError> {
     }
 }
 
-/// Named images in a containers-storage root, read from its `images.json` (no Podman call).
+/// Named images in a containers-storage root, read from its `images.json` (no Podman call) by
+/// the project's one reader of store metadata, beneath the store's handle (the job writes it).
 /// Podman's own pod infra image is not the job's work.
 pub(super) fn images_in_store(
     store: &Path,
     builder: &str,
 ) -> Result<Vec<BuiltImage>, SandboxError> {
-    #[derive(serde::Deserialize)]
-    struct Entry {
-        id: String,
-        #[serde(default)]
-        names: Vec<String>,
-    }
-    // The job writes this store: read beneath it, without links, bounded.
-    let path = store.join("overlay-images/images.json");
-    let text = match berth_beneath::Dir::open(store)
-        .and_then(|d| d.read(Path::new("overlay-images/images.json"), 64 << 20))
-    {
-        Ok(t) => t,
+    let dir = match berth_beneath::Dir::open(store) {
+        Ok(dir) => dir,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(io(&path)(e)),
+        Err(e) => return Err(io(store)(e)),
     };
-    let entries: Vec<Entry> =
-        serde_json::from_slice(&text).map_err(|e| io(&path)(std::io::Error::other(e)))?;
-    Ok(entries
+    let images = berth_storemeta::read_images(&dir)
+        .map_err(SandboxError::runtime("list the images the job built"))?
+        .unwrap_or_default();
+    Ok(images
         .into_iter()
-        .filter(|e| !e.names.is_empty())
-        .filter(|e| {
-            !e.names
+        .filter(|image| !image.names.is_empty())
+        .filter(|image| {
+            !image
+                .names
                 .iter()
                 .any(|n| n.starts_with("localhost/podman-pause:"))
         })
-        .map(|e| BuiltImage {
-            id: e.id,
-            names: e.names,
+        .map(|image| BuiltImage {
+            id: image.id.as_str().to_owned(),
+            names: image.names,
             store: store.to_owned(),
             builder: builder.to_owned(),
             oci_layout: false,

@@ -1,7 +1,7 @@
 //! Version orders, one per ecosystem, each a faithful port of its native implementation.
 //!
 //! Every scheme compares two version strings; [`Scheme::compare`] is the single entry point the
-//! matcher uses. The oracle tests in `tests/oracle.rs` check each scheme against its native tool.
+//! matcher uses. The oracle tests in `tests/it/oracle.rs` check each scheme against its native tool.
 
 pub mod apk;
 pub mod dpkg;

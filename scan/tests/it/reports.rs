@@ -266,7 +266,7 @@ fn cyclonedx_validates() {
 
 #[test]
 fn json_and_table() {
-    let mut p = Policy::block_at(Severity::High, 1, date!(2026 - 11 - 23));
+    let mut p = Policy::block_at(Severity::High, date!(2026 - 11 - 23));
     p.ignore = IgnoreList::parse_yaml(
         "vulnerabilities:\n  - id: CVE-2099-0030\n    statement: not reachable\n",
         ".trivyignore.yaml",
