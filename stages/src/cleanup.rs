@@ -46,3 +46,45 @@ pub async fn cleanup_job<S: Sandbox>(job: &Job, sandbox: &S, log: &mut JobLog) -
         Outcome::CleanupIncomplete(errors.len())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_config::{Config, ContractEnv};
+    use berth_sandbox::fake::{Call, FakeBehaviour, FakeSandbox};
+
+    fn job(dir: &Path) -> Job {
+        let text = format!("state_dir = \"{}\"\n", dir.display());
+        let config = Config::parse(&text, None).expect("config");
+        let env = ContractEnv::from_vars([(
+            "CUSTOM_ENV_CI_RUNNER_SHORT_TOKEN".to_owned(),
+            "t".to_owned(),
+        )]);
+        let host = crate::context::HostFacts {
+            runtime_dir: dir.join("run"),
+            ..crate::context::HostFacts::default()
+        };
+        Job::new(
+            config,
+            env,
+            r#"{"id": 5, "image": {"name": "alpine:3"}}"#,
+            host,
+        )
+        .expect("job")
+    }
+
+    #[tokio::test]
+    async fn cleanup_tears_down_and_counts_every_failure() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let job = job(dir.path());
+        let mut log = JobLog::new(Box::new(std::io::sink()), Vec::new());
+        for (errors, outcome) in [(0, Outcome::Success), (3, Outcome::CleanupIncomplete(3))] {
+            let fake = FakeSandbox::new(FakeBehaviour {
+                teardown_errors: errors,
+                ..FakeBehaviour::default()
+            });
+            assert_eq!(cleanup_job(&job, &fake, &mut log).await, outcome);
+            assert_eq!(fake.calls(), [Call::Teardown]);
+        }
+    }
+}

@@ -181,6 +181,40 @@ mod tests {
         .expect("save");
     }
 
+    /// Only abandoned jobs are torn down (through the sandbox the caller names for each), never
+    /// the caller's own; every teardown error is kept.
+    #[tokio::test]
+    async fn reap_tears_down_abandoned_jobs_only_and_keeps_every_error() {
+        use berth_sandbox::fake::{FakeBehaviour, FakeSandbox};
+        use std::cell::RefCell;
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let later = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("epoch")
+            .as_secs()
+            + 3600;
+        let me = ProcessIdentity::of(std::process::id());
+        write_state(&tmp.path().join("alive"), me, later);
+        write_state(&tmp.path().join("late"), me, 1);
+        write_state(&tmp.path().join("mine"), me, 1);
+        let torn_down = RefCell::new(Vec::new());
+        let report = reap(tmp.path(), Some("mine"), GRACE, |key| {
+            torn_down.borrow_mut().push(key.to_owned());
+            FakeSandbox::new(FakeBehaviour {
+                teardown_errors: 2,
+                ..FakeBehaviour::default()
+            })
+        })
+        .await;
+        assert_eq!(*torn_down.borrow(), ["late"]);
+        assert_eq!(
+            report.reaped,
+            [("late".to_owned(), Verdict::DeadlinePassed)]
+        );
+        assert_eq!(report.kept, ["alive"]);
+        assert_eq!(report.errors.len(), 2);
+    }
+
     #[test]
     fn only_abandoned_jobs_are_judged_dead() {
         let tmp = tempfile::tempdir().expect("tempdir");
