@@ -580,8 +580,13 @@ mod tests {
         spec.grace = Duration::from_millis(200);
         let cancel = CancellationToken::new();
         let trigger = cancel.clone();
+        let started_marker = marker.clone();
+        // Cancel once the grandchild has set its trap (it writes the marker after), not after a
+        // guessed delay.
         tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            while !std::fs::read_to_string(&started_marker).is_ok_and(|t| t.ends_with('\n')) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
             trigger.cancel();
         });
         let started = std::time::Instant::now();
@@ -593,7 +598,6 @@ mod tests {
             .trim()
             .parse()
             .expect("pid");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        assert!(!alive(pid) || is_zombie(pid), "grandchild {pid} survived");
+        assert!(!running(pid), "grandchild {pid} survived");
     }
 }
