@@ -15,6 +15,7 @@ OUT=$CACHE/scan-bench/multi.tar
 [ -s "$CACHE/helper.tar" ] || { echo "missing $CACHE/helper.tar: run scripts/test-all first" >&2; exit 1; }
 BUILDCTL=${BERTH_PEERS_DIR:-/var/cache/berth-peers}/buildkit/buildctl
 [ -x "$BUILDCTL" ] || { echo "missing $BUILDCTL: run integration/peers/build-buildkit.sh" >&2; exit 1; }
+mkdir -p "$CACHE/scan-bench"
 work=$(mktemp -d "$CACHE/multi-XXXXXX")
 trap 'rm -rf "$work"' EXIT
 ctx=$work/ctx

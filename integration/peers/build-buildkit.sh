@@ -75,18 +75,8 @@ set +e
 (
   set -e
   cd "$work"
-  # A throw-away main module with buildkit's own requirements and exclude directives (its go.mod
-  # has excludes, so `go install pkg@version` refuses it) plus a requirement on buildkit itself.
-  if ! json=$(go mod download -json "$MOD@$VERSION"); then
-    go mod download "$MOD@$VERSION" # prints the error unescaped
-    exit 1
-  fi
-  dir=$(sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p' <<<"$json")
-  [ -n "$dir" ] && [ -f "$dir/go.mod" ]
-  sed 's|^module .*|module example.invalid/buildkit-build|' "$dir/go.mod" >go.mod
-  cp "$dir/go.sum" go.sum
-  chmod u+w go.mod go.sum
-  go mod edit -require="$MOD@$VERSION"
+  # Buildkit's go.mod has excludes, so `go install pkg@version` refuses it.
+  peers_main_module "$MOD" "$VERSION" buildkit-build
   ldflags="-X $MOD/version.Version=$VERSION -X $MOD/version.Revision=$VERSION -X $MOD/version.Package=$MOD"
   go build -trimpath -ldflags "$ldflags" -o "$work/buildctl" "$MOD/cmd/buildctl"
   go build -trimpath -ldflags "$ldflags" -tags "osusergo netgo static_build seccomp" \

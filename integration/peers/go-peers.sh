@@ -6,6 +6,10 @@
 #                       or BERTH_PEERS_GOCACHE say otherwise), GOFLAGS=-mod=mod, CGO_ENABLED=0,
 #                       GOTOOLCHAIN=local, GOPROXY, and GOSUMDB: sum.golang.org when reachable,
 #                       otherwise off. Exits 1 (with NAME in the message) when go is missing.
+#   peers_main_module MOD VERSION NAME
+#                       in the current directory, a throw-away main module named NAME with MOD's
+#                       own go.mod and go.sum (so its replace and exclude directives apply, which
+#                       `go install pkg@version` refuses) plus a requirement on MOD@VERSION.
 #   peers_refused LOG   true when LOG shows the proxy's final refusal (403 "This module version
 #                       is not available."); prints those lines.
 
@@ -31,4 +35,18 @@ peers_go_env() {
 peers_refused() {
   grep -q "This module version is not available" "$1" &&
     grep -B1 "This module version is not available" "$1" | grep -v '^--$' | head -n 24
+}
+
+peers_main_module() {
+  local mod=$1 version=$2 name=$3 json dir
+  if ! json=$(go mod download -json "$mod@$version"); then
+    go mod download "$mod@$version" # prints the error unescaped
+    return 1
+  fi
+  dir=$(sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p' <<<"$json")
+  [ -n "$dir" ] && [ -f "$dir/go.mod" ] || return 1
+  sed "s|^module .*|module example.invalid/$name|" "$dir/go.mod" >go.mod
+  cp "$dir/go.sum" go.sum
+  chmod u+w go.mod go.sum
+  go mod edit -require="$mod@$version"
 }

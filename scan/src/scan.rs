@@ -164,7 +164,8 @@ pub fn analyze_layer(layer: &Layer) -> Result<(LayerResult, Option<ContentKey>),
                     return Ok(());
                 }
                 match analyzer::analyze(k, path, &buf) {
-                    Ok(fr) => {
+                    Ok(mut fr) => {
+                        r.warnings.append(&mut fr.warnings);
                         r.files.insert(path.to_owned(), fr);
                     }
                     Err(e) => r.warnings.push(e),

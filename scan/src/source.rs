@@ -363,10 +363,17 @@ fn walk_tar(layer: &Layer, visit: &mut Visit<'_>) -> Result<ContentKey, SourceEr
             let (path, special) = classify(&raw);
             let exec = entry.header().mode().is_ok_and(|m| m & 0o111 != 0);
             let kind = special.unwrap_or(match entry.header().entry_type() {
-                tar::EntryType::Regular | tar::EntryType::Continuous if exec => {
+                // The tar reader expands a GNU sparse file (holes as zeros) like any other.
+                tar::EntryType::Regular
+                | tar::EntryType::Continuous
+                | tar::EntryType::GNUSparse
+                    if exec =>
+                {
                     EntryKind::Executable
                 }
-                tar::EntryType::Regular | tar::EntryType::Continuous => EntryKind::File,
+                tar::EntryType::Regular
+                | tar::EntryType::Continuous
+                | tar::EntryType::GNUSparse => EntryKind::File,
                 _ => EntryKind::Other,
             });
             visit(&path, kind, &mut entry)?;
@@ -564,10 +571,53 @@ impl Store for DirStore {
     }
 }
 
-/// A tar archive indexed once: entry name → (data offset, size).
+/// One entry of an image archive, as indexed.
+#[derive(Debug, Clone)]
+enum ArchiveEntry {
+    /// A file's data: (offset, size).
+    Data(u64, u64),
+    /// A symbolic link (`docker save` links a duplicate layer to the first copy), its target
+    /// already made an archive path.
+    Link(Result<String, String>),
+    /// A hard link to another entry's name.
+    HardLink(String),
+    /// Anything else (a directory, a sparse or special file), by kind.
+    Other(&'static str),
+}
+
+/// How many links one name may go through before it counts as a loop (Linux's limit).
+const MAX_LINKS: usize = 40;
+
+/// The archive path a symbolic link at `entry` pointing at `target` names: relative targets
+/// from the link's own directory, absolute ones from the archive's root; never above the root.
+fn link_target(entry: &str, target: &str) -> Result<String, String> {
+    let mut parts: Vec<&str> = if target.starts_with('/') {
+        Vec::new()
+    } else {
+        entry
+            .split('/')
+            .collect::<Vec<_>>()
+            .split_last()
+            .map_or_else(Vec::new, |(_, dir)| dir.to_vec())
+    };
+    for part in target.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                if parts.pop().is_none() {
+                    return Err(format!("points above the archive's root ({target:?})"));
+                }
+            }
+            part => parts.push(part),
+        }
+    }
+    Ok(parts.join("/"))
+}
+
+/// A tar archive indexed once: entry name → where its data is, links resolved on use.
 struct TarStore {
     file: PathBuf,
-    entries: HashMap<String, (u64, u64)>,
+    entries: HashMap<String, ArchiveEntry>,
 }
 
 impl TarStore {
@@ -580,15 +630,72 @@ impl TarStore {
         for e in ar.entries_with_seek().map_err(io(&file))? {
             let e = e.map_err(io(&file))?;
             let name = clean_path(&String::from_utf8_lossy(&e.path_bytes()));
-            entries.insert(name, (e.raw_file_position(), e.size()));
+            let link = || {
+                e.link_name_bytes()
+                    .map(|t| String::from_utf8_lossy(&t).into_owned())
+                    .unwrap_or_default()
+            };
+            let entry = match e.header().entry_type() {
+                tar::EntryType::Regular | tar::EntryType::Continuous => {
+                    ArchiveEntry::Data(e.raw_file_position(), e.size())
+                }
+                tar::EntryType::Symlink => ArchiveEntry::Link(link_target(&name, &link())),
+                tar::EntryType::Link => ArchiveEntry::HardLink(clean_path(&link())),
+                tar::EntryType::Directory => ArchiveEntry::Other("a directory"),
+                tar::EntryType::GNUSparse => ArchiveEntry::Other("a sparse file"),
+                _ => ArchiveEntry::Other("a special file"),
+            };
+            entries.insert(name, entry);
         }
         Ok(Self { file, entries })
+    }
+
+    /// Where the data of `name` is, through any links: `None` when the archive has no such
+    /// entry, an error naming the problem when it is a loop, leads nowhere or is not a file.
+    fn data(&self, name: &str) -> Result<Option<(u64, u64)>, SourceError> {
+        let mut current = clean_path(name);
+        for _ in 0..=MAX_LINKS {
+            let Some(entry) = self.entries.get(&current) else {
+                return if current == clean_path(name) {
+                    Ok(None)
+                } else {
+                    Err(invalid(
+                        &self.file,
+                        format!(
+                            "{name:?} is a link to {current:?}, which the archive does not hold"
+                        ),
+                    ))
+                };
+            };
+            match entry {
+                ArchiveEntry::Data(offset, len) => return Ok(Some((*offset, *len))),
+                ArchiveEntry::Link(Ok(target)) | ArchiveEntry::HardLink(target) => {
+                    current.clone_from(target);
+                }
+                ArchiveEntry::Link(Err(why)) => {
+                    return Err(invalid(
+                        &self.file,
+                        format!("{name:?} is a link that {why}"),
+                    ));
+                }
+                ArchiveEntry::Other(kind) => {
+                    return Err(invalid(
+                        &self.file,
+                        format!("{name:?} is {kind} in the archive, not a file"),
+                    ));
+                }
+            }
+        }
+        Err(invalid(
+            &self.file,
+            format!("{name:?} is a symlink loop (more than {MAX_LINKS} links)"),
+        ))
     }
 }
 
 impl Store for TarStore {
     fn read(&self, name: &str) -> Result<Option<Vec<u8>>, SourceError> {
-        let Some(&(off, len)) = self.entries.get(&clean_path(name)) else {
+        let Some((off, len)) = self.data(name)? else {
             return Ok(None);
         };
         if len > MAX_JSON {
@@ -609,10 +716,9 @@ impl Store for TarStore {
         diff_id: Option<String>,
         digest: Option<Digest>,
     ) -> Result<Layer, SourceError> {
-        let &(offset, len) = self
-            .entries
-            .get(&clean_path(name))
-            .ok_or_else(|| invalid(&self.file, format!("layer {name} listed but missing")))?;
+        let (offset, len) = self
+            .data(name)?
+            .ok_or_else(|| invalid(&self.file, format!("layer {name:?} listed but missing")))?;
         let (root, rel) = match (self.file.parent(), self.file.file_name()) {
             (Some(root), Some(rel)) => (root.to_owned(), PathBuf::from(rel)),
             _ => return Err(invalid(&self.file, "an archive is a file in a directory")),

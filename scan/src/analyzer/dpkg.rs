@@ -3,17 +3,46 @@
 use super::stanzas;
 use crate::inventory::{Package, PkgType};
 
-/// Parses a status file (or one status.d file) into installed packages.
-pub fn parse_status(text: &str, path: &str) -> Vec<Package> {
+/// What a status file held besides its packages.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Dropped {
+    /// Stanzas without a `Package` or `Version` field.
+    pub stanzas: usize,
+    /// Lines that are neither `Field: value` nor a continuation.
+    pub lines: usize,
+}
+
+impl Dropped {
+    /// A warning for the scan's output, when anything was dropped.
+    pub fn warning(self, path: &str) -> Option<String> {
+        (self != Self::default()).then(|| {
+            format!(
+                "{path}: kept only the valid packages; dropped {} stanza(s) without Package or Version and ignored {} line(s) that are not `Field: value`",
+                self.stanzas, self.lines
+            )
+        })
+    }
+}
+
+/// A dpkg field name: printable ASCII without spaces or colons (deb822).
+fn field_name(k: &str) -> bool {
+    !k.is_empty() && k.bytes().all(|b| b.is_ascii_graphic() && b != b':')
+}
+
+/// Parses a status file (or one status.d file) into installed packages, and counts what it
+/// could not use.
+pub fn parse_status(text: &str, path: &str) -> (Vec<Package>, Dropped) {
     let mut out = Vec::new();
+    let mut dropped = Dropped::default();
     for st in stanzas(text) {
         let (mut name, mut version, mut arch, mut source, mut status) =
             (None, None, None, None, None);
         for line in st.lines() {
-            if line.starts_with([' ', '\t']) {
+            if line.starts_with([' ', '\t']) || line.is_empty() {
                 continue;
             }
-            let Some((k, v)) = line.split_once(':') else {
+            let Some((k, v)) = line.split_once(':').filter(|(k, _)| field_name(k)) else {
+                dropped.lines += 1;
                 continue;
             };
             let v = v.trim();
@@ -27,6 +56,7 @@ pub fn parse_status(text: &str, path: &str) -> Vec<Package> {
             }
         }
         let (Some(name), Some(version)) = (name, version) else {
+            dropped.stanzas += 1;
             continue;
         };
         // status.d files carry no Status field; a status file marks removed packages.
@@ -46,7 +76,7 @@ pub fn parse_status(text: &str, path: &str) -> Vec<Package> {
         p.src_version = Some(src_version.to_owned());
         out.push(p);
     }
-    out
+    (out, dropped)
 }
 
 /// Parses an `info/<pkg>.list` file into owned paths (relative, directories dropped later by
@@ -70,7 +100,8 @@ Package: bash\nStatus: install ok installed\nVersion: 5.2.15-2+b7\n";
 
     #[test]
     fn status_file() {
-        let p = parse_status(STATUS, "var/lib/dpkg/status");
+        let (p, dropped) = parse_status(STATUS, "var/lib/dpkg/status");
+        assert_eq!(dropped, Dropped::default());
         let names: Vec<&str> = p.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(names, ["libc6", "zlib1g", "bash"]);
         assert_eq!(p[0].src_name.as_deref(), Some("glibc"));
@@ -81,8 +112,35 @@ Package: bash\nStatus: install ok installed\nVersion: 5.2.15-2+b7\n";
     }
 
     #[test]
+    fn garbage_keeps_the_valid_packages_and_counts_what_it_dropped() {
+        let text = "Package: libc6\nStatus: install ok installed\nVersion: 2.36-9\n\x00\x01binary junk\n\n\
+\u{fffd}\u{fffd}garbage without fields\nmore garbage\n\n\
+Package: nameless-version\nStatus: install ok installed\n\n\
+Package: bash\nStatus: install ok installed\nVersion: 5.2.15-2+b7\n";
+        let (p, dropped) = parse_status(text, "var/lib/dpkg/status");
+        let names: Vec<&str> = p.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["libc6", "bash"]);
+        assert_eq!(
+            dropped,
+            Dropped {
+                stanzas: 2,
+                lines: 3
+            }
+        );
+        let warning = dropped.warning("var/lib/dpkg/status").expect("a warning");
+        assert!(
+            warning.contains("2 stanza(s)") && warning.contains("3 line(s)"),
+            "{warning}"
+        );
+        assert!(
+            !warning.contains("junk"),
+            "the warning echoes the file's bytes: {warning}"
+        );
+    }
+
+    #[test]
     fn distroless_status_d_and_lists() {
-        let p = parse_status(
+        let (p, _) = parse_status(
             "Package: base-files\nVersion: 12.4+deb12u5\nArchitecture: amd64\n",
             "var/lib/dpkg/status.d/base",
         );

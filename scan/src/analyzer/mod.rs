@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::inventory::Package;
 
 /// Bumped whenever an analyzer's output changes; part of the per-layer cache key.
-pub const ANALYZER_VERSION: u32 = 5;
+pub const ANALYZER_VERSION: u32 = 6;
 
 /// Largest file an analyzer reads; bigger files are skipped with a warning.
 pub const MAX_FILE: u64 = 256 << 20;
@@ -97,6 +97,9 @@ pub struct FileResult {
     /// A Cargo.lock's dependency edges, `name@version` → `name@version`s.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub cargo_edges: cargo::Edges,
+    /// What the file held that the analyzer could not use (said in the scan's warnings).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// The analyzer for `path` (relative, no leading `/`), if any.
@@ -146,10 +149,14 @@ pub fn analyze(kind: Kind, path: &str, data: &[u8]) -> Result<FileResult, String
             os: Some(os::parse(path, &text())),
             ..FileResult::default()
         }),
-        Kind::DpkgStatus => Ok(FileResult {
-            packages: dpkg::parse_status(&text(), path),
-            ..FileResult::default()
-        }),
+        Kind::DpkgStatus => {
+            let (packages, dropped) = dpkg::parse_status(&text(), path);
+            Ok(FileResult {
+                packages,
+                warnings: dropped.warning(path).into_iter().collect(),
+                ..FileResult::default()
+            })
+        }
         Kind::DpkgList => Ok(FileResult {
             owned: dpkg::parse_list(&text()),
             ..FileResult::default()

@@ -6,6 +6,7 @@
 mod advisory_db;
 mod cli;
 mod hostile;
+mod odd_images;
 mod oracle;
 mod reports;
 mod rpm;

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Build the scanners berth-scan is compared with, from the Go module proxy, statically:
+#   Trivy  github.com/aquasecurity/trivy  BERTH_TRIVY_VERSION  (default v0.74.0)
+#   Grype  github.com/anchore/grype       BERTH_GRYPE_VERSION  (default v0.121.2)
+#
+# Idempotent, non-interactive, quiet on success. Binaries and the Go caches live OUTSIDE the
+# repository:
+#
+#   BERTH_PEERS_DIR   default /var/cache/berth-peers
+#   binaries          $BERTH_PEERS_DIR/scanners/{trivy,grype} (+ .stamp)
+#   Go caches         as integration/peers/go-peers.sh says (shared with the other peers)
+#
+# Trivy needs encoding/json/v2, which Go 1.26 offers behind GOEXPERIMENT=jsonv2 (as Trivy's own
+# goreleaser.yml builds it). Each is built in a throw-away main module holding the scanner's own go.mod and go.sum (their
+# replace and exclude directives apply only there) plus a requirement on the scanner itself.
+# When the proxy refuses a module (403 "This module version is not available") the refusal is
+# final: the exact error goes to $BERTH_PEERS_DIR/scanners/NAME.unavailable, the script goes on
+# and the tests that need that peer fail with it. Any other failure prints the error and exits 1.
+set -euo pipefail
+
+PEERS_DIR=${BERTH_PEERS_DIR:-/var/cache/berth-peers}
+OUT_DIR=$PEERS_DIR/scanners
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=integration/peers/go-peers.sh
+. "$HERE/go-peers.sh"
+# Bump when the recipe changes, so cached binaries are rebuilt.
+RECIPE=2
+
+mkdir -p "$OUT_DIR"
+exec 9>"$OUT_DIR/.lock"
+flock 9
+
+# build NAME MODULE VERSION PACKAGE LDFLAGS [GOEXPERIMENT]
+build() {
+  local name=$1 mod=$2 version=$3 pkg=$4 ldflags=$5 experiment=${6:-}
+  local want="recipe=$RECIPE module=$mod@$version"
+  if [ -x "$OUT_DIR/$name" ] && [ "$(cat "$OUT_DIR/$name.stamp" 2>/dev/null)" = "$want" ]; then
+    rm -f "$OUT_DIR/$name.unavailable"
+    return 0
+  fi
+  local work=$OUT_DIR/work-$name log=$OUT_DIR/$name.build.log rc
+  rm -rf "$work" && mkdir -p "$work"
+  : >"$log"
+  set +e
+  (
+    set -e
+    cd "$work"
+    peers_main_module "$mod" "$version" "$name-build"
+    GOEXPERIMENT=$experiment go build -trimpath -ldflags "-s -w $ldflags" -o "$work/$name" "$pkg"
+    "$work/$name" --version
+  ) >>"$log" 2>&1
+  rc=$?
+  set -e
+  if [ "$rc" -ne 0 ]; then
+    if refused=$(peers_refused "$log"); then
+      {
+        echo "$name $version: the Go module proxy ($GOPROXY) refused $mod@$version or a module it needs:"
+        echo "$refused"
+      } >"$OUT_DIR/$name.unavailable"
+      rm -rf "$work"
+      return 0
+    fi
+    echo "build-scanners.sh: building $mod@$version failed (log: $log):" >&2
+    tail -n 40 "$log" >&2
+    return 1
+  fi
+  mv -f "$work/$name" "$OUT_DIR/$name"
+  echo "$want" >"$OUT_DIR/$name.stamp"
+  rm -f "$OUT_DIR/$name.unavailable"
+  rm -rf "$work"
+}
+
+peers_go_env build-scanners.sh
+mkdir -p "$GOMODCACHE" "$GOCACHE"
+
+TRIVY_VERSION=${BERTH_TRIVY_VERSION:-v0.74.0}
+GRYPE_VERSION=${BERTH_GRYPE_VERSION:-v0.121.2}
+build trivy github.com/aquasecurity/trivy "$TRIVY_VERSION" github.com/aquasecurity/trivy/cmd/trivy \
+  "-X github.com/aquasecurity/trivy/pkg/version/app.ver=${TRIVY_VERSION#v}" jsonv2
+build grype github.com/anchore/grype "$GRYPE_VERSION" github.com/anchore/grype/cmd/grype \
+  "-X main.version=${GRYPE_VERSION#v}"
