@@ -125,14 +125,30 @@ pub struct DbMeta {
     pub schema_version: u32,
     /// When the import ran (RFC 3339).
     pub imported_at: String,
-    /// The newest `modified` over all records (RFC 3339); staleness is measured from here.
+    /// How fresh the data is (RFC 3339): the newest `modified` of the least recently updated
+    /// source, counting no record dated after the import (a record dated 2099 says nothing about
+    /// how fresh the rest is). Staleness is measured from here and from `imported_at`.
     pub data_updated_at: Option<String>,
     /// What was imported.
     pub sources: Vec<String>,
+    /// Each source's own freshness, in the order of `sources`.
+    #[serde(default)]
+    pub source_data: Vec<SourceData>,
     /// Records read, withdrawn ones included.
     pub records: usize,
     /// Ecosystems.
     pub ecosystems: BTreeMap<String, EcosystemMeta>,
+}
+
+/// One imported source's own timestamp.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceData {
+    /// Records read from it.
+    pub records: usize,
+    /// Its newest `modified` not after the import (RFC 3339); none when no record has one.
+    pub updated_at: Option<String>,
+    /// Records dated after the import, left out of `updated_at`.
+    pub dated_after_import: usize,
 }
 
 /// What to do with stale data.
@@ -147,10 +163,14 @@ pub enum StaleAction {
 }
 
 impl DbMeta {
-    /// The time staleness is measured from.
+    /// The time staleness is measured from: the older of the import and the data's own time.
     pub fn updated_at(&self) -> Option<OffsetDateTime> {
-        let s = self.data_updated_at.as_deref().unwrap_or(&self.imported_at);
-        OffsetDateTime::parse(s, &Rfc3339).ok()
+        let parse = |s: &str| OffsetDateTime::parse(s, &Rfc3339).ok();
+        let imported = parse(&self.imported_at)?;
+        Some(match self.data_updated_at.as_deref().and_then(parse) {
+            Some(data) => data.min(imported),
+            None => imported,
+        })
     }
 
     /// Checks the data's age: `Ok(None)` when fresh, `Ok(Some(warning))` when stale and the
@@ -294,7 +314,7 @@ pub fn import(
     let mut index = AdvisoryIndex::default();
     let mut warnings = Vec::new();
     let mut count = 0usize;
-    let mut newest: Option<OffsetDateTime> = None;
+    let mut source_data = Vec::new();
     for s in sources {
         let (records, w) = read_records(s)?;
         if records.is_empty() {
@@ -302,18 +322,38 @@ pub fn import(
         }
         warnings.extend(w);
         count += records.len();
+        let mut data = SourceData {
+            records: records.len(),
+            updated_at: None,
+            dated_after_import: 0,
+        };
+        let mut newest: Option<OffsetDateTime> = None;
         for r in &records {
             if let Some(m) = r
                 .modified
                 .as_deref()
                 .and_then(|m| OffsetDateTime::parse(m, &Rfc3339).ok())
             {
-                newest = Some(newest.map_or(m, |n| n.max(m)));
+                if m > now {
+                    data.dated_after_import += 1;
+                } else {
+                    newest = Some(newest.map_or(m, |n| n.max(m)));
+                }
             }
             index.insert(r);
         }
+        if data.dated_after_import > 0 {
+            warnings.push(format!(
+                "{}: {} record(s) dated after the import ({}); they do not count towards the database's freshness",
+                s.display(),
+                data.dated_after_import,
+                now.format(&Rfc3339).unwrap_or_default()
+            ));
+        }
+        data.updated_at = newest.and_then(|n| n.format(&Rfc3339).ok());
+        source_data.push(data);
     }
-    let meta = write(&index, db_dir, now, newest, sources, count)?;
+    let meta = write(&index, db_dir, now, sources, source_data, count)?;
     Ok(ImportSummary { meta, warnings })
 }
 
@@ -322,8 +362,8 @@ pub fn write(
     index: &AdvisoryIndex,
     db_dir: &Path,
     now: OffsetDateTime,
-    newest: Option<OffsetDateTime>,
     sources: &[PathBuf],
+    source_data: Vec<SourceData>,
     records: usize,
 ) -> Result<DbMeta, DbError> {
     let eco_dir = db_dir.join("eco");
@@ -377,8 +417,20 @@ pub fn write(
     let meta = DbMeta {
         schema_version: SCHEMA_VERSION,
         imported_at: fmt(now),
-        data_updated_at: newest.map(fmt),
+        // The least recently updated source decides; a source without dates counts from the
+        // import.
+        data_updated_at: source_data
+            .iter()
+            .map(|d| {
+                d.updated_at
+                    .as_deref()
+                    .and_then(|u| OffsetDateTime::parse(u, &Rfc3339).ok())
+                    .unwrap_or(now)
+            })
+            .min()
+            .map(fmt),
         sources: sources.iter().map(|s| s.display().to_string()).collect(),
+        source_data,
         records,
         ecosystems,
     };

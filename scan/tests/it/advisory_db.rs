@@ -44,13 +44,11 @@ fn inventory() -> Inventory {
     }
 }
 
-fn check_db(dir: &std::path::Path) {
+/// Checks the database in `dir`, whose stalest source's newest record is `updated`.
+fn check_db(dir: &std::path::Path, updated: &str) {
     let db = AdvisoryDb::open(dir).unwrap();
     assert_eq!(db.meta.ecosystems.len(), 2, "{:?}", db.meta.ecosystems);
-    assert_eq!(
-        db.meta.data_updated_at.as_deref(),
-        Some("2026-11-20T10:00:00Z")
-    );
+    assert_eq!(db.meta.data_updated_at.as_deref(), Some(updated));
     let inv = inventory();
     let idx = db.load_for(&inv).unwrap();
     assert_eq!(idx.vuln_count(), 2, "the withdrawn record is dropped");
@@ -81,7 +79,7 @@ fn import_from_directory() {
     assert_eq!(s.meta.records, 3);
     assert_eq!(s.warnings.len(), 1, "{:?}", s.warnings);
     assert!(s.warnings[0].contains("broken.json"));
-    check_db(out.path());
+    check_db(out.path(), "2026-11-20T10:00:00Z");
 }
 
 #[test]
@@ -108,7 +106,8 @@ fn import_from_all_zip() {
     );
     let out = tempfile::tempdir().unwrap();
     db::import(&[deb, npm], out.path(), datetime!(2026-11-23 12:00 UTC)).unwrap();
-    check_db(out.path());
+    // Two sources: the npm one, updated last on 11-01, decides.
+    check_db(out.path(), "2026-11-01T00:00:00Z");
     // A directory of zips works too, and re-import replaces the old content.
     db::import(
         &[src.path().to_owned()],
@@ -116,7 +115,7 @@ fn import_from_all_zip() {
         datetime!(2026-11-23 12:00 UTC),
     )
     .unwrap();
-    check_db(out.path());
+    check_db(out.path(), "2026-11-20T10:00:00Z");
 }
 
 #[test]
@@ -179,6 +178,45 @@ fn staleness_and_errors() {
         db::import(&[bad_zip], out.path(), datetime!(2026-11-23 0:00 UTC)),
         Err(DbError::Zip { .. })
     ));
+}
+
+/// A record dated in the future keeps nothing fresh, and the least recently updated source
+/// decides the database's age.
+#[test]
+fn freshness_counts_no_future_record_and_the_stalest_source() {
+    let future = GLIBC.replace("2026-11-20T10:00:00Z", "2099-01-01T00:00:00Z");
+    let old = LODASH.replace("2026-11-01T00:00:00Z", "2026-10-01T00:00:00Z");
+    let forged = tempfile::tempdir().unwrap();
+    std::fs::write(forged.path().join("future.json"), &future).unwrap();
+    std::fs::write(forged.path().join("old.json"), &old).unwrap();
+    let fresh = tempfile::tempdir().unwrap();
+    std::fs::write(fresh.path().join("a.json"), GLIBC).unwrap();
+    let now = datetime!(2026-11-23 12:00 UTC);
+    let out = tempfile::tempdir().unwrap();
+    let summary = db::import(
+        &[fresh.path().to_owned(), forged.path().to_owned()],
+        out.path(),
+        now,
+    )
+    .unwrap();
+    assert!(
+        summary
+            .warnings
+            .iter()
+            .any(|w| w.contains("1 record(s) dated after the import")),
+        "{:?}",
+        summary.warnings
+    );
+    let db = AdvisoryDb::open(out.path()).unwrap();
+    assert_eq!(
+        db.meta.data_updated_at.as_deref(),
+        Some("2026-10-01T00:00:00Z"),
+        "the forged source's own newest real date"
+    );
+    assert_eq!(db.meta.source_data.len(), 2);
+    assert_eq!(db.meta.source_data[1].dated_after_import, 1);
+    let err = db.meta.check_age(now, 7, StaleAction::Fail).unwrap_err();
+    assert!(matches!(err, DbError::Stale { age_days: 53, .. }), "{err}");
 }
 
 #[test]
