@@ -145,7 +145,7 @@ pub struct Match<'a> {
     pub vuln: &'a Vuln,
     /// The ecosystem it came from.
     pub ecosystem: &'a str,
-    /// Fixed versions above the installed one, lowest first.
+    /// Every fixed version the advisory gives for the package, lowest first.
     pub fixed: Vec<String>,
     /// Severity for this package (package-specific rating wins).
     pub severity: Severity,
@@ -409,12 +409,11 @@ fn entry_affects(
     if !hit {
         return Ok(None);
     }
+    // Every fixed version of the entry, as Trivy lists them (`0.2.4, 1.2.6`): which one fits
+    // is the reader's choice (a major upgrade or a backport), not the scanner's.
     for r in &e.ranges {
         for ev in r {
             if let Event::Fixed(f) = ev
-                && scheme
-                    .compare(f, installed)
-                    .is_ok_and(|o| o == Ordering::Greater)
                 && !fixed.contains(f)
             {
                 fixed.push(f.clone());

@@ -162,7 +162,7 @@ fn findings_match_the_fixture() {
         (
             "GHSA-fake-0001".into(),
             "minimist".into(),
-            "1.2.6".into(),
+            "0.2.4, 1.2.6".into(),
             Severity::Critical,
         ),
         (
