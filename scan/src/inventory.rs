@@ -322,8 +322,16 @@ impl Package {
                 if let Some(a) = &self.arch {
                     q.push(format!("arch={}", enc(a)));
                 }
-                if let Some(o) = os {
-                    q.push(format!("distro={}-{}", o.family.as_str(), enc(&o.version)));
+                // Like Trivy: Alpine's distro qualifier is the release alone (`distro=3.19.1`),
+                // the others name the family (`distro=debian-12.15`).
+                match os {
+                    Some(o) if self.kind == PkgType::Apk => {
+                        q.push(format!("distro={}", enc(&o.version)));
+                    }
+                    Some(o) => {
+                        q.push(format!("distro={}-{}", o.family.as_str(), enc(&o.version)));
+                    }
+                    None => {}
                 }
                 if let Some(e) = epoch.filter(|e| *e != "0") {
                     q.push(format!("epoch={e}"));
@@ -431,6 +439,16 @@ mod tests {
         assert_eq!(j.purl(None), "pkg:maven/com.google.guava/guava@31.1-jre");
         let py = Package::new(PkgType::PythonPkg, "Jinja2", "2.11.2", "x");
         assert_eq!(py.purl(None), "pkg:pypi/jinja2@2.11.2");
+        let mut musl = Package::new(PkgType::Apk, "musl", "1.2.4_git20230717-r4", "x");
+        musl.arch = Some("x86_64".into());
+        let alpine = Os {
+            family: OsFamily::Alpine,
+            version: "3.19.1".into(),
+        };
+        assert_eq!(
+            musl.purl(Some(&alpine)),
+            "pkg:apk/alpine/musl@1.2.4_git20230717-r4?arch=x86_64&distro=3.19.1"
+        );
     }
 
     #[test]
