@@ -613,6 +613,25 @@ fn trivy_agrees_on_alpine_versions() {
         "every apk package is listed"
     );
     assert_same_hits(&image, &records, &trivy_ids);
+    // Package URLs as Trivy writes them (Alpine's `distro` is the release alone).
+    let trivy_purls: BTreeSet<String> = theirs["Results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["Vulnerabilities"].as_array().into_iter().flatten())
+        .filter_map(|v| v["PkgIdentifier"]["PURL"].as_str().map(str::to_owned))
+        .collect();
+    assert!(!trivy_purls.is_empty(), "Trivy named no package URL");
+    let ours: BTreeSet<String> = inv
+        .packages
+        .iter()
+        .map(|p| p.purl(inv.os.as_ref()))
+        .collect();
+    assert!(
+        trivy_purls.is_subset(&ours),
+        "only Trivy: {:?}\nberth: {ours:?}",
+        trivy_purls.difference(&ours).collect::<Vec<_>>()
+    );
 }
 
 /// Generated `[introduced, fixed)` advisories over `bounds` for each package, as a Trivy DB
