@@ -6,8 +6,9 @@ use time::macros::format_description;
 use super::{RenderContext, fnv64};
 use crate::report::{Finding, Report};
 
-/// The schema version declared by default (accepted by GitLab 16.x–18.x).
-pub const DEFAULT_SCHEMA_VERSION: &str = "15.0.7";
+/// The schema version declared by default: the one the report is validated against
+/// (`scan/tests/schemas/gitlab-container-scanning-report-format-15.2.4.json`).
+pub const DEFAULT_SCHEMA_VERSION: &str = "15.2.4";
 
 fn identifier(id: &str, url: &str) -> Value {
     let kind = match id.split('-').next().unwrap_or_default() {

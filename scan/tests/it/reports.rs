@@ -198,6 +198,8 @@ fn gitlab_report_validates() {
     )
     .unwrap();
     let v: serde_json::Value = serde_json::from_str(&doc).unwrap();
+    // It declares the version it was validated against.
+    assert_eq!(v["version"], "15.2.4");
     assert_eq!(v["scan"]["start_time"], "2026-11-23T20:00:00");
     assert_eq!(v["vulnerabilities"].as_array().unwrap().len(), 5);
     let crit = v["vulnerabilities"]
