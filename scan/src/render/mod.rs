@@ -1,10 +1,11 @@
-//! Report renderers: GitLab container scanning (15.x), CycloneDX 1.6, SARIF 2.1.0, Trivy-style
-//! JSON and the job-log table. Pure functions of a [`Report`] and a [`RenderContext`].
+//! Report renderers: GitLab container scanning (15.x), CycloneDX 1.6, SPDX 2.3 JSON, SARIF
+//! 2.1.0, Trivy-style JSON and the job-log table. Pure functions of a [`Report`] and a [`RenderContext`].
 
 pub mod cyclonedx;
 pub mod gitlab;
 pub mod json;
 pub mod sarif;
+pub mod spdx;
 pub mod table;
 
 use time::OffsetDateTime;
@@ -56,11 +57,13 @@ pub enum Format {
     CycloneDx,
     /// GitLab container scanning report.
     GitLab,
+    /// SPDX 2.3 JSON.
+    SpdxJson,
 }
 
 /// An unknown `--format`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown format {0:?}; use one of table, json, sarif, cyclonedx, gitlab")]
+#[error("unknown format {0:?}; use one of table, json, sarif, cyclonedx, spdx-json, gitlab")]
 pub struct FormatError(pub String);
 
 impl std::str::FromStr for Format {
@@ -71,6 +74,7 @@ impl std::str::FromStr for Format {
             "json" => Ok(Self::Json),
             "sarif" => Ok(Self::Sarif),
             "cyclonedx" => Ok(Self::CycloneDx),
+            "spdx-json" => Ok(Self::SpdxJson),
             "gitlab" | "gitlab-container-scanning" => Ok(Self::GitLab),
             _ => Err(FormatError(s.to_owned())),
         }
@@ -85,6 +89,7 @@ pub fn render(report: &Report, format: Format, ctx: &RenderContext) -> String {
         Format::Sarif => sarif::render(report, ctx),
         Format::CycloneDx => cyclonedx::render(report, ctx),
         Format::GitLab => gitlab::render(report, ctx),
+        Format::SpdxJson => spdx::render(report, ctx),
     };
     let mut s = serde_json::to_string_pretty(&v).unwrap_or_default();
     s.push('\n');

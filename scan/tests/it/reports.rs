@@ -222,6 +222,54 @@ fn gitlab_report_validates() {
     );
 }
 
+/// The SPDX document passes the SPDX project's own validator (`pyspdxtools`), and a broken one
+/// does not (the test can fail).
+#[test]
+fn spdx_validates() {
+    let r = report(&Policy::report_all(date!(2026 - 11 - 23)));
+    let doc = render::render(&r, Format::SpdxJson, &ctx());
+    spdx_valid(&doc).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&doc).unwrap();
+    assert_eq!(v["spdxVersion"], "SPDX-2.3");
+    let purls: Vec<&str> = v["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["externalRefs"].as_array().into_iter().flatten())
+        .filter_map(|r| r["referenceLocator"].as_str())
+        .collect();
+    assert_eq!(purls.len(), r.packages.len(), "one purl per package");
+    let broken = doc.replace("\"SPDX-2.3\"", "\"SPDX-9.9\"");
+    assert!(spdx_valid(&broken).is_err());
+}
+
+fn spdx_valid(doc: &str) -> Result<(), String> {
+    let tool = tools().join("venv/bin/pyspdxtools");
+    assert!(
+        tool.exists(),
+        "{} not found; run `bash scan/tests/setup.sh` (installs spdx-tools)",
+        tool.display()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("doc.spdx.json");
+    std::fs::write(&path, doc).unwrap();
+    let out = validator(&tool)
+        .arg("--infile")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.success() && !said.contains("invalid") && !said.contains("rror") {
+        Ok(())
+    } else {
+        Err(said)
+    }
+}
+
 #[test]
 fn sarif_validates() {
     let r = report(&Policy::report_all(date!(2026 - 11 - 23)));

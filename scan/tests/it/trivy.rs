@@ -91,6 +91,47 @@ fn components(doc: &serde_json::Value) -> BTreeSet<(String, String)> {
         .collect()
 }
 
+/// Trivy's and berth's SPDX documents for the same image name the same packages by purl.
+#[test]
+fn trivy_agrees_on_spdx_packages() {
+    let d = tempfile::tempdir().unwrap();
+    let image = support::docker_archive(d.path());
+    let theirs = run_trivy(&image, &d.path().join("trivy-cache"), "spdx-json", &[]);
+    let (inv, _) = scan::scan_path(&image, "x", None).unwrap();
+    let r = Report::generate(
+        &inv,
+        &Default::default(),
+        &berth_scan::policy::Policy::report_all(date!(2026 - 11 - 23)),
+    );
+    let ours: serde_json::Value = serde_json::from_str(&render::render(
+        &r,
+        Format::SpdxJson,
+        &RenderContext::new(datetime!(2026-11-23 0:00 UTC)),
+    ))
+    .unwrap();
+    let purls = |doc: &serde_json::Value| -> BTreeSet<String> {
+        doc["packages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|p| p["externalRefs"].as_array().into_iter().flatten())
+            .filter(|r| r["referenceType"] == "purl")
+            .filter_map(|r| r["referenceLocator"].as_str())
+            .filter(|p| !p.starts_with("pkg:oci/"))
+            .map(str::to_owned)
+            .collect()
+    };
+    let (a, b) = (purls(&ours), purls(&theirs));
+    assert!(!b.is_empty(), "Trivy's SPDX document names no package");
+    assert_eq!(
+        a,
+        b,
+        "only berth: {:?}\nonly trivy: {:?}",
+        a.difference(&b).collect::<Vec<_>>(),
+        b.difference(&a).collect::<Vec<_>>()
+    );
+}
+
 #[test]
 fn trivy_agrees_on_the_fixture_inventory() {
     let d = tempfile::tempdir().unwrap();
