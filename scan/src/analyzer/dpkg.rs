@@ -1,4 +1,5 @@
-//! dpkg: `/var/lib/dpkg/status`, distroless `status.d/*`, and `info/*.list` file ownership.
+//! dpkg: `/var/lib/dpkg/status`, distroless `status.d/*`, and the files packages installed
+//! (`info/*.md5sums`, `status.d/*.md5sums`).
 
 use super::stanzas;
 use crate::inventory::{Package, PkgType};
@@ -24,6 +25,42 @@ impl Dropped {
     }
 }
 
+/// Maintainers of packages from third-party repositories (Trivy 0.74's heuristic; dpkg records
+/// no vendor): a substring anywhere in the `Maintainer` field.
+const THIRD_PARTY_MAINTAINERS: &[&str] = &[
+    "support@docker.com",
+    "@nvidia.com",
+    "Google Cloud CLI Authors",
+    "sapmachine@sap.com",
+    "@hashicorp.com",
+    "@microsoft.com",
+    "@mongodb.com",
+    "developers@lists.mariadb.org",
+    "dev@couchdb.apache.org",
+    "info@elastic.co",
+    "nginx-packaging@f5.com",
+    "@konghq.com",
+    "@cloudflare.com",
+    "support@influxdb.com",
+    "support@gitlab.com",
+    "contact@grafana.com",
+    "@datadoghq.com",
+    "@nodesource.com",
+    "info@tailscale.com",
+    "@openrobotics.org",
+    "@osrfoundation.org",
+];
+/// Maintainer fields that name a third party only when they are the whole field.
+const THIRD_PARTY_MAINTAINERS_EXACT: &[&str] = &["GitHub", "HashiCorp"];
+
+/// Whether a package with this `Maintainer` comes from a third-party repository.
+pub fn third_party_maintainer(maintainer: &str) -> bool {
+    THIRD_PARTY_MAINTAINERS_EXACT.contains(&maintainer)
+        || THIRD_PARTY_MAINTAINERS
+            .iter()
+            .any(|m| maintainer.contains(m))
+}
+
 /// A dpkg field name: printable ASCII without spaces or colons (deb822).
 fn field_name(k: &str) -> bool {
     !k.is_empty() && k.bytes().all(|b| b.is_ascii_graphic() && b != b':')
@@ -35,8 +72,8 @@ pub fn parse_status(text: &str, path: &str) -> (Vec<Package>, Dropped) {
     let mut out = Vec::new();
     let mut dropped = Dropped::default();
     for st in stanzas(text) {
-        let (mut name, mut version, mut arch, mut source, mut status) =
-            (None, None, None, None, None);
+        let (mut name, mut version, mut arch, mut source, mut status, mut maintainer) =
+            (None, None, None, None, None, None);
         for line in st.lines() {
             if line.starts_with([' ', '\t']) || line.is_empty() {
                 continue;
@@ -52,6 +89,7 @@ pub fn parse_status(text: &str, path: &str) -> (Vec<Package>, Dropped) {
                 "Architecture" => arch = Some(v),
                 "Source" => source = Some(v),
                 "Status" => status = Some(v),
+                "Maintainer" => maintainer = Some(v),
                 _ => {}
             }
         }
@@ -65,6 +103,7 @@ pub fn parse_status(text: &str, path: &str) -> (Vec<Package>, Dropped) {
         }
         let mut p = Package::new(PkgType::Deb, name, version, path);
         p.arch = arch.map(str::to_owned);
+        p.third_party = maintainer.is_some_and(third_party_maintainer);
         let (src, src_version) = match source {
             Some(s) => match s.split_once('(') {
                 Some((n, v)) => (n.trim(), v.trim_end_matches(')').trim()),
@@ -79,12 +118,13 @@ pub fn parse_status(text: &str, path: &str) -> (Vec<Package>, Dropped) {
     (out, dropped)
 }
 
-/// Parses an `info/<pkg>.list` file into owned paths (relative, directories dropped later by
-/// simply never matching a manifest file).
-pub fn parse_list(text: &str) -> Vec<String> {
+/// Parses a `<package>.md5sums` file (`<digest>  <path>` per line, paths without the leading
+/// `/`) into the files the package installed; malformed lines are skipped.
+pub fn parse_md5sums(text: &str) -> Vec<String> {
     text.lines()
-        .map(|l| l.trim().trim_start_matches('/'))
-        .filter(|l| !l.is_empty() && *l != ".")
+        .filter_map(|l| l.split_once("  ").map(|(_, path)| path))
+        .map(|p| p.trim().trim_start_matches('/'))
+        .filter(|p| !p.is_empty())
         .map(str::to_owned)
         .collect()
 }
@@ -139,6 +179,16 @@ Package: bash\nStatus: install ok installed\nVersion: 5.2.15-2+b7\n";
     }
 
     #[test]
+    fn third_party_maintainers_mark_packages() {
+        let text = "Package: docker-ce\nStatus: install ok installed\nVersion: 5:27.0.3-1~debian.12~bookworm\nMaintainer: Docker <support@docker.com>\n\n\
+Package: gh\nStatus: install ok installed\nVersion: 2.50.0\nMaintainer: GitHub\n\n\
+Package: bash\nStatus: install ok installed\nVersion: 5.2.15-2+b7\nMaintainer: Matthias Klose <doko@debian.org>\n";
+        let (p, _) = parse_status(text, "var/lib/dpkg/status");
+        let third: Vec<(&str, bool)> = p.iter().map(|p| (p.name.as_str(), p.third_party)).collect();
+        assert_eq!(third, [("docker-ce", true), ("gh", true), ("bash", false)]);
+    }
+
+    #[test]
     fn distroless_status_d_and_lists() {
         let (p, _) = parse_status(
             "Package: base-files\nVersion: 12.4+deb12u5\nArchitecture: amd64\n",
@@ -146,11 +196,10 @@ Package: bash\nStatus: install ok installed\nVersion: 5.2.15-2+b7\n";
         );
         assert_eq!(p.len(), 1);
         assert_eq!(
-            parse_list("/.\n/usr\n/usr/lib/python3/dist-packages/pip-23.0.1.dist-info/METADATA\n"),
-            [
-                "usr",
-                "usr/lib/python3/dist-packages/pip-23.0.1.dist-info/METADATA"
-            ]
+            parse_md5sums(
+                "d41d8cd98f00b204e9800998ecf8427e  usr/lib/python3/dist-packages/pip-23.0.1.dist-info/METADATA\nnot a line\n"
+            ),
+            ["usr/lib/python3/dist-packages/pip-23.0.1.dist-info/METADATA"]
         );
     }
 }

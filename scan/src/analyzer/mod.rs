@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::inventory::Package;
 
 /// Bumped whenever an analyzer's output changes; part of the per-layer cache key.
-pub const ANALYZER_VERSION: u32 = 6;
+pub const ANALYZER_VERSION: u32 = 9;
 
 /// Largest file an analyzer reads; bigger files are skipped with a warning.
 pub const MAX_FILE: u64 = 256 << 20;
@@ -29,8 +29,8 @@ pub enum Kind {
     Os,
     /// dpkg status / status.d.
     DpkgStatus,
-    /// dpkg info/*.list.
-    DpkgList,
+    /// dpkg `info/*.md5sums` and `status.d/*.md5sums`: the files a package installed.
+    DpkgMd5sums,
     /// apk installed.
     Apk,
     /// rpm database: SQLite, Berkeley DB or NDB.
@@ -97,6 +97,9 @@ pub struct FileResult {
     /// A Cargo.lock's dependency edges, `name@version` → `name@version`s.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub cargo_edges: cargo::Edges,
+    /// A Cargo.lock's own crates (no `source`): root, workspace members, path crates.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cargo_local: Vec<String>,
     /// What the file held that the analyzer could not use (said in the scan's warnings).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
@@ -121,11 +124,19 @@ pub fn wants(path: &str) -> Option<Kind> {
         }
         _ => {}
     }
+    // Installed files come from `*.md5sums`, as Trivy 0.74 reads them (it does not read
+    // `*.list`, which also names directories and links).
     if let Some(rest) = path.strip_prefix("var/lib/dpkg/status.d/") {
-        return (!rest.contains('/') && !rest.ends_with(".md5sums")).then_some(Kind::DpkgStatus);
+        return (!rest.contains('/')).then(|| {
+            if rest.ends_with(".md5sums") {
+                Kind::DpkgMd5sums
+            } else {
+                Kind::DpkgStatus
+            }
+        });
     }
     if let Some(rest) = path.strip_prefix("var/lib/dpkg/info/") {
-        return (!rest.contains('/') && rest.ends_with(".list")).then_some(Kind::DpkgList);
+        return (!rest.contains('/') && rest.ends_with(".md5sums")).then_some(Kind::DpkgMd5sums);
     }
     let parent = path.rsplit('/').nth(1).unwrap_or_default();
     match base {
@@ -157,8 +168,8 @@ pub fn analyze(kind: Kind, path: &str, data: &[u8]) -> Result<FileResult, String
                 ..FileResult::default()
             })
         }
-        Kind::DpkgList => Ok(FileResult {
-            owned: dpkg::parse_list(&text()),
+        Kind::DpkgMd5sums => Ok(FileResult {
+            owned: dpkg::parse_md5sums(&text()),
             ..FileResult::default()
         }),
         Kind::Apk => {
@@ -178,10 +189,11 @@ pub fn analyze(kind: Kind, path: &str, data: &[u8]) -> Result<FileResult, String
             ..FileResult::default()
         }),
         Kind::CargoLock => {
-            let (packages, cargo_edges) = cargo::parse_lock(&text(), path)?;
+            let (packages, cargo_edges, cargo_local) = cargo::parse_lock(&text(), path)?;
             Ok(FileResult {
                 packages,
                 cargo_edges,
+                cargo_local,
                 ..FileResult::default()
             })
         }
@@ -223,7 +235,7 @@ mod tests {
         let kinds = [
             Kind::Os,
             Kind::DpkgStatus,
-            Kind::DpkgList,
+            Kind::DpkgMd5sums,
             Kind::Apk,
             Kind::RpmDb,
             Kind::Python,
@@ -262,11 +274,15 @@ mod tests {
     fn routing() {
         assert_eq!(wants("var/lib/dpkg/status"), Some(Kind::DpkgStatus));
         assert_eq!(wants("var/lib/dpkg/status.d/base"), Some(Kind::DpkgStatus));
-        assert_eq!(wants("var/lib/dpkg/status.d/base.md5sums"), None);
         assert_eq!(
-            wants("var/lib/dpkg/info/libc6:amd64.list"),
-            Some(Kind::DpkgList)
+            wants("var/lib/dpkg/status.d/base.md5sums"),
+            Some(Kind::DpkgMd5sums)
         );
+        assert_eq!(
+            wants("var/lib/dpkg/info/libc6:amd64.md5sums"),
+            Some(Kind::DpkgMd5sums)
+        );
+        assert_eq!(wants("var/lib/dpkg/info/libc6:amd64.list"), None);
         assert_eq!(
             wants("usr/lib/python3/dist-packages/pip-23.0.1.dist-info/METADATA"),
             Some(Kind::Python)

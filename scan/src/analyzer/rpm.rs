@@ -10,6 +10,7 @@ const NAME: u32 = 1000;
 const VERSION: u32 = 1001;
 const RELEASE: u32 = 1002;
 const EPOCH: u32 = 1003;
+const VENDOR: u32 = 1011;
 const LICENSE: u32 = 1014;
 const ARCH: u32 = 1022;
 const SOURCERPM: u32 = 1044;
@@ -34,6 +35,8 @@ pub struct Header {
     pub source_rpm: Option<String>,
     /// License.
     pub license: Option<String>,
+    /// Vendor.
+    pub vendor: Option<String>,
     /// Installed files.
     pub files: Vec<String>,
 }
@@ -77,6 +80,7 @@ pub fn parse_header(blob: &[u8]) -> Option<Header> {
             (ARCH, 6) => h.arch = string(),
             (SOURCERPM, 6) => h.source_rpm = string(),
             (LICENSE, 6) => h.license = string(),
+            (VENDOR, 6) => h.vendor = string(),
             (DIRNAMES, 8) => dirs = cstrings(at, count),
             (BASENAMES, 8) => bases = cstrings(at, count),
             (DIRINDEXES, 4) => idx = (0..count).filter_map(|k| be32(at, k * 4)).collect(),
@@ -92,6 +96,33 @@ pub fn parse_header(blob: &[u8]) -> Option<Header> {
         })
         .collect();
     (!h.name.is_empty()).then_some(h)
+}
+
+/// Vendors of the distributions' own packages (Trivy 0.74's list); an rpm from anyone else is
+/// third-party.
+const OS_VENDORS: &[&str] = &[
+    "Amazon Linux",
+    "Amazon.com",
+    "CentOS",
+    "Fedora Project",
+    "Oracle America",
+    "Red Hat",
+    "AlmaLinux",
+    "CloudLinux",
+    "VMware",
+    "SUSE",
+    "openSUSE",
+    "Microsoft Corporation",
+    "Rocky",
+];
+
+/// Whether the distribution itself provides a package: its vendor is an OS vendor, or (Amazon
+/// Linux's own packages may carry none) it has no vendor and an `amzn` release.
+pub fn provided_by_vendor(h: &Header) -> bool {
+    match &h.vendor {
+        Some(v) if !v.is_empty() => OS_VENDORS.iter().any(|os| v.starts_with(os)),
+        _ => h.release.contains("amzn"),
+    }
 }
 
 /// The source package name from a source rpm file name (`glibc-2.34-60.el9.src.rpm` → glibc).
@@ -140,8 +171,12 @@ fn packages(blobs: impl IntoIterator<Item = Vec<u8>>, path: &str) -> (Vec<Packag
             .and_then(source_name)
             .map(str::to_owned);
         p.src_version = Some(evr);
+        p.third_party = !provided_by_vendor(&h);
         p.licenses = h.license.into_iter().collect();
-        owned.extend(h.files);
+        // A third-party package's files stay open to the language analyzers.
+        if !p.third_party {
+            owned.extend(h.files);
+        }
         pkgs.push(p);
     }
     (pkgs, owned)

@@ -294,8 +294,8 @@ fn cyclonedx_validates() {
     validate("cyclonedx", Path::new("-"), &doc).unwrap();
     let v: serde_json::Value = serde_json::from_str(&doc).unwrap();
     assert_eq!(v["specVersion"], "1.6");
-    // 8 packages + the OS component
-    assert_eq!(v["components"].as_array().unwrap().len(), 9);
+    // 10 packages + the OS component
+    assert_eq!(v["components"].as_array().unwrap().len(), 11);
     assert_eq!(v["vulnerabilities"].as_array().unwrap().len(), 5);
     let curl = v["components"]
         .as_array()

@@ -28,26 +28,41 @@ fn run(program: &str, args: &[&str]) {
 }
 
 const SPEC: &str = "Name: hello-berth\nVersion: 1.2.3\nRelease: 4.el9\nEpoch: 1\nSummary: fixture\nLicense: MIT\nBuildArch: noarch\n\
+Vendor: Rocky Enterprise Software Foundation\n\
 %description\nfixture\n%install\nmkdir -p %{buildroot}/usr/lib/python3.9/site-packages/six-1.16.0.dist-info\n\
 printf 'Name: six\\nVersion: 1.16.0\\n' > %{buildroot}/usr/lib/python3.9/site-packages/six-1.16.0.dist-info/METADATA\n\
 %files\n/usr/lib/python3.9/site-packages/six-1.16.0.dist-info/METADATA\n";
 
+/// A package from a third-party repository (its vendor is not the distribution's): its files stay
+/// open to the language analyzers and the OS's advisories are not matched against it.
+const THIRD_PARTY_SPEC: &str = "Name: ext-tool\nVersion: 2.0\nRelease: 1\nSummary: fixture\nLicense: MIT\nBuildArch: noarch\n\
+Vendor: Docker\n\
+%description\nfixture\n%install\nmkdir -p %{buildroot}/usr/lib/python3.9/site-packages/requests-2.25.1.dist-info\n\
+printf 'Name: requests\\nVersion: 2.25.1\\n' > %{buildroot}/usr/lib/python3.9/site-packages/requests-2.25.1.dist-info/METADATA\n\
+%files\n/usr/lib/python3.9/site-packages/requests-2.25.1.dist-info/METADATA\n";
+
 pub(crate) fn build_rootfs(dir: &Path) -> std::path::PathBuf {
     let top = dir.join("rpmbuild");
     std::fs::create_dir_all(top.join("SPECS")).unwrap();
-    std::fs::write(top.join("SPECS/hello.spec"), SPEC).unwrap();
     let define = format!("_topdir {}", top.display());
-    run(
-        "rpmbuild",
-        &[
-            "-bb",
-            "--quiet",
-            "--define",
-            &define,
-            top.join("SPECS/hello.spec").to_str().unwrap(),
-        ],
-    );
-    let rpm = top.join("RPMS/noarch/hello-berth-1.2.3-4.el9.noarch.rpm");
+    for (name, spec) in [("hello", SPEC), ("ext", THIRD_PARTY_SPEC)] {
+        let path = top.join(format!("SPECS/{name}.spec"));
+        std::fs::write(&path, spec).unwrap();
+        run(
+            "rpmbuild",
+            &[
+                "-bb",
+                "--quiet",
+                "--define",
+                &define,
+                path.to_str().unwrap(),
+            ],
+        );
+    }
+    let rpms = [
+        top.join("RPMS/noarch/hello-berth-1.2.3-4.el9.noarch.rpm"),
+        top.join("RPMS/noarch/ext-tool-2.0-1.noarch.rpm"),
+    ];
     let root = dir.join("rootfs");
     std::fs::create_dir_all(root.join("etc")).unwrap();
     std::fs::write(
@@ -55,9 +70,17 @@ pub(crate) fn build_rootfs(dir: &Path) -> std::path::PathBuf {
         "ID=\"rocky\"\nVERSION_ID=\"9.3\"\n",
     )
     .unwrap();
-    let meta = root.join("usr/lib/python3.9/site-packages/six-1.16.0.dist-info");
-    std::fs::create_dir_all(&meta).unwrap();
-    std::fs::write(meta.join("METADATA"), "Name: six\nVersion: 1.16.0\n").unwrap();
+    for (dir, body) in [
+        ("six-1.16.0.dist-info", "Name: six\nVersion: 1.16.0\n"),
+        (
+            "requests-2.25.1.dist-info",
+            "Name: requests\nVersion: 2.25.1\n",
+        ),
+    ] {
+        let meta = root.join("usr/lib/python3.9/site-packages").join(dir);
+        std::fs::create_dir_all(&meta).unwrap();
+        std::fs::write(meta.join("METADATA"), body).unwrap();
+    }
     let r = root.to_str().unwrap();
     run(
         "rpm",
@@ -74,7 +97,8 @@ pub(crate) fn build_rootfs(dir: &Path) -> std::path::PathBuf {
             "--justdb",
             "--nodeps",
             "--noscripts",
-            rpm.to_str().unwrap(),
+            rpms[0].to_str().unwrap(),
+            rpms[1].to_str().unwrap(),
         ],
     );
     assert!(
@@ -101,12 +125,17 @@ fn rpm_sqlite_database() {
         .collect();
     assert_eq!(
         names,
-        [(PkgType::Rpm, "hello-berth", "1:1.2.3-4.el9")],
-        "six is owned by the rpm"
+        [
+            (PkgType::Rpm, "ext-tool", "2.0-1"),
+            (PkgType::Rpm, "hello-berth", "1:1.2.3-4.el9"),
+            (PkgType::PythonPkg, "requests", "2.25.1"),
+        ],
+        "six is owned by the vendor's rpm; requests, installed by a third-party rpm, is not"
     );
-    assert_eq!(inv.packages[0].src_name.as_deref(), Some("hello-berth"));
+    assert!(inv.packages[0].third_party && !inv.packages[1].third_party);
+    assert_eq!(inv.packages[1].src_name.as_deref(), Some("hello-berth"));
     assert_eq!(
-        inv.packages[0].purl(inv.os.as_ref()),
+        inv.packages[1].purl(inv.os.as_ref()),
         "pkg:rpm/rocky/hello-berth@1.2.3-4.el9?arch=noarch&distro=rocky-9.3&epoch=1"
     );
 
@@ -116,12 +145,19 @@ fn rpm_sqlite_database() {
         "ranges":[{"type":"ECOSYSTEM","events":[{"introduced":"0"},{"fixed":"1:1.2.3-5.el9"}]}]}]}"#,
     )
     .unwrap();
+    // An advisory naming the third-party package by name does not apply to it.
+    let third = OsvRecord::from_json(
+        br#"{"id":"RLSA-2099:0002","modified":"2026-11-01T00:00:00Z","aliases":["CVE-2099-0101"],
+        "affected":[{"package":{"ecosystem":"Rocky Linux:9","name":"ext-tool"},
+        "ranges":[{"type":"ECOSYSTEM","events":[{"introduced":"0"},{"fixed":"2.1-1"}]}]}]}"#,
+    )
+    .unwrap();
     let r = Report::generate(
         &inv,
-        &AdvisoryIndex::from_records([&rec]),
+        &AdvisoryIndex::from_records([&rec, &third]),
         &Policy::report_all(date!(2026 - 11 - 23)),
     );
-    assert_eq!(r.findings.len(), 1);
+    assert_eq!(r.findings.len(), 1, "{:?}", r.findings);
     assert_eq!(
         (
             r.findings[0].id.as_str(),

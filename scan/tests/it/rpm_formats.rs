@@ -1,6 +1,6 @@
 //! rpm's Berkeley DB and NDB databases against independent readers: Debian's rpm 4.18
 //! (`bdb_ro`) for Berkeley DB, on a real RHEL-family file and on one Berkeley DB's own
-//! `db5.3_load` writes from headers rpm made; Trivy 0.59.1 for a real SUSE NDB file.
+//! `db5.3_load` writes from headers rpm made; Trivy v0.74.0 for a real SUSE NDB file.
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
@@ -126,7 +126,8 @@ fn generated_bdb(dir: &Path) -> PathBuf {
             .map(|i| format!("touch %{{buildroot}}/opt/{name}/file-with-a-long-name-{i:04}\n"))
             .collect();
         let spec = format!(
-            "Name: {name}\n{fields}Summary: fixture\nLicense: MIT\n%description\nfixture\n\
+            // The distribution's own vendor: only its packages' files count as installed by the OS.
+            "Name: {name}\n{fields}Summary: fixture\nLicense: MIT\nVendor: Red Hat, Inc.\n%description\nfixture\n\
              %install\nmkdir -p %{{buildroot}}/opt/{name}\n{install}touch %{{buildroot}}/opt/{name}/marker\n\
              %files\n/opt/{name}\n"
         );

@@ -28,8 +28,11 @@ fn expected() -> Vec<(PkgType, String, String, Option<usize>)> {
         e(PkgType::Deb, "bash", "5.2.15-2+b7", 0),
         e(PkgType::Deb, "curl", "7.88.1-10+deb12u8", 1),
         e(PkgType::Deb, "libc6", "2.36-9+deb12u14", 0),
+        e(PkgType::Deb, "python3-pip", "23.0.1+dfsg-1", 0),
         e(PkgType::NodePkg, "minimist", "1.2.0", 0),
         e(PkgType::NodePkg, "nodeapp", "1.0.0", 0),
+        // The Cargo.lock's root crate, listed as Trivy 0.74 lists it.
+        e(PkgType::Cargo, "app", "0.1.0", 1),
         e(PkgType::Cargo, "smallvec", "1.6.0", 1),
         e(PkgType::PythonPkg, "requests", "2.25.1", 2),
         // re-added unchanged under an opaque dir: still from the layer that first had it

