@@ -42,6 +42,13 @@ pub enum ImageSource {
         /// The artifact name in reports.
         name: String,
     },
+    /// A CycloneDX or SPDX JSON SBOM, matched as `trivy sbom` matches it.
+    Sbom {
+        /// The file (its last component must not be a link).
+        path: PathBuf,
+        /// The artifact name in reports.
+        name: String,
+    },
 }
 
 /// How old the advisories may be, and what happens past that age.
@@ -65,6 +72,9 @@ pub enum Error {
     /// The image could not be read whole.
     #[error(transparent)]
     Scan(#[from] ScanError),
+    /// The SBOM could not be read.
+    #[error(transparent)]
+    Sbom(#[from] crate::sbom::SbomError),
 }
 
 impl Error {
@@ -74,6 +84,9 @@ impl Error {
         match self {
             Self::Source(e) => Some(e.path()),
             Self::Scan(e) => Some(e.path()),
+            Self::Sbom(crate::sbom::SbomError::Read { path, .. })
+            | Self::Sbom(crate::sbom::SbomError::TooLarge { path })
+            | Self::Sbom(crate::sbom::SbomError::Format { path, .. }) => Some(path),
             Self::Db(_) => None,
         }
     }
@@ -111,6 +124,13 @@ pub struct Read {
 /// results of tar layers across scans.
 pub fn read_image(source: &ImageSource, cache: Option<&LayerCache>) -> Result<Read, Error> {
     let image = match source {
+        ImageSource::Sbom { path, name } => {
+            let (inventory, warnings) = crate::sbom::read(path, name)?;
+            return Ok(Read {
+                inventory,
+                warnings,
+            });
+        }
         ImageSource::Path { path, name } => source::open(path, name)?,
         ImageSource::Store {
             root,

@@ -20,15 +20,17 @@ use crate::source::SourceError;
 /// Default advisory database directory.
 pub const DEFAULT_DB: &str = "/var/lib/berth/advisories";
 
-/// `berth scan IMAGE|PATH`.
+/// `berth scan IMAGE|PATH` or `berth scan sbom FILE`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ScanArgs {
-    /// Image name or id in containers-storage, or a path (tar archive, OCI layout, rootfs dir).
-    pub target: Option<String>,
+    /// Image name or id in containers-storage, or a path (tar archive, OCI layout, rootfs dir);
+    /// or `sbom FILE` for a CycloneDX or SPDX JSON SBOM (as `trivy sbom FILE`).
+    #[arg(num_args = 0..=2, value_name = "TARGET")]
+    pub target: Vec<String>,
     /// Read the image from this docker-archive/OCI-archive tar or OCI layout directory.
     #[arg(long)]
     pub input: Option<PathBuf>,
-    /// Output format: table, json, sarif, cyclonedx, gitlab.
+    /// Output format: table, json, sarif, cyclonedx, spdx-json, gitlab.
     #[arg(long, short = 'f', default_value = "table")]
     pub format: String,
     /// Write the output here instead of returning it for stdout.
@@ -94,6 +96,7 @@ impl From<api::Error> for CliError {
             api::Error::Db(e) => Self::Db(e),
             api::Error::Source(e) => Self::Source(e),
             api::Error::Scan(e) => Self::Scan(e),
+            api::Error::Sbom(e) => Self::Sbom(e),
         }
     }
 }
@@ -111,8 +114,11 @@ pub enum CliError {
     #[error(transparent)]
     Format(#[from] FormatError),
     /// No target.
-    #[error("nothing to scan: pass an image name, a path, or --input PATH")]
+    #[error("nothing to scan: pass an image name, a path, --input PATH or `sbom FILE`")]
     NoTarget,
+    /// The SBOM could not be read.
+    #[error(transparent)]
+    Sbom(#[from] crate::sbom::SbomError),
     /// The ignore file is bad.
     #[error(transparent)]
     Ignore(#[from] IgnoreError),
@@ -205,7 +211,18 @@ impl ScanArgs {
     /// The image the flags name: `--input`, else a target that is a path on this host (only
     /// without `--storage-root`), else an image in the store.
     pub fn source(&self) -> Result<ImageSource, CliError> {
-        match (&self.input, &self.target) {
+        let target = match self.target.as_slice() {
+            [] => None,
+            [one] => Some(one),
+            [kind, file] if kind == "sbom" && self.input.is_none() => {
+                return Ok(ImageSource::Sbom {
+                    path: PathBuf::from(file),
+                    name: file.clone(),
+                });
+            }
+            _ => return Err(CliError::NoTarget),
+        };
+        match (&self.input, target) {
             (Some(p), _) => Ok(ImageSource::Path {
                 path: p.clone(),
                 name: p.display().to_string(),

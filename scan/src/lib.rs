@@ -17,6 +17,7 @@ pub mod inventory;
 pub mod policy;
 pub mod render;
 pub mod report;
+pub mod sbom;
 pub mod scan;
 pub mod severity;
 pub mod source;

@@ -169,7 +169,8 @@ fn scan_failure(image: &str, berths_store: &Path, db: &Path, e: api::Error) -> S
                 db.display()
             ),
         },
-        e @ api::Error::Db(_) => StageError::Scanner {
+        // The stage never scans an SBOM: one failing is berth's own doing.
+        e @ (api::Error::Db(_) | api::Error::Sbom(_)) => StageError::Scanner {
             image: image.to_owned(),
             detail: e.to_string(),
         },

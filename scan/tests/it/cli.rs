@@ -245,3 +245,40 @@ fn a_target_in_a_storage_root_is_an_image_never_a_host_path() {
         .to_string();
     assert!(err.contains("not found in containers-storage"), "{err}");
 }
+
+/// `berth scan sbom FILE`, as `trivy sbom FILE`: the SBOM's packages are matched; `sbom` with
+/// anything else in front of it is refused.
+#[test]
+fn scan_sbom_reads_a_cyclonedx_file() {
+    let d = tempfile::tempdir().unwrap();
+    let db = advisory_db(d.path());
+    let sbom = d.path().join("app.cdx.json");
+    std::fs::write(
+        &sbom,
+        r#"{"bomFormat":"CycloneDX","specVersion":"1.6","components":[
+            {"type":"library","name":"minimist","version":"1.2.0","purl":"pkg:npm/minimist@1.2.0"}]}"#,
+    )
+    .unwrap();
+    let argv = [
+        "scan",
+        "sbom",
+        sbom.to_str().unwrap(),
+        "--db",
+        db.to_str().unwrap(),
+        "--format",
+        "json",
+        "--exit-code",
+        "4",
+    ];
+    let a = Scan::try_parse_from(argv).unwrap().args;
+    let out = cli::run_scan(&a, datetime!(2026-11-23 12:00 UTC)).unwrap();
+    assert_eq!(out.exit_code, 4, "{}", out.stdout);
+    assert!(out.stdout.contains("GHSA-fake-0001"));
+    let wrong = Scan::try_parse_from(["scan", "image", sbom.to_str().unwrap()])
+        .unwrap()
+        .args;
+    assert!(cli::run_scan(&wrong, datetime!(2026-11-23 12:00 UTC)).is_err());
+    std::fs::write(&sbom, "{}").unwrap();
+    let err = cli::run_scan(&a, datetime!(2026-11-23 12:00 UTC)).unwrap_err();
+    assert!(err.to_string().contains("not an SBOM berth reads"), "{err}");
+}

@@ -364,6 +364,79 @@ fn trivy_agrees_on_findings() {
     }
 }
 
+/// `berth scan sbom` and `trivy sbom` on the same CycloneDX SBOM (berth's own, of the fixture
+/// image) with the same advisories flag the same (id, package) pairs, and the SBOM yields the
+/// findings the image itself does.
+#[test]
+fn trivy_agrees_on_an_sbom() {
+    let d = tempfile::tempdir().unwrap();
+    // The image scan builds the Trivy DB in d/trivy-cache; the SBOM scan reuses it.
+    let (image, _) = trivy_with_db(&trivy_spec(), d.path());
+    let (inv, _) = scan::scan_path(&image, "x", None).unwrap();
+    let policy = berth_scan::policy::Policy::report_all(date!(2026 - 11 - 23));
+    let from_image = Report::generate(&inv, &crate::reports::index(), &policy);
+    let sbom = d.path().join("image.cdx.json");
+    std::fs::write(
+        &sbom,
+        render::render(
+            &from_image,
+            Format::CycloneDx,
+            &RenderContext::new(datetime!(2026-11-23 0:00 UTC)),
+        ),
+    )
+    .unwrap();
+    let read = berth_scan::api::read_image(
+        &berth_scan::api::ImageSource::Sbom {
+            path: sbom.clone(),
+            name: "image.cdx.json".into(),
+        },
+        None,
+    )
+    .unwrap();
+    let from_sbom = Report::generate(&read.inventory, &crate::reports::index(), &policy);
+    let pairs = |r: &Report| -> BTreeSet<(String, String)> {
+        r.findings
+            .iter()
+            .map(|f| (f.id.clone(), f.pkg_name.clone()))
+            .collect()
+    };
+    assert_eq!(
+        pairs(&from_sbom),
+        pairs(&from_image),
+        "the SBOM lost findings"
+    );
+    let out = d.path().join("trivy-sbom.json");
+    let res = command(&trivy())
+        .args([
+            "sbom",
+            "--quiet",
+            "--offline-scan",
+            "--skip-db-update",
+            "--skip-java-db-update",
+        ])
+        .arg("--cache-dir")
+        .arg(d.path().join("trivy-cache"))
+        .args(["--format", "json", "--output"])
+        .arg(&out)
+        .arg(&sbom)
+        .output()
+        .unwrap();
+    assert!(
+        res.status.success(),
+        "trivy sbom failed: {}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    let theirs = trivy_hits(&serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap());
+    assert_eq!(theirs.len(), 5, "{theirs:?}");
+    assert_eq!(
+        pairs(&from_sbom),
+        theirs,
+        "only berth: {:?}\nonly trivy: {:?}",
+        pairs(&from_sbom).difference(&theirs).collect::<Vec<_>>(),
+        theirs.difference(&pairs(&from_sbom)).collect::<Vec<_>>()
+    );
+}
+
 /// Deterministic xorshift generator.
 struct Rng(u64);
 
