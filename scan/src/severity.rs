@@ -61,14 +61,43 @@ impl Severity {
         }
     }
 
-    /// Parses vendor wordings too (GitHub "moderate", Ubuntu "negligible"/"untriaged"...).
+    /// Parses a generic vendor wording (GitHub's `moderate`, Red Hat's `important`). A word
+    /// that means "not rated" is `None`, so the next source is asked, as Trivy does.
     pub fn from_vendor(s: &str) -> Option<Self> {
         match s.trim().to_ascii_lowercase().as_str() {
             "critical" => Some(Self::Critical),
             "high" | "important" => Some(Self::High),
             "medium" | "moderate" => Some(Self::Medium),
             "low" | "negligible" | "minor" => Some(Self::Low),
-            "unknown" | "untriaged" | "unimportant" | "none" => Some(Self::Unknown),
+            _ => None,
+        }
+    }
+
+    /// A Debian security tracker urgency (OSV `ecosystem_specific.urgency`), as trivy-db maps
+    /// it: `unimportant` is LOW; `not yet assigned`, `end-of-life` and anything else are no
+    /// rating. A trailing `*` (a guess by the tracker) is dropped.
+    pub fn from_debian_urgency(s: &str) -> Option<Self> {
+        match s
+            .trim()
+            .trim_end_matches('*')
+            .trim()
+            .to_ascii_lowercase()
+            .as_str()
+        {
+            "unimportant" | "low" => Some(Self::Low),
+            "medium" => Some(Self::Medium),
+            "high" => Some(Self::High),
+            _ => None,
+        }
+    }
+
+    /// An Ubuntu CVE priority, as trivy-db maps it: `untriaged` is no rating.
+    pub fn from_ubuntu_priority(s: &str) -> Option<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "negligible" | "low" => Some(Self::Low),
+            "medium" => Some(Self::Medium),
+            "high" => Some(Self::High),
+            "critical" => Some(Self::Critical),
             _ => None,
         }
     }
@@ -183,6 +212,25 @@ mod tests {
         assert!(parse_list("HIGH,severe").is_err());
         assert!(Severity::Critical > Severity::High && Severity::Low > Severity::Unknown);
         assert_eq!(Severity::from_vendor("MODERATE"), Some(Severity::Medium));
+        // Words that mean "not rated" leave the decision to the next source.
+        for unrated in ["untriaged", "unknown", "none", "not yet assigned"] {
+            assert_eq!(Severity::from_vendor(unrated), None, "{unrated}");
+        }
+        assert_eq!(
+            Severity::from_debian_urgency("unimportant"),
+            Some(Severity::Low)
+        );
+        assert_eq!(
+            Severity::from_debian_urgency("medium*"),
+            Some(Severity::Medium)
+        );
+        assert_eq!(Severity::from_debian_urgency("not yet assigned"), None);
+        assert_eq!(Severity::from_debian_urgency("end-of-life"), None);
+        assert_eq!(
+            Severity::from_ubuntu_priority("negligible"),
+            Some(Severity::Low)
+        );
+        assert_eq!(Severity::from_ubuntu_priority("untriaged"), None);
         assert_eq!(
             Severity::High.and_above(),
             vec![Severity::High, Severity::Critical]

@@ -192,15 +192,46 @@ fn from_cvss(score: f64) -> Severity {
     }
 }
 
-fn package_severity(a: &OsvAffected) -> Option<Severity> {
-    severity_word(a.ecosystem_specific.as_ref())
-        .or_else(|| severity_word(a.database_specific.as_ref()))
-        .or_else(|| {
-            a.severity
-                .iter()
-                .find(|s| s.kind == "Ubuntu")
-                .and_then(|s| Severity::from_vendor(&s.score))
-        })
+/// Trivy's source id for an OSV ecosystem (`Debian:12` → `debian`), the name a vendor's own
+/// rating is reported under; language ecosystems are GitHub's advisories in Trivy's data.
+pub fn source_id(ecosystem: &str) -> &'static str {
+    match ecosystem.split(':').next().unwrap_or(ecosystem) {
+        "Debian" => "debian",
+        "Ubuntu" => "ubuntu",
+        "Alpine" => "alpine",
+        "Red Hat" => "redhat",
+        "AlmaLinux" => "alma",
+        "Rocky Linux" => "rocky",
+        "SUSE" | "openSUSE" => "suse-cvrf",
+        "Wolfi" | "Chainguard" => "chainguard",
+        _ => "ghsa",
+    }
+}
+
+/// The distribution's own rating of a package, where its OSV export carries one: Debian's
+/// urgency (`ecosystem_specific.urgency`), Ubuntu's priority (`ecosystem_specific.ubuntu_priority`
+/// or the record's `Ubuntu` severity); other ecosystems' `severity` words.
+fn package_severity(rec: &OsvRecord, a: &OsvAffected, ecosystem: &str) -> Option<Severity> {
+    fn word<'a>(v: Option<&'a serde_json::Value>, key: &str) -> Option<&'a str> {
+        v.and_then(|v| v.get(key))
+            .and_then(serde_json::Value::as_str)
+    }
+    match source_id(ecosystem) {
+        "debian" => {
+            word(a.ecosystem_specific.as_ref(), "urgency").and_then(Severity::from_debian_urgency)
+        }
+        "ubuntu" => word(a.ecosystem_specific.as_ref(), "ubuntu_priority")
+            .or_else(|| {
+                a.severity
+                    .iter()
+                    .chain(&rec.severity)
+                    .find(|s| s.kind == "Ubuntu")
+                    .map(|s| s.score.as_str())
+            })
+            .and_then(Severity::from_ubuntu_priority),
+        _ => severity_word(a.ecosystem_specific.as_ref())
+            .or_else(|| severity_word(a.database_specific.as_ref())),
+    }
 }
 
 fn reduce(rec: &OsvRecord) -> Vuln {
@@ -215,18 +246,15 @@ fn reduce(rec: &OsvRecord) -> Vuln {
     aliases.dedup();
     let cvss = cvss_rating(&rec.severity);
     let db_sev = severity_word(rec.database_specific.as_ref());
+    let ghsa = rec.id.starts_with("GHSA-") || rec.aliases.iter().any(|a| a.starts_with("GHSA-"));
+    // Source names as Trivy reports them: GitHub's rating is `ghsa`; the CVSS a distribution
+    // record carries is NVD's (`nvd`).
     let (severity, severity_source) = match (db_sev, &cvss) {
-        (Some(s), _) => {
-            let src = if rec.id.starts_with("GHSA-")
-                || rec.aliases.iter().any(|a| a.starts_with("GHSA-"))
-            {
-                "ghsa"
-            } else {
-                "osv"
-            };
-            (s, Some(src.to_owned()))
-        }
-        (None, Some(c)) => (from_cvss(c.score), Some("cvss".to_owned())),
+        (Some(s), _) => (s, Some(if ghsa { "ghsa" } else { "osv" }.to_owned())),
+        (None, Some(c)) => (
+            from_cvss(c.score),
+            Some(if ghsa { "ghsa" } else { "nvd" }.to_owned()),
+        ),
         (None, None) => (Severity::Unknown, None),
     };
     let mut refs: Vec<&super::osv::OsvReference> = rec.references.iter().collect();
@@ -302,7 +330,7 @@ impl AdvisoryIndex {
                 vuln: vuln.id.clone(),
                 ranges,
                 versions: a.versions.clone(),
-                severity: package_severity(a),
+                severity: package_severity(rec, a, &pkg.ecosystem),
             };
             if !entries.contains(&entry) {
                 entries.push(entry);
@@ -372,13 +400,7 @@ impl AdvisoryIndex {
                             fixed,
                             severity: e.severity.unwrap_or(vuln.severity),
                             severity_source: if e.severity.is_some() {
-                                Some(
-                                    eco_name
-                                        .split(':')
-                                        .next()
-                                        .unwrap_or(eco_name)
-                                        .to_ascii_lowercase(),
-                                )
+                                Some(source_id(eco_name).to_owned())
                             } else {
                                 vuln.severity_source.clone()
                             },
@@ -502,6 +524,94 @@ mod tests {
                 }
             })
             .collect()
+    }
+
+    /// The severity and its source for `pkg` (a Debian 12 or Ubuntu 22.04 dpkg package) under
+    /// one record.
+    fn rated(record: &str, ecosystem: &str) -> (Severity, Option<String>) {
+        let rec = OsvRecord::from_json(record.as_bytes()).expect("record");
+        let idx = AdvisoryIndex::from_records([&rec]);
+        let mut pkg = Package::new(crate::inventory::PkgType::Deb, "p", "1.0-1", "x");
+        pkg.src_name = Some("p".into());
+        pkg.src_version = Some("1.0-1".into());
+        let os = if ecosystem.starts_with("Debian") {
+            Os {
+                family: crate::inventory::OsFamily::Debian,
+                version: "12.15".into(),
+            }
+        } else {
+            Os {
+                family: crate::inventory::OsFamily::Ubuntu,
+                version: "22.04".into(),
+            }
+        };
+        let (m, _) = idx.matches(&pkg, Some(&os));
+        assert_eq!(m.len(), 1, "{record}");
+        (m[0].severity, m[0].severity_source.clone())
+    }
+
+    fn record(ecosystem: &str, ecosystem_specific: &str, top: &str) -> String {
+        format!(
+            r#"{{"id":"X-CVE-2099-1","upstream":["CVE-2099-1"],{top}"affected":[{{"package":{{"ecosystem":"{ecosystem}","name":"p"}},
+            "ecosystem_specific":{ecosystem_specific},"ranges":[{{"type":"ECOSYSTEM","events":[{{"introduced":"0"}}]}}]}}]}}"#
+        )
+    }
+
+    const NVD_HIGH: &str = r#""severity":[{"type":"CVSS_V3","score":"CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:N/A:N"}],"#;
+
+    #[test]
+    fn debian_urgency_rates_the_package_and_unrated_words_fall_back_to_nvd() {
+        assert_eq!(
+            rated(
+                &record("Debian:12", r#"{"urgency":"unimportant"}"#, NVD_HIGH),
+                "Debian:12"
+            ),
+            (Severity::Low, Some("debian".into()))
+        );
+        assert_eq!(
+            rated(
+                &record("Debian:12", r#"{"urgency":"medium*"}"#, ""),
+                "Debian:12"
+            ),
+            (Severity::Medium, Some("debian".into()))
+        );
+        // `not yet assigned` is no rating: NVD's CVSS decides, named as NVD.
+        assert_eq!(
+            rated(
+                &record("Debian:12", r#"{"urgency":"not yet assigned"}"#, NVD_HIGH),
+                "Debian:12"
+            ),
+            (Severity::High, Some("nvd".into()))
+        );
+    }
+
+    #[test]
+    fn ubuntu_priority_from_the_package_or_the_record() {
+        assert_eq!(
+            rated(
+                &record(
+                    "Ubuntu:22.04:LTS",
+                    r#"{"ubuntu_priority":"negligible"}"#,
+                    NVD_HIGH
+                ),
+                "Ubuntu:22.04:LTS"
+            ),
+            (Severity::Low, Some("ubuntu".into()))
+        );
+        let top = r#""severity":[{"type":"Ubuntu","score":"medium"}],"#;
+        assert_eq!(
+            rated(&record("Ubuntu:22.04:LTS", "{}", top), "Ubuntu:22.04:LTS"),
+            (Severity::Medium, Some("ubuntu".into()))
+        );
+        let untriaged = r#""severity":[{"type":"Ubuntu","score":"untriaged"}],"#;
+        assert_eq!(
+            rated(
+                &record("Ubuntu:22.04:LTS", "{}", untriaged),
+                "Ubuntu:22.04:LTS"
+            )
+            .0,
+            Severity::Unknown
+        );
     }
 
     #[test]

@@ -18,7 +18,7 @@ use time::macros::{date, datetime};
 pub(crate) const RECORDS: &[&str] = &[
     r#"{"id":"DEBIAN-CVE-2099-0001","modified":"2026-11-20T10:00:00Z","upstream":["CVE-2099-0001"],
        "summary":"glibc: buffer overflow in a fake function",
-       "affected":[{"package":{"ecosystem":"Debian:12","name":"glibc"},"ecosystem_specific":{"severity":"low"},
+       "affected":[{"package":{"ecosystem":"Debian:12","name":"glibc"},"ecosystem_specific":{"urgency":"low"},
        "ranges":[{"type":"ECOSYSTEM","events":[{"introduced":"0"},{"fixed":"2.36-9+deb12u15"}]}]}]}"#,
     r#"{"id":"DEBIAN-CVE-2099-0005","modified":"2026-11-20T10:00:00Z","upstream":["CVE-2099-0005"],
        "affected":[{"package":{"ecosystem":"Debian:12","name":"bash"},
