@@ -6,12 +6,30 @@ use std::collections::HashMap;
 use serde_json::{Value, json};
 
 use super::{RenderContext, rfc3339};
-use crate::inventory::{ArtifactKind, Package};
+use crate::inventory::{ArtifactKind, Package, PkgType};
 use crate::report::{Finding, Report, Suppression};
 use crate::severity::Severity;
 
 fn prop(name: &str, value: impl Into<String>) -> Value {
     json!({"name": name, "value": value.into()})
+}
+
+/// A source package version as Trivy's properties carry it: (epoch, upstream version, release).
+/// dpkg and rpm split `[epoch:]version[-release]`; apk keeps its version whole.
+fn split_source_version(kind: PkgType, v: &str) -> (Option<&str>, &str, Option<&str>) {
+    if !matches!(kind, PkgType::Deb | PkgType::Rpm) {
+        return (None, v, None);
+    }
+    let (epoch, rest) = match v.split_once(':') {
+        Some((e, rest)) if !e.is_empty() && e.bytes().all(|b| b.is_ascii_digit()) => {
+            (Some(e), rest)
+        }
+        _ => (None, v),
+    };
+    match rest.rsplit_once('-') {
+        Some((version, release)) => (epoch, version, Some(release)),
+        None => (epoch, rest, None),
+    }
 }
 
 fn component(p: &Package, purl: &str, bom_ref: &str) -> Value {
@@ -25,10 +43,21 @@ fn component(p: &Package, purl: &str, bom_ref: &str) -> Value {
     if let Some(s) = &p.src_name {
         props.push(prop("aquasecurity:trivy:SrcName", s.clone()));
     }
-    if let Some(s) = &p.src_version {
-        props.push(prop("aquasecurity:trivy:SrcVersion", s.clone()));
+    if let Some(v) = &p.src_version {
+        let (epoch, version, release) = split_source_version(p.kind, v);
+        props.push(prop("aquasecurity:trivy:SrcVersion", version));
+        if let Some(release) = release {
+            props.push(prop("aquasecurity:trivy:SrcRelease", release));
+        }
+        if let Some(epoch) = epoch.filter(|e| *e != "0") {
+            props.push(prop("aquasecurity:trivy:SrcEpoch", epoch));
+        }
     }
     props.push(prop("aquasecurity:trivy:FilePath", p.path.clone()));
+    // Trivy sorts a component's properties by name, then value.
+    props.sort_by(|a, b| {
+        (a["name"].as_str(), a["value"].as_str()).cmp(&(b["name"].as_str(), b["value"].as_str()))
+    });
     let mut c = json!({
         "bom-ref": bom_ref,
         "type": "library",
@@ -219,4 +248,33 @@ pub fn render(r: &Report, ctx: &RenderContext) -> Value {
         "dependencies": deps,
         "vulnerabilities": vulns,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn source_versions_split_as_trivy_splits_them() {
+        assert_eq!(
+            split_source_version(PkgType::Deb, "1:2.36-9+deb12u10"),
+            (Some("1"), "2.36", Some("9+deb12u10"))
+        );
+        assert_eq!(
+            split_source_version(PkgType::Deb, "5.2.15-2+b7"),
+            (None, "5.2.15", Some("2+b7"))
+        );
+        assert_eq!(
+            split_source_version(PkgType::Deb, "1.0"),
+            (None, "1.0", None)
+        );
+        assert_eq!(
+            split_source_version(PkgType::Rpm, "1:1.2.3-4.el9"),
+            (Some("1"), "1.2.3", Some("4.el9"))
+        );
+        assert_eq!(
+            split_source_version(PkgType::Apk, "1.2.4-r4"),
+            (None, "1.2.4-r4", None)
+        );
+    }
 }

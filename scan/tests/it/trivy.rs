@@ -72,24 +72,39 @@ fn run_trivy(
     serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap()
 }
 
-/// (purl, layer DiffID) of every library component in a CycloneDX document.
+/// (purl, layer DiffID, source package properties) of every library component in a CycloneDX
+/// document.
 fn components(doc: &serde_json::Value) -> BTreeSet<(String, String)> {
+    const SHOWN: [&str; 5] = [
+        "aquasecurity:trivy:LayerDiffID",
+        "aquasecurity:trivy:SrcName",
+        "aquasecurity:trivy:SrcVersion",
+        "aquasecurity:trivy:SrcRelease",
+        "aquasecurity:trivy:SrcEpoch",
+    ];
     doc["components"]
         .as_array()
         .unwrap()
         .iter()
         .filter(|c| c["type"] == "library")
         .map(|c| {
-            let layer = c["properties"]
+            let shown: Vec<String> = c["properties"]
                 .as_array()
-                .and_then(|ps| {
-                    ps.iter()
-                        .find(|p| p["name"] == "aquasecurity:trivy:LayerDiffID")
+                .into_iter()
+                .flatten()
+                .filter(|p| SHOWN.iter().any(|s| p["name"] == *s))
+                .map(|p| {
+                    format!(
+                        "{}={}",
+                        p["name"].as_str().unwrap_or_default(),
+                        p["value"].as_str().unwrap_or_default()
+                    )
                 })
-                .and_then(|p| p["value"].as_str())
-                .unwrap_or_default()
-                .to_owned();
-            (c["purl"].as_str().unwrap_or_default().to_owned(), layer)
+                .collect();
+            (
+                c["purl"].as_str().unwrap_or_default().to_owned(),
+                shown.join(" "),
+            )
         })
         .collect()
 }
