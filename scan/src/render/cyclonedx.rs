@@ -66,11 +66,7 @@ fn component(p: &Package, purl: &str, bom_ref: &str) -> Value {
         "purl": purl,
         "properties": props,
     });
-    if let Some((group, name)) = p
-        .name
-        .split_once(':')
-        .filter(|_| p.kind == crate::inventory::PkgType::Jar)
-    {
+    if let Some((group, name)) = p.name.split_once(':').filter(|_| p.kind == PkgType::Jar) {
         c["group"] = json!(group);
         c["name"] = json!(name);
     }
