@@ -386,10 +386,7 @@ pub(crate) fn descendant_pids(all: &[ProcInfo], root: u32) -> Vec<u32> {
 
 /// Every process on the host with its parent and innermost-namespace pid.
 pub(crate) fn processes() -> Vec<ProcInfo> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+    crate::process::pids()
         .filter_map(|pid| {
             let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
             let field = |name: &str| {

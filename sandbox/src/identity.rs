@@ -233,10 +233,7 @@ pub fn process_uid(pid: u32) -> Option<u32> {
 
 /// Every process on the host that belongs to `identity` (by real uid).
 pub fn processes_of(identity: &Identity) -> Vec<u32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+    crate::process::pids()
         .filter(|pid| process_uid(*pid).is_some_and(|uid| identity.owns_uid(uid)))
         .collect()
 }

@@ -478,12 +478,17 @@ fn is_zombie(pid: u32) -> bool {
     stat_fields(pid).is_none_or(|f| f.first().is_some_and(|state| state == "Z"))
 }
 
+/// Every process on the host, by pid (none when `/proc` cannot be read).
+pub fn pids() -> impl Iterator<Item = u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+}
+
 /// The processes of process group `group`, read from `/proc`.
 pub fn group_members(group: u32) -> Vec<u32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+    pids()
         .filter(|pid| {
             stat_fields(*pid)
                 .and_then(|f| f.get(2)?.parse::<u32>().ok())

@@ -30,7 +30,6 @@ use crate::{
     Started,
 };
 use api::Api;
-pub use spec::{BUILD_SOCKET_DIR, BUILDKIT_SOCKET_DIR};
 pub use store::{
     JOB_LABEL, job_keys, job_labels, open_lock, remove_base_images, remove_in_user_namespace,
 };

@@ -191,18 +191,26 @@ impl PodmanSandbox {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn a_service_that_exits_is_reported_at_once_with_its_log() {
+    /// A detached `sh -c script` as a service would run: its directory, log and pid.
+    fn service(script: &str) -> (tempfile::TempDir, std::path::PathBuf, u32) {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = dir.path().join("service.log");
-        let spec = CommandSpec::new("sh").args(["-c", "echo no storage here >&2; exit 3"]);
+        let spec = CommandSpec::new("sh").args(["-c", script]);
         let pid = process::spawn_detached(&spec, &log).expect("spawn");
+        (dir, log, pid)
+    }
+
+    const FOREVER: &str = "while :; do sleep 1; done";
+
+    #[tokio::test]
+    async fn a_service_that_exits_is_reported_at_once_with_its_log() {
+        let (_dir, log, pid) = service("echo no storage here >&2; exit 3");
         let started = std::time::Instant::now();
         let err = await_start(
             "the test service",
             pid,
             &log,
-            Duration::from_secs(600),
+            Duration::from_secs(120),
             async || Err("no socket yet".to_owned()),
         )
         .await
@@ -220,10 +228,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_service_that_never_answers_is_stopped() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let log = dir.path().join("service.log");
-        let spec = CommandSpec::new("sh").args(["-c", "while :; do sleep 1; done"]);
-        let pid = process::spawn_detached(&spec, &log).expect("spawn");
+        let (_dir, log, pid) = service(FOREVER);
         let err = await_start("the test service", pid, &log, Duration::ZERO, async || {
             Err("no socket yet".to_owned())
         })
@@ -235,10 +240,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_service_that_answers_is_kept() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let log = dir.path().join("service.log");
-        let spec = CommandSpec::new("sh").args(["-c", "while :; do sleep 1; done"]);
-        let pid = process::spawn_detached(&spec, &log).expect("spawn");
+        let (_dir, log, pid) = service(FOREVER);
         await_start("the test service", pid, &log, Duration::ZERO, async || {
             Ok(())
         })

@@ -3,7 +3,7 @@
 //! functions that build them from the seam's [`ContainerSpec`] and [`PodSpec`].
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use berth_config::StageTarget;
 use berth_config::admin::{Limits, NetworkMode};
@@ -281,16 +281,12 @@ pub fn pod(spec: &PodSpec) -> PodSpecGenerator {
     }
 }
 
-/// Whether `path` is one of the sockets berth mounts into a job container.
-pub fn is_builder_socket(path: &Path) -> bool {
-    path.starts_with(BUILD_SOCKET_DIR) || path.starts_with(BUILDKIT_SOCKET_DIR)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::Mount;
     use serde_json::json;
+    use std::path::Path;
 
     fn paths() -> JobPaths {
         JobPaths::new(
@@ -390,7 +386,8 @@ mod tests {
             .mounts
             .iter()
             .filter(|m| {
-                is_builder_socket(Path::new(&m.destination))
+                m.destination.starts_with(BUILD_SOCKET_DIR)
+                    || m.destination.starts_with(BUILDKIT_SOCKET_DIR)
                     || PODMAN_SOCKET_PATHS.contains(&m.destination.as_str())
             })
             .collect();

@@ -181,24 +181,41 @@ pub(super) fn base_store_podman(settings: &PodmanSettings) -> CommandSpec {
     ])
 }
 
+/// Runs `podman <command> -- <operands>` on the base store as the store identity; nothing to
+/// do without operands.
+async fn base_store_run(
+    settings: &PodmanSettings,
+    command: &[&str],
+    operands: impl IntoIterator<Item = std::ffi::OsString>,
+    action: &str,
+) -> Result<(), SandboxError> {
+    let mut operands = operands.into_iter().peekable();
+    if operands.peek().is_none() {
+        return Ok(());
+    }
+    let spec = base_store_podman(settings)
+        .args(command)
+        .args(["--"])
+        .args(operands);
+    process::run(&spec, &CancellationToken::new())
+        .await
+        .map(drop)
+        .map_err(SandboxError::runtime(action))
+}
+
 /// Removes trees that hold files of the store identity's subordinate ids (a BuildKit root)
 /// from inside its user namespace, where it may delete them.
 pub async fn remove_in_user_namespace(
     settings: &PodmanSettings,
     trees: &[PathBuf],
 ) -> Result<(), SandboxError> {
-    if trees.is_empty() {
-        return Ok(());
-    }
-    let spec = base_store_podman(settings)
-        .args(["unshare", "rm", "-rf", "--"])
-        .args(trees.iter().map(|t| t.as_os_str().to_owned()));
-    process::run(&spec, &CancellationToken::new())
-        .await
-        .map(drop)
-        .map_err(SandboxError::runtime(
-            "remove trees in the store identity's user namespace",
-        ))
+    base_store_run(
+        settings,
+        &["unshare", "rm", "-rf"],
+        trees.iter().map(|t| t.as_os_str().to_owned()),
+        "remove trees in the store identity's user namespace",
+    )
+    .await
 }
 
 /// Removes images from the shared base store (never forced: an image something still uses
@@ -207,16 +224,13 @@ pub async fn remove_base_images(
     settings: &PodmanSettings,
     ids: &[String],
 ) -> Result<(), SandboxError> {
-    if ids.is_empty() {
-        return Ok(());
-    }
-    let spec = base_store_podman(settings)
-        .args(["rmi", "--"])
-        .args(ids.iter().map(std::ffi::OsString::from));
-    process::run(&spec, &CancellationToken::new())
-        .await
-        .map(drop)
-        .map_err(SandboxError::runtime("remove images from the base store"))
+    base_store_run(
+        settings,
+        &["rmi"],
+        ids.iter().map(std::ffi::OsString::from),
+        "remove images from the base store",
+    )
+    .await
 }
 
 /// Keys of jobs that have a directory under `jobs_dir`.

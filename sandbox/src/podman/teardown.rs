@@ -213,14 +213,11 @@ pub fn processes_mentioning(
     mount_needles: &[String],
     own: u32,
 ) -> Vec<u32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
     let mentions = |bytes: &[u8], needles: &[String]| {
         let text = String::from_utf8_lossy(bytes);
         needles.iter().any(|n| text.contains(n.as_str()))
     };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+    process::pids()
         .filter(|pid| *pid != own)
         .filter(|pid| {
             std::fs::read(format!("/proc/{pid}/cmdline"))
