@@ -13,9 +13,8 @@ use crate::api::{self, Freshness, ImageSource, Verdict};
 use crate::policy::{IgnoreError, IgnoreList, Policy};
 use crate::render::{self, Format, FormatError, RenderContext};
 use crate::report::Report;
-use crate::scan::{LayerCache, ScanError};
+use crate::scan::LayerCache;
 use crate::severity::{self, SeverityError, Status, StatusError};
-use crate::source::SourceError;
 
 /// Default advisory database directory.
 pub const DEFAULT_DB: &str = "/var/lib/berth/advisories";
@@ -92,12 +91,13 @@ pub struct DbUpdateArgs {
 
 impl From<api::Error> for CliError {
     fn from(e: api::Error) -> Self {
-        match e {
-            api::Error::Db(e) => Self::Db(e),
-            api::Error::Source(e) => Self::Source(e),
-            api::Error::Scan(e) => Self::Scan(e),
-            api::Error::Sbom(e) => Self::Sbom(e),
-        }
+        Self::Api(Box::new(e))
+    }
+}
+
+impl From<DbError> for CliError {
+    fn from(e: DbError) -> Self {
+        api::Error::from(e).into()
     }
 }
 
@@ -116,21 +116,12 @@ pub enum CliError {
     /// No target.
     #[error("nothing to scan: pass an image name, a path, --input PATH or `sbom FILE`")]
     NoTarget,
-    /// The SBOM could not be read.
-    #[error(transparent)]
-    Sbom(#[from] crate::sbom::SbomError),
     /// The ignore file is bad.
     #[error(transparent)]
     Ignore(#[from] IgnoreError),
-    /// Advisory database problem.
+    /// The scan itself: the advisory database, the image or SBOM, reading it.
     #[error(transparent)]
-    Db(#[from] DbError),
-    /// Image problem.
-    #[error(transparent)]
-    Source(#[from] SourceError),
-    /// Scan problem.
-    #[error(transparent)]
-    Scan(#[from] ScanError),
+    Api(Box<api::Error>),
     /// Reading an input file failed.
     #[error(
         "cannot read {path}: {source}; check the path (for --ignorefile, the file must exist when named)"

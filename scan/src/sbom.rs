@@ -223,10 +223,20 @@ fn cyclonedx_entries(doc: &Value) -> Entries {
                     .map(str::to_owned)
             })
             .collect();
+        // Trivy splits a source version into epoch, upstream version and release.
+        let src_version = property("aquasecurity:trivy:SrcVersion").map(|version| {
+            let epoch = property("aquasecurity:trivy:SrcEpoch").filter(|e| e != "0");
+            let release = property("aquasecurity:trivy:SrcRelease");
+            format!(
+                "{}{version}{}",
+                epoch.map(|e| format!("{e}:")).unwrap_or_default(),
+                release.map(|r| format!("-{r}")).unwrap_or_default()
+            )
+        });
         out.packages.push(Entry {
             purl: text(c, "purl"),
             src_name: property("aquasecurity:trivy:SrcName"),
-            src_version: property("aquasecurity:trivy:SrcVersion"),
+            src_version,
             licenses,
         });
     }
@@ -319,10 +329,14 @@ fn package(purl: &str, entry: &Entry, os: &mut Option<Os>) -> Result<Option<Pack
         "maven" => (PkgType::Jar, namespaced(":")),
         _ => return Ok(None),
     };
-    let version = match (kind.is_os(), qualifier("epoch")) {
-        (true, Some(epoch)) if epoch != "0" && kind != PkgType::Apk => format!("{epoch}:{version}"),
-        _ => version,
+    // Like Trivy, a purl carries an rpm's or deb's epoch as a qualifier; the version has it.
+    let epoch =
+        qualifier("epoch").filter(|e| e != "0" && matches!(kind, PkgType::Deb | PkgType::Rpm));
+    let with_epoch = |v: String| match &epoch {
+        Some(e) if !v.contains(':') => format!("{e}:{v}"),
+        _ => v,
     };
+    let version = with_epoch(version);
     if kind.is_os() && os.is_none() {
         *os = qualifier("distro").and_then(|d| match kind {
             // Alpine's distro is the release alone; the others name the family.
@@ -344,16 +358,7 @@ fn package(purl: &str, entry: &Entry, os: &mut Option<Os>) -> Result<Option<Pack
     p.licenses.clone_from(&entry.licenses);
     if kind.is_os() {
         p.src_name = Some(entry.src_name.clone().unwrap_or_else(|| p.name.clone()));
-        p.src_version = Some(
-            entry
-                .src_version
-                .clone()
-                .map(|v| match (qualifier("epoch"), v.contains(':')) {
-                    (Some(e), false) if e != "0" && kind != PkgType::Apk => format!("{e}:{v}"),
-                    _ => v,
-                })
-                .unwrap_or(version),
-        );
+        p.src_version = Some(entry.src_version.clone().map_or(version, with_epoch));
     }
     Ok(Some(p))
 }
@@ -371,7 +376,13 @@ mod tests {
                 {"type": "operating-system", "name": "debian", "version": "12.15"},
                 {"type": "library", "name": "libc6", "purl": "pkg:deb/debian/libc6@2.36-9%2Bdeb12u14?arch=amd64&distro=debian-12.15",
                  "properties": [{"name": "aquasecurity:trivy:SrcName", "value": "glibc"},
-                                {"name": "aquasecurity:trivy:SrcVersion", "value": "2.36-9+deb12u14"}]},
+                                {"name": "aquasecurity:trivy:SrcVersion", "value": "2.36"},
+                                {"name": "aquasecurity:trivy:SrcRelease", "value": "9+deb12u14"}]},
+                {"type": "library", "name": "gcc", "purl": "pkg:deb/debian/libgcc-s1@12.2.0-14?distro=debian-12.15",
+                 "properties": [{"name": "aquasecurity:trivy:SrcName", "value": "gcc-12"},
+                                {"name": "aquasecurity:trivy:SrcVersion", "value": "12.2.0"},
+                                {"name": "aquasecurity:trivy:SrcRelease", "value": "14"},
+                                {"name": "aquasecurity:trivy:SrcEpoch", "value": "1"}]},
                 {"type": "library", "name": "zlib1g", "purl": "pkg:deb/debian/zlib1g@1.2.13.dfsg-1?distro=debian-12.15&epoch=1"},
                 {"type": "library", "name": "node", "purl": "pkg:npm/%40types/node@1.0.0"},
                 {"type": "library", "name": "guava", "purl": "pkg:maven/com.google.guava/guava@31.1-jre"},
@@ -401,10 +412,20 @@ mod tests {
             })
             .collect();
         got.sort();
+        // Trivy's split source version comes back whole: Debian advisories match on it.
+        let src = |name: &str| {
+            inv.packages
+                .iter()
+                .find(|p| p.name == name)
+                .and_then(|p| p.src_version.as_deref())
+        };
+        assert_eq!(src("libc6"), Some("2.36-9+deb12u14"));
+        assert_eq!(src("libgcc-s1"), Some("1:12.2.0-14"));
         assert_eq!(
             got,
             [
                 (PkgType::Deb, "libc6", "2.36-9+deb12u14", Some("glibc")),
+                (PkgType::Deb, "libgcc-s1", "12.2.0-14", Some("gcc-12")),
                 (PkgType::Deb, "zlib1g", "1:1.2.13.dfsg-1", Some("zlib1g")),
                 (PkgType::NodePkg, "@types/node", "1.0.0", None),
                 (PkgType::Jar, "com.google.guava:guava", "31.1-jre", None),

@@ -223,30 +223,62 @@ fn check_name(name: &str) -> Result<(), String> {
     }
 }
 
-/// Parses the text of an `images.json`; `path` names it in errors.
-pub fn parse_images(bytes: &[u8], path: &Path) -> Result<Vec<StoreImage>, StoreMetaError> {
+/// An optional field that, when present, must parse: `Some(None)` when absent, `None` (and a
+/// problem) when malformed.
+fn optional<T, E: fmt::Display>(
+    value: Option<&str>,
+    parse: impl FnOnce(&str) -> Result<T, E>,
+    what: &str,
+    bad: &mut dyn FnMut(String),
+) -> Option<Option<T>> {
+    match value.map(parse).transpose() {
+        Ok(v) => Some(v),
+        Err(why) => {
+            bad(format!("{what} is malformed: {why}"));
+            None
+        }
+    }
+}
+
+/// The entries of a metadata file as `Raw`, each validated by `check` into its id (when it
+/// parses) and its value (when every field does); problems go to the callback. Every problem
+/// of the file, a duplicate id among them, is reported together. `kind` names an entry.
+fn parse_all<Raw: serde::de::DeserializeOwned, T>(
+    bytes: &[u8],
+    path: &Path,
+    kind: &str,
+    mut check: impl FnMut(Raw, &mut dyn FnMut(String)) -> (Option<StoreId>, Option<T>),
+) -> Result<Vec<T>, StoreMetaError> {
     let mut problems = Problems::default();
     let mut seen = HashSet::new();
-    let mut images = Vec::new();
+    let mut out = Vec::new();
     for (n, entry) in entries(bytes, path)?.into_iter().enumerate() {
-        let raw = match serde_json::from_value::<RawImage>(entry) {
+        let mut bad = |what: String| problems.push(format!("entry {n}: {what}"));
+        let raw = match serde_json::from_value::<Raw>(entry) {
             Ok(r) => r,
             Err(e) => {
-                problems.push(format!("entry {n}: {e}"));
+                bad(e.to_string());
                 continue;
             }
         };
-        let mut bad = |what: String| problems.push(format!("entry {n}: {what}"));
+        let (id, value) = check(raw, &mut bad);
+        if let Some(id) = id
+            && !seen.insert(id.clone())
+        {
+            bad(format!("{kind} {id} is listed twice"));
+        }
+        out.extend(value);
+    }
+    problems.into_result(path, out)
+}
+
+/// Parses the text of an `images.json`; `path` names it in errors.
+pub fn parse_images(bytes: &[u8], path: &Path) -> Result<Vec<StoreImage>, StoreMetaError> {
+    parse_all(bytes, path, "image", |raw: RawImage, bad| {
         let id = StoreId::parse(&raw.id)
             .map_err(|why| bad(format!("id is malformed: {why}")))
             .ok();
-        let layer = match raw.layer.as_deref().map(StoreId::parse).transpose() {
-            Ok(l) => Some(l),
-            Err(why) => {
-                bad(format!("layer id is malformed: {why}"));
-                None
-            }
-        };
+        let layer = optional(raw.layer.as_deref(), StoreId::parse, "layer id", bad);
         let names = raw.names.unwrap_or_default();
         let mut names_ok = true;
         for name in &names {
@@ -255,68 +287,41 @@ pub fn parse_images(bytes: &[u8], path: &Path) -> Result<Vec<StoreImage>, StoreM
                 names_ok = false;
             }
         }
-        if let Some(id) = &id
-            && !seen.insert(id.clone())
-        {
-            bad(format!("image {id} is listed twice"));
-        }
-        if let (Some(id), Some(layer), true) = (id, layer, names_ok) {
-            images.push(StoreImage { id, names, layer });
-        }
-    }
-    problems.into_result(path, images)
+        let image = match (&id, layer, names_ok) {
+            (Some(id), Some(layer), true) => Some(StoreImage {
+                id: id.clone(),
+                names,
+                layer,
+            }),
+            _ => None,
+        };
+        (id, image)
+    })
 }
 
 /// Parses the text of a `layers.json`; `path` names it in errors.
 pub fn parse_layers(bytes: &[u8], path: &Path) -> Result<Vec<StoreLayer>, StoreMetaError> {
-    let mut problems = Problems::default();
-    let mut seen = HashSet::new();
-    let mut layers = Vec::new();
-    for (n, entry) in entries(bytes, path)?.into_iter().enumerate() {
-        let raw = match serde_json::from_value::<RawLayer>(entry) {
-            Ok(r) => r,
-            Err(e) => {
-                problems.push(format!("entry {n}: {e}"));
-                continue;
-            }
-        };
-        let mut bad = |what: String| problems.push(format!("entry {n}: {what}"));
+    parse_all(bytes, path, "layer", |raw: RawLayer, bad| {
         let id = StoreId::parse(&raw.id)
             .map_err(|why| bad(format!("id is malformed: {why}")))
             .ok();
-        let parent = match raw.parent.as_deref().map(StoreId::parse).transpose() {
-            Ok(p) => Some(p),
-            Err(why) => {
-                bad(format!("parent id is malformed: {why}"));
-                None
-            }
-        };
-        let diff_digest = match raw
-            .diff_digest
-            .as_deref()
-            .map(StoreDigest::parse)
-            .transpose()
-        {
-            Ok(d) => Some(d),
-            Err(why) => {
-                bad(format!("diff-digest is malformed: {why}"));
-                None
-            }
-        };
-        if let Some(id) = &id
-            && !seen.insert(id.clone())
-        {
-            bad(format!("layer {id} is listed twice"));
-        }
-        if let (Some(id), Some(parent), Some(diff_digest)) = (id, parent, diff_digest) {
-            layers.push(StoreLayer {
-                id,
+        let parent = optional(raw.parent.as_deref(), StoreId::parse, "parent id", bad);
+        let diff_digest = optional(
+            raw.diff_digest.as_deref(),
+            StoreDigest::parse,
+            "diff-digest",
+            bad,
+        );
+        let layer = match (&id, parent, diff_digest) {
+            (Some(id), Some(parent), Some(diff_digest)) => Some(StoreLayer {
+                id: id.clone(),
                 parent,
                 diff_digest,
-            });
-        }
-    }
-    problems.into_result(path, layers)
+            }),
+            _ => None,
+        };
+        (id, layer)
+    })
 }
 
 /// The bytes of `rel` beneath `store`; `None` when it does not exist.

@@ -109,24 +109,42 @@ fn components(doc: &serde_json::Value) -> BTreeSet<(String, String)> {
         .collect()
 }
 
-/// Trivy's and berth's SPDX documents for the same image name the same packages by purl.
-#[test]
-fn trivy_agrees_on_spdx_packages() {
+/// The fixture image's SBOM in `format` (Trivy's name for it) from berth and from Trivy.
+fn both_sboms(format: &str, ours: Format) -> (serde_json::Value, serde_json::Value) {
     let d = tempfile::tempdir().unwrap();
     let image = support::docker_archive(d.path());
-    let theirs = run_trivy(&image, &d.path().join("trivy-cache"), "spdx-json", &[]);
+    let theirs = run_trivy(&image, &d.path().join("trivy-cache"), format, &[]);
     let (inv, _) = scan::scan_path(&image, "x", None).unwrap();
     let r = Report::generate(
         &inv,
         &Default::default(),
         &berth_scan::policy::Policy::report_all(date!(2026 - 11 - 23)),
     );
-    let ours: serde_json::Value = serde_json::from_str(&render::render(
+    let ours = serde_json::from_str(&render::render(
         &r,
-        Format::SpdxJson,
+        ours,
         &RenderContext::new(datetime!(2026-11-23 0:00 UTC)),
     ))
     .unwrap();
+    (ours, theirs)
+}
+
+/// Asserts berth's and Trivy's sets are equal, naming what only one of them has.
+fn assert_same<T: Ord + std::fmt::Debug>(ours: &BTreeSet<T>, theirs: &BTreeSet<T>) {
+    assert!(!theirs.is_empty(), "Trivy named nothing");
+    assert_eq!(
+        ours,
+        theirs,
+        "only berth: {:?}\nonly trivy: {:?}",
+        ours.difference(theirs).collect::<Vec<_>>(),
+        theirs.difference(ours).collect::<Vec<_>>()
+    );
+}
+
+/// Trivy's and berth's SPDX documents for the same image name the same packages by purl.
+#[test]
+fn trivy_agrees_on_spdx_packages() {
+    let (ours, theirs) = both_sboms("spdx-json", Format::SpdxJson);
     let purls = |doc: &serde_json::Value| -> BTreeSet<String> {
         doc["packages"]
             .as_array()
@@ -139,43 +157,13 @@ fn trivy_agrees_on_spdx_packages() {
             .map(str::to_owned)
             .collect()
     };
-    let (a, b) = (purls(&ours), purls(&theirs));
-    assert!(!b.is_empty(), "Trivy's SPDX document names no package");
-    assert_eq!(
-        a,
-        b,
-        "only berth: {:?}\nonly trivy: {:?}",
-        a.difference(&b).collect::<Vec<_>>(),
-        b.difference(&a).collect::<Vec<_>>()
-    );
+    assert_same(&purls(&ours), &purls(&theirs));
 }
 
 #[test]
 fn trivy_agrees_on_the_fixture_inventory() {
-    let d = tempfile::tempdir().unwrap();
-    let image = support::docker_archive(d.path());
-    let theirs = run_trivy(&image, &d.path().join("trivy-cache"), "cyclonedx", &[]);
-
-    let (inv, _) = scan::scan_path(&image, "x", None).unwrap();
-    let r = Report::generate(
-        &inv,
-        &Default::default(),
-        &berth_scan::policy::Policy::report_all(date!(2026 - 11 - 23)),
-    );
-    let ours: serde_json::Value = serde_json::from_str(&render::render(
-        &r,
-        Format::CycloneDx,
-        &RenderContext::new(datetime!(2026-11-23 0:00 UTC)),
-    ))
-    .unwrap();
-    let (a, b) = (components(&ours), components(&theirs));
-    assert_eq!(
-        a,
-        b,
-        "only berth: {:?}\nonly trivy: {:?}",
-        a.difference(&b).collect::<Vec<_>>(),
-        b.difference(&a).collect::<Vec<_>>()
-    );
+    let (ours, theirs) = both_sboms("cyclonedx", Format::CycloneDx);
+    assert_same(&components(&ours), &components(&theirs));
 }
 
 /// Writes a Trivy DB (bbolt, via PyPI `boltdb` with bbolt's meta checksums fixed up) from a
@@ -357,13 +345,7 @@ fn trivy_agrees_on_findings() {
         })
         .collect();
     assert_eq!(ours.len(), 5);
-    assert_eq!(
-        ours,
-        trivy_rows,
-        "only berth: {:?}\nonly trivy: {:?}",
-        ours.difference(&trivy_rows).collect::<Vec<_>>(),
-        trivy_rows.difference(&ours).collect::<Vec<_>>()
-    );
+    assert_same(&ours, &trivy_rows);
     for f in &r.findings {
         let key = (
             f.id.clone(),
@@ -443,13 +425,7 @@ fn trivy_agrees_on_an_sbom() {
     );
     let theirs = trivy_hits(&serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap());
     assert_eq!(theirs.len(), 5, "{theirs:?}");
-    assert_eq!(
-        pairs(&from_sbom),
-        theirs,
-        "only berth: {:?}\nonly trivy: {:?}",
-        pairs(&from_sbom).difference(&theirs).collect::<Vec<_>>(),
-        theirs.difference(&pairs(&from_sbom)).collect::<Vec<_>>()
-    );
+    assert_same(&pairs(&from_sbom), &theirs);
 }
 
 /// Deterministic xorshift generator.
@@ -617,13 +593,7 @@ fn assert_same_hits(
         ours.len(),
         records.len()
     );
-    assert_eq!(
-        &ours,
-        trivy_ids,
-        "only berth: {:?}\nonly trivy: {:?}",
-        ours.difference(trivy_ids).collect::<Vec<_>>(),
-        trivy_ids.difference(&ours).collect::<Vec<_>>()
-    );
+    assert_same(&ours, trivy_ids);
 }
 
 /// (id, package) of every vulnerability in a Trivy JSON report.
