@@ -1,12 +1,15 @@
 //! The contract suite's [`Backend`] on real rootless Podman: every invocation is the berth binary,
 //! run as gitlab-runner runs it ([`FakeRunner`]).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use berth_tests::contract::{Backend, Ending, Script};
 use nix::sys::signal::Signal;
 
-use crate::{FakeRunner, StageResult, host_sleeps, payload, signal_group, wait_with_timeout};
+use crate::{
+    FakeRunner, StageResult, await_host_sleep, host_sleeps, payload, signal_group,
+    wait_with_timeout,
+};
 
 /// How long a cancelled script may take to start and to stop.
 const CANCEL_WAIT: Duration = Duration::from_secs(60);
@@ -61,11 +64,7 @@ impl Backend for RealBackend {
         // A sleep no other test uses, so the host shows when this script runs.
         let marker = format!("{}", 50_000 + self.job.job_id % 10_000);
         let child = self.job.spawn_run(stage, &format!("sleep {marker}"));
-        let deadline = Instant::now() + CANCEL_WAIT;
-        while host_sleeps(&marker).is_empty() {
-            assert!(Instant::now() < deadline, "the script never started");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        await_host_sleep(&marker, "the script");
         signal_group(&child, Signal::SIGTERM);
         let r = wait_with_timeout(child, CANCEL_WAIT);
         assert!(

@@ -389,6 +389,32 @@ pub fn wait_with_timeout(mut child: Child, timeout: Duration) -> StageResult {
     }
 }
 
+/// Asserts a stage succeeded, showing its output otherwise.
+pub fn ok(r: &StageResult) {
+    assert_eq!(r.code, 0, "{}", r.all());
+}
+
+/// Runs the job's cleanup and asserts nothing of it is left on the host.
+pub fn cleaned(mut job: FakeRunner) {
+    ok(&job.stage(&["cleanup"]));
+    let left = job.leftovers();
+    assert!(left.is_empty(), "left behind: {left:#?}");
+}
+
+/// Waits until a process `sleep <seconds>` runs on the host (a script a test started has
+/// reached it) and returns its pids; `what` names the script in the failure.
+pub fn await_host_sleep(seconds: &str, what: &str) -> Vec<u32> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let pids = host_sleeps(seconds);
+        if !pids.is_empty() {
+            return pids;
+        }
+        assert!(Instant::now() < deadline, "{what} never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// A minimal payload for `image`.
 pub fn payload(image: &str) -> Value {
     json!({

@@ -11,15 +11,11 @@
 
 use std::process::Command;
 
-use berth_integration::{FakeRunner, StageResult, payload, require_host};
+use berth_integration::{FakeRunner, cleaned, ok, payload, require_host};
 use serde_json::json;
 
 const BUSYBOX: &str = "localhost/busybox:latest";
 const VICTIM_MARKER: &str = "victim-marker-5be1c0";
-
-fn ok(r: &StageResult) {
-    assert_eq!(r.code, 0, "{}", r.all());
-}
 
 fn prepared(project: u64, extra_env: &[(&str, &str)]) -> FakeRunner {
     require_host();
@@ -32,12 +28,6 @@ fn prepared(project: u64, extra_env: &[(&str, &str)]) -> FakeRunner {
     ok(&job.stage(&["config"]));
     ok(&job.stage(&["prepare"]));
     job
-}
-
-fn cleaned(mut job: FakeRunner) {
-    ok(&job.stage(&["cleanup"]));
-    let left = job.leftovers();
-    assert!(left.is_empty(), "left behind: {left:#?}");
 }
 
 /// Runs `script` on the host as `user`: what a job identity could do once it is out of its

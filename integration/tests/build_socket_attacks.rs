@@ -12,13 +12,9 @@ use std::io::ErrorKind;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 
-use berth_integration::{FakeRunner, StageResult, payload, require_host};
+use berth_integration::{FakeRunner, cleaned, ok, payload, require_host};
 
 const BUILD_TOOLS: &str = "localhost/build-tools:latest";
-fn ok(r: &StageResult) {
-    assert_eq!(r.code, 0, "{}", r.all());
-}
-
 /// A directory with a secret in it, outside the attacker's builds directory but owned by its
 /// identity.
 struct Victim {
@@ -77,12 +73,6 @@ fn host_builds(job: &FakeRunner) -> PathBuf {
 
 fn identity(job: &FakeRunner) -> String {
     job.identity().expect("a prepared job holds an identity")
-}
-
-fn cleaned(mut job: FakeRunner) {
-    ok(&job.stage(&["cleanup"]));
-    let left = job.leftovers();
-    assert!(left.is_empty(), "left behind: {left:#?}");
 }
 
 #[test]

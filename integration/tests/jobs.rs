@@ -4,17 +4,13 @@
 use std::time::Duration;
 
 use berth_integration::{
-    FakeRunner, Registry, StageResult, base_podman, leftovers_of, payload, require_host,
-    signal_group, wait_with_timeout,
+    FakeRunner, Registry, StageResult, base_podman, cleaned, leftovers_of, ok, payload,
+    require_host, signal_group, wait_with_timeout,
 };
 use nix::sys::signal::Signal;
 use serde_json::json;
 
 const BUSYBOX: &str = "localhost/busybox:latest";
-
-fn ok(r: &StageResult) {
-    assert_eq!(r.code, 0, "{}", r.all());
-}
 
 fn prepared(p: serde_json::Value) -> FakeRunner {
     require_host();
@@ -51,12 +47,6 @@ fn install_buildctl(job: &FakeRunner) {
         &tools,
         &job.identity().expect("a prepared job holds an identity"),
     );
-}
-
-fn cleaned(mut job: FakeRunner) {
-    ok(&job.stage(&["cleanup"]));
-    let left = job.leftovers();
-    assert!(left.is_empty(), "left behind: {left:#?}");
 }
 
 #[test]
@@ -173,14 +163,7 @@ fn cancel_during_build_script_stops_the_script_within_the_grace() {
         "echo started; trap '' TERM; sleep 3011 & echo sleeper=$!; wait",
     );
     // Cancel once the script really runs (its sleep exists), not after a guessed delay.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while berth_integration::host_sleeps("3011").is_empty() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the script never started"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    berth_integration::await_host_sleep("3011", "the script");
     signal_group(&child, Signal::SIGTERM);
     let r = wait_with_timeout(child, Duration::from_secs(30));
     assert_eq!(r.code, 1, "{}", r.all());
@@ -209,14 +192,7 @@ fn cancel_during_build_script_stops_the_script_within_the_grace() {
 fn a_killed_run_does_not_hold_up_the_next_stage() {
     let mut job = prepared(payload(BUSYBOX));
     let mut child = job.spawn_run("build_script", "sleep 4321");
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while berth_integration::host_sleeps("4321").is_empty() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the script never started"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    berth_integration::await_host_sleep("4321", "the script");
     child.kill().expect("SIGKILL berth run");
     let _ = child.wait();
     let started = std::time::Instant::now();
@@ -469,14 +445,7 @@ fn concurrent_jobs_cannot_see_each_others_files_or_processes() {
     ok(&a.run("build_script", "echo secret-of-a > /builds/a-file"));
     let sleeper = a.spawn_run("build_script", "exec sleep 77777");
     // b looks only once a's process exists: otherwise not seeing it would prove nothing.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while berth_integration::host_sleeps("77777").is_empty() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "a's process never started"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    berth_integration::await_host_sleep("77777", "a's process");
     let r = b.run(
         "build_script",
         "ls -la /builds /cache; cat /proc/*/cmdline 2>/dev/null | tr '\\0' ' ' | grep -c [7]7777 || true; ls / ; { find / -name a-file 2>/dev/null || true; } | wc -l",

@@ -3,7 +3,7 @@
 //! do, with the fake in place of Podman.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use berth_config::{Config, ContractEnv};
 use berth_sandbox::fake::{Call, FakeBehaviour, FakeSandbox};
@@ -17,6 +17,22 @@ use crate::contract::{BUILD_FAILURE, Backend, Ending, SYSTEM_FAILURE, Script};
 /// The helper image berth runs.
 const HELPER: &str = "localhost/berth-helper:latest";
 
+/// The job `payload` describes, under a berth config of `config_text` with its state in `dir`,
+/// as the stages see it after `berth config` (no Podman, no identities).
+pub fn job_in(dir: &Path, payload: &serde_json::Value, config_text: &str) -> Job {
+    let text = format!("state_dir = \"{}\"\n{config_text}", dir.display());
+    let config = Config::parse(&text, None).expect("config");
+    let env = ContractEnv::from_vars([(
+        "CUSTOM_ENV_CI_RUNNER_SHORT_TOKEN".to_owned(),
+        "tok".to_owned(),
+    )]);
+    let host = HostFacts {
+        runtime_dir: dir.join("run"),
+        ..HostFacts::default()
+    };
+    Job::new(config, env, &payload.to_string(), host).expect("job")
+}
+
 /// One job over the fake, in a temporary state directory.
 pub struct FakeBackend {
     dir: tempfile::TempDir,
@@ -29,18 +45,8 @@ impl FakeBackend {
     /// A job running `image`.
     pub fn new(image: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let text = format!("state_dir = \"{}\"\n", dir.path().display());
-        let config = Config::parse(&text, None).expect("config");
-        let env = ContractEnv::from_vars([(
-            "CUSTOM_ENV_CI_RUNNER_SHORT_TOKEN".to_owned(),
-            "contract".to_owned(),
-        )]);
-        let host = HostFacts {
-            runtime_dir: dir.path().join("run"),
-            ..HostFacts::default()
-        };
         let payload = serde_json::json!({ "id": 1, "image": { "name": image } });
-        let job = Job::new(config, env, &payload.to_string(), host).expect("job");
+        let job = job_in(dir.path(), &payload, "");
         let images = [image, HELPER]
             .into_iter()
             .map(|name| {

@@ -4,10 +4,9 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use berth_config::{Config, ContractEnv, PullPolicy, StageTarget};
+use berth_config::{PullPolicy, StageTarget};
 use berth_sandbox::fake::{Call, FakeBehaviour, FakeSandbox};
 use berth_sandbox::{Cancel, ImageInfo, Role};
-use berth_stages::context::HostFacts;
 use berth_stages::{FailureKind, Job, JobLog, RunOutcome, StageError};
 use serde_json::json;
 
@@ -18,17 +17,7 @@ struct Fixture {
 
 fn fixture(payload: serde_json::Value, config_text: &str) -> Fixture {
     let dir = tempfile::tempdir().expect("tempdir");
-    let text = format!("state_dir = \"{}\"\n{config_text}", dir.path().display());
-    let config = Config::parse(&text, None).expect("config");
-    let env = ContractEnv::from_vars([(
-        "CUSTOM_ENV_CI_RUNNER_SHORT_TOKEN".to_owned(),
-        "tok".to_owned(),
-    )]);
-    let host = HostFacts {
-        runtime_dir: dir.path().join("run"),
-        ..HostFacts::default()
-    };
-    let job = Job::new(config, env, &payload.to_string(), host).expect("job");
+    let job = berth_tests::fake_backend::job_in(dir.path(), &payload, config_text);
     Fixture { _dir: dir, job }
 }
 
