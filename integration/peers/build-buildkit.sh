@@ -88,17 +88,9 @@ rc=$?
 set -e
 
 if [ "$rc" -ne 0 ]; then
-  if refused=$(peers_refused "$log"); then
-    {
-      echo "buildkit $VERSION: the Go module proxy ($GOPROXY) refused $MOD@$VERSION or a module it needs:"
-      echo "$refused"
-    } >"$OUT_DIR/buildkit.unavailable"
-    rm -rf "$work"
-    exit 0
-  fi
-  echo "build-buildkit.sh: building $MOD@$VERSION failed (log: $log):" >&2
-  tail -n 40 "$log" >&2
-  exit 1
+  peers_build_failed build-buildkit.sh "buildkit $MOD@$VERSION" "$log" "$OUT_DIR/buildkit.unavailable" || exit 1
+  rm -rf "$work"
+  exit 0
 fi
 
 for b in buildkitd buildctl; do

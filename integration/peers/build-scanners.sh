@@ -52,17 +52,9 @@ build() {
   rc=$?
   set -e
   if [ "$rc" -ne 0 ]; then
-    if refused=$(peers_refused "$log"); then
-      {
-        echo "$name $version: the Go module proxy ($GOPROXY) refused $mod@$version or a module it needs:"
-        echo "$refused"
-      } >"$OUT_DIR/$name.unavailable"
-      rm -rf "$work"
-      return 0
-    fi
-    echo "build-scanners.sh: building $mod@$version failed (log: $log):" >&2
-    tail -n 40 "$log" >&2
-    return 1
+    peers_build_failed build-scanners.sh "$mod@$version" "$log" "$OUT_DIR/$name.unavailable" || return 1
+    rm -rf "$work"
+    return 0
   fi
   mv -f "$work/$name" "$OUT_DIR/$name"
   echo "$want" >"$OUT_DIR/$name.stamp"

@@ -10,6 +10,10 @@
 #                       in the current directory, a throw-away main module named NAME with MOD's
 #                       own go.mod and go.sum (so its replace and exclude directives apply, which
 #                       `go install pkg@version` refuses) plus a requirement on MOD@VERSION.
+#   peers_build_failed SCRIPT WHAT LOG RECORD
+#                       after a failed build of WHAT: when LOG shows the proxy's final refusal,
+#                       writes it to RECORD and returns 0 (the tests that need the peer fail
+#                       with it); otherwise prints the end of LOG and returns 1.
 #   peers_refused LOG   true when LOG shows the proxy's final refusal (403 "This module version
 #                       is not available."); prints those lines.
 
@@ -49,4 +53,18 @@ peers_main_module() {
   cp "$dir/go.sum" go.sum
   chmod u+w go.mod go.sum
   go mod edit -require="$mod@$version"
+}
+
+peers_build_failed() {
+  local script=$1 what=$2 log=$3 record=$4 refused
+  if refused=$(peers_refused "$log"); then
+    {
+      echo "$what: the Go module proxy ($GOPROXY) refused it or a module it needs:"
+      echo "$refused"
+    } >"$record"
+    return 0
+  fi
+  echo "$script: building $what failed (log: $log):" >&2
+  tail -n 40 "$log" >&2
+  return 1
 }
