@@ -22,7 +22,7 @@ use tracing_subscriber::EnvFilter;
 
 use crate::cli::{Cli, Command};
 use berth_sandbox::identity::Identity;
-use berth_stages::identities::{Entry, Identities, Leases};
+use berth_stages::identities::{Identities, Leases};
 
 use crate::privileges::{self, RunnerUser};
 
@@ -157,13 +157,22 @@ pub(crate) fn main(cli: Cli) -> ExitCode {
             }
         }
         Command::Config | Command::Prepare | Command::Run { .. } | Command::Cleanup => {
-            let job_stage = match cli.command {
-                Command::Prepare => JobStage::Prepare,
-                Command::Run { script, stage } => JobStage::Run { script, stage },
-                Command::Cleanup => JobStage::Cleanup,
-                _ => JobStage::Config,
+            let ending = match cli.command {
+                Command::Prepare => stage(JobStage::Prepare, cli.config.as_deref(), env),
+                Command::Run {
+                    script,
+                    stage: name,
+                } => stage(
+                    JobStage::Run {
+                        script,
+                        stage: name,
+                    },
+                    cli.config.as_deref(),
+                    env,
+                ),
+                Command::Cleanup => stage(JobStage::Cleanup, cli.config.as_deref(), env),
+                _ => config(cli.config.as_deref(), env),
             };
-            let ending = stage(job_stage, cli.config.as_deref(), env);
             if let Err(e) = &ending {
                 report(e);
             }
@@ -393,21 +402,23 @@ fn read_input(path: &Path, what: &str) -> Result<Vec<u8>, StageError> {
     })
 }
 
-/// The stages of one job, as gitlab-runner invokes them.
+/// The stages of one job after `config`, as gitlab-runner invokes them.
 enum JobStage {
-    Config,
     Prepare,
     Run { script: PathBuf, stage: String },
     Cleanup,
 }
 
-fn stage(
-    command: JobStage,
-    config_path: Option<&Path>,
-    env: ContractEnv,
-) -> Result<Outcome, StageError> {
+/// What every job stage reads first, before privileges drop: berth's config, the job payload
+/// the runner wrote as its own user, and who runs the job.
+struct Inputs {
+    config: Config,
+    payload: String,
+    who: Who,
+}
+
+fn read_inputs(config_path: Option<&Path>, env: &ContractEnv) -> Result<Inputs, StageError> {
     let config = load_config(config_path)?;
-    // Inputs the runner wrote as its own user are read before privileges drop.
     let payload_path = env
         .job_response_file()
         .ok_or_else(|| StageError::Contract {
@@ -425,35 +436,67 @@ fn stage(
                 .collect(),
         );
     }
-    let script = match &command {
-        JobStage::Run { script, .. } => Some(read_input(script, "a readable stage script")?),
-        _ => None,
-    };
     let who = Who::of(&config)?;
+    Ok(Inputs {
+        config,
+        payload,
+        who,
+    })
+}
+
+/// `berth config`: the job's settings as one JSON document on stdout.
+fn config(config_path: Option<&Path>, env: ContractEnv) -> Result<Outcome, StageError> {
+    let Inputs {
+        config,
+        payload,
+        who,
+    } = read_inputs(config_path, &env)?;
+    let host = who.host(&config, None);
+    let job = Job::new(config, env, &payload, host)?;
+    let host_name = nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "berth".into());
+    let output = berth_stages::config_stage::config_output(&job, &host_name);
+    let json = serde_json::to_string(&output).map_err(|e| StageError::Io {
+        path: PathBuf::from("<stdout>"),
+        source: std::io::Error::other(e),
+    })?;
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(json.as_bytes())
+        .and_then(|()| stdout.flush())
+        .map_err(StageError::io(Path::new("<stdout>")))?;
+    Ok(Outcome::Success)
+}
+
+fn stage(
+    command: JobStage,
+    config_path: Option<&Path>,
+    env: ContractEnv,
+) -> Result<Outcome, StageError> {
+    let Inputs {
+        config,
+        payload,
+        who,
+    } = read_inputs(config_path, &env)?;
+    let script = match &command {
+        JobStage::Run { script, .. } => read_input(script, "a readable stage script")?,
+        JobStage::Prepare | JobStage::Cleanup => Vec::new(),
+    };
     let build_exit_code_file = env.build_exit_code_file();
+    let invocation = match &command {
+        JobStage::Prepare => Invocation::Prepare,
+        JobStage::Run { stage, .. } => Invocation::Run {
+            stage,
+            script: &script,
+            build_exit_code_file: build_exit_code_file.as_deref(),
+        },
+        JobStage::Cleanup => Invocation::Cleanup,
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(StageError::io(Path::new("<tokio runtime>")))?;
-
-    if let JobStage::Config = command {
-        let host = who.host(&config, None);
-        let job = Job::new(config, env, &payload, host)?;
-        let host_name = nix::unistd::gethostname()
-            .map(|h| h.to_string_lossy().into_owned())
-            .unwrap_or_else(|_| "berth".into());
-        let output = berth_stages::config_stage::config_output(&job, &host_name);
-        let json = serde_json::to_string(&output).map_err(|e| StageError::Io {
-            path: PathBuf::from("<stdout>"),
-            source: std::io::Error::other(e),
-        })?;
-        let mut stdout = std::io::stdout().lock();
-        stdout
-            .write_all(json.as_bytes())
-            .and_then(|()| stdout.flush())
-            .map_err(StageError::io(Path::new("<stdout>")))?;
-        return Ok(Outcome::Success);
-    }
 
     let mut log = JobLog::new(Box::new(std::io::stderr()), Vec::new());
     // The job's identity: leased at prepare (after reaping abandoned jobs, as root), found by
@@ -464,8 +507,8 @@ fn stage(
             let host = who.host(&config, None);
             let job = Job::new(config, env, &payload, host)?;
             let key = job.key.clone();
-            let identity = match command {
-                JobStage::Prepare => {
+            let identity = match invocation {
+                Invocation::Prepare => {
                     let reaped =
                         runtime.block_on(reap_jobs(&job.config, &who, Some(&key), &mut log));
                     for e in &reaped.errors {
@@ -477,8 +520,8 @@ fn stage(
             };
             let Some(identity) = identity else {
                 // Nothing of the job exists (never prepared, or cleaned up already).
-                return match command {
-                    JobStage::Cleanup => Ok(Outcome::Success),
+                return match invocation {
+                    Invocation::Cleanup => Ok(Outcome::Success),
                     _ => Err(StageError::NotPrepared {
                         key,
                         detail: "no job identity is leased to it".into(),
@@ -487,13 +530,12 @@ fn stage(
             };
             let host = who.host(&job.config, Some(&identity));
             let job = job.with_host(host);
-            let entry = match command {
-                JobStage::Prepare => Entry::Prepare,
-                JobStage::Run { .. } => Entry::Run,
-                JobStage::Cleanup | JobStage::Config => Entry::Cleanup,
-            };
             runtime.block_on(berth_stages::identities::enter_job(
-                &job, ids, &identity, entry, &mut log,
+                &job,
+                ids,
+                &identity,
+                &invocation,
+                &mut log,
             ))?;
             (job, as_runner_user(&identity))
         }
@@ -514,17 +556,6 @@ fn stage(
     log.mask(job.payload.masked_values().into_iter().map(str::to_owned));
     let sandbox = PodmanSandbox::new(job.paths.clone(), job.podman_settings());
     let cancel = Cancel::new();
-    let script = script.unwrap_or_default();
-    let invocation = match &command {
-        JobStage::Prepare => Invocation::Prepare,
-        JobStage::Run { stage, .. } => Invocation::Run {
-            stage,
-            script: &script,
-            build_exit_code_file: build_exit_code_file.as_deref(),
-        },
-        JobStage::Cleanup => Invocation::Cleanup,
-        JobStage::Config => return Ok(Outcome::Success),
-    };
     runtime.block_on(async {
         bridge_signals(cancel.clone());
         let mut out = tokio::io::stdout();

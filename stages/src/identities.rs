@@ -14,6 +14,7 @@ use berth_sandbox::identity::{Identity, check_disjoint};
 use berth_sandbox::paths::{JobPaths, RUN_ROOT};
 use berth_sandbox::process;
 
+use crate::outcome::Invocation;
 use crate::{Job, StageError};
 
 /// The store identity and the job identities of a host started as root.
@@ -380,6 +381,40 @@ pub fn create_job_cgroup(job: &Job, identity: &Identity) -> bool {
     }
 }
 
+/// What root does for the job before berth drops to `identity` for `invocation`: at prepare, the host side of the
+/// job ([`prepare_host`]), a clean identity (whatever an earlier failure left of it, processes
+/// and files in its runtime directory, goes first) and the job's cgroup; at prepare and run,
+/// joining that cgroup, so everything the job's Podman starts from here on (service, conmon,
+/// containers, build steps, BuildKit) is inside the job's limits.
+pub async fn enter_job(
+    job: &Job,
+    identities: &Identities,
+    identity: &Identity,
+    invocation: &Invocation<'_>,
+    log: &mut crate::JobLog,
+) -> Result<(), StageError> {
+    if let Invocation::Prepare = invocation {
+        prepare_host(
+            &job.config,
+            identities,
+            identity,
+            &job.paths,
+            &job.kept_caches(),
+        )?;
+        berth_sandbox::podman::stop_identity(identity).await;
+        berth_sandbox::podman::wipe_runtime_home(identity).await?;
+        create_job_cgroup(job, identity);
+    }
+    if matches!(invocation, Invocation::Prepare | Invocation::Run { .. })
+        && let Err(e) = berth_sandbox::cgroups::join(&job.key)
+    {
+        log.warn(&format!(
+            "per-job limits not enforced: cannot join the job's cgroup: {e}"
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -422,49 +457,4 @@ mod tests {
         leases.release("job-1").expect("release");
         assert_eq!(leases.claim(&ids, "d").expect("d").name, "job-1");
     }
-}
-
-/// Which stage is entering the job as root.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Entry {
-    /// `prepare`: the job's host side is made.
-    Prepare,
-    /// `run`: the job's processes join its cgroup.
-    Run,
-    /// `cleanup`: nothing to do before the drop.
-    Cleanup,
-}
-
-/// What root does for the job before berth drops to `identity`: at prepare, the host side of the
-/// job ([`prepare_host`]), a clean identity (whatever an earlier failure left of it, processes
-/// and files in its runtime directory, goes first) and the job's cgroup; at prepare and run,
-/// joining that cgroup, so everything the job's Podman starts from here on (service, conmon,
-/// containers, build steps, BuildKit) is inside the job's limits.
-pub async fn enter_job(
-    job: &Job,
-    identities: &Identities,
-    identity: &Identity,
-    entry: Entry,
-    log: &mut crate::JobLog,
-) -> Result<(), StageError> {
-    if entry == Entry::Prepare {
-        prepare_host(
-            &job.config,
-            identities,
-            identity,
-            &job.paths,
-            &job.kept_caches(),
-        )?;
-        berth_sandbox::podman::stop_identity(identity).await;
-        berth_sandbox::podman::wipe_runtime_home(identity).await?;
-        create_job_cgroup(job, identity);
-    }
-    if matches!(entry, Entry::Prepare | Entry::Run)
-        && let Err(e) = berth_sandbox::cgroups::join(&job.key)
-    {
-        log.warn(&format!(
-            "per-job limits not enforced: cannot join the job's cgroup: {e}"
-        ));
-    }
-    Ok(())
 }
