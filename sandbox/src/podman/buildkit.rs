@@ -65,6 +65,32 @@ fn built_by_history(text: &str) -> Vec<HistoryImage> {
         .collect()
 }
 
+/// Makes `built` scannable as an OCI layout `layouts/<hex>` beneath `buildkit`: its index names
+/// the image's manifest, and `blobs` links to BuildKit's content store (no copy).
+fn write_layout(
+    buildkit: &berth_beneath::Dir,
+    built: &HistoryImage,
+    blobs: &Path,
+) -> std::io::Result<()> {
+    let layout = buildkit
+        .mkdir(Path::new("layouts"), 0o755)?
+        .mkdir(Path::new(&built.hex), 0o755)?;
+    layout.write_atomic("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#, 0o644)?;
+    let index = json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": built.media_type,
+            "digest": built.digest,
+            "size": built.size,
+        }],
+    });
+    layout.write_atomic("index.json", index.to_string().as_bytes(), 0o644)?;
+    match nix::unistd::symlinkat(blobs, &layout, "blobs") {
+        Ok(()) | Err(nix::errno::Errno::EEXIST) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 impl PodmanSandbox {
     /// Images the job's BuildKit produced, from its build history, each made scannable as an
     /// OCI layout over BuildKit's own content store (no copy). Best effort: no daemon, no
@@ -97,40 +123,27 @@ impl PodmanSandbox {
         let Ok(output) = process::run(&spec, &CancellationToken::new()).await else {
             return Vec::new();
         };
+        // The job's BuildKit directory is the job identity's: everything there is made beneath
+        // a handle on it, no link followed.
+        let Ok(buildkit) = berth_beneath::Dir::open(&dir) else {
+            return Vec::new();
+        };
         let blobs = dir.join("root/runc-overlayfs/content/blobs");
         built_by_history(&String::from_utf8_lossy(&output.stdout))
             .into_iter()
             .filter_map(|built| {
-                let layout = dir.join("layouts").join(&built.hex);
-                std::fs::create_dir_all(&layout).ok()?;
-                std::fs::write(
-                    layout.join("oci-layout"),
-                    r#"{"imageLayoutVersion":"1.0.0"}"#,
-                )
-                .ok()?;
-                let index = json!({
-                    "schemaVersion": 2,
-                    "manifests": [{
-                        "mediaType": built.media_type,
-                        "digest": built.digest,
-                        "size": built.size,
-                    }],
-                });
-                std::fs::write(layout.join("index.json"), index.to_string()).ok()?;
-                let link = layout.join("blobs");
-                if !link.exists() {
-                    std::os::unix::fs::symlink(&blobs, &link).ok()?;
-                }
+                write_layout(&buildkit, &built, &blobs).ok()?;
                 Some(BuiltImage {
+                    store: dir.join("layouts").join(&built.hex),
                     id: built.hex,
                     names: built.names,
-                    store: layout,
                     builder: "buildkit".to_owned(),
                     oci_layout: true,
                 })
             })
             .collect()
     }
+
     /// Starts buildkitd on the project's shared root, holding `flock` on it for the daemon's life.
     /// Returns None when another job of the project holds it: that job keeps the cache warm, and
     /// this one builds with its own root (a cold cache) rather than waiting.
@@ -255,6 +268,61 @@ mod tests {
         assert_eq!(images[0].names, ["reg/app:1", "reg/app:latest"]);
         assert_eq!(images[0].size, json!(7));
         assert_eq!(images[1].names, [format!("sha256:{}", "b".repeat(64))]);
+    }
+
+    fn history_image() -> HistoryImage {
+        built_by_history(
+            &json!({ "record": { "Result": { "ResultDeprecated": {
+                "digest": format!("sha256:{}", "c".repeat(64)) } } } })
+            .to_string(),
+        )
+        .pop()
+        .expect("one image")
+    }
+
+    #[test]
+    fn a_layout_is_written_beneath_the_buildkit_directory() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let buildkit = berth_beneath::Dir::open(tmp.path()).expect("dir");
+        let built = history_image();
+        write_layout(&buildkit, &built, Path::new("/blobs")).expect("layout");
+        let layout = tmp.path().join("layouts").join(&built.hex);
+        let index = std::fs::read_to_string(layout.join("index.json")).expect("index");
+        assert!(index.contains(&built.digest), "{index}");
+        assert_eq!(
+            std::fs::read_link(layout.join("blobs")).expect("link"),
+            Path::new("/blobs")
+        );
+        // Twice is fine: the job may be scanned after every stage.
+        write_layout(&buildkit, &built, Path::new("/blobs")).expect("again");
+    }
+
+    /// The job owns its BuildKit directory: a link it plants where a layout goes (the layouts
+    /// directory or one layout) is not followed, and nothing is written where it points.
+    #[test]
+    fn a_planted_link_for_a_layout_is_not_followed() {
+        let built = history_image();
+        for planted in ["layouts".to_owned(), format!("layouts/{}", built.hex)] {
+            let tmp = tempfile::tempdir().expect("tempdir");
+            let elsewhere = tmp.path().join("elsewhere");
+            std::fs::create_dir_all(&elsewhere).expect("mkdir");
+            let bk = tmp.path().join("buildkit");
+            std::fs::create_dir_all(bk.join("layouts")).expect("mkdir");
+            if planted == "layouts" {
+                std::fs::remove_dir(bk.join("layouts")).expect("rmdir");
+            }
+            std::os::unix::fs::symlink(&elsewhere, bk.join(&planted)).expect("plant");
+            let buildkit = berth_beneath::Dir::open(&bk).expect("dir");
+            assert!(
+                write_layout(&buildkit, &built, Path::new("/blobs")).is_err(),
+                "{planted}"
+            );
+            assert_eq!(
+                std::fs::read_dir(&elsewhere).expect("read").count(),
+                0,
+                "{planted}: something was written through the link"
+            );
+        }
     }
 
     #[test]
