@@ -5,17 +5,73 @@
 # PyPI, node_modules from npm, a Go binary with module build info (BuildKit's buildctl from
 # integration/peers/build-buildkit.sh), a Rust workspace's Cargo.lock (berth's own, without its Cargo.toml), Java jars
 # from Maven Central, and a layer that deletes a file of an earlier one (a whiteout).
-# Writes $CACHE/scan-bench/multi.tar (docker-archive, ~390 MB). Idempotent; run as root after
-# scripts/test-all. Benchmarks only: CI never builds it.
+# Writes $CACHE/scan-bench/multi.tar (docker-archive, ~390 MB) and, from it, a gzip-compressed
+# OCI layout of the same image, $CACHE/scan-bench/multi-oci-gz/ (every layer blob gzip -6, as
+# registries serve them). Idempotent; run as root after scripts/test-all (it needs
+# $CACHE/helper.tar and BuildKit's buildctl; scan-bench/ is created here). Benchmarks only: CI
+# never builds it.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 CACHE=${BERTH_TEST_CACHE:-/var/cache/berth-test}
 OUT=$CACHE/scan-bench/multi.tar
-[ -s "$OUT" ] && exit 0
+OCI=$CACHE/scan-bench/multi-oci-gz
+mkdir -p "$CACHE/scan-bench"
+
+# The OCI layout: the docker-archive's layers gzip-compressed, its config as is, an OCI manifest
+# and index naming them by digest. Built by hand (no skopeo in Debian's minimal set needed).
+oci_layout() {
+  [ -s "$OCI/index.json" ] && return 0
+  local tmp
+  tmp=$(mktemp -d "$CACHE/scan-bench/oci-XXXXXX")
+  tar -xf "$OUT" -C "$tmp/"
+  mkdir -p "$tmp/out/blobs/sha256"
+  python3 - "$tmp" "$tmp/out" <<'PY'
+import hashlib, json, os, shutil, subprocess, sys
+src, out = sys.argv[1], sys.argv[2]
+blobs = os.path.join(out, "blobs", "sha256")
+def put(data_path):
+    h = hashlib.sha256()
+    with open(data_path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    d = h.hexdigest()
+    shutil.move(data_path, os.path.join(blobs, d))
+    return "sha256:" + d, os.path.getsize(os.path.join(blobs, d))
+m = json.load(open(os.path.join(src, "manifest.json")))[0]
+layers = []
+for i, rel in enumerate(m["Layers"]):
+    gz = os.path.join(out, f"layer{i}.gz")
+    with open(os.path.realpath(os.path.join(src, rel)), "rb") as f, open(gz, "wb") as g:
+        subprocess.run(["gzip", "-6", "-n", "-c"], stdin=f, stdout=g, check=True)
+    digest, size = put(gz)
+    layers.append({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                   "digest": digest, "size": size})
+cfg = os.path.join(out, "config.json")
+shutil.copyfile(os.path.join(src, m["Config"]), cfg)
+cdigest, csize = put(cfg)
+man = os.path.join(out, "manifest.json")
+json.dump({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+           "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                      "digest": cdigest, "size": csize},
+           "layers": layers}, open(man, "w"))
+mdigest, msize = put(man)
+json.dump({"schemaVersion": 2, "manifests": [{
+    "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": mdigest, "size": msize,
+    "annotations": {"org.opencontainers.image.ref.name": "localhost/scan-bench-multi:latest"}}]},
+    open(os.path.join(out, "index.json"), "w"))
+json.dump({"imageLayoutVersion": "1.0.0"}, open(os.path.join(out, "oci-layout"), "w"))
+PY
+  rm -rf "$OCI"
+  mv "$tmp/out" "$OCI"
+  rm -rf "$tmp"
+}
+if [ -s "$OUT" ]; then
+  oci_layout
+  exit 0
+fi
 [ -s "$CACHE/helper.tar" ] || { echo "missing $CACHE/helper.tar: run scripts/test-all first" >&2; exit 1; }
 BUILDCTL=${BERTH_PEERS_DIR:-/var/cache/berth-peers}/buildkit/buildctl
 [ -x "$BUILDCTL" ] || { echo "missing $BUILDCTL: run integration/peers/build-buildkit.sh" >&2; exit 1; }
-mkdir -p "$CACHE/scan-bench"
 work=$(mktemp -d "$CACHE/multi-XXXXXX")
 trap 'rm -rf "$work"' EXIT
 ctx=$work/ctx
@@ -53,4 +109,5 @@ podman image exists localhost/scan-bench-base:latest ||
 podman build -q --no-cache -t localhost/scan-bench-multi:latest "$ctx" >/dev/null
 podman save --format docker-archive -o "$work/multi.tar" localhost/scan-bench-multi:latest
 mv "$work/multi.tar" "$OUT"
-ls -l "$OUT"
+oci_layout
+ls -l "$OUT" "$OCI/blobs/sha256"

@@ -242,6 +242,7 @@ pub enum ReadOutcome {
 impl ReadOutcome {
     /// [`read_image`] as `request` asks, with its error told as data.
     pub fn of(request: &ReadRequest) -> Self {
+        // No digest memo: this runs as the job, over a cache the job can write (decision 0006).
         let cache = request.cache_dir.as_ref().map(LayerCache::new);
         match read_image(&request.source, cache.as_ref()) {
             Ok(read) => Self::Read(read),

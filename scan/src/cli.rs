@@ -278,7 +278,7 @@ pub fn run_scan(args: &ScanArgs, now: OffsetDateTime) -> Result<CommandOutput, C
     let policy = args.policy(ignore, now.date())?;
     let (db, mut warnings) = api::open_db(&args.db, args.freshness(), now)?;
     let source = args.source()?;
-    let cache = args.cache_dir.as_ref().map(LayerCache::new);
+    let cache = args.cache_dir.as_ref().map(LayerCache::with_digest_memo);
     let outcome = api::scan_image(&source, &db, &policy, cache.as_ref())?;
     warnings.extend(outcome.warnings);
     let mut context = RenderContext::new(OffsetDateTime::now_utc());

@@ -5,7 +5,8 @@
 
 use std::fmt;
 use std::io::{self, Read};
-use std::path::PathBuf;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 
 /// A hash algorithm an OCI digest may name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -149,10 +150,19 @@ impl<R: Read> Hashing<R> {
         }
     }
 
+    /// The reader underneath.
+    pub(crate) fn get_ref(&self) -> &R {
+        &self.inner
+    }
+
     /// Reads the rest, then returns how many bytes passed and their digest.
-    pub(crate) fn drain(mut self) -> io::Result<(u64, Digest)> {
-        io::copy(&mut self, &mut io::sink())?;
-        Ok((self.read, self.hasher.finish()))
+    pub(crate) fn drain(&mut self) -> io::Result<(u64, Digest)> {
+        io::copy(self, &mut io::sink())?;
+        let hasher = Hasher {
+            algorithm: self.hasher.algorithm,
+            context: self.hasher.context.clone(),
+        };
+        Ok((self.read, hasher.finish()))
     }
 }
 
@@ -188,6 +198,169 @@ impl fmt::Display for ContentKey {
     }
 }
 
+/// What says, without reading them, that a stored layer's bytes are the ones berth hashed
+/// before: the file's identity (device, inode), the layer's place in it, and what the kernel
+/// changes on every write to it (size, mtime, and ctime, which no unprivileged process can set).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Stamp {
+    dev: u64,
+    ino: u64,
+    offset: u64,
+    len: u64,
+    size: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+    uid: u32,
+    mode: u32,
+    /// False on a file system whose attributes its user-space server makes up (FUSE).
+    kernel_attrs: bool,
+}
+
+impl Stamp {
+    /// The stamp of `len` bytes at `offset` of the open `file` (`fstat`/`fstatfs` on it, never a
+    /// path).
+    pub(crate) fn of_file(file: &std::fs::File, offset: u64, len: u64) -> io::Result<Self> {
+        let fs = nix::sys::statfs::fstatfs(file).map_err(io::Error::from)?;
+        let mut stamp = Self::of(&file.metadata()?, offset, len);
+        stamp.kernel_attrs = fs.filesystem_type() != nix::sys::statfs::FUSE_SUPER_MAGIC;
+        Ok(stamp)
+    }
+
+    /// The stamp from `meta` alone (a file system with kernel-kept attributes assumed).
+    fn of(meta: &std::fs::Metadata, offset: u64, len: u64) -> Self {
+        let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
+        Self {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            offset,
+            len,
+            size: meta.size(),
+            mtime_ns: ns(meta.mtime(), meta.mtime_nsec()),
+            ctime_ns: ns(meta.ctime(), meta.ctime_nsec()),
+            uid: meta.uid(),
+            mode: meta.mode(),
+            kernel_attrs: true,
+        }
+    }
+
+    /// Where the layer starts in the file.
+    pub(crate) fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// The layer's stored length.
+    pub(crate) fn len(&self) -> u64 {
+        self.len
+    }
+
+    fn name(&self) -> String {
+        format!(
+            "{:x}-{:x}-{:x}-{:x}",
+            self.dev, self.ino, self.offset, self.len
+        )
+    }
+
+    fn facts(&self) -> String {
+        format!(
+            "{} {} {} {} {:o}",
+            self.size, self.mtime_ns, self.ctime_ns, self.uid, self.mode
+        )
+    }
+
+    /// Only a file that nobody but its owner can write, owned by the scanning user or root,
+    /// and unchanged for longer than a timestamp tick before `now_ns`, may be remembered: no
+    /// other user can change its bytes, and a write racing the hash would show in its ctime.
+    fn trusted(&self, euid: u32, settled_before_ns: i128) -> bool {
+        self.kernel_attrs
+            && (self.uid == euid || self.uid == 0)
+            && self.mode & 0o022 == 0
+            && self.ctime_ns < settled_before_ns
+    }
+}
+
+/// How long a file's ctime must lie in the past before its digest is remembered (coarse
+/// filesystem timestamps tick in jiffies; a second is far beyond one).
+const MEMO_SETTLE_NS: i128 = 2_000_000_000;
+
+fn now_ns() -> i128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i128::try_from(d.as_nanos()).unwrap_or(i128::MAX))
+}
+
+/// Digests berth computed over stored layers, remembered by the layers' [`Stamp`]s so a warm
+/// scan of an unchanged file need not hash it again. Poisoning it would make a layer scan as
+/// another (clean) one, so it is trusted only where no one else can write: its directory must
+/// belong to the scanning user and be writable by no one else, and it remembers only files no
+/// one but that user or root can write (see `docs/decisions/0006-digest-memo.md`). berth's
+/// in-job reads (`scan-inventory`, run as the job) never use one: the job could write it.
+#[derive(Debug, Clone)]
+pub struct DigestMemo {
+    dir: PathBuf,
+    euid: u32,
+    settle_ns: i128,
+}
+
+impl DigestMemo {
+    /// A memo in `dir`, created on first write.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            dir: dir.into(),
+            euid: nix::unistd::geteuid().as_raw(),
+            settle_ns: MEMO_SETTLE_NS,
+        }
+    }
+
+    fn trusts(&self, stamp: &Stamp) -> bool {
+        stamp.trusted(self.euid, now_ns() - self.settle_ns)
+    }
+
+    /// True when `dir` is a directory of ours that only we can write (no link followed).
+    fn ours(&self, dir: &Path) -> bool {
+        std::fs::symlink_metadata(dir)
+            .is_ok_and(|m| m.is_dir() && m.uid() == self.euid && m.mode() & 0o022 == 0)
+    }
+
+    fn usable(&self) -> bool {
+        self.dir.parent().is_none_or(|p| self.ours(p)) && self.ours(&self.dir)
+    }
+
+    /// The remembered digest of the bytes `stamp` names, if it is still the same file,
+    /// unchanged, and the memo can be trusted.
+    pub(crate) fn get(&self, stamp: &Stamp, algorithm: Algorithm) -> Option<Digest> {
+        if !self.trusts(stamp) || !self.usable() {
+            return None;
+        }
+        let path = self.dir.join(stamp.name());
+        let meta = std::fs::symlink_metadata(&path).ok()?;
+        if !meta.is_file() || meta.uid() != self.euid || meta.len() > 512 {
+            return None;
+        }
+        let text = std::fs::read_to_string(&path).ok()?;
+        let (digest, facts) = text.trim_end().split_once(' ')?;
+        let digest = Digest::parse(digest).ok()?;
+        (facts == stamp.facts() && digest.algorithm() == algorithm).then_some(digest)
+    }
+
+    /// Remembers `digest` for the bytes `stamp` names when the file qualifies; a failure only
+    /// costs hashing it again next time.
+    pub(crate) fn put(&self, stamp: &Stamp, digest: &Digest) {
+        if !self.trusts(stamp) {
+            return;
+        }
+        if std::fs::create_dir_all(&self.dir).is_err() || !self.usable() {
+            return;
+        }
+        let name = stamp.name();
+        let tmp = self.dir.join(format!(".tmp-{}-{name}", std::process::id()));
+        let text = format!("{digest} {}\n", stamp.facts());
+        if std::fs::write(&tmp, text).is_ok() && std::fs::rename(&tmp, self.dir.join(name)).is_err()
+        {
+            let _ = std::fs::remove_file(&tmp);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,9 +384,83 @@ mod tests {
         }
     }
 
+    fn memo_fixture() -> (tempfile::TempDir, PathBuf, DigestMemo) {
+        let d = tempfile::tempdir().expect("tempdir");
+        let file = d.path().join("layer.tar");
+        std::fs::write(&file, b"layer bytes").expect("write");
+        let mut memo = DigestMemo::new(d.path().join("cache/digests"));
+        memo.settle_ns = 0;
+        std::fs::create_dir_all(d.path().join("cache")).expect("mkdir");
+        (d, file, memo)
+    }
+
+    fn stamp(file: &Path) -> Stamp {
+        let f = std::fs::File::open(file).expect("open");
+        Stamp::of_file(&f, 0, 11).expect("stat")
+    }
+
+    #[test]
+    fn a_remembered_digest_counts_only_while_the_file_is_unchanged() {
+        let (_d, file, memo) = memo_fixture();
+        let digest = Digest::of(Algorithm::Sha256, b"layer bytes");
+        memo.put(&stamp(&file), &digest);
+        assert_eq!(memo.get(&stamp(&file), Algorithm::Sha256), Some(digest));
+        assert_eq!(memo.get(&stamp(&file), Algorithm::Sha512), None);
+        // Same length, other bytes, the old mtime put back: the ctime still tells.
+        let before = std::fs::metadata(&file).expect("stat");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(&file, b"LAYER BYTES").expect("write");
+        let f = std::fs::File::options()
+            .write(true)
+            .open(&file)
+            .expect("open");
+        f.set_modified(before.modified().expect("mtime"))
+            .expect("utimes");
+        assert_eq!(memo.get(&stamp(&file), Algorithm::Sha256), None);
+        // The same bytes at another place of the file are another entry.
+        let f = std::fs::File::open(&file).expect("open");
+        let other = Stamp::of_file(&f, 1, 10).expect("stat");
+        assert_eq!(memo.get(&other, Algorithm::Sha256), None);
+    }
+
+    #[test]
+    fn files_or_memos_others_can_write_are_never_trusted() {
+        use std::os::unix::fs::PermissionsExt;
+        let set = |p: &Path, mode| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        };
+        let (d, file, memo) = memo_fixture();
+        let digest = Digest::of(Algorithm::Sha256, b"layer bytes");
+        // A layer file others may write is neither remembered nor answered.
+        set(&file, 0o666);
+        memo.put(&stamp(&file), &digest);
+        assert!(!memo.dir.exists());
+        set(&file, 0o644);
+        memo.put(&stamp(&file), &digest);
+        assert!(memo.get(&stamp(&file), Algorithm::Sha256).is_some());
+        set(&file, 0o664);
+        assert_eq!(memo.get(&stamp(&file), Algorithm::Sha256), None);
+        // (A chmod changes the ctime: the entry is gone with it.)
+        set(&file, 0o644);
+        assert_eq!(memo.get(&stamp(&file), Algorithm::Sha256), None);
+        memo.put(&stamp(&file), &digest);
+        assert!(memo.get(&stamp(&file), Algorithm::Sha256).is_some());
+        // A memo (or its cache) others may write may hold what they planted: not read.
+        for dir in [memo.dir.clone(), d.path().join("cache")] {
+            set(&dir, 0o777);
+            assert_eq!(memo.get(&stamp(&file), Algorithm::Sha256), None);
+            set(&dir, 0o755);
+        }
+        assert!(memo.get(&stamp(&file), Algorithm::Sha256).is_some());
+        // An entry that is not the digest it must be is a miss.
+        let name = memo.dir.join(stamp(&file).name());
+        std::fs::write(&name, "sha256:../x 1 2 3").expect("write");
+        assert_eq!(memo.get(&stamp(&file), Algorithm::Sha256), None);
+    }
+
     #[test]
     fn hashing_reader_counts_and_hashes_everything() {
-        let r = Hashing::new(&b"abc"[..], Algorithm::Sha256);
+        let mut r = Hashing::new(&b"abc"[..], Algorithm::Sha256);
         let (n, d) = r.drain().expect("drain");
         assert_eq!(n, 3);
         assert_eq!(

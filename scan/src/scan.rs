@@ -16,9 +16,11 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::analyzer::{self, ANALYZER_VERSION, FileResult, MAX_FILE};
-use crate::digest::ContentKey;
+use crate::digest::{ContentKey, DigestMemo};
 use crate::inventory::{Inventory, LayerRef, Package};
-use crate::source::{EntryKind, Image, Layer, SourceError, layer_key, walk_layer};
+use crate::source::{
+    EntryKind, Image, Layer, LayerData, SourceError, layer_key_with, walk_layer_with,
+};
 
 /// Errors of a scan.
 #[derive(Debug, thiserror::Error)]
@@ -83,12 +85,43 @@ pub struct LayerResult {
 #[derive(Debug, Clone)]
 pub struct LayerCache {
     dir: PathBuf,
+    memo: Option<DigestMemo>,
 }
 
 impl LayerCache {
-    /// A cache in `dir` (created on first write).
+    /// A cache in `dir` (created on first write); every tar layer is hashed on every scan.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Self { dir: dir.into() }
+        Self {
+            dir: dir.into(),
+            memo: None,
+        }
+    }
+
+    /// A cache in `dir` that also remembers layer digests in `dir/digests` ([`DigestMemo`]),
+    /// so a warm scan of unchanged files reads none of their bytes. For a user's own cache
+    /// (`berth scan --cache-dir`); never for a cache a less trusted user can write (berth's
+    /// in-job reads use [`LayerCache::new`]).
+    pub fn with_digest_memo(dir: impl Into<PathBuf>) -> Self {
+        let dir = dir.into();
+        Self {
+            memo: Some(DigestMemo::new(dir.join("digests"))),
+            dir,
+        }
+    }
+
+    /// False when no entry of this analyzer version exists (a cold cache): then hashing a
+    /// layer before analyzing it cannot find anything, and the walk's own hash keys the entry.
+    fn may_hit(&self) -> bool {
+        let suffix = format!(".a{ANALYZER_VERSION}.json");
+        std::fs::read_dir(&self.dir).is_ok_and(|mut entries| {
+            entries.any(|e| {
+                e.is_ok_and(|e| {
+                    let name = e.file_name();
+                    let name = name.to_string_lossy();
+                    !name.starts_with('.') && name.ends_with(&suffix)
+                })
+            })
+        })
     }
 
     fn path(&self, key: &ContentKey) -> PathBuf {
@@ -128,11 +161,18 @@ impl LayerCache {
 /// Analyzes one layer; for a tar layer also returns berth's digest of exactly the bytes
 /// analyzed.
 pub fn analyze_layer(layer: &Layer) -> Result<(LayerResult, Option<ContentKey>), SourceError> {
+    analyze_layer_with(layer, None)
+}
+
+fn analyze_layer_with(
+    layer: &Layer,
+    memo: Option<&DigestMemo>,
+) -> Result<(LayerResult, Option<ContentKey>), SourceError> {
     let mut r = LayerResult {
         analyzer_version: ANALYZER_VERSION,
         ..LayerResult::default()
     };
-    walk_layer(layer, |path, kind, reader| {
+    walk_layer_with(layer, memo, |path, kind, reader| {
         match kind {
             EntryKind::Whiteout => r.whiteouts.push(path.to_owned()),
             EntryKind::OpaqueDir => r.opaque_dirs.push(path.to_owned()),
@@ -190,11 +230,17 @@ fn under(path: &str, dir: &str) -> bool {
 
 /// Scans an image into an inventory, using `cache` keyed by computed layer digests. Returns the
 /// inventory and non-fatal warnings.
+///
+/// Layers are independent until merged, so they are read on up to as many threads as the
+/// machine has cores, largest first; each result lands in its layer's slot and the merge runs
+/// in layer order, so the inventory is the same as from reading them one by one.
 pub fn inventory(
     image: &Image,
     cache: Option<&LayerCache>,
 ) -> Result<(Inventory, Vec<String>), ScanError> {
-    // Layers are independent until merged: analyze them on as many threads as there are cores.
+    // Hashing a layer first only pays when the cache could hold its result.
+    let may_hit = cache.is_some_and(LayerCache::may_hit);
+    let memo = cache.and_then(|c| c.memo.as_ref());
     let one = |index: usize, layer: &Layer| -> Result<(LayerResult, Option<String>), ScanError> {
         let failed = |source| ScanError::Layer {
             image: image.artifact.name.clone(),
@@ -202,60 +248,110 @@ pub fn inventory(
             location: layer.data.location(),
             source,
         };
-        let key = match cache {
-            Some(c) => layer_key(layer).map_err(failed)?.map(|k| (c, k)),
-            None => None,
-        };
-        let Some((cache, key)) = key else {
+        let Some(cache) = cache else {
             return Ok((analyze_layer(layer).map_err(failed)?.0, None));
         };
-        if let Some(r) = cache.get(&key) {
+        let key = if may_hit {
+            layer_key_with(layer, memo).map_err(failed)?
+        } else {
+            None
+        };
+        if let Some(r) = key.as_ref().and_then(|k| cache.get(k)) {
             return Ok((r, None));
         }
-        let (r, analyzed) = analyze_layer(layer).map_err(failed)?;
-        let Some(analyzed) = analyzed.filter(|a| *a == key) else {
+        let (r, analyzed) = analyze_layer_with(layer, memo).map_err(failed)?;
+        if key.is_some() && analyzed != key {
             return Err(ScanError::Changed {
                 image: image.artifact.name.clone(),
                 index,
                 location: layer.data.location(),
             });
-        };
+        }
         // Stored under the digest of the very bytes the result came from.
-        let put_err = cache.put(&analyzed, &r).err();
+        let put_err = analyzed.and_then(|a| cache.put(&a, &r).err());
         Ok((r, put_err))
     };
-    let threads = std::thread::available_parallelism()
-        .map_or(1, std::num::NonZero::get)
-        .max(1);
-    let mut results = Vec::with_capacity(image.layers.len());
+    let done = run_parallel(&image.layers, one);
+    let mut results = Vec::with_capacity(done.len());
     let mut warnings = Vec::new();
-    let indexed: Vec<(usize, &Layer)> = image.layers.iter().enumerate().collect();
-    for chunk in indexed.chunks(threads) {
-        let done: Vec<Result<(LayerResult, Option<String>), ScanError>> = std::thread::scope(|s| {
-            let handles: Vec<_> = chunk
-                .iter()
-                .map(|&(i, l)| s.spawn(move || one(i, l)))
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join().unwrap_or_else(|_| {
-                        Err(ScanError::Source(SourceError::Io {
-                            path: PathBuf::from("<layer>"),
-                            source: std::io::Error::other("layer analysis thread panicked"),
-                        }))
-                    })
-                })
-                .collect()
-        });
-        for d in done {
-            let (r, put_err) = d?;
-            warnings.extend(put_err);
-            warnings.extend(r.warnings.iter().cloned());
-            results.push(r);
-        }
+    for d in done {
+        let (r, put_err) = d?;
+        warnings.extend(put_err);
+        warnings.extend(r.warnings.iter().cloned());
+        results.push(r);
     }
     Ok((merge(image, &results), warnings))
+}
+
+/// The order layers are handed to threads: largest stored size first (a big base layer starts
+/// at once instead of last), directory layers after tar layers, ties by position.
+fn schedule(layers: &[Layer]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..layers.len()).collect();
+    let size = |l: &Layer| match l.data {
+        LayerData::Tar { len, .. } => len,
+        LayerData::Dir(_) | LayerData::StoreDir { .. } => 0,
+    };
+    order.sort_by_key(|&i| (std::cmp::Reverse(layers.get(i).map_or(0, size)), i));
+    order
+}
+
+/// Runs `one` on every layer on up to `available_parallelism` threads and returns the results
+/// in layer order. After a failure no layer above it is started (those below still are), so
+/// the first error in the results is always the lowest failing layer's, whatever the timing.
+fn run_parallel<T: Send>(
+    layers: &[Layer],
+    one: impl Fn(usize, &Layer) -> Result<T, ScanError> + Sync,
+) -> Vec<Result<T, ScanError>> {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let order = schedule(layers);
+    let threads = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZero::get)
+        .clamp(1, layers.len().max(1));
+    let next = AtomicUsize::new(0);
+    // The lowest layer that failed so far.
+    let failed = AtomicUsize::new(usize::MAX);
+    let panicked = AtomicBool::new(false);
+    let slots: Vec<Mutex<Option<Result<T, ScanError>>>> =
+        layers.iter().map(|_| Mutex::new(None)).collect();
+    let work = || {
+        while let Some(&i) = order.get(next.fetch_add(1, Ordering::Relaxed)) {
+            let Some(layer) = layers.get(i).filter(|_| i < failed.load(Ordering::Relaxed)) else {
+                continue;
+            };
+            let r = one(i, layer);
+            if r.is_err() {
+                failed.fetch_min(i, Ordering::Relaxed);
+            }
+            if let Some(slot) = slots.get(i) {
+                *slot
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(r);
+            }
+        }
+    };
+    std::thread::scope(|s| {
+        let helpers: Vec<_> = (0..threads).map(|_| s.spawn(work)).collect();
+        for h in helpers {
+            if h.join().is_err() {
+                panicked.store(true, Ordering::Relaxed);
+            }
+        }
+    });
+    let mut out: Vec<Result<T, ScanError>> = slots
+        .into_iter()
+        .filter_map(|s| {
+            s.into_inner()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        })
+        .collect();
+    if panicked.load(Ordering::Relaxed) && !out.iter().any(Result::is_err) {
+        out.push(Err(ScanError::Source(SourceError::Io {
+            path: PathBuf::from("<layer>"),
+            source: std::io::Error::other("layer analysis thread panicked"),
+        })));
+    }
+    out
 }
 
 /// Applies the layer results in order and builds the inventory.
@@ -400,4 +496,177 @@ pub fn scan_path(
 ) -> Result<(Inventory, Vec<String>), ScanError> {
     let image = crate::source::open(input, name)?;
     inventory(&image, cache)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+    use crate::inventory::{Artifact, ArtifactKind};
+
+    fn meta(name: &str, version: &str) -> (String, Vec<u8>) {
+        (
+            format!("usr/lib/python3/dist-packages/{name}.dist-info/METADATA"),
+            format!("Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n").into_bytes(),
+        )
+    }
+
+    /// A layer's files and whether it is gzip-compressed.
+    type Spec = (Vec<(String, Vec<u8>)>, bool);
+
+    fn tar_of(files: &[(String, Vec<u8>)], gzip: bool) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (path, data) in files {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            b.append_data(&mut h, path, data.as_slice())
+                .expect("append");
+        }
+        let raw = b.into_inner().expect("tar");
+        if !gzip {
+            return raw;
+        }
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&raw).expect("gzip");
+        gz.finish().expect("gzip")
+    }
+
+    /// Six layers, some gzip-compressed, the largest in the middle (so the threads take them
+    /// out of order), with a whiteout, an opaque directory and a package replaced by a later
+    /// layer.
+    fn image(dir: &Path) -> Image {
+        let filler = |n: usize| ("filler".to_owned(), vec![b'x'; n]);
+        let opq = "usr/lib/python3/dist-packages/.wh..wh..opq".to_owned();
+        let layers: Vec<Spec> = vec![
+            (
+                vec![meta("a", "1"), meta("b", "1"), meta("gone", "1")],
+                true,
+            ),
+            (vec![meta("a", "2"), filler(10)], false),
+            (
+                vec![
+                    (
+                        "usr/lib/python3/dist-packages/.wh.gone.dist-info".into(),
+                        vec![],
+                    ),
+                    filler(400_000),
+                ],
+                false,
+            ),
+            (vec![meta("c", "1")], true),
+            (vec![(opq, vec![]), meta("d", "1")], true),
+            (vec![meta("e", "1"), filler(200_000)], false),
+        ];
+        let layers = layers
+            .iter()
+            .enumerate()
+            .map(|(i, (files, gz))| {
+                let bytes = tar_of(files, *gz);
+                let rel = format!("layer{i}.tar");
+                std::fs::write(dir.join(&rel), &bytes).expect("write layer");
+                Layer {
+                    diff_id: Some(format!("sha256:{i:064x}")),
+                    data: LayerData::Tar {
+                        root: dir.to_owned(),
+                        rel: rel.into(),
+                        offset: 0,
+                        len: bytes.len() as u64,
+                        digest: None,
+                    },
+                }
+            })
+            .collect();
+        Image {
+            artifact: Artifact {
+                name: "fixture".into(),
+                kind: ArtifactKind::ContainerImage,
+                image_id: None,
+                diff_ids: (0..6).map(|i| format!("sha256:{i:064x}")).collect(),
+            },
+            layers,
+        }
+    }
+
+    /// Name, version and the layer each package is attributed to.
+    fn packages(inv: &Inventory) -> Vec<(&str, &str, Option<usize>)> {
+        inv.packages
+            .iter()
+            .map(|p| {
+                let layer = p.layer.as_ref().map(|l| l.index);
+                (p.name.as_str(), p.version.as_str(), layer)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn reading_layers_in_parallel_gives_the_inventory_of_reading_them_in_order() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let image = image(d.path());
+        assert_ne!(
+            schedule(&image.layers),
+            (0..6).collect::<Vec<_>>(),
+            "the fixture must make the threads take layers out of order"
+        );
+        let in_order: Vec<LayerResult> = image
+            .layers
+            .iter()
+            .map(|l| analyze_layer(l).expect("layer").0)
+            .collect();
+        let expected = merge(&image, &in_order);
+        // Layer 4's opaque directory hides a, b (and the whited-out gone) from below it.
+        assert_eq!(
+            packages(&expected),
+            [("d", "1", Some(4)), ("e", "1", Some(5))]
+        );
+        let cache = LayerCache::with_digest_memo(d.path().join("cache"));
+        for c in [None, Some(&cache), Some(&cache)] {
+            let (inv, _) = inventory(&image, c).expect("inventory");
+            assert_eq!(inv, expected);
+        }
+    }
+
+    #[test]
+    fn whiteouts_and_replacements_apply_in_layer_order_whatever_order_layers_finish() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let mut image = image(d.path());
+        // Without the opaque layer: a@2 from layer 1 wins over layer 0's a@1 and keeps
+        // attribution to layer 1; gone@1 is whited out by layer 2.
+        image.layers.remove(4);
+        image.artifact.diff_ids.remove(4);
+        let (inv, _) = inventory(&image, None).expect("inventory");
+        assert_eq!(
+            packages(&inv),
+            [
+                ("a", "2", Some(1)),
+                ("b", "1", Some(0)),
+                ("c", "1", Some(3)),
+                ("e", "1", Some(4)),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_failing_layer_fails_the_scan_naming_the_lowest_failing_layer() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let mut image = image(d.path());
+        for i in [3, 5] {
+            if let Some(Layer {
+                data: LayerData::Tar { len, .. },
+                ..
+            }) = image.layers.get_mut(i)
+            {
+                *len += 1;
+            }
+        }
+        // Layer 5 is taken before layer 3 (it is larger), yet 3 is named every time.
+        for _ in 0..5 {
+            assert!(matches!(
+                inventory(&image, None),
+                Err(ScanError::Layer { index: 3, .. })
+            ));
+        }
+    }
 }

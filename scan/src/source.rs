@@ -21,7 +21,7 @@ use berth_storemeta::{self as storemeta, StoreId, StoreImage, StoreLayer, StoreM
 use flate2::read::GzDecoder;
 use serde::Deserialize;
 
-use crate::digest::{Algorithm, ContentKey, Digest, Hashing};
+use crate::digest::{Algorithm, ContentKey, Digest, DigestMemo, Hashing, Stamp};
 use crate::inventory::{Artifact, ArtifactKind};
 
 /// The largest JSON document of an image (index, manifest, config) read; a store's
@@ -232,8 +232,9 @@ pub fn classify(path: &str) -> (String, Option<EntryKind>) {
 }
 
 /// A tar layer's stored bytes, opened beneath its root and read through berth's hash of them
-/// (the algorithm of the digest they are named by, else SHA-256).
-fn stored_bytes(data: &LayerData) -> Result<Hashing<std::io::Take<File>>, SourceError> {
+/// (the algorithm of the digest they are named by, else SHA-256), with the file's [`Stamp`]
+/// before the first byte was read.
+fn stored_bytes(data: &LayerData) -> Result<(Hashing<std::io::Take<File>>, Stamp), SourceError> {
     let path = data.location();
     let LayerData::Tar {
         root,
@@ -254,9 +255,28 @@ fn stored_bytes(data: &LayerData) -> Result<Hashing<std::io::Take<File>>, Source
     let mut f = Dir::open(root)
         .and_then(|d| d.open_file(rel))
         .map_err(io(&path))?;
+    let stamp = Stamp::of_file(&f, *offset, *len).map_err(io(&path))?;
     f.seek(SeekFrom::Start(*offset)).map_err(io(&path))?;
     let algorithm = digest.as_ref().map_or(Algorithm::Sha256, Digest::algorithm);
-    Ok(Hashing::new(f.take(*len), algorithm))
+    Ok((Hashing::new(f.take(*len), algorithm), stamp))
+}
+
+/// Remembers the digest just computed over a whole layer when the file is still as it was
+/// before the first byte was read (`fstat` on the same open file).
+fn remember(
+    memo: Option<&DigestMemo>,
+    stored: &Hashing<std::io::Take<File>>,
+    before: &Stamp,
+    digest: &Digest,
+) {
+    let Some(memo) = memo else { return };
+    let Ok(after) = Stamp::of_file(stored.get_ref().get_ref(), before.offset(), before.len())
+    else {
+        return;
+    };
+    if after == *before {
+        memo.put(before, digest);
+    }
 }
 
 /// Checks what was read of a tar layer against what its image records.
@@ -287,12 +307,28 @@ fn check_stored(
 /// bytes. Directory layers have none (they are read in place and never cached: a digest of the
 /// tree would cost more than analyzing it; see the README).
 pub fn layer_key(layer: &Layer) -> Result<Option<ContentKey>, SourceError> {
+    layer_key_with(layer, None)
+}
+
+/// [`layer_key`], answered from `memo` without reading when the file is unchanged since berth
+/// hashed it (and remembered there when it had to be read).
+pub(crate) fn layer_key_with(
+    layer: &Layer,
+    memo: Option<&DigestMemo>,
+) -> Result<Option<ContentKey>, SourceError> {
     match &layer.data {
-        LayerData::Tar { .. } => {
-            let (read, computed) = stored_bytes(&layer.data)?
-                .drain()
-                .map_err(io(&layer.data.location()))?;
-            check_stored(&layer.data, read, &computed).map(Some)
+        LayerData::Tar { digest, .. } => {
+            let (stored, stamp) = stored_bytes(&layer.data)?;
+            let algorithm = digest.as_ref().map_or(Algorithm::Sha256, Digest::algorithm);
+            if let Some(known) = memo.and_then(|m| m.get(&stamp, algorithm)) {
+                // The remembered digest is checked against the name as a computed one is.
+                return check_stored(&layer.data, stamp.len(), &known).map(Some);
+            }
+            let mut stored = stored;
+            let (read, computed) = stored.drain().map_err(io(&layer.data.location()))?;
+            let key = check_stored(&layer.data, read, &computed)?;
+            remember(memo, &stored, &stamp, &computed);
+            Ok(Some(key))
         }
         LayerData::Dir(_) | LayerData::StoreDir { .. } => Ok(None),
     }
@@ -315,10 +351,19 @@ type Visit<'a> = dyn FnMut(&str, EntryKind, &mut dyn Read) -> Result<(), SourceE
 /// error.
 pub fn walk_layer(
     layer: &Layer,
+    visit: impl FnMut(&str, EntryKind, &mut dyn Read) -> Result<(), SourceError>,
+) -> Result<Option<ContentKey>, SourceError> {
+    walk_layer_with(layer, None, visit)
+}
+
+/// [`walk_layer`], remembering a tar layer's digest in `memo` (see [`layer_key_with`]).
+pub(crate) fn walk_layer_with(
+    layer: &Layer,
+    memo: Option<&DigestMemo>,
     mut visit: impl FnMut(&str, EntryKind, &mut dyn Read) -> Result<(), SourceError>,
 ) -> Result<Option<ContentKey>, SourceError> {
     let dir = match &layer.data {
-        LayerData::Tar { .. } => return walk_tar(layer, &mut visit).map(Some),
+        LayerData::Tar { .. } => return walk_tar(layer, memo, &mut visit).map(Some),
         LayerData::Dir(root) => Dir::open(root).map_err(io(root))?,
         LayerData::StoreDir { root, rel } => Dir::open(root)
             .and_then(|d| d.dir(rel))
@@ -328,10 +373,15 @@ pub fn walk_layer(
     Ok(None)
 }
 
-fn walk_tar(layer: &Layer, visit: &mut Visit<'_>) -> Result<ContentKey, SourceError> {
+fn walk_tar(
+    layer: &Layer,
+    memo: Option<&DigestMemo>,
+    visit: &mut Visit<'_>,
+) -> Result<ContentKey, SourceError> {
     let file = &layer.data.location();
     // Every stored byte passes the hash once, whether the decoder reads it or not.
-    let stored = Rc::new(RefCell::new(stored_bytes(&layer.data)?));
+    let (stored, stamp) = stored_bytes(&layer.data)?;
+    let stored = Rc::new(RefCell::new(stored));
     {
         let mut head = BufReader::with_capacity(256 * 1024, Shared(Rc::clone(&stored)));
         let magic = {
@@ -379,11 +429,13 @@ fn walk_tar(layer: &Layer, visit: &mut Visit<'_>) -> Result<ContentKey, SourceEr
             visit(&path, kind, &mut entry)?;
         }
     }
-    let stored = Rc::try_unwrap(stored)
+    let mut stored = Rc::try_unwrap(stored)
         .map_err(|_| invalid(file, "the layer reader is still in use"))?
         .into_inner();
     let (read, computed) = stored.drain().map_err(io(file))?;
-    check_stored(&layer.data, read, &computed)
+    let key = check_stored(&layer.data, read, &computed)?;
+    remember(memo, &stored, &stamp, &computed);
+    Ok(key)
 }
 
 /// Walks a directory layer beneath its handle: names and types from listing each directory,
