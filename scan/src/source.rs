@@ -231,9 +231,14 @@ pub fn classify(path: &str) -> (String, Option<EntryKind>) {
     (path, None)
 }
 
+/// The hash of a layer's key: the algorithm of the digest its bytes are named by (which they
+/// must match), else BLAKE3 (nothing to match: only berth's own key, and the fastest).
+fn key_algorithm(named: Option<&Digest>) -> Algorithm {
+    named.map_or(Algorithm::Blake3, Digest::algorithm)
+}
+
 /// A tar layer's stored bytes, opened beneath its root and read through berth's hash of them
-/// (the algorithm of the digest they are named by, else SHA-256), with the file's [`Stamp`]
-/// before the first byte was read.
+/// ([`key_algorithm`]), with the file's [`Stamp`] before the first byte was read.
 fn stored_bytes(data: &LayerData) -> Result<(Hashing<std::io::Take<File>>, Stamp), SourceError> {
     let path = data.location();
     let LayerData::Tar {
@@ -257,8 +262,10 @@ fn stored_bytes(data: &LayerData) -> Result<(Hashing<std::io::Take<File>>, Stamp
         .map_err(io(&path))?;
     let stamp = Stamp::of_file(&f, *offset, *len).map_err(io(&path))?;
     f.seek(SeekFrom::Start(*offset)).map_err(io(&path))?;
-    let algorithm = digest.as_ref().map_or(Algorithm::Sha256, Digest::algorithm);
-    Ok((Hashing::new(f.take(*len), algorithm), stamp))
+    Ok((
+        Hashing::new(f.take(*len), key_algorithm(digest.as_ref())),
+        stamp,
+    ))
 }
 
 /// Remembers the digest just computed over a whole layer when the file is still as it was
@@ -319,8 +326,7 @@ pub(crate) fn layer_key_with(
     match &layer.data {
         LayerData::Tar { digest, .. } => {
             let (stored, stamp) = stored_bytes(&layer.data)?;
-            let algorithm = digest.as_ref().map_or(Algorithm::Sha256, Digest::algorithm);
-            if let Some(known) = memo.and_then(|m| m.get(&stamp, algorithm)) {
+            if let Some(known) = memo.and_then(|m| m.get(&stamp, key_algorithm(digest.as_ref()))) {
                 // The remembered digest is checked against the name as a computed one is.
                 return check_stored(&layer.data, stamp.len(), &known).map(Some);
             }
