@@ -331,6 +331,13 @@ impl DigestMemo {
         }
     }
 
+    /// For tests: remembers files however recently they changed.
+    #[cfg(test)]
+    pub(crate) fn settled_at_once(mut self) -> Self {
+        self.settle_ns = 0;
+        self
+    }
+
     fn trusts(&self, stamp: &Stamp) -> bool {
         stamp.trusted(self.euid, now_ns() - self.settle_ns)
     }
@@ -408,8 +415,7 @@ mod tests {
         let d = tempfile::tempdir().expect("tempdir");
         let file = d.path().join("layer.tar");
         std::fs::write(&file, b"layer bytes").expect("write");
-        let mut memo = DigestMemo::new(d.path().join("cache/digests"));
-        memo.settle_ns = 0;
+        let memo = DigestMemo::new(d.path().join("cache/digests")).settled_at_once();
         std::fs::create_dir_all(d.path().join("cache")).expect("mkdir");
         (d, file, memo)
     }

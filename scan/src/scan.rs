@@ -19,7 +19,8 @@ use crate::analyzer::{self, ANALYZER_VERSION, FileResult, MAX_FILE};
 use crate::digest::{ContentKey, DigestMemo};
 use crate::inventory::{Inventory, LayerRef, Package};
 use crate::source::{
-    EntryKind, Image, Layer, LayerData, SourceError, layer_key_with, walk_layer_with,
+    EntryKind, Image, Layer, LayerData, SourceError, layer_key_with, remembered_key,
+    walk_layer_with,
 };
 
 /// Errors of a scan.
@@ -228,6 +229,9 @@ fn under(path: &str, dir: &str) -> bool {
             .is_some_and(|rest| rest.starts_with('/'))
 }
 
+/// A layer's result, and why it could not be cached (if it could not).
+type Analyzed = (LayerResult, Option<String>);
+
 /// Scans an image into an inventory, using `cache` keyed by computed layer digests. Returns the
 /// inventory and non-fatal warnings.
 ///
@@ -241,7 +245,7 @@ pub fn inventory(
     // Hashing a layer first only pays when the cache could hold its result.
     let may_hit = cache.is_some_and(LayerCache::may_hit);
     let memo = cache.and_then(|c| c.memo.as_ref());
-    let one = |index: usize, layer: &Layer| -> Result<(LayerResult, Option<String>), ScanError> {
+    let one = |index: usize, layer: &Layer| -> Result<Analyzed, ScanError> {
         let failed = |source| ScanError::Layer {
             image: image.artifact.name.clone(),
             index,
@@ -271,22 +275,49 @@ pub fn inventory(
         let put_err = analyzed.and_then(|a| cache.put(&a, &r).err());
         Ok((r, put_err))
     };
-    let done = run_parallel(&image.layers, one);
+    // A warm scan of unchanged files: results whose key the memo knows come straight from the
+    // cache on this thread; only the others are read, in parallel.
+    let mut done: Vec<Option<Result<Analyzed, ScanError>>> = image
+        .layers
+        .iter()
+        .map(|layer| {
+            let (cache, memo) = (cache?, memo?);
+            let hit = may_hit
+                .then(|| remembered_key(layer, memo))
+                .flatten()
+                .and_then(|k| cache.get(&k))?;
+            Some(Ok((hit, None)))
+        })
+        .collect();
+    let todo: Vec<usize> = (0..done.len()).filter(|&i| done[i].is_none()).collect();
+    for (slot, read) in done.iter_mut().zip(run_parallel(&image.layers, &todo, one)) {
+        if slot.is_none() {
+            *slot = read;
+        }
+    }
     let mut results = Vec::with_capacity(done.len());
     let mut warnings = Vec::new();
-    for d in done {
+    // In layer order; a layer left unread after a lower one failed has no slot.
+    for d in done.into_iter().flatten() {
         let (r, put_err) = d?;
         warnings.extend(put_err);
         warnings.extend(r.warnings.iter().cloned());
         results.push(r);
     }
+    if results.len() < image.layers.len() {
+        // Every layer ended without an error, yet one has no result: its thread panicked.
+        return Err(ScanError::Source(SourceError::Io {
+            path: PathBuf::from("<layer>"),
+            source: std::io::Error::other("layer analysis thread panicked"),
+        }));
+    }
     Ok((merge(image, &results), warnings))
 }
 
-/// The order layers are handed to threads: largest stored size first (a big base layer starts
-/// at once instead of last), directory layers after tar layers, ties by position.
-fn schedule(layers: &[Layer]) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..layers.len()).collect();
+/// The order the layers `todo` are handed to threads: largest stored size first (a big base
+/// layer starts at once instead of last), directory layers after tar layers, ties by position.
+fn schedule(layers: &[Layer], todo: &[usize]) -> Vec<usize> {
+    let mut order = todo.to_vec();
     let size = |l: &Layer| match l.data {
         LayerData::Tar { len, .. } => len,
         LayerData::Dir(_) | LayerData::StoreDir { .. } => 0,
@@ -295,23 +326,25 @@ fn schedule(layers: &[Layer]) -> Vec<usize> {
     order
 }
 
-/// Runs `one` on every layer on up to `available_parallelism` threads and returns the results
-/// in layer order. After a failure no layer above it is started (those below still are), so
-/// the first error in the results is always the lowest failing layer's, whatever the timing.
+/// Runs `one` on the layers `todo` on up to `available_parallelism` threads and returns one
+/// slot per layer, in layer order (`None` for a layer not in `todo` or not read). After a failure
+/// no layer above it is started (those below still are), so the first error in layer order is
+/// always the lowest failing layer's, whatever the timing. A thread that panicked leaves its
+/// layer's slot empty.
 fn run_parallel<T: Send>(
     layers: &[Layer],
+    todo: &[usize],
     one: impl Fn(usize, &Layer) -> Result<T, ScanError> + Sync,
-) -> Vec<Result<T, ScanError>> {
+) -> Vec<Option<Result<T, ScanError>>> {
     use std::sync::Mutex;
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-    let order = schedule(layers);
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let order = schedule(layers, todo);
     let threads = std::thread::available_parallelism()
         .map_or(1, std::num::NonZero::get)
-        .clamp(1, layers.len().max(1));
+        .min(order.len());
     let next = AtomicUsize::new(0);
     // The lowest layer that failed so far.
     let failed = AtomicUsize::new(usize::MAX);
-    let panicked = AtomicBool::new(false);
     let slots: Vec<Mutex<Option<Result<T, ScanError>>>> =
         layers.iter().map(|_| Mutex::new(None)).collect();
     let work = || {
@@ -331,27 +364,19 @@ fn run_parallel<T: Send>(
         }
     };
     std::thread::scope(|s| {
-        let helpers: Vec<_> = (0..threads).map(|_| s.spawn(work)).collect();
-        for h in helpers {
-            if h.join().is_err() {
-                panicked.store(true, Ordering::Relaxed);
-            }
+        let handles: Vec<_> = (0..threads).map(|_| s.spawn(work)).collect();
+        for h in handles {
+            // A panicked thread's layer keeps an empty slot; the caller names it.
+            let _ = h.join();
         }
     });
-    let mut out: Vec<Result<T, ScanError>> = slots
+    slots
         .into_iter()
-        .filter_map(|s| {
+        .map(|s| {
             s.into_inner()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
         })
-        .collect();
-    if panicked.load(Ordering::Relaxed) && !out.iter().any(Result::is_err) {
-        out.push(Err(ScanError::Source(SourceError::Io {
-            path: PathBuf::from("<layer>"),
-            source: std::io::Error::other("layer analysis thread panicked"),
-        })));
-    }
-    out
+        .collect()
 }
 
 /// Applies the layer results in order and builds the inventory.
@@ -606,7 +631,7 @@ mod tests {
         let d = tempfile::tempdir().expect("tempdir");
         let image = image(d.path());
         assert_ne!(
-            schedule(&image.layers),
+            schedule(&image.layers, &[0, 1, 2, 3, 4, 5]),
             (0..6).collect::<Vec<_>>(),
             "the fixture must make the threads take layers out of order"
         );
@@ -626,6 +651,31 @@ mod tests {
             let (inv, _) = inventory(&image, c).expect("inventory");
             assert_eq!(inv, expected);
         }
+    }
+
+    #[test]
+    fn a_warm_scan_takes_remembered_layers_from_the_cache_and_reads_only_the_rest() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let image = image(d.path());
+        let dir = d.path().join("cache");
+        let cache = LayerCache {
+            memo: Some(DigestMemo::new(dir.join("digests")).settled_at_once()),
+            dir,
+        };
+        let memo = cache.memo.as_ref().expect("memo");
+        let (cold, _) = inventory(&image, Some(&cache)).expect("cold");
+        for layer in &image.layers {
+            let key = remembered_key(layer, memo).expect("remembered after the cold scan");
+            assert!(cache.get(&key).is_some());
+        }
+        // A changed layer is read again (its stamp changed), the others come from the cache.
+        let changed = d.path().join("layer3.tar");
+        let bytes = std::fs::read(&changed).expect("read");
+        std::fs::write(&changed, &bytes).expect("rewrite");
+        assert_eq!(remembered_key(&image.layers[3], memo), None);
+        let (warm, _) = inventory(&image, Some(&cache)).expect("warm");
+        assert_eq!(warm, cold);
+        assert!(remembered_key(&image.layers[3], memo).is_some());
     }
 
     #[test]

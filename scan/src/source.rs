@@ -340,6 +340,18 @@ pub(crate) fn layer_key_with(
     }
 }
 
+/// The key `memo` remembers for a tar layer whose file is unchanged since berth hashed it,
+/// checked against the digest the layer is named by; none otherwise (nothing is read, and a
+/// layer that cannot be opened is left for the read that names the error).
+pub(crate) fn remembered_key(layer: &Layer, memo: &DigestMemo) -> Option<ContentKey> {
+    let LayerData::Tar { digest, .. } = &layer.data else {
+        return None;
+    };
+    let (_, stamp) = stored_bytes(&layer.data).ok()?;
+    let known = memo.get(&stamp, key_algorithm(digest.as_ref()))?;
+    check_stored(&layer.data, stamp.len(), &known).ok()
+}
+
 /// A reader shared with whoever drains it after the tar reader on top is done.
 struct Shared<R>(Rc<RefCell<R>>);
 
