@@ -7,6 +7,7 @@ use std::fmt;
 use std::io::{self, Read};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 
 /// A hash algorithm: one an OCI digest may name (SHA-256, SHA-512), or BLAKE3, which berth uses
 /// for its own key of a layer no digest names (it hashes several times faster than SHA-256 and
@@ -191,6 +192,116 @@ impl<R: Read> Read for Hashing<R> {
         let bytes = buf.get(..n).unwrap_or_default();
         self.hasher.update(bytes);
         self.read += n as u64;
+        Ok(n)
+    }
+}
+
+/// Bytes in one chunk handed to the hashing thread of [`HashingAside`].
+const ASIDE_CHUNK: usize = 1 << 20;
+/// Chunks a [`HashingAside`] owns at most (its memory bound), in use or in flight.
+const ASIDE_CHUNKS: usize = 4;
+
+/// Like [`Hashing`], but the hash runs on a thread of its own while the caller decodes the
+/// bytes (a layer's inflate and tar walk overlap with its hash): the reader fills chunks, lends
+/// them to the caller, then hands each to the hashing thread, which gives it back for reuse.
+pub(crate) struct HashingAside<R> {
+    inner: R,
+    chunk: Vec<u8>,
+    pos: usize,
+    read: u64,
+    allocated: usize,
+    full: Option<mpsc::SyncSender<Vec<u8>>>,
+    empty: mpsc::Receiver<Vec<u8>>,
+    worker: Option<std::thread::JoinHandle<Hasher>>,
+}
+
+fn hasher_gone() -> io::Error {
+    io::Error::other("the layer's hashing thread ended early")
+}
+
+impl<R: Read> HashingAside<R> {
+    pub(crate) fn new(inner: R, algorithm: Algorithm) -> Self {
+        let (full, chunks) = mpsc::sync_channel::<Vec<u8>>(ASIDE_CHUNKS);
+        let (back, empty) = mpsc::sync_channel::<Vec<u8>>(ASIDE_CHUNKS);
+        let worker = std::thread::spawn(move || {
+            let mut hasher = Hasher::new(algorithm);
+            for chunk in chunks {
+                hasher.update(&chunk);
+                // Never blocks: at most ASIDE_CHUNKS chunks exist. A reader that is gone
+                // needs no chunk back.
+                let _ = back.send(chunk);
+            }
+            hasher
+        });
+        Self {
+            inner,
+            chunk: Vec::new(),
+            pos: 0,
+            read: 0,
+            allocated: 0,
+            full: Some(full),
+            empty,
+            worker: Some(worker),
+        }
+    }
+
+    /// The reader underneath.
+    pub(crate) fn get_ref(&self) -> &R {
+        &self.inner
+    }
+
+    /// Hands the chunk the caller has consumed to the hashing thread and reads the next one.
+    fn refill(&mut self) -> io::Result<()> {
+        let done = std::mem::take(&mut self.chunk);
+        let mut next = if done.is_empty() && done.capacity() > 0 {
+            done
+        } else {
+            if !done.is_empty() {
+                let full = self.full.as_ref().ok_or_else(hasher_gone)?;
+                full.send(done).map_err(|_| hasher_gone())?;
+            }
+            if self.allocated < ASIDE_CHUNKS {
+                self.allocated += 1;
+                Vec::with_capacity(ASIDE_CHUNK)
+            } else {
+                self.empty.recv().map_err(|_| hasher_gone())?
+            }
+        };
+        next.clear();
+        (&mut self.inner)
+            .take(ASIDE_CHUNK as u64)
+            .read_to_end(&mut next)?;
+        self.read += next.len() as u64;
+        self.chunk = next;
+        self.pos = 0;
+        Ok(())
+    }
+
+    /// Reads the rest, then returns how many bytes passed and their digest.
+    pub(crate) fn drain(&mut self) -> io::Result<(u64, Digest)> {
+        io::copy(self, &mut io::sink())?;
+        drop(self.full.take());
+        let hasher = self
+            .worker
+            .take()
+            .ok_or_else(hasher_gone)?
+            .join()
+            .map_err(|_| hasher_gone())?;
+        Ok((self.read, hasher.finish()))
+    }
+}
+
+impl<R: Read> Read for HashingAside<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.pos >= self.chunk.len() {
+            self.refill()?;
+        }
+        let rest = self.chunk.get(self.pos..).unwrap_or_default();
+        let n = rest.len().min(buf.len());
+        if let (Some(to), Some(from)) = (buf.get_mut(..n), rest.get(..n)) {
+            to.copy_from_slice(from);
+        }
+        self.pos += n;
         Ok(n)
     }
 }
@@ -482,6 +593,28 @@ mod tests {
         let name = memo.dir.join(stamp(&file).name());
         std::fs::write(&name, "sha256:../x 1 2 3").expect("write");
         assert_eq!(memo.get(&stamp(&file), Algorithm::Sha256), None);
+    }
+
+    #[test]
+    fn hashing_aside_gives_the_digest_of_hashing_inline() {
+        // Several chunks, a partial last one, read in odd sizes.
+        let data: Vec<u8> = (0..(ASIDE_CHUNK * ASIDE_CHUNKS * 2 + 12_345))
+            .map(|i| (i % 251) as u8)
+            .collect();
+        for algorithm in [Algorithm::Sha256, Algorithm::Blake3] {
+            let mut aside = HashingAside::new(&data[..], algorithm);
+            let mut head = vec![0; 70_001];
+            aside.read_exact(&mut head).expect("read");
+            assert_eq!(head.as_slice(), data.get(..70_001).expect("head"));
+            let (n, d) = aside.drain().expect("drain");
+            assert_eq!(n, data.len() as u64);
+            assert_eq!(d, Digest::of(algorithm, &data));
+            // And an empty input.
+            let (n, d) = HashingAside::new(&b""[..], algorithm)
+                .drain()
+                .expect("drain");
+            assert_eq!((n, d), (0, Digest::of(algorithm, b"")));
+        }
     }
 
     #[test]

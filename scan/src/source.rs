@@ -21,7 +21,7 @@ use berth_storemeta::{self as storemeta, StoreId, StoreImage, StoreLayer, StoreM
 use flate2::read::GzDecoder;
 use serde::Deserialize;
 
-use crate::digest::{Algorithm, ContentKey, Digest, DigestMemo, Hashing, Stamp};
+use crate::digest::{Algorithm, ContentKey, Digest, DigestMemo, Hashing, HashingAside, Stamp};
 use crate::inventory::{Artifact, ArtifactKind};
 
 /// The largest JSON document of an image (index, manifest, config) read; a store's
@@ -237,9 +237,9 @@ fn key_algorithm(named: Option<&Digest>) -> Algorithm {
     named.map_or(Algorithm::Blake3, Digest::algorithm)
 }
 
-/// A tar layer's stored bytes, opened beneath its root and read through berth's hash of them
-/// ([`key_algorithm`]), with the file's [`Stamp`] before the first byte was read.
-fn stored_bytes(data: &LayerData) -> Result<(Hashing<std::io::Take<File>>, Stamp), SourceError> {
+/// A tar layer's stored bytes, opened beneath its root, with the file's [`Stamp`] before the
+/// first byte was read and the algorithm of its key ([`key_algorithm`]).
+fn stored_bytes(data: &LayerData) -> Result<(std::io::Take<File>, Stamp, Algorithm), SourceError> {
     let path = data.location();
     let LayerData::Tar {
         root,
@@ -262,23 +262,14 @@ fn stored_bytes(data: &LayerData) -> Result<(Hashing<std::io::Take<File>>, Stamp
         .map_err(io(&path))?;
     let stamp = Stamp::of_file(&f, *offset, *len).map_err(io(&path))?;
     f.seek(SeekFrom::Start(*offset)).map_err(io(&path))?;
-    Ok((
-        Hashing::new(f.take(*len), key_algorithm(digest.as_ref())),
-        stamp,
-    ))
+    Ok((f.take(*len), stamp, key_algorithm(digest.as_ref())))
 }
 
 /// Remembers the digest just computed over a whole layer when the file is still as it was
 /// before the first byte was read (`fstat` on the same open file).
-fn remember(
-    memo: Option<&DigestMemo>,
-    stored: &Hashing<std::io::Take<File>>,
-    before: &Stamp,
-    digest: &Digest,
-) {
+fn remember(memo: Option<&DigestMemo>, file: &File, before: &Stamp, digest: &Digest) {
     let Some(memo) = memo else { return };
-    let Ok(after) = Stamp::of_file(stored.get_ref().get_ref(), before.offset(), before.len())
-    else {
+    let Ok(after) = Stamp::of_file(file, before.offset(), before.len()) else {
         return;
     };
     if after == *before {
@@ -324,16 +315,16 @@ pub(crate) fn layer_key_with(
     memo: Option<&DigestMemo>,
 ) -> Result<Option<ContentKey>, SourceError> {
     match &layer.data {
-        LayerData::Tar { digest, .. } => {
-            let (stored, stamp) = stored_bytes(&layer.data)?;
-            if let Some(known) = memo.and_then(|m| m.get(&stamp, key_algorithm(digest.as_ref()))) {
+        LayerData::Tar { .. } => {
+            let (stored, stamp, algorithm) = stored_bytes(&layer.data)?;
+            if let Some(known) = memo.and_then(|m| m.get(&stamp, algorithm)) {
                 // The remembered digest is checked against the name as a computed one is.
                 return check_stored(&layer.data, stamp.len(), &known).map(Some);
             }
-            let mut stored = stored;
+            let mut stored = Hashing::new(stored, algorithm);
             let (read, computed) = stored.drain().map_err(io(&layer.data.location()))?;
             let key = check_stored(&layer.data, read, &computed)?;
-            remember(memo, &stored, &stamp, &computed);
+            remember(memo, stored.get_ref().get_ref(), &stamp, &computed);
             Ok(Some(key))
         }
         LayerData::Dir(_) | LayerData::StoreDir { .. } => Ok(None),
@@ -344,11 +335,11 @@ pub(crate) fn layer_key_with(
 /// checked against the digest the layer is named by; none otherwise (nothing is read, and a
 /// layer that cannot be opened is left for the read that names the error).
 pub(crate) fn remembered_key(layer: &Layer, memo: &DigestMemo) -> Option<ContentKey> {
-    let LayerData::Tar { digest, .. } = &layer.data else {
+    if !matches!(layer.data, LayerData::Tar { .. }) {
         return None;
-    };
-    let (_, stamp) = stored_bytes(&layer.data).ok()?;
-    let known = memo.get(&stamp, key_algorithm(digest.as_ref()))?;
+    }
+    let (_, stamp, algorithm) = stored_bytes(&layer.data).ok()?;
+    let known = memo.get(&stamp, algorithm)?;
     check_stored(&layer.data, stamp.len(), &known).ok()
 }
 
@@ -397,9 +388,10 @@ fn walk_tar(
     visit: &mut Visit<'_>,
 ) -> Result<ContentKey, SourceError> {
     let file = &layer.data.location();
-    // Every stored byte passes the hash once, whether the decoder reads it or not.
-    let (stored, stamp) = stored_bytes(&layer.data)?;
-    let stored = Rc::new(RefCell::new(stored));
+    // Every stored byte passes the hash once, whether the decoder reads it or not; the hash
+    // runs on its own thread while this one decodes.
+    let (stored, stamp, algorithm) = stored_bytes(&layer.data)?;
+    let stored = Rc::new(RefCell::new(HashingAside::new(stored, algorithm)));
     {
         let mut head = BufReader::with_capacity(256 * 1024, Shared(Rc::clone(&stored)));
         let magic = {
@@ -452,7 +444,7 @@ fn walk_tar(
         .into_inner();
     let (read, computed) = stored.drain().map_err(io(file))?;
     let key = check_stored(&layer.data, read, &computed)?;
-    remember(memo, &stored, &stamp, &computed);
+    remember(memo, stored.get_ref().get_ref(), &stamp, &computed);
     Ok(key)
 }
 
