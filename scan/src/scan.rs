@@ -608,8 +608,8 @@ mod tests {
             artifact: Artifact {
                 name: "fixture".into(),
                 kind: ArtifactKind::ContainerImage,
-                image_id: None,
                 diff_ids: (0..6).map(|i| format!("sha256:{i:064x}")).collect(),
+                ..Artifact::default()
             },
             layers,
         }
