@@ -1,12 +1,12 @@
 //! `Report::generate(&Inventory, &AdvisoryIndex, &Policy) -> Report`: matching, severity
 //! filtering, ignore rules and the block decision. Pure: no I/O, no clock.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use crate::advisory::index::CvssRating;
-use crate::advisory::{AdvisoryIndex, Vuln};
+use crate::advisory::vendor::{Cvss, DataSource, data_source};
+use crate::advisory::{AdvisoryIndex, Match, Vuln};
 use crate::inventory::{Artifact, Inventory, LayerRef, Os, Package, PkgType};
 use crate::policy::Policy;
 use crate::severity::{Severity, Status};
@@ -26,22 +26,25 @@ pub struct Finding {
     pub installed_version: String,
     /// Fixed versions, ", "-joined like Trivy; empty when none.
     pub fixed_version: String,
-    /// fixed / affected.
+    /// `fixed` exactly when a fixed version is known, `affected` otherwise (Trivy's rule).
     pub status: Status,
     /// The severity used by the policy.
     pub severity: Severity,
-    /// Where that severity came from.
+    /// The vendor whose rating that is; `None` when Trivy would name none either (a rating
+    /// borrowed from another vendor).
     pub severity_source: Option<String>,
+    /// Every vendor's rating (Trivy's `VendorSeverity`).
+    pub vendor_severity: BTreeMap<String, Severity>,
     /// Summary.
     pub title: Option<String>,
     /// Description.
     pub description: Option<String>,
-    /// Links, advisory first.
+    /// Links, sorted.
     pub references: Vec<String>,
-    /// CVSS, when known.
-    pub cvss: Option<CvssRating>,
-    /// OSV ecosystem the advisory came from.
-    pub data_source: String,
+    /// Every vendor's CVSS (Trivy's `CVSS`).
+    pub cvss: BTreeMap<String, Cvss>,
+    /// Whose data matched, as Trivy names it.
+    pub data_source: DataSource,
     /// Published date.
     pub published: Option<String>,
     /// Last modified.
@@ -57,19 +60,39 @@ pub struct Finding {
 }
 
 impl Finding {
-    /// The URL reports link to first.
+    /// The URL reports link to first, by Trivy's rule (`getPrimaryURL`): a page per id kind,
+    /// else the first reference on the vendor's own site, else none.
     pub fn primary_url(&self) -> String {
-        match self.id.split('-').next() {
-            Some("CVE") => format!(
-                "https://avd.aquasec.com/nvd/{}",
-                self.id.to_ascii_lowercase()
-            ),
-            Some("GHSA") => format!("https://github.com/advisories/{}", self.id),
-            _ => self
-                .references
-                .first()
-                .cloned()
-                .unwrap_or_else(|| format!("https://osv.dev/vulnerability/{}", self.id)),
+        let id = &self.id;
+        match id.split('-').next() {
+            Some("CVE") => format!("https://avd.aquasec.com/nvd/{}", id.to_ascii_lowercase()),
+            Some("RUSTSEC") => format!("https://osv.dev/vulnerability/{id}"),
+            Some("GHSA") => format!("https://github.com/advisories/{id}"),
+            Some("TEMP") => format!("https://security-tracker.debian.org/tracker/{id}"),
+            _ => {
+                let sites: &[&str] = match self.data_source.id.as_str() {
+                    "debian" => &["http://www.debian.org", "https://www.debian.org"],
+                    "ubuntu" => &["http://www.ubuntu.com", "https://usn.ubuntu.com"],
+                    "redhat-oval" => &["https://access.redhat.com"],
+                    "suse-cvrf" => &["http://lists.opensuse.org", "https://lists.opensuse.org"],
+                    _ => &[],
+                };
+                sites
+                    .iter()
+                    .find_map(|site| self.references.iter().find(|r| r.starts_with(site)))
+                    .cloned()
+                    .unwrap_or_default()
+            }
+        }
+    }
+
+    /// A page about the finding for reports that need one: the primary URL, else OSV's.
+    pub fn link(&self) -> String {
+        let primary = self.primary_url();
+        if primary.is_empty() {
+            format!("https://osv.dev/vulnerability/{}", self.id)
+        } else {
+            primary
         }
     }
 
@@ -133,6 +156,50 @@ fn same_vuln(a: &Vuln, b: &Finding) -> bool {
     b.ids().iter().any(|id| a.is_named(id))
 }
 
+/// The finding `m` makes of package `pi` under the id `reported`.
+fn finding(m: &Match<'_>, reported: &str, pi: usize, pkg: &Package, purl: &str) -> Finding {
+    let mut aliases: Vec<String> = std::iter::once(&m.vuln.id)
+        .chain(&m.vuln.aliases)
+        .filter(|a| *a != reported)
+        .cloned()
+        .collect();
+    aliases.dedup();
+    let (severity, severity_source) = m.severity(reported);
+    let mut vendor_severity = m.vuln.ratings.severity.clone();
+    // A distribution's rating of the package itself shows as that vendor's, as in Trivy.
+    if let (Some(rating), Some(source)) = (m.package_rating, &severity_source) {
+        vendor_severity.insert(source.clone(), rating);
+    }
+    let fixed_version = m.fixed.join(", ");
+    Finding {
+        id: reported.to_owned(),
+        aliases,
+        package: pi,
+        pkg_name: pkg.name.clone(),
+        installed_version: pkg.version.clone(),
+        status: if fixed_version.is_empty() {
+            Status::Affected
+        } else {
+            Status::Fixed
+        },
+        fixed_version,
+        severity,
+        severity_source,
+        vendor_severity,
+        title: m.vuln.summary.clone(),
+        description: m.vuln.details.clone(),
+        references: m.vuln.references.clone(),
+        cvss: m.vuln.ratings.cvss.clone(),
+        data_source: data_source(m.data_source_id(), m.ecosystem),
+        published: m.vuln.published.clone(),
+        modified: m.vuln.modified.clone(),
+        purl: purl.to_owned(),
+        path: pkg.path.clone(),
+        layer: pkg.layer.clone(),
+        pkg_type: pkg.kind,
+    }
+}
+
 impl Report {
     /// Matches every package of `inv` against `index` and applies `policy`.
     pub fn generate(inv: &Inventory, index: &AdvisoryIndex, policy: &Policy) -> Self {
@@ -151,57 +218,44 @@ impl Report {
             if pkg.kind.is_os() && pkg.third_party {
                 continue;
             }
-            let (matches, w) = index.matches(pkg, os);
+            let (mut matches, w) = index.matches(pkg, os);
             warnings.extend(w);
+            // Where GitHub and another database (PyPA, RustSec) describe the same
+            // vulnerability, GitHub's record speaks for it, as it is Trivy's source.
+            matches.sort_by_key(|m| m.vuln.vendor != "ghsa");
             let purl = pkg.purl(os);
             let mut mine: Vec<Finding> = Vec::new();
-            for m in matches {
-                // The same vulnerability under two records (GHSA and PYSEC, say) is one finding.
-                if mine.iter().any(|f| same_vuln(m.vuln, f)) {
-                    continue;
+            for m in &matches {
+                for reported in m.vuln.reported_ids() {
+                    // The same vulnerability under two records (GHSA and PYSEC, say) is one
+                    // finding.
+                    if mine
+                        .iter()
+                        .any(|f| f.id == reported || same_vuln(m.vuln, f))
+                    {
+                        continue;
+                    }
+                    mine.push(finding(m, reported, pi, pkg, &purl));
                 }
-                let primary = m.vuln.primary_id().to_owned();
-                let mut aliases: Vec<String> = std::iter::once(m.vuln.id.clone())
-                    .chain(m.vuln.aliases.iter().cloned())
-                    .filter(|a| *a != primary)
-                    .collect();
-                aliases.dedup();
-                mine.push(Finding {
-                    id: primary,
-                    aliases,
-                    package: pi,
-                    pkg_name: pkg.name.clone(),
-                    installed_version: pkg.version.clone(),
-                    fixed_version: m.fixed.join(", "),
-                    status: if m.fixed.is_empty() {
-                        Status::Affected
-                    } else {
-                        Status::Fixed
-                    },
-                    severity: m.severity,
-                    severity_source: m.severity_source.clone(),
-                    title: m.vuln.summary.clone(),
-                    description: m.vuln.details.clone(),
-                    references: m.vuln.references.clone(),
-                    cvss: m.vuln.cvss.clone(),
-                    data_source: m.ecosystem.to_owned(),
-                    published: m.vuln.published.clone(),
-                    modified: m.vuln.modified.clone(),
-                    purl: purl.clone(),
-                    path: pkg.path.clone(),
-                    layer: pkg.layer.clone(),
-                    pkg_type: pkg.kind,
-                });
             }
             all.extend(mine);
         }
         let severities: BTreeSet<Severity> = policy.severities.iter().copied().collect();
+        // `--ignore-unfixed` is shorthand for ignoring every status but `fixed`; Trivy drops it
+        // when statuses are given explicitly, and says so.
+        let ignore_unfixed = policy.ignore_unfixed && policy.ignore_statuses.is_empty();
+        if policy.ignore_unfixed && !ignore_unfixed {
+            warnings.push(
+                "ignore-unfixed is not applied because ignore-status is given (as in Trivy); add the unfixed statuses to ignore-status instead"
+                    .to_owned(),
+            );
+        }
         let mut findings = Vec::new();
         let mut suppressed = Vec::new();
         for f in all {
             let reason = if !severities.contains(&f.severity) {
                 Some(Suppression::Severity)
-            } else if policy.ignore_unfixed && f.fixed_version.is_empty() {
+            } else if ignore_unfixed && f.status != Status::Fixed {
                 Some(Suppression::Unfixed)
             } else if policy.ignore_statuses.contains(&f.status) {
                 Some(Suppression::Status)
@@ -369,8 +423,9 @@ mod tests {
         let ghsa = r
             .findings
             .iter()
-            .find(|f| f.aliases.contains(&"CVE-2099-0002".to_owned()) || f.id == "GHSA-fake-0001")
-            .unwrap();
+            .find(|f| f.id == "CVE-2099-0002")
+            .expect("a GHSA with a CVE alias is reported under the CVE, as trivy-db does");
+        assert!(ghsa.aliases.contains(&"GHSA-fake-0001".to_owned()));
         assert_eq!(
             ghsa.severity,
             Severity::Medium,
@@ -422,5 +477,68 @@ mod tests {
         p.ignore = IgnoreList::default();
         p.ignore_statuses = vec![Status::Affected];
         assert!(!Report::generate(&inv, &idx, &p).blocked);
+    }
+
+    #[test]
+    fn ignore_status_overrides_ignore_unfixed_as_in_trivy() {
+        let (inv, idx) = fixture();
+        let mut p = Policy::report_all(date!(2026 - 11 - 23));
+        p.ignore_unfixed = true;
+        p.ignore_statuses = vec![Status::WillNotFix];
+        let r = Report::generate(&inv, &idx, &p);
+        assert!(
+            r.findings.iter().any(|f| f.status == Status::Affected),
+            "an unfixed finding stays when ignore-status is given"
+        );
+        assert!(
+            r.warnings
+                .iter()
+                .any(|w| w.contains("ignore-unfixed is not applied")),
+            "{:?}",
+            r.warnings
+        );
+    }
+
+    #[test]
+    fn primary_urls_follow_trivys_rules() {
+        let (inv, idx) = fixture();
+        let r = Report::generate(&inv, &idx, &Policy::report_all(date!(2026 - 11 - 23)));
+        let mut f = r.findings[0].clone();
+        let mut url = |id: &str, source: &str, refs: &[&str]| {
+            f.id = id.to_owned();
+            f.data_source.id = source.to_owned();
+            f.references = refs.iter().map(|r| (*r).to_owned()).collect();
+            f.primary_url()
+        };
+        assert_eq!(
+            url("CVE-2099-1", "debian", &[]),
+            "https://avd.aquasec.com/nvd/cve-2099-1"
+        );
+        assert_eq!(
+            url("RUSTSEC-2099-1", "osv", &[]),
+            "https://osv.dev/vulnerability/RUSTSEC-2099-1"
+        );
+        assert_eq!(
+            url("TEMP-0001-1", "debian", &[]),
+            "https://security-tracker.debian.org/tracker/TEMP-0001-1"
+        );
+        assert_eq!(
+            url(
+                "DSA-1-1",
+                "debian",
+                &[
+                    "https://example.com/x",
+                    "https://www.debian.org/security/dsa-1"
+                ]
+            ),
+            "https://www.debian.org/security/dsa-1",
+            "the first reference on the vendor's own site"
+        );
+        assert_eq!(
+            url("PYSEC-2099-1", "osv", &["https://example.com/x"]),
+            "",
+            "else none"
+        );
+        assert_eq!(f.link(), "https://osv.dev/vulnerability/PYSEC-2099-1");
     }
 }

@@ -45,7 +45,7 @@ fn vulnerability(f: &Finding, r: &Report) -> Value {
     if name.chars().count() > 255 {
         name = name.chars().take(254).collect::<String>() + "…";
     }
-    let mut identifiers = vec![identifier(&f.id, &f.primary_url())];
+    let mut identifiers = vec![identifier(&f.id, &f.link())];
     identifiers.extend(
         f.aliases
             .iter()
@@ -57,7 +57,7 @@ fn vulnerability(f: &Finding, r: &Report) -> Value {
     } else {
         format!("Upgrade {} to {}", f.pkg_name, f.fixed_version)
     };
-    let mut links = vec![json!({"url": f.primary_url()})];
+    let mut links = vec![json!({"url": f.link()})];
     links.extend(
         f.references
             .iter()

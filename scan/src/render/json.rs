@@ -30,42 +30,90 @@ fn target(p: &Package, r: &Report) -> (String, &'static str, &'static str) {
     }
 }
 
-fn vuln(f: &Finding) -> Value {
-    let mut v = json!({
-        "VulnerabilityID": f.id,
-        "PkgName": f.pkg_name,
-        "PkgPath": f.path,
-        "PkgIdentifier": {"PURL": f.purl},
-        "InstalledVersion": f.installed_version,
-        "FixedVersion": f.fixed_version,
-        "Status": f.status.as_str(),
-        "SeveritySource": f.severity_source,
-        "PrimaryURL": f.primary_url(),
-        "DataSource": {"ID": "osv", "Name": f.data_source},
-        "Title": f.title,
-        "Description": f.description,
-        "Severity": f.severity.as_str(),
-        "References": f.references,
-        "PublishedDate": f.published,
-        "LastModifiedDate": f.modified,
-        "VendorIDs": f.aliases,
-    });
-    if let Some(l) = &f.layer {
-        v["Layer"] = json!({"DiffID": l.diff_id});
-    }
-    if let Some(c) = &f.cvss {
-        v["CVSS"] = json!({"osv": {format!("{}Vector", c.version): c.vector, format!("{}Score", c.version): c.score}});
-    }
-    v
+/// A finding as Trivy's `DetectedVulnerability`: empty fields are left out, as Trivy's
+/// `omitempty` does.
+pub fn vuln(f: &Finding) -> Value {
+    let mut v = serde_json::Map::new();
+    let mut put = |k: &str, val: Value| {
+        let empty = match &val {
+            Value::Null => true,
+            Value::String(s) => s.is_empty(),
+            Value::Array(a) => a.is_empty(),
+            Value::Object(o) => o.is_empty(),
+            _ => false,
+        };
+        if !empty {
+            v.insert(k.to_owned(), val);
+        }
+    };
+    put("VulnerabilityID", json!(f.id));
+    // A distribution's OSV wrapper id (DEBIAN-CVE-…) is no vendor's id of the vulnerability.
+    let vendor_ids: Vec<&String> = f
+        .aliases
+        .iter()
+        .filter(|a| {
+            !["DEBIAN-CVE-", "UBUNTU-CVE-", "ALPINE-CVE-"]
+                .iter()
+                .any(|p| a.starts_with(p))
+        })
+        .collect();
+    put("VendorIDs", json!(vendor_ids));
+    put("PkgName", json!(f.pkg_name));
+    put("PkgPath", json!(f.path));
+    put("PkgIdentifier", json!({"PURL": f.purl}));
+    put("InstalledVersion", json!(f.installed_version));
+    put("FixedVersion", json!(f.fixed_version));
+    put("Status", json!(f.status.as_str()));
+    put(
+        "Layer",
+        f.layer
+            .as_ref()
+            .map_or(Value::Null, |l| json!({"DiffID": l.diff_id})),
+    );
+    put("SeveritySource", json!(f.severity_source));
+    put("PrimaryURL", json!(f.primary_url()));
+    put("DataSource", json!(f.data_source));
+    put("Title", json!(f.title));
+    put("Description", json!(f.description));
+    put("Severity", json!(f.severity.as_str()));
+    put(
+        "VendorSeverity",
+        json!(
+            f.vendor_severity
+                .iter()
+                .map(|(k, s)| (k.clone(), s.as_int()))
+                .collect::<BTreeMap<_, _>>()
+        ),
+    );
+    put("CVSS", json!(f.cvss));
+    put("References", json!(f.references));
+    put("PublishedDate", json!(f.published));
+    put("LastModifiedDate", json!(f.modified));
+    Value::Object(v)
+}
+
+/// Trivy's order of findings in a result (`BySeverity`): package name, installed version,
+/// most severe first, id, path.
+fn trivy_order(a: &Finding, b: &Finding) -> std::cmp::Ordering {
+    (&a.pkg_name, &a.installed_version)
+        .cmp(&(&b.pkg_name, &b.installed_version))
+        .then(b.severity.cmp(&a.severity))
+        .then_with(|| (&a.id, &a.path).cmp(&(&b.id, &b.path)))
 }
 
 /// Renders the report.
 pub fn render(r: &Report, ctx: &RenderContext) -> Value {
-    // (target, class, type) → (packages, vulns, modified)
-    type Group = (Vec<Value>, Vec<Value>, Vec<Value>);
-    let mut groups: BTreeMap<(String, &str, &str), Group> = BTreeMap::new();
+    // (OS result first, target, class, type) → (packages, findings, modified), so results come
+    // in Trivy's order: the OS's, then the others by target.
+    type Key = (bool, String, &'static str, &'static str);
+    type Group<'a> = (Vec<Value>, Vec<&'a Finding>, Vec<Value>);
+    let key = |p: &Package| {
+        let (t, class, ty) = target(p, r);
+        (!p.kind.is_os(), t, class, ty)
+    };
+    let mut groups: BTreeMap<Key, Group<'_>> = BTreeMap::new();
     for p in &r.packages {
-        let g = groups.entry(target(p, r)).or_default();
+        let g = groups.entry(key(p)).or_default();
         let mut pv = json!({"Name": p.name, "Version": p.version, "FilePath": p.path, "Identifier": {"PURL": p.purl(r.os.as_ref())}});
         if let Some(l) = &p.layer {
             pv["Layer"] = json!({"DiffID": l.diff_id});
@@ -77,33 +125,32 @@ pub fn render(r: &Report, ctx: &RenderContext) -> Value {
     }
     for f in &r.findings {
         groups
-            .entry(target(&r.packages[f.package], r))
+            .entry(key(&r.packages[f.package]))
             .or_default()
             .1
-            .push(vuln(f));
+            .push(f);
     }
     for s in &r.suppressed {
-        let (source, statement) = match &s.reason {
-            Suppression::Ignored { source, statement } => (source.clone(), statement.clone()),
-            other => (
-                format!(
-                    "policy:{}",
-                    serde_json::to_value(other)
-                        .ok()
-                        .and_then(|v| v["kind"].as_str().map(str::to_owned))
-                        .unwrap_or_default()
-                ),
-                None,
-            ),
+        // Trivy lists only what an ignore rule or statement set aside; findings below the
+        // reported severities or of an ignored status are dropped without a trace.
+        let (status, source, statement) = match &s.reason {
+            Suppression::Severity | Suppression::Unfixed | Suppression::Status => continue,
+            Suppression::Ignored { source, statement } => ("ignored", source, statement),
         };
-        groups.entry(target(&r.packages[s.finding.package], r)).or_default().2.push(json!({
-            "Type": "vulnerability", "Status": "ignored", "Source": source, "Statement": statement, "Finding": vuln(&s.finding),
+        groups.entry(key(&r.packages[s.finding.package])).or_default().2.push(json!({
+            "Type": "vulnerability", "Status": status, "Statement": statement.clone().unwrap_or_default(),
+            "Source": source, "Finding": vuln(&s.finding),
         }));
     }
     let results: Vec<Value> = groups
         .into_iter()
-        .map(|((t, class, ty), (pkgs, vulns, modified))| {
-            let mut v = json!({"Target": t, "Class": class, "Type": ty, "Packages": pkgs, "Vulnerabilities": vulns});
+        .map(|((_, t, class, ty), (pkgs, mut findings, modified))| {
+            findings.sort_by(|a, b| trivy_order(a, b));
+            let vulns: Vec<Value> = findings.into_iter().map(vuln).collect();
+            let mut v = json!({"Target": t, "Class": class, "Type": ty, "Packages": pkgs});
+            if !vulns.is_empty() {
+                v["Vulnerabilities"] = json!(vulns);
+            }
             if !modified.is_empty() {
                 v["ExperimentalModifiedFindings"] = json!(modified);
             }

@@ -114,19 +114,27 @@ fn both_sboms(format: &str, ours: Format) -> (serde_json::Value, serde_json::Val
     let d = tempfile::tempdir().unwrap();
     let image = support::docker_archive(d.path());
     let theirs = run_trivy(&image, &d.path().join("trivy-cache"), format, &[]);
-    let (inv, _) = scan::scan_path(&image, "x", None).unwrap();
+    (berth_doc(&image, &Default::default(), ours), theirs)
+}
+
+/// berth's report of `image` in `format`, every finding of `index` reported.
+fn berth_doc(
+    image: &std::path::Path,
+    index: &berth_scan::advisory::AdvisoryIndex,
+    format: Format,
+) -> serde_json::Value {
+    let (inv, _) = scan::scan_path(image, "x", None).unwrap();
     let r = Report::generate(
         &inv,
-        &Default::default(),
+        index,
         &berth_scan::policy::Policy::report_all(date!(2026 - 11 - 23)),
     );
-    let ours = serde_json::from_str(&render::render(
+    serde_json::from_str(&render::render(
         &r,
-        ours,
+        format,
         &RenderContext::new(datetime!(2026-11-23 0:00 UTC)),
     ))
-    .unwrap();
-    (ours, theirs)
+    .unwrap()
 }
 
 /// Asserts berth's and Trivy's sets are equal, naming what only one of them has.
@@ -218,33 +226,47 @@ json.dump({"Version": 1, "NextUpdate": "2099-01-01T00:00:00Z", "UpdatedAt": "202
            "DownloadedAt": "2026-11-20T00:00:00Z"}, open(os.path.join(java, "metadata.json"), "w"))
 "#;
 
-/// The advisories of `reports::RECORDS`, written the way trivy-db stores them.
+/// The advisories of `reports::RECORDS`, written the way trivy-db stores them: one
+/// vulnerability entry per CVE (a GHSA's own id becomes a vendor id), each vendor's rating
+/// under its source id plus the deprecated `Severity` (the first vendor's in trivy-db's
+/// order), Debian's urgency on the package's advisory.
 fn trivy_spec() -> serde_json::Value {
-    let src = |id: &str, name: &str| serde_json::json!({"ID": id, "Name": name, "URL": "https://example.invalid"});
+    let src =
+        |id: &str, name: &str, url: &str| serde_json::json!({"ID": id, "Name": name, "URL": url});
+    let critical = "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H";
     serde_json::json!({
         "data-source": {
-            "debian 12": src("debian", "Debian Security Tracker"),
-            "npm::GitHub Security Advisory npm": src("ghsa", "GitHub Security Advisory npm"),
-            "pip::Open Source Vulnerabilities PyPI": src("osv", "OSV PyPI"),
-            "cargo::Open Source Vulnerabilities crates.io": src("osv", "OSV crates.io"),
+            "debian 12": src("debian", "Debian Security Tracker", "https://salsa.debian.org/security-tracker-team/security-tracker"),
+            "npm::GitHub Security Advisory npm": src("ghsa", "GitHub Security Advisory npm", "https://github.com/advisories?query=type%3Areviewed+ecosystem%3Anpm"),
+            "pip::Open Source Vulnerabilities PyPI": src("osv", "Open Source Vulnerabilities PyPI", "https://osv.dev/"),
+            "cargo::Open Source Vulnerabilities crates.io": src("osv", "Open Source Vulnerabilities crates.io", "https://osv.dev/"),
         },
         "vulnerability": {
-            "CVE-2099-0001": {"Title": "glibc", "VendorSeverity": {"debian": 1}},
-            "CVE-2099-0005": {"Title": "bash"},
-            "GHSA-fake-0001": {"Title": "minimist", "VendorSeverity": {"ghsa": 4}},
-            "PYSEC-2099-7": {"Title": "urllib3", "VendorSeverity": {"osv": 2}},
-            "RUSTSEC-2099-0001": {"Title": "smallvec", "VendorSeverity": {"osv": 3}},
+            "CVE-2099-0001": {"Severity": "CRITICAL", "Title": "glibc: buffer overflow in a fake function", "VendorSeverity": {"nvd": 4},
+                "CVSS": {"nvd": {"V3Vector": critical, "V3Score": 9.8}}},
+            "CVE-2099-0005": {"Severity": "MEDIUM", "VendorSeverity": {"ghsa": 2}},
+            "CVE-2099-0010": {"Severity": "CRITICAL", "Title": "minimist prototype pollution (fake)", "Description": "Long description.",
+                "References": ["https://example.com/minimist", "https://github.com/advisories/GHSA-fake-0001"],
+                "VendorSeverity": {"ghsa": 4}, "CVSS": {"ghsa": {"V3Vector": critical, "V3Score": 9.8}}},
+            "CVE-2099-0020": {"Severity": "MEDIUM", "VendorSeverity": {"osv": 2},
+                "CVSS": {"osv": {"V3Vector": "CVSS:3.1/AV:N/AC:H/PR:N/UI:R/S:U/C:L/I:L/A:N", "V3Score": 4.2}}},
+            "CVE-2099-0030": {"Severity": "HIGH", "VendorSeverity": {"osv": 3},
+                "CVSS": {"osv": {"V3Vector": "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:N/I:N/A:H", "V3Score": 7.5}}},
         },
         "buckets": {
             "debian 12": {
-                "glibc": {"CVE-2099-0001": {"FixedVersion": "2.36-9+deb12u15"}},
+                "glibc": {"CVE-2099-0001": {"FixedVersion": "2.36-9+deb12u15", "Severity": 1}},
                 "bash": {"CVE-2099-0005": {"Status": 2}},
             },
-            "npm::GitHub Security Advisory npm": {"minimist": {"GHSA-fake-0001": {
-                "VulnerableVersions": ["<0.2.4", ">=1.0.0, <1.2.6"], "PatchedVersions": ["0.2.4", "1.2.6"]}}},
-            "pip::Open Source Vulnerabilities PyPI": {"urllib3": {"PYSEC-2099-7": {
+            "npm::GitHub Security Advisory npm": {
+                "minimist": {"CVE-2099-0010": {"VendorIDs": ["GHSA-fake-0001"],
+                    "VulnerableVersions": ["<0.2.4", ">=1.0.0, <1.2.6"], "PatchedVersions": ["0.2.4", "1.2.6"]}},
+                "left-pad": {"CVE-2099-0005": {"VendorIDs": ["GHSA-fake-0005"],
+                    "VulnerableVersions": ["<1.3.0"], "PatchedVersions": ["1.3.0"]}},
+            },
+            "pip::Open Source Vulnerabilities PyPI": {"urllib3": {"CVE-2099-0020": {"VendorIDs": ["PYSEC-2099-7"],
                 "VulnerableVersions": [">=1.26.0, <1.26.5"], "PatchedVersions": ["1.26.5"]}}},
-            "cargo::Open Source Vulnerabilities crates.io": {"smallvec": {"RUSTSEC-2099-0001": {
+            "cargo::Open Source Vulnerabilities crates.io": {"smallvec": {"CVE-2099-0030": {"VendorIDs": ["RUSTSEC-2099-0001"],
                 "VulnerableVersions": [">=0.6.3, <1.6.1"], "PatchedVersions": ["1.6.1"]}}},
         },
     })
@@ -302,63 +324,97 @@ fn trivy_with_db_on(
     (image, theirs)
 }
 
-/// Same advisories, same image: berth and Trivy report the same (id, package, installed
-/// version, severity) and the same fixed versions, every one Trivy lists.
+/// The fields of Trivy's `DetectedVulnerability` that carry a decision (severity and whose it
+/// is, every vendor's rating, status, fixed versions, ids, data source, primary URL), per
+/// finding.
+const DECIDED: [&str; 11] = [
+    "VulnerabilityID",
+    "PkgName",
+    "InstalledVersion",
+    "FixedVersion",
+    "Status",
+    "Severity",
+    "SeveritySource",
+    "VendorSeverity",
+    "VendorIDs",
+    "DataSource",
+    "PrimaryURL",
+];
+
+/// Every vulnerability of a Trivy-style JSON report, over all results.
+fn json_vulns(report: &serde_json::Value) -> impl Iterator<Item = serde_json::Value> + '_ {
+    report["Results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["Vulnerabilities"].as_array().cloned().unwrap_or_default())
+}
+
+fn decided(report: &serde_json::Value) -> BTreeSet<String> {
+    json_vulns(report)
+        .map(|v| {
+            let picked: serde_json::Map<String, serde_json::Value> = DECIDED
+                .iter()
+                .filter_map(|k| v.get(*k).map(|x| ((*k).to_owned(), x.clone())))
+                .collect();
+            serde_json::Value::Object(picked).to_string()
+        })
+        .collect()
+}
+
+/// Same advisories, same image: berth's JSON report and Trivy's carry the same decisions for
+/// every finding: severity and the vendor named for it (Debian's urgency, GitHub's rating, a
+/// rating borrowed from another vendor and named by no one), every vendor's rating, status,
+/// every fixed version Trivy lists, ids, data source and primary URL.
 #[test]
 fn trivy_agrees_on_findings() {
     let d = tempfile::tempdir().unwrap();
     let (image, theirs) = trivy_with_db(&trivy_spec(), d.path());
-    let mut trivy_rows = BTreeSet::new();
-    let mut trivy_fixed = std::collections::BTreeMap::new();
-    for r in theirs["Results"].as_array().unwrap() {
-        for v in r["Vulnerabilities"].as_array().into_iter().flatten() {
-            let key = (
-                v["VulnerabilityID"].as_str().unwrap().to_owned(),
-                v["PkgName"].as_str().unwrap().to_owned(),
-                v["InstalledVersion"].as_str().unwrap().to_owned(),
-                v["Severity"].as_str().unwrap().to_owned(),
-            );
-            trivy_fixed.insert(
-                key.clone(),
-                v["FixedVersion"].as_str().unwrap_or_default().to_owned(),
-            );
-            trivy_rows.insert(key);
-        }
-    }
+    let ours = berth_doc(&image, &crate::reports::index(), Format::Json);
+    let (ours, theirs) = (decided(&ours), decided(&theirs));
+    assert_eq!(ours.len(), 5, "{ours:#?}");
+    assert_same(&ours, &theirs);
+}
 
-    let (inv, _) = scan::scan_path(&image, "x", None).unwrap();
-    let r = Report::generate(
-        &inv,
-        &crate::reports::index(),
-        &berth_scan::policy::Policy::report_all(date!(2026 - 11 - 23)),
-    );
-    let ours: BTreeSet<(String, String, String, String)> = r
-        .findings
+/// The vulnerabilities of a CycloneDX document, each as (id, source, ratings, advisories,
+/// recommendation).
+fn cdx_vulns(doc: &serde_json::Value) -> BTreeSet<String> {
+    doc["vulnerabilities"]
+        .as_array()
+        .unwrap()
         .iter()
-        .map(|f| {
-            (
-                f.id.clone(),
-                f.pkg_name.clone(),
-                f.installed_version.clone(),
-                f.severity.as_str().to_owned(),
-            )
+        .map(|v| {
+            serde_json::json!([
+                v["id"],
+                v["source"],
+                v["ratings"],
+                v["advisories"],
+                v["recommendation"]
+            ])
+            .to_string()
         })
-        .collect();
-    assert_eq!(ours.len(), 5);
-    assert_same(&ours, &trivy_rows);
-    for f in &r.findings {
-        let key = (
-            f.id.clone(),
-            f.pkg_name.clone(),
-            f.installed_version.clone(),
-            f.severity.as_str().to_owned(),
-        );
-        assert_eq!(
-            f.fixed_version, trivy_fixed[&key],
-            "{}: fixed versions differ from Trivy's",
-            f.id
-        );
-    }
+        .collect()
+}
+
+/// Same advisories, same image: berth's CycloneDX vulnerabilities carry Trivy's ratings (one
+/// per vendor and CVSS version, ordered), source, advisories and recommendation.
+#[test]
+fn trivy_agrees_on_cyclonedx_ratings() {
+    let d = tempfile::tempdir().unwrap();
+    let (image, _) = trivy_with_db(&trivy_spec(), d.path());
+    let theirs = run_trivy(
+        &image,
+        &d.path().join("trivy-cache"),
+        "cyclonedx",
+        &[
+            "--skip-db-update",
+            "--skip-java-db-update",
+            "--scanners",
+            "vuln",
+        ],
+    );
+    let ours = berth_doc(&image, &crate::reports::index(), Format::CycloneDx);
+    assert_same(&cdx_vulns(&ours), &cdx_vulns(&theirs));
 }
 
 /// `berth scan sbom` and `trivy sbom` on the same CycloneDX SBOM (berth's own, of the fixture
@@ -598,11 +654,7 @@ fn assert_same_hits(
 
 /// (id, package) of every vulnerability in a Trivy JSON report.
 fn trivy_hits(report: &serde_json::Value) -> BTreeSet<(String, String)> {
-    report["Results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|r| r["Vulnerabilities"].as_array().cloned().unwrap_or_default())
+    json_vulns(report)
         .map(|v| {
             (
                 v["VulnerabilityID"].as_str().unwrap().to_owned(),
