@@ -30,7 +30,8 @@ fn target(p: &Package, r: &Report) -> (String, &'static str, &'static str) {
     }
 }
 
-fn vuln(f: &Finding) -> Value {
+/// A finding as Trivy's `DetectedVulnerability` JSON (also the input of a Rego ignore policy).
+pub(crate) fn vuln(f: &Finding) -> Value {
     let mut v = json!({
         "VulnerabilityID": f.id,
         "PkgName": f.pkg_name,
@@ -83,9 +84,29 @@ pub fn render(r: &Report, ctx: &RenderContext) -> Value {
             .push(vuln(f));
     }
     for s in &r.suppressed {
-        let (source, statement) = match &s.reason {
-            Suppression::Ignored { source, statement } => (source.clone(), statement.clone()),
+        // Trivy's `ModifiedFinding`: the ignore file and the Rego policy say `ignored`, VEX its
+        // status with the justification as the statement.
+        let (status, source, statement) = match &s.reason {
+            Suppression::Ignored { source, statement } => {
+                ("ignored", source.clone(), statement.clone())
+            }
+            Suppression::Vex {
+                source,
+                status,
+                justification,
+                ..
+            } => (
+                status.as_str(),
+                source.clone(),
+                Some(justification.clone().unwrap_or_default()),
+            ),
+            Suppression::IgnorePolicy { source } => (
+                "ignored",
+                source.clone(),
+                Some("Filtered by Rego".to_owned()),
+            ),
             other => (
+                "ignored",
                 format!(
                     "policy:{}",
                     serde_json::to_value(other)
@@ -97,7 +118,7 @@ pub fn render(r: &Report, ctx: &RenderContext) -> Value {
             ),
         };
         groups.entry(target(&r.packages[s.finding.package], r)).or_default().2.push(json!({
-            "Type": "vulnerability", "Status": "ignored", "Source": source, "Statement": statement, "Finding": vuln(&s.finding),
+            "Type": "vulnerability", "Status": status, "Source": source, "Statement": statement, "Finding": vuln(&s.finding),
         }));
     }
     let results: Vec<Value> = groups

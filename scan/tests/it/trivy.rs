@@ -46,7 +46,7 @@ pub(crate) fn command(p: &PathBuf) -> Command {
 
 /// Runs `trivy image --input IMAGE --format FORMAT` offline with `extra` flags and returns the
 /// parsed output.
-fn run_trivy(
+pub(crate) fn run_trivy(
     image: &std::path::Path,
     cache: &std::path::Path,
     format: &str,
@@ -67,6 +67,38 @@ fn run_trivy(
     assert!(
         res.status.success(),
         "trivy failed: {}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap()
+}
+
+/// Runs `trivy sbom SBOM --format json` offline on the database in `cache`, with `extra` flags,
+/// and returns the parsed output.
+pub(crate) fn run_trivy_sbom(
+    sbom: &std::path::Path,
+    cache: &std::path::Path,
+    extra: &[&str],
+) -> serde_json::Value {
+    let out = cache.with_extension("sbom-out.json");
+    let res = command(&trivy())
+        .args([
+            "sbom",
+            "--quiet",
+            "--offline-scan",
+            "--skip-db-update",
+            "--skip-java-db-update",
+        ])
+        .args(extra)
+        .arg("--cache-dir")
+        .arg(cache)
+        .args(["--format", "json", "--output"])
+        .arg(&out)
+        .arg(sbom)
+        .output()
+        .unwrap();
+    assert!(
+        res.status.success(),
+        "trivy sbom failed: {}",
         String::from_utf8_lossy(&res.stderr)
     );
     serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap()
@@ -130,7 +162,7 @@ fn both_sboms(format: &str, ours: Format) -> (serde_json::Value, serde_json::Val
 }
 
 /// Asserts berth's and Trivy's sets are equal, naming what only one of them has.
-fn assert_same<T: Ord + std::fmt::Debug>(ours: &BTreeSet<T>, theirs: &BTreeSet<T>) {
+pub(crate) fn assert_same<T: Ord + std::fmt::Debug>(ours: &BTreeSet<T>, theirs: &BTreeSet<T>) {
     assert!(!theirs.is_empty(), "Trivy named nothing");
     assert_eq!(
         ours,
@@ -219,7 +251,7 @@ json.dump({"Version": 1, "NextUpdate": "2099-01-01T00:00:00Z", "UpdatedAt": "202
 "#;
 
 /// The advisories of `reports::RECORDS`, written the way trivy-db stores them.
-fn trivy_spec() -> serde_json::Value {
+pub(crate) fn trivy_spec() -> serde_json::Value {
     let src = |id: &str, name: &str| serde_json::json!({"ID": id, "Name": name, "URL": "https://example.invalid"});
     serde_json::json!({
         "data-source": {
@@ -260,7 +292,10 @@ fn python(tools: &std::path::Path) -> Command {
 
 /// Builds a Trivy DB from `spec`, writes the fixture image, scans it with Trivy offline and
 /// returns (image path, Trivy's JSON report).
-fn trivy_with_db(spec: &serde_json::Value, dir: &std::path::Path) -> (PathBuf, serde_json::Value) {
+pub(crate) fn trivy_with_db(
+    spec: &serde_json::Value,
+    dir: &std::path::Path,
+) -> (PathBuf, serde_json::Value) {
     trivy_with_db_on(spec, dir, &support::layers())
 }
 
@@ -402,28 +437,7 @@ fn trivy_agrees_on_an_sbom() {
         pairs(&from_image),
         "the SBOM lost findings"
     );
-    let out = d.path().join("trivy-sbom.json");
-    let res = command(&trivy())
-        .args([
-            "sbom",
-            "--quiet",
-            "--offline-scan",
-            "--skip-db-update",
-            "--skip-java-db-update",
-        ])
-        .arg("--cache-dir")
-        .arg(d.path().join("trivy-cache"))
-        .args(["--format", "json", "--output"])
-        .arg(&out)
-        .arg(&sbom)
-        .output()
-        .unwrap();
-    assert!(
-        res.status.success(),
-        "trivy sbom failed: {}",
-        String::from_utf8_lossy(&res.stderr)
-    );
-    let theirs = trivy_hits(&serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap());
+    let theirs = trivy_hits(&run_trivy_sbom(&sbom, &d.path().join("trivy-cache"), &[]));
     assert_eq!(theirs.len(), 5, "{theirs:?}");
     assert_same(&pairs(&from_sbom), &theirs);
 }
