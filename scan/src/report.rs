@@ -7,9 +7,11 @@ use serde::Serialize;
 
 use crate::advisory::vendor::{Cvss, DataSource, data_source};
 use crate::advisory::{AdvisoryIndex, Match, Vuln};
+use crate::ignore_policy::IgnorePolicy;
 use crate::inventory::{Artifact, Inventory, LayerRef, Os, Package, PkgType};
 use crate::policy::Policy;
 use crate::severity::{Severity, Status};
+use crate::vex::{Subject, VexStatus};
 
 /// One vulnerability in one package.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -120,6 +122,22 @@ pub enum Suppression {
         /// The statement, if any.
         statement: Option<String>,
     },
+    /// A VEX statement says the package is not affected, or fixed.
+    Vex {
+        /// The document, as Trivy names it (the `--vex` path; `CycloneDX VEX`).
+        source: String,
+        /// The statement's status (`not_affected`, `fixed`).
+        status: VexStatus,
+        /// Its justification (Trivy's `Statement`).
+        justification: Option<String>,
+        /// Its free-text impact statement.
+        impact_statement: Option<String>,
+    },
+    /// The Rego ignore policy's `data.trivy.ignore` is true for it.
+    IgnorePolicy {
+        /// The policy file.
+        source: String,
+    },
 }
 
 /// A finding left out of the report, with the reason.
@@ -146,6 +164,9 @@ pub struct Report {
     pub suppressed: Vec<Suppressed>,
     /// Problems that did not stop the scan.
     pub warnings: Vec<String>,
+    /// Findings the ignore policy could not be evaluated for (they stay reported); Trivy stops
+    /// the scan on the first.
+    pub suppression_errors: Vec<String>,
     /// The severities the policy reports.
     pub severities: Vec<Severity>,
     /// True when the policy blocks the job.
@@ -252,6 +273,12 @@ impl Report {
         }
         let mut findings = Vec::new();
         let mut suppressed = Vec::new();
+        let mut suppression_errors = Vec::new();
+        let mut rego = policy.ignore_policy.as_ref().map(IgnorePolicy::evaluator);
+        // Trivy v0.74.0's order (pkg/result/filter.go): per result, severity, status and the
+        // ignore file (`filterVulnerabilities`), then the Rego ignore policy (`applyPolicy`, at the
+        // end of `FilterResult`); VEX last, over the whole report (`vex.Filter`, after every
+        // `FilterResult`). So VEX sees only what the ignore file and the policy left.
         for f in all {
             let reason = if !severities.contains(&f.severity) {
                 Some(Suppression::Severity)
@@ -268,6 +295,33 @@ impl Report {
                         statement: r.statement.clone(),
                     })
             };
+            let reason = reason.or_else(|| {
+                let evaluator = rego.as_mut()?;
+                match evaluator.ignores(&f) {
+                    Ok(true) => Some(Suppression::IgnorePolicy {
+                        source: evaluator.source().to_owned(),
+                    }),
+                    Ok(false) => None,
+                    Err(e) => {
+                        suppression_errors.push(e.to_string());
+                        None
+                    }
+                }
+            });
+            let reason = reason.or_else(|| {
+                let subject = Subject {
+                    vuln_id: &f.id,
+                    purl: &f.purl,
+                    bom_ref: inv.packages.get(f.package)?.bom_ref.as_deref(),
+                    bom: inv.artifact.bom.as_ref(),
+                };
+                policy.vex.suppression(&subject).map(|h| Suppression::Vex {
+                    source: h.source,
+                    status: h.status,
+                    justification: h.justification,
+                    impact_statement: h.impact_statement,
+                })
+            });
             match reason {
                 Some(reason) => suppressed.push(Suppressed { finding: f, reason }),
                 None => findings.push(f),
@@ -287,6 +341,7 @@ impl Report {
             findings,
             suppressed,
             warnings,
+            suppression_errors,
             severities: severities.into_iter().collect(),
             blocked,
         }

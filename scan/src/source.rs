@@ -848,6 +848,7 @@ fn open_docker(store: &dyn Store, name: &str) -> Result<Image, SourceError> {
             kind: ArtifactKind::ContainerImage,
             image_id: Some(format!("sha256:{config_hex}")),
             diff_ids: ids,
+            bom: None,
         },
         layers,
     })
@@ -916,6 +917,7 @@ fn open_oci(store: &dyn Store, name: &str) -> Result<Image, SourceError> {
                 kind: ArtifactKind::ContainerImage,
                 image_id: Some(config_digest.to_string()),
                 diff_ids: ids,
+                bom: None,
             },
             layers,
         });
@@ -960,6 +962,7 @@ pub fn open(input: &Path, name: &str) -> Result<Image, SourceError> {
                 kind: ArtifactKind::Filesystem,
                 image_id: None,
                 diff_ids: vec![],
+                bom: None,
             },
             layers: vec![Layer {
                 diff_id: None,
@@ -1129,6 +1132,7 @@ pub fn open_containers_storage_in(roots: &[&Path], image: &str) -> Result<Image,
             kind: ArtifactKind::ContainerImage,
             image_id: Some(format!("sha256:{img_id}")),
             diff_ids: out.iter().filter_map(|l| l.diff_id.clone()).collect(),
+            bom: None,
         },
         layers: out,
     })

@@ -31,22 +31,8 @@ fn target(p: &Package, r: &Report) -> (String, &'static str, &'static str) {
 }
 
 /// A finding as Trivy's `DetectedVulnerability`: empty fields are left out, as Trivy's
-/// `omitempty` does.
-pub fn vuln(f: &Finding) -> Value {
-    let mut v = serde_json::Map::new();
-    let mut put = |k: &str, val: Value| {
-        let empty = match &val {
-            Value::Null => true,
-            Value::String(s) => s.is_empty(),
-            Value::Array(a) => a.is_empty(),
-            Value::Object(o) => o.is_empty(),
-            _ => false,
-        };
-        if !empty {
-            v.insert(k.to_owned(), val);
-        }
-    };
-    put("VulnerabilityID", json!(f.id));
+/// `omitempty` does. Also the input of a Rego ignore policy, as in Trivy.
+pub(crate) fn vuln(f: &Finding) -> Value {
     // A distribution's OSV wrapper id (DEBIAN-CVE-…) is no vendor's id of the vulnerability.
     let vendor_ids: Vec<&String> = f
         .aliases
@@ -57,39 +43,53 @@ pub fn vuln(f: &Finding) -> Value {
                 .any(|p| a.starts_with(p))
         })
         .collect();
-    put("VendorIDs", json!(vendor_ids));
-    put("PkgName", json!(f.pkg_name));
-    put("PkgPath", json!(f.path));
-    put("PkgIdentifier", json!({"PURL": f.purl}));
-    put("InstalledVersion", json!(f.installed_version));
-    put("FixedVersion", json!(f.fixed_version));
-    put("Status", json!(f.status.as_str()));
-    put(
-        "Layer",
-        f.layer
-            .as_ref()
-            .map_or(Value::Null, |l| json!({"DiffID": l.diff_id})),
-    );
-    put("SeveritySource", json!(f.severity_source));
-    put("PrimaryURL", json!(f.primary_url()));
-    put("DataSource", json!(f.data_source));
-    put("Title", json!(f.title));
-    put("Description", json!(f.description));
-    put("Severity", json!(f.severity.as_str()));
-    put(
-        "VendorSeverity",
-        json!(
-            f.vendor_severity
-                .iter()
-                .map(|(k, s)| (k.clone(), s.as_int()))
-                .collect::<BTreeMap<_, _>>()
+    let vendor_severity: BTreeMap<&String, u8> = f
+        .vendor_severity
+        .iter()
+        .map(|(k, s)| (k, s.as_int()))
+        .collect();
+    omit_empty(json!({
+        "VulnerabilityID": f.id,
+        "VendorIDs": vendor_ids,
+        "PkgName": f.pkg_name,
+        "PkgPath": f.path,
+        "PkgIdentifier": {"PURL": f.purl},
+        "InstalledVersion": f.installed_version,
+        "FixedVersion": f.fixed_version,
+        "Status": f.status.as_str(),
+        "Layer": f.layer.as_ref().map(|l| json!({"DiffID": l.diff_id})),
+        "SeveritySource": f.severity_source,
+        "PrimaryURL": f.primary_url(),
+        "DataSource": f.data_source,
+        "Title": f.title,
+        "Description": f.description,
+        "Severity": f.severity.as_str(),
+        "VendorSeverity": vendor_severity,
+        "CVSS": f.cvss,
+        "References": f.references,
+        "PublishedDate": f.published,
+        "LastModifiedDate": f.modified,
+    }))
+}
+
+/// Go's `omitempty`: nulls, empty strings, arrays and objects dropped from objects, deeply.
+fn omit_empty(v: Value) -> Value {
+    match v {
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| (k, omit_empty(v)))
+                .filter(|(_, v)| match v {
+                    Value::Null => false,
+                    Value::String(s) => !s.is_empty(),
+                    Value::Array(a) => !a.is_empty(),
+                    Value::Object(o) => !o.is_empty(),
+                    _ => true,
+                })
+                .collect(),
         ),
-    );
-    put("CVSS", json!(f.cvss));
-    put("References", json!(f.references));
-    put("PublishedDate", json!(f.published));
-    put("LastModifiedDate", json!(f.modified));
-    Value::Object(v)
+        Value::Array(items) => Value::Array(items.into_iter().map(omit_empty).collect()),
+        other => other,
+    }
 }
 
 /// Trivy's order of findings in a result (`BySeverity`): package name, installed version,
@@ -131,16 +131,38 @@ pub fn render(r: &Report, ctx: &RenderContext) -> Value {
             .push(f);
     }
     for s in &r.suppressed {
-        // Trivy lists only what an ignore rule or statement set aside; findings below the
-        // reported severities or of an ignored status are dropped without a trace.
+        // Trivy's `ModifiedFinding`: the ignore file and the Rego policy say `ignored`, VEX its
+        // status with the justification as the statement. Findings below the reported
+        // severities or of an ignored status are dropped without a trace, as in Trivy.
         let (status, source, statement) = match &s.reason {
             Suppression::Severity | Suppression::Unfixed | Suppression::Status => continue,
-            Suppression::Ignored { source, statement } => ("ignored", source, statement),
+            Suppression::Ignored { source, statement } => (
+                "ignored",
+                source.clone(),
+                statement.clone().unwrap_or_default(),
+            ),
+            Suppression::Vex {
+                source,
+                status,
+                justification,
+                ..
+            } => (
+                status.as_str(),
+                source.clone(),
+                justification.clone().unwrap_or_default(),
+            ),
+            Suppression::IgnorePolicy { source } => {
+                ("ignored", source.clone(), "Filtered by Rego".to_owned())
+            }
         };
-        groups.entry(key(&r.packages[s.finding.package])).or_default().2.push(json!({
-            "Type": "vulnerability", "Status": status, "Statement": statement.clone().unwrap_or_default(),
-            "Source": source, "Finding": vuln(&s.finding),
-        }));
+        groups
+            .entry(key(&r.packages[s.finding.package]))
+            .or_default()
+            .2
+            .push(json!({
+                "Type": "vulnerability", "Status": status, "Statement": statement,
+                "Source": source, "Finding": vuln(&s.finding),
+            }));
     }
     let results: Vec<Value> = groups
         .into_iter()

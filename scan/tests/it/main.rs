@@ -14,3 +14,4 @@ mod rpm_formats;
 mod sources;
 mod support;
 mod trivy;
+mod vex;

@@ -46,7 +46,7 @@ pub(crate) fn command(p: &PathBuf) -> Command {
 
 /// Runs `trivy image --input IMAGE --format FORMAT` offline with `extra` flags and returns the
 /// parsed output.
-fn run_trivy(
+pub(crate) fn run_trivy(
     image: &std::path::Path,
     cache: &std::path::Path,
     format: &str,
@@ -67,6 +67,38 @@ fn run_trivy(
     assert!(
         res.status.success(),
         "trivy failed: {}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap()
+}
+
+/// Runs `trivy sbom SBOM --format json` offline on the database in `cache`, with `extra` flags,
+/// and returns the parsed output.
+pub(crate) fn run_trivy_sbom(
+    sbom: &std::path::Path,
+    cache: &std::path::Path,
+    extra: &[&str],
+) -> serde_json::Value {
+    let out = cache.with_extension("sbom-out.json");
+    let res = command(&trivy())
+        .args([
+            "sbom",
+            "--quiet",
+            "--offline-scan",
+            "--skip-db-update",
+            "--skip-java-db-update",
+        ])
+        .args(extra)
+        .arg("--cache-dir")
+        .arg(cache)
+        .args(["--format", "json", "--output"])
+        .arg(&out)
+        .arg(sbom)
+        .output()
+        .unwrap();
+    assert!(
+        res.status.success(),
+        "trivy sbom failed: {}",
         String::from_utf8_lossy(&res.stderr)
     );
     serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap()
@@ -138,7 +170,7 @@ fn berth_doc(
 }
 
 /// Asserts berth's and Trivy's sets are equal, naming what only one of them has.
-fn assert_same<T: Ord + std::fmt::Debug>(ours: &BTreeSet<T>, theirs: &BTreeSet<T>) {
+pub(crate) fn assert_same<T: Ord + std::fmt::Debug>(ours: &BTreeSet<T>, theirs: &BTreeSet<T>) {
     assert!(!theirs.is_empty(), "Trivy named nothing");
     assert_eq!(
         ours,
@@ -230,7 +262,7 @@ json.dump({"Version": 1, "NextUpdate": "2099-01-01T00:00:00Z", "UpdatedAt": "202
 /// vulnerability entry per CVE (a GHSA's own id becomes a vendor id), each vendor's rating
 /// under its source id plus the deprecated `Severity` (the first vendor's in trivy-db's
 /// order), Debian's urgency on the package's advisory.
-fn trivy_spec() -> serde_json::Value {
+pub(crate) fn trivy_spec() -> serde_json::Value {
     let src =
         |id: &str, name: &str, url: &str| serde_json::json!({"ID": id, "Name": name, "URL": url});
     let critical = "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H";
@@ -282,7 +314,10 @@ fn python(tools: &std::path::Path) -> Command {
 
 /// Builds a Trivy DB from `spec`, writes the fixture image, scans it with Trivy offline and
 /// returns (image path, Trivy's JSON report).
-fn trivy_with_db(spec: &serde_json::Value, dir: &std::path::Path) -> (PathBuf, serde_json::Value) {
+pub(crate) fn trivy_with_db(
+    spec: &serde_json::Value,
+    dir: &std::path::Path,
+) -> (PathBuf, serde_json::Value) {
     trivy_with_db_on(spec, dir, &support::layers())
 }
 
@@ -458,28 +493,7 @@ fn trivy_agrees_on_an_sbom() {
         pairs(&from_image),
         "the SBOM lost findings"
     );
-    let out = d.path().join("trivy-sbom.json");
-    let res = command(&trivy())
-        .args([
-            "sbom",
-            "--quiet",
-            "--offline-scan",
-            "--skip-db-update",
-            "--skip-java-db-update",
-        ])
-        .arg("--cache-dir")
-        .arg(d.path().join("trivy-cache"))
-        .args(["--format", "json", "--output"])
-        .arg(&out)
-        .arg(&sbom)
-        .output()
-        .unwrap();
-    assert!(
-        res.status.success(),
-        "trivy sbom failed: {}",
-        String::from_utf8_lossy(&res.stderr)
-    );
-    let theirs = trivy_hits(&serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap());
+    let theirs = trivy_hits(&run_trivy_sbom(&sbom, &d.path().join("trivy-cache"), &[]));
     assert_eq!(theirs.len(), 5, "{theirs:?}");
     assert_same(&pairs(&from_sbom), &theirs);
 }
@@ -1168,17 +1182,17 @@ fn trivy_agrees_on_a_cargo_workspace() {
         let d = tempfile::tempdir().unwrap();
         let src = d.path().join("rootfs/src/app");
         std::fs::create_dir_all(&src).unwrap();
-        for file in ["Cargo.lock", "Cargo.toml"] {
-            std::fs::copy(workspace.join(file), src.join(file)).unwrap();
-        }
+        std::fs::copy(workspace.join("Cargo.toml"), src.join("Cargo.toml")).unwrap();
+        std::fs::write(src.join("Cargo.lock"), with_dev_only_crate(&workspace)).unwrap();
         if with_members {
             for m in &members {
                 std::fs::create_dir_all(src.join(m)).unwrap();
-                std::fs::copy(
-                    workspace.join(m).join("Cargo.toml"),
-                    src.join(m).join("Cargo.toml"),
-                )
-                .unwrap();
+                let mut manifest =
+                    std::fs::read_to_string(workspace.join(m).join("Cargo.toml")).unwrap();
+                if m == "scan" {
+                    manifest.push_str("\n[dev-dependencies.berth-dev-only]\nversion = \"1\"\n");
+                }
+                std::fs::write(src.join(m).join("Cargo.toml"), manifest).unwrap();
             }
         }
         let rootfs = d.path().join("rootfs");
@@ -1204,6 +1218,36 @@ fn trivy_agrees_on_a_cargo_workspace() {
         );
         assert_eq!(ours, theirs, "with member manifests: {with_members}");
     }
+}
+
+/// The workspace's `Cargo.lock` with one more crate, `berth-dev-only`, that berth-scan depends
+/// on only as a dev-dependency: whatever the workspace itself needs, the manifests then have
+/// something to narrow away.
+fn with_dev_only_crate(workspace: &std::path::Path) -> String {
+    let mut lock: toml::Table =
+        toml::from_str(&std::fs::read_to_string(workspace.join("Cargo.lock")).unwrap()).unwrap();
+    let packages = lock["package"].as_array_mut().unwrap();
+    for p in packages.iter_mut() {
+        if p["name"].as_str() == Some("berth-scan") {
+            let deps = p
+                .as_table_mut()
+                .unwrap()
+                .entry("dependencies")
+                .or_insert_with(|| toml::Value::Array(Vec::new()));
+            deps.as_array_mut()
+                .unwrap()
+                .push(toml::Value::String("berth-dev-only".into()));
+        }
+    }
+    let mut dev_only = toml::Table::new();
+    dev_only.insert("name".into(), "berth-dev-only".into());
+    dev_only.insert("version".into(), "1.0.0".into());
+    dev_only.insert(
+        "source".into(),
+        "registry+https://github.com/rust-lang/crates.io-index".into(),
+    );
+    packages.push(toml::Value::Table(dev_only));
+    toml::to_string(&lock).unwrap()
 }
 
 /// `(name, version)` of every component of `kind` (a purl type: `cargo`, `rpm`…) that Trivy
