@@ -118,7 +118,7 @@ fn both_sboms(format: &str, ours: Format) -> (serde_json::Value, serde_json::Val
 }
 
 /// berth's report of `image` in `format`, every finding of `index` reported.
-fn berth_doc(
+pub(crate) fn berth_doc(
     image: &std::path::Path,
     index: &berth_scan::advisory::AdvisoryIndex,
     format: Format,
@@ -342,7 +342,9 @@ const DECIDED: [&str; 11] = [
 ];
 
 /// Every vulnerability of a Trivy-style JSON report, over all results.
-fn json_vulns(report: &serde_json::Value) -> impl Iterator<Item = serde_json::Value> + '_ {
+pub(crate) fn json_vulns(
+    report: &serde_json::Value,
+) -> impl Iterator<Item = serde_json::Value> + '_ {
     report["Results"]
         .as_array()
         .unwrap()
