@@ -7,6 +7,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
+use berth_scan::advisory::{AdvisoryIndex, OsvRecord};
 use berth_scan::render::Format;
 
 use crate::reports::RECORDS;
@@ -48,7 +49,7 @@ fn utf8(p: &Path) -> &str {
 /// Writes `records` as OSV files, builds a Grype v6 DB from them with Grype's own builder and
 /// imports it with `grype db import`. Returns what the builder did: one line per record, its id
 /// and the provider and schema it went to.
-fn grype_db(records: &[&str], dir: &Path) -> String {
+fn grype_db<R: AsRef<[u8]>>(records: &[R], dir: &Path) -> String {
     let osv = dir.join("osv");
     std::fs::create_dir_all(&osv).unwrap();
     for (i, r) in records.iter().enumerate() {
@@ -73,9 +74,20 @@ struct GrypeScan {
 /// The fixture image scanned by Grype (DB from `reports::RECORDS`, `extra` flags) and by berth;
 /// returns (Grype's scan, berth's JSON report, berth's CycloneDX SBOM).
 fn scan_fixture(extra: &[&str]) -> (GrypeScan, serde_json::Value, serde_json::Value) {
+    scan_image(&support::layers(), RECORDS, extra)
+}
+
+/// An image of `layers` scanned by Grype (DB from `records`, `extra` flags) and by berth (index
+/// from `records`); returns (Grype's scan, berth's JSON report, berth's CycloneDX SBOM).
+fn scan_image<R: AsRef<str>>(
+    layers: &[support::LayerSpec],
+    records: &[R],
+    extra: &[&str],
+) -> (GrypeScan, serde_json::Value, serde_json::Value) {
     let d = tempfile::tempdir().unwrap();
-    grype_db(RECORDS, d.path());
-    let image = support::docker_archive(d.path());
+    let texts: Vec<&str> = records.iter().map(AsRef::as_ref).collect();
+    grype_db(&texts, d.path());
+    let image = support::docker_archive_of(d.path(), layers, "image.tar");
     let source = format!("docker-archive:{}", image.display());
     let cdx = d.path().join("grype.cdx.json");
     let cdx_output = format!("cyclonedx-json={}", cdx.display());
@@ -83,7 +95,11 @@ fn scan_fixture(extra: &[&str]) -> (GrypeScan, serde_json::Value, serde_json::Va
     args.extend(extra);
     let report = serde_json::from_str(&run("grype", d.path(), &args)).unwrap();
     let sbom = serde_json::from_slice(&std::fs::read(&cdx).unwrap()).unwrap();
-    let index = crate::reports::index();
+    let parsed: Vec<OsvRecord> = texts
+        .iter()
+        .map(|r| OsvRecord::from_json(r.as_bytes()).unwrap())
+        .collect();
+    let index = AdvisoryIndex::from_records(&parsed);
     (
         GrypeScan { report, sbom },
         berth_doc(&image, &index, Format::Json),
@@ -363,4 +379,29 @@ fn grype_differs_on_the_inventory() {
         "only Grype"
     );
     assert!(ours.len() > 5, "{ours:#?}");
+}
+
+/// apk versions: the generated advisories of `trivy::alpine_versions` (fixed versions around
+/// each installed version: `_rc`, `_p`, `_git`, letters, revisions...) on an Alpine 3.19 image,
+/// as vunnel `os` records for Grype: Grype matches the same packages to the same advisories,
+/// with the same fixed versions.
+#[test]
+fn grype_agrees_on_alpine_versions() {
+    let (layer, _, records) = crate::trivy::alpine_versions();
+    let records: Vec<String> = records.iter().map(ToString::to_string).collect();
+    let (grype, ours, _) = scan_image(&[layer], &records, &[]);
+    let (ours, theirs) = (berth_findings(&ours), grype_findings(&grype.report));
+    assert!(
+        ours.len() >= records.len() / 4 && ours.len() < records.len(),
+        "a mix of hits and misses: {} of {}",
+        ours.len(),
+        records.len()
+    );
+    assert_eq!(
+        ours,
+        theirs,
+        "only berth: {:#?}\nonly Grype: {:#?}",
+        ours.difference(&theirs).collect::<Vec<_>>(),
+        theirs.difference(&ours).collect::<Vec<_>>()
+    );
 }
