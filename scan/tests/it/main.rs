@@ -5,6 +5,7 @@
 
 mod advisory_db;
 mod cli;
+mod grype;
 mod hostile;
 mod odd_images;
 mod oracle;

@@ -150,7 +150,7 @@ fn both_sboms(format: &str, ours: Format) -> (serde_json::Value, serde_json::Val
 }
 
 /// berth's report of `image` in `format`, every finding of `index` reported.
-fn berth_doc(
+pub(crate) fn berth_doc(
     image: &std::path::Path,
     index: &berth_scan::advisory::AdvisoryIndex,
     format: Format,
@@ -377,7 +377,9 @@ const DECIDED: [&str; 11] = [
 ];
 
 /// Every vulnerability of a Trivy-style JSON report, over all results.
-fn json_vulns(report: &serde_json::Value) -> impl Iterator<Item = serde_json::Value> + '_ {
+pub(crate) fn json_vulns(
+    report: &serde_json::Value,
+) -> impl Iterator<Item = serde_json::Value> + '_ {
     report["Results"]
         .as_array()
         .unwrap()
@@ -681,20 +683,27 @@ fn trivy_hits(report: &serde_json::Value) -> BTreeSet<(String, String)> {
 /// apk has no native oracle on Debian; Trivy's apk comparer (a port of apk-tools) is the
 /// behavioural one. Generated fixed versions around each installed version must be judged
 /// alike by berth and Trivy.
-#[test]
-fn trivy_agrees_on_alpine_versions() {
-    let installed = [
-        ("musl", "musl", "1.2.4_git20230717-r4"),
-        ("busybox", "busybox", "1.36.1-r15"),
-        ("libcrypto3", "openssl", "3.1.4-r5"),
-        ("zlib", "zlib", "1.3.1-r0"),
-        ("foo", "foo", "1.0_rc1-r0"),
-        ("bar", "bar", "1.0.0_p2-r3"),
-        ("baz", "baz", "2.3a-r1"),
-        ("qux", "qux", "0.10.2-r10"),
-    ];
+/// The installed apk packages of [`alpine_versions`]: (name, origin, version).
+const ALPINE_INSTALLED: [(&str, &str, &str); 8] = [
+    ("musl", "musl", "1.2.4_git20230717-r4"),
+    ("busybox", "busybox", "1.36.1-r15"),
+    ("libcrypto3", "openssl", "3.1.4-r5"),
+    ("zlib", "zlib", "1.3.1-r0"),
+    ("foo", "foo", "1.0_rc1-r0"),
+    ("bar", "bar", "1.0.0_p2-r3"),
+    ("baz", "baz", "2.3a-r1"),
+    ("qux", "qux", "0.10.2-r10"),
+];
+
+/// An Alpine 3.19 layer with [`ALPINE_INSTALLED`] and generated advisories whose fixed versions
+/// lie around each installed version: (layer, Trivy DB spec, the same advisories as OSV records).
+pub(crate) fn alpine_versions() -> (
+    support::LayerSpec,
+    serde_json::Value,
+    Vec<serde_json::Value>,
+) {
     let mut db = String::new();
-    for (name, origin, v) in installed {
+    for (name, origin, v) in ALPINE_INSTALLED {
         db.push_str(&format!("P:{name}\nV:{v}\nA:x86_64\no:{origin}\n\n"));
     }
     let layer: support::LayerSpec = vec![
@@ -729,7 +738,7 @@ fn trivy_agrees_on_alpine_versions() {
         "vulnerability": {}, "buckets": {"alpine 3.19": {}}});
     let mut records = Vec::new();
     let mut n = 0;
-    for (_, origin, v) in installed {
+    for (_, origin, v) in ALPINE_INSTALLED {
         let base = v.split("-r").next().unwrap_or(v);
         let bumped: Vec<String> = {
             // vary the last number of the base up and down
@@ -771,13 +780,19 @@ fn trivy_agrees_on_alpine_versions() {
                 "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": fixed}]}]}]}));
         }
     }
+    (layer, spec, records)
+}
+
+#[test]
+fn trivy_agrees_on_alpine_versions() {
+    let (layer, spec, records) = alpine_versions();
     let d = tempfile::tempdir().unwrap();
     let (image, theirs) = trivy_with_db_on(&spec, d.path(), &[layer]);
     let trivy_ids = trivy_hits(&theirs);
     let (inv, _) = scan::scan_path(&image, "x", None).unwrap();
     assert_eq!(
         inv.packages.len(),
-        installed.len(),
+        ALPINE_INSTALLED.len(),
         "every apk package is listed"
     );
     assert_same_hits(&image, &records, &trivy_ids);
