@@ -148,7 +148,9 @@ pub fn record_ratings(rec: &OsvRecord) -> Ratings {
             .as_deref()
             .and_then(|s| s.split_once(':'))
             .and_then(|(w, _)| Severity::from_redhat_impact(w)),
-        _ => None,
+        // No public feed but GitHub's writes a word there; an admin's own advisories may, and
+        // their word is the vendor's rating.
+        _ => word(rec.database_specific.as_ref(), "severity").and_then(Severity::from_vendor),
     };
     if let Some(s) = own_word.or_else(|| cvss.severity()) {
         r.severity.insert(vendor.to_owned(), s);
@@ -362,6 +364,14 @@ mod tests {
             r#"{"id":"UBUNTU-CVE-2099-1","severity":[{"type":"Ubuntu","score":"negligible"}]}"#,
         ));
         assert_eq!(ubuntu.severity["ubuntu"], Severity::Low);
+        let own = record_ratings(&rec(
+            r#"{"id":"CVE-2099-2","database_specific":{"severity":"CRITICAL"}}"#,
+        ));
+        assert_eq!(
+            own.severity["nvd"],
+            Severity::Critical,
+            "an admin's own record's word"
+        );
         let untriaged = record_ratings(&rec(
             r#"{"id":"UBUNTU-CVE-2099-2","affected":[{"package":{"ecosystem":"Ubuntu:22.04:LTS","name":"x"},
             "ecosystem_specific":{"ubuntu_priority":"untriaged"}}]}"#,
