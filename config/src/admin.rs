@@ -133,6 +133,8 @@ struct RawConfig {
     scan_jobs_may_relax: Option<bool>,
     scan_db_max_age: Option<u32>,
     scan_db_stale: Option<String>,
+    scan_vex_dir: Option<PathBuf>,
+    scan_ignore_policy: Option<PathBuf>,
     prune_after_days: Option<u32>,
     buildkit_cache: Option<String>,
     reap_grace: Option<u64>,
@@ -176,6 +178,8 @@ const KNOWN_KEYS: &[&str] = &[
     "scan_jobs_may_relax",
     "scan_db_max_age",
     "scan_db_stale",
+    "scan_vex_dir",
+    "scan_ignore_policy",
     "prune_after_days",
     "reap_grace",
     "buildkit_cache",
@@ -337,6 +341,12 @@ pub struct ScanSettings {
     pub db_max_age_days: u32,
     /// Stale advisories fail the job (a system failure) instead of a warning.
     pub db_stale_fail: bool,
+    /// The admin's VEX documents (every `*.json` in it), applied to every job's images with the
+    /// project's own `.vex/`.
+    pub vex_dir: Option<PathBuf>,
+    /// The admin's Rego ignore policy (Trivy's `--ignore-policy`). Only the admin's: a policy
+    /// from the project would be job-controlled code the runner evaluates.
+    pub ignore_policy: Option<PathBuf>,
 }
 
 /// One thing wrong with the config: the key, what is wrong, and how to fix it.
@@ -760,6 +770,12 @@ fn validate(raw: RawConfig, source: Option<&Path>) -> Result<Config, Vec<ConfigP
                 false
             }
         },
+        vex_dir: raw
+            .scan_vex_dir
+            .map(|p| absolute("scan_vex_dir", p, &mut problems)),
+        ignore_policy: raw
+            .scan_ignore_policy
+            .map(|p| absolute("scan_ignore_policy", p, &mut problems)),
     };
     let buildkitd = raw
         .buildkitd
@@ -1032,6 +1048,32 @@ mod tests {
         };
         let keys: Vec<_> = problems.iter().map(|p| p.key.as_str()).collect();
         assert_eq!(keys, vec!["scan_db_max_age", "scan_db_stale"]);
+    }
+
+    #[test]
+    fn the_admins_vex_directory_and_ignore_policy_are_absolute_paths() {
+        let c = Config::defaults();
+        assert_eq!((c.scan.vex_dir, c.scan.ignore_policy), (None, None));
+        let c = Config::parse(
+            "scan_vex_dir = \"/etc/berth/vex\"\nscan_ignore_policy = \"/etc/berth/ignore.rego\"\n",
+            None,
+        )
+        .expect("valid");
+        assert_eq!(c.scan.vex_dir, Some(PathBuf::from("/etc/berth/vex")));
+        assert_eq!(
+            c.scan.ignore_policy,
+            Some(PathBuf::from("/etc/berth/ignore.rego"))
+        );
+        let err = Config::parse(
+            "scan_vex_dir = \"vex\"\nscan_ignore_policy = \"ignore.rego\"\n",
+            None,
+        )
+        .expect_err("relative paths");
+        let ConfigError::Invalid { problems, .. } = err else {
+            panic!("expected Invalid, got {err}");
+        };
+        let keys: Vec<_> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, vec!["scan_vex_dir", "scan_ignore_policy"]);
     }
 
     #[test]

@@ -2,12 +2,15 @@
 # Build the scanners berth-scan is compared with, from the Go module proxy, statically:
 #   Trivy  github.com/aquasecurity/trivy  BERTH_TRIVY_VERSION  (default v0.74.0)
 #   Grype  github.com/anchore/grype       BERTH_GRYPE_VERSION  (default v0.121.2)
+#   grype-db-from-osv  integration/peers/grype-db-from-osv, against the same Grype module: writes a
+#                      Grype v6 DB from OSV records with Grype's own DB builder (the parity tests
+#                      run Grype offline on it)
 #
 # Idempotent, non-interactive, quiet on success. Binaries and the Go caches live OUTSIDE the
 # repository:
 #
 #   BERTH_PEERS_DIR   default /var/cache/berth-peers
-#   binaries          $BERTH_PEERS_DIR/scanners/{trivy,grype} (+ .stamp)
+#   binaries          $BERTH_PEERS_DIR/scanners/{trivy,grype,grype-db-from-osv} (+ .stamp)
 #   Go caches         as integration/peers/go-peers.sh says (shared with the other peers)
 #
 # Trivy needs encoding/json/v2, which Go 1.26 offers behind GOEXPERIMENT=jsonv2 (as Trivy's own
@@ -30,10 +33,15 @@ mkdir -p "$OUT_DIR"
 exec 9>"$OUT_DIR/.lock"
 flock 9
 
-# build NAME MODULE VERSION PACKAGE LDFLAGS [GOEXPERIMENT]
+# build NAME MODULE VERSION PACKAGE LDFLAGS [GOEXPERIMENT] [SOURCE]
+# SOURCE: a directory of this repository whose .go files are the main package (PACKAGE is then
+# "."), built in the main module that requires MODULE; their digest is part of the stamp.
 build() {
-  local name=$1 mod=$2 version=$3 pkg=$4 ldflags=$5 experiment=${6:-}
+  local name=$1 mod=$2 version=$3 pkg=$4 ldflags=$5 experiment=${6:-} src=${7:-}
   local want="recipe=$RECIPE module=$mod@$version"
+  if [ -n "$src" ]; then
+    want="$want source=$(cat "$src"/*.go | sha256sum | cut -d' ' -f1)"
+  fi
   if [ -x "$OUT_DIR/$name" ] && [ "$(cat "$OUT_DIR/$name.stamp" 2>/dev/null)" = "$want" ]; then
     rm -f "$OUT_DIR/$name.unavailable"
     return 0
@@ -46,6 +54,7 @@ build() {
     set -e
     cd "$work"
     peers_main_module "$mod" "$version" "$name-build"
+    if [ -n "$src" ]; then cp "$src"/*.go .; fi
     GOEXPERIMENT=$experiment go build -trimpath -ldflags "-s -w $ldflags" -o "$work/$name" "$pkg"
     "$work/$name" --version
   ) >>"$log" 2>&1
@@ -71,3 +80,4 @@ build trivy github.com/aquasecurity/trivy "$TRIVY_VERSION" github.com/aquasecuri
   "-X github.com/aquasecurity/trivy/pkg/version/app.ver=${TRIVY_VERSION#v}" jsonv2
 build grype github.com/anchore/grype "$GRYPE_VERSION" github.com/anchore/grype/cmd/grype \
   "-X main.version=${GRYPE_VERSION#v}"
+build grype-db-from-osv github.com/anchore/grype "$GRYPE_VERSION" . "" "" "$HERE/grype-db-from-osv"

@@ -10,11 +10,13 @@ use time::{Date, OffsetDateTime};
 
 use crate::advisory::db::{self, DbError, ImportSummary, StaleAction};
 use crate::api::{self, Freshness, ImageSource, Verdict};
+use crate::ignore_policy::{IgnorePolicy, MAX_POLICY_BYTES, PolicyError};
 use crate::policy::{IgnoreError, IgnoreList, Policy};
 use crate::render::{self, Format, FormatError, RenderContext};
 use crate::report::Report;
 use crate::scan::LayerCache;
 use crate::severity::{self, SeverityError, Status, StatusError};
+use crate::vex::{MAX_VEX_BYTES, VexError, VexSet};
 
 /// Default advisory database directory.
 pub const DEFAULT_DB: &str = "/var/lib/berth/advisories";
@@ -75,6 +77,14 @@ pub struct ScanArgs {
     /// Also write a CycloneDX SBOM here.
     #[arg(long)]
     pub sbom: Option<PathBuf>,
+    /// A VEX document (OpenVEX, or CycloneDX VEX for `sbom FILE` of a CycloneDX SBOM), or a
+    /// directory of them (every `*.json` in it, by name); repeatable. `not_affected` and `fixed`
+    /// statements suppress findings.
+    #[arg(long = "vex", value_name = "FILE|DIR")]
+    pub vex: Vec<PathBuf>,
+    /// A Rego ignore policy (package `trivy`, rule `ignore`, Rego v0), as Trivy's.
+    #[arg(long, value_name = "FILE.rego")]
+    pub ignore_policy: Option<PathBuf>,
 }
 
 /// `berth db update --from PATH|file://URL|http(s)://URL`.
@@ -119,6 +129,15 @@ pub enum CliError {
     /// The ignore file is bad.
     #[error(transparent)]
     Ignore(#[from] IgnoreError),
+    /// VEX documents that cannot be read, parsed or applied: every one, each with every problem.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Vex(Vec<VexError>),
+    /// The ignore policy does not load.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    /// The ignore policy could not be evaluated for some findings (Trivy stops there too).
+    #[error("{}", .0.join("\n"))]
+    PolicyEval(Vec<String>),
     /// The scan itself: the advisory database, the image or SBOM, reading it.
     #[error(transparent)]
     Api(Box<api::Error>),
@@ -179,6 +198,78 @@ fn read_ignore(path: &Path, explicit: bool) -> Result<IgnoreList, CliError> {
             source,
         }),
     }
+}
+
+/// Reads at most `limit` bytes of `path`; a larger file is an error.
+fn read_bounded(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(limit.saturating_add(1))
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("larger than {limit} bytes"),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// The documents `--vex` names: files, and every `*.json` of a directory sorted by name. Every
+/// document that cannot be read or parsed is reported, together.
+fn read_vex(paths: &[PathBuf]) -> Result<VexSet, CliError> {
+    let mut files = Vec::new();
+    let mut errors = Vec::new();
+    let io_error = |path: &Path, e: std::io::Error| VexError {
+        document: path.display().to_string(),
+        problems: vec![format!("cannot read it: {e}")],
+    };
+    for path in paths {
+        if !path.is_dir() {
+            files.push(path.clone());
+            continue;
+        }
+        match std::fs::read_dir(path) {
+            Ok(entries) => {
+                let mut names: Vec<PathBuf> = entries
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.extension().is_some_and(|x| x == "json"))
+                    .collect();
+                names.sort();
+                files.extend(names);
+            }
+            Err(e) => errors.push(io_error(path, e)),
+        }
+    }
+    let mut docs = Vec::new();
+    for path in &files {
+        match read_bounded(path, MAX_VEX_BYTES) {
+            Ok(bytes) => docs.push((path.display().to_string(), bytes)),
+            Err(e) => errors.push(io_error(path, e)),
+        }
+    }
+    let (set, bad) = VexSet::parse_all(docs.iter().map(|(n, b)| (n.as_str(), b.as_slice())));
+    errors.extend(bad);
+    if errors.is_empty() {
+        Ok(set)
+    } else {
+        Err(CliError::Vex(errors))
+    }
+}
+
+/// The `--ignore-policy` file, loaded.
+fn read_ignore_policy(path: &Path) -> Result<IgnorePolicy, CliError> {
+    let bytes = read_bounded(path, MAX_POLICY_BYTES).map_err(|source| CliError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let name = path.display().to_string();
+    let text = String::from_utf8(bytes).map_err(|_| PolicyError::Load {
+        file: name.clone(),
+        message: "not UTF-8 text".to_owned(),
+    })?;
+    Ok(IgnorePolicy::parse(&text, &name)?)
 }
 
 /// Podman's default store: the system one for root, the user's own otherwise.
@@ -252,6 +343,8 @@ impl ScanArgs {
             ignore_unfixed: self.ignore_unfixed,
             ignore_statuses,
             ignore,
+            vex: VexSet::default(),
+            ignore_policy: None,
             today,
         })
     }
@@ -275,11 +368,30 @@ pub fn run_scan(args: &ScanArgs, now: OffsetDateTime) -> Result<CommandOutput, C
     let format: Format = args.format.parse()?;
     let explicit_ignore = args.ignorefile != Path::new(".trivyignore");
     let ignore = read_ignore(&args.ignorefile, explicit_ignore)?;
-    let policy = args.policy(ignore, now.date())?;
+    let mut policy = args.policy(ignore, now.date())?;
+    policy.vex = read_vex(&args.vex)?;
+    policy.ignore_policy = args
+        .ignore_policy
+        .as_deref()
+        .map(read_ignore_policy)
+        .transpose()?;
     let (db, mut warnings) = api::open_db(&args.db, args.freshness(), now)?;
     let source = args.source()?;
     let cache = args.cache_dir.as_ref().map(LayerCache::with_digest_memo);
-    let outcome = api::scan_image(&source, &db, &policy, cache.as_ref())?;
+    let read = api::read_image(&source, cache.as_ref())?;
+    // As Trivy: CycloneDX VEX needs a CycloneDX SBOM scan, or the scan fails.
+    let inapplicable = policy
+        .vex
+        .retain_applicable(read.inventory.artifact.bom.as_ref());
+    if !inapplicable.is_empty() {
+        return Err(CliError::Vex(inapplicable));
+    }
+    let outcome = api::judge(read, &db, &policy)?;
+    if !outcome.report.suppression_errors.is_empty() {
+        return Err(CliError::PolicyEval(
+            outcome.report.suppression_errors.clone(),
+        ));
+    }
     warnings.extend(outcome.warnings);
     let mut context = RenderContext::new(OffsetDateTime::now_utc());
     context.started = now;

@@ -28,6 +28,19 @@ pub struct Artifact {
     pub image_id: Option<String>,
     /// Layer DiffIDs, bottom first.
     pub diff_ids: Vec<String>,
+    /// The CycloneDX SBOM read, when the scan read one (CycloneDX VEX names it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bom: Option<BomId>,
+}
+
+/// Which BOM a CycloneDX SBOM scan read: the `serialNumber` and `version` that a CycloneDX VEX
+/// document's BOM-Links must name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BomId {
+    /// `urn:uuid:…`.
+    pub serial: String,
+    /// The BOM's version.
+    pub version: u64,
 }
 
 /// OS families berth maps to advisory ecosystems.
@@ -206,6 +219,9 @@ pub struct Package {
     /// files it installed stay open to language analyzers (Trivy 0.74's rule).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub third_party: bool,
+    /// Its `bom-ref`, when it came from a CycloneDX SBOM (CycloneDX VEX may name it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bom_ref: Option<String>,
 }
 
 impl Package {
@@ -227,6 +243,7 @@ impl Package {
             arch: None,
             licenses: Vec::new(),
             third_party: false,
+            bom_ref: None,
         }
     }
 

@@ -1,13 +1,16 @@
 //! The scan policy: which findings are reported, which block the job, and the ignore lists
 //! (`.trivyignore` with `exp:` and `.trivyignore.yaml` with id, paths, purls, expired_at,
-//! statement). Parsing takes text; nothing here reads files or the clock.
+//! statement), with the VEX documents ([`crate::vex`]) and the Rego ignore policy
+//! ([`crate::ignore_policy`]) in force. Parsing takes text; nothing here reads files or the clock.
 
 use glob::{MatchOptions, Pattern};
 use serde::Deserialize;
 use time::Date;
 use time::macros::format_description;
 
+use crate::ignore_policy::IgnorePolicy;
 use crate::severity::{Severity, Status};
+use crate::vex::VexSet;
 
 /// Errors in an ignore file.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -243,6 +246,10 @@ pub struct Policy {
     pub ignore_statuses: Vec<Status>,
     /// Ignore rules.
     pub ignore: IgnoreList,
+    /// VEX documents in force.
+    pub vex: VexSet,
+    /// The Rego ignore policy, if any.
+    pub ignore_policy: Option<IgnorePolicy>,
     /// Today (UTC), for expiry; the caller reads the clock.
     pub today: Date,
 }
@@ -256,6 +263,8 @@ impl Policy {
             ignore_unfixed: false,
             ignore_statuses: Vec::new(),
             ignore: IgnoreList::default(),
+            vex: VexSet::default(),
+            ignore_policy: None,
             today,
         }
     }

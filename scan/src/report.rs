@@ -1,15 +1,17 @@
 //! `Report::generate(&Inventory, &AdvisoryIndex, &Policy) -> Report`: matching, severity
 //! filtering, ignore rules and the block decision. Pure: no I/O, no clock.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use crate::advisory::index::CvssRating;
-use crate::advisory::{AdvisoryIndex, Vuln};
+use crate::advisory::vendor::{Cvss, DataSource, data_source};
+use crate::advisory::{AdvisoryIndex, Match, Vuln};
+use crate::ignore_policy::IgnorePolicy;
 use crate::inventory::{Artifact, Inventory, LayerRef, Os, Package, PkgType};
 use crate::policy::Policy;
 use crate::severity::{Severity, Status};
+use crate::vex::{Subject, VexStatus};
 
 /// One vulnerability in one package.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -26,22 +28,25 @@ pub struct Finding {
     pub installed_version: String,
     /// Fixed versions, ", "-joined like Trivy; empty when none.
     pub fixed_version: String,
-    /// fixed / affected.
+    /// `fixed` exactly when a fixed version is known, `affected` otherwise (Trivy's rule).
     pub status: Status,
     /// The severity used by the policy.
     pub severity: Severity,
-    /// Where that severity came from.
+    /// The vendor whose rating that is; `None` when Trivy would name none either (a rating
+    /// borrowed from another vendor).
     pub severity_source: Option<String>,
+    /// Every vendor's rating (Trivy's `VendorSeverity`).
+    pub vendor_severity: BTreeMap<String, Severity>,
     /// Summary.
     pub title: Option<String>,
     /// Description.
     pub description: Option<String>,
-    /// Links, advisory first.
+    /// Links, sorted.
     pub references: Vec<String>,
-    /// CVSS, when known.
-    pub cvss: Option<CvssRating>,
-    /// OSV ecosystem the advisory came from.
-    pub data_source: String,
+    /// Every vendor's CVSS (Trivy's `CVSS`).
+    pub cvss: BTreeMap<String, Cvss>,
+    /// Whose data matched, as Trivy names it.
+    pub data_source: DataSource,
     /// Published date.
     pub published: Option<String>,
     /// Last modified.
@@ -57,19 +62,39 @@ pub struct Finding {
 }
 
 impl Finding {
-    /// The URL reports link to first.
+    /// The URL reports link to first, by Trivy's rule (`getPrimaryURL`): a page per id kind,
+    /// else the first reference on the vendor's own site, else none.
     pub fn primary_url(&self) -> String {
-        match self.id.split('-').next() {
-            Some("CVE") => format!(
-                "https://avd.aquasec.com/nvd/{}",
-                self.id.to_ascii_lowercase()
-            ),
-            Some("GHSA") => format!("https://github.com/advisories/{}", self.id),
-            _ => self
-                .references
-                .first()
-                .cloned()
-                .unwrap_or_else(|| format!("https://osv.dev/vulnerability/{}", self.id)),
+        let id = &self.id;
+        match id.split('-').next() {
+            Some("CVE") => format!("https://avd.aquasec.com/nvd/{}", id.to_ascii_lowercase()),
+            Some("RUSTSEC") => format!("https://osv.dev/vulnerability/{id}"),
+            Some("GHSA") => format!("https://github.com/advisories/{id}"),
+            Some("TEMP") => format!("https://security-tracker.debian.org/tracker/{id}"),
+            _ => {
+                let sites: &[&str] = match self.data_source.id.as_str() {
+                    "debian" => &["http://www.debian.org", "https://www.debian.org"],
+                    "ubuntu" => &["http://www.ubuntu.com", "https://usn.ubuntu.com"],
+                    "redhat-oval" => &["https://access.redhat.com"],
+                    "suse-cvrf" => &["http://lists.opensuse.org", "https://lists.opensuse.org"],
+                    _ => &[],
+                };
+                sites
+                    .iter()
+                    .find_map(|site| self.references.iter().find(|r| r.starts_with(site)))
+                    .cloned()
+                    .unwrap_or_default()
+            }
+        }
+    }
+
+    /// A page about the finding for reports that need one: the primary URL, else OSV's.
+    pub fn link(&self) -> String {
+        let primary = self.primary_url();
+        if primary.is_empty() {
+            format!("https://osv.dev/vulnerability/{}", self.id)
+        } else {
+            primary
         }
     }
 
@@ -97,6 +122,22 @@ pub enum Suppression {
         /// The statement, if any.
         statement: Option<String>,
     },
+    /// A VEX statement says the package is not affected, or fixed.
+    Vex {
+        /// The document, as Trivy names it (the `--vex` path; `CycloneDX VEX`).
+        source: String,
+        /// The statement's status (`not_affected`, `fixed`).
+        status: VexStatus,
+        /// Its justification (Trivy's `Statement`).
+        justification: Option<String>,
+        /// Its free-text impact statement.
+        impact_statement: Option<String>,
+    },
+    /// The Rego ignore policy's `data.trivy.ignore` is true for it.
+    IgnorePolicy {
+        /// The policy file.
+        source: String,
+    },
 }
 
 /// A finding left out of the report, with the reason.
@@ -123,6 +164,9 @@ pub struct Report {
     pub suppressed: Vec<Suppressed>,
     /// Problems that did not stop the scan.
     pub warnings: Vec<String>,
+    /// Findings the ignore policy could not be evaluated for (they stay reported); Trivy stops
+    /// the scan on the first.
+    pub suppression_errors: Vec<String>,
     /// The severities the policy reports.
     pub severities: Vec<Severity>,
     /// True when the policy blocks the job.
@@ -131,6 +175,50 @@ pub struct Report {
 
 fn same_vuln(a: &Vuln, b: &Finding) -> bool {
     b.ids().iter().any(|id| a.is_named(id))
+}
+
+/// The finding `m` makes of package `pi` under the id `reported`.
+fn finding(m: &Match<'_>, reported: &str, pi: usize, pkg: &Package, purl: &str) -> Finding {
+    let mut aliases: Vec<String> = std::iter::once(&m.vuln.id)
+        .chain(&m.vuln.aliases)
+        .filter(|a| *a != reported)
+        .cloned()
+        .collect();
+    aliases.dedup();
+    let (severity, severity_source) = m.severity(reported);
+    let mut vendor_severity = m.vuln.ratings.severity.clone();
+    // A distribution's rating of the package itself shows as that vendor's, as in Trivy.
+    if let (Some(rating), Some(source)) = (m.package_rating, &severity_source) {
+        vendor_severity.insert(source.clone(), rating);
+    }
+    let fixed_version = m.fixed.join(", ");
+    Finding {
+        id: reported.to_owned(),
+        aliases,
+        package: pi,
+        pkg_name: pkg.name.clone(),
+        installed_version: pkg.version.clone(),
+        status: if fixed_version.is_empty() {
+            Status::Affected
+        } else {
+            Status::Fixed
+        },
+        fixed_version,
+        severity,
+        severity_source,
+        vendor_severity,
+        title: m.vuln.summary.clone(),
+        description: m.vuln.details.clone(),
+        references: m.vuln.references.clone(),
+        cvss: m.vuln.ratings.cvss.clone(),
+        data_source: data_source(m.data_source_id(), m.ecosystem),
+        published: m.vuln.published.clone(),
+        modified: m.vuln.modified.clone(),
+        purl: purl.to_owned(),
+        path: pkg.path.clone(),
+        layer: pkg.layer.clone(),
+        pkg_type: pkg.kind,
+    }
 }
 
 impl Report {
@@ -151,57 +239,50 @@ impl Report {
             if pkg.kind.is_os() && pkg.third_party {
                 continue;
             }
-            let (matches, w) = index.matches(pkg, os);
+            let (mut matches, w) = index.matches(pkg, os);
             warnings.extend(w);
+            // Where GitHub and another database (PyPA, RustSec) describe the same
+            // vulnerability, GitHub's record speaks for it, as it is Trivy's source.
+            matches.sort_by_key(|m| m.vuln.vendor != "ghsa");
             let purl = pkg.purl(os);
             let mut mine: Vec<Finding> = Vec::new();
-            for m in matches {
-                // The same vulnerability under two records (GHSA and PYSEC, say) is one finding.
-                if mine.iter().any(|f| same_vuln(m.vuln, f)) {
-                    continue;
+            for m in &matches {
+                for reported in m.vuln.reported_ids() {
+                    // The same vulnerability under two records (GHSA and PYSEC, say) is one
+                    // finding.
+                    if mine
+                        .iter()
+                        .any(|f| f.id == reported || same_vuln(m.vuln, f))
+                    {
+                        continue;
+                    }
+                    mine.push(finding(m, reported, pi, pkg, &purl));
                 }
-                let primary = m.vuln.primary_id().to_owned();
-                let mut aliases: Vec<String> = std::iter::once(m.vuln.id.clone())
-                    .chain(m.vuln.aliases.iter().cloned())
-                    .filter(|a| *a != primary)
-                    .collect();
-                aliases.dedup();
-                mine.push(Finding {
-                    id: primary,
-                    aliases,
-                    package: pi,
-                    pkg_name: pkg.name.clone(),
-                    installed_version: pkg.version.clone(),
-                    fixed_version: m.fixed.join(", "),
-                    status: if m.fixed.is_empty() {
-                        Status::Affected
-                    } else {
-                        Status::Fixed
-                    },
-                    severity: m.severity,
-                    severity_source: m.severity_source.clone(),
-                    title: m.vuln.summary.clone(),
-                    description: m.vuln.details.clone(),
-                    references: m.vuln.references.clone(),
-                    cvss: m.vuln.cvss.clone(),
-                    data_source: m.ecosystem.to_owned(),
-                    published: m.vuln.published.clone(),
-                    modified: m.vuln.modified.clone(),
-                    purl: purl.clone(),
-                    path: pkg.path.clone(),
-                    layer: pkg.layer.clone(),
-                    pkg_type: pkg.kind,
-                });
             }
             all.extend(mine);
         }
         let severities: BTreeSet<Severity> = policy.severities.iter().copied().collect();
+        // `--ignore-unfixed` is shorthand for ignoring every status but `fixed`; Trivy drops it
+        // when statuses are given explicitly, and says so.
+        let ignore_unfixed = policy.ignore_unfixed && policy.ignore_statuses.is_empty();
+        if policy.ignore_unfixed && !ignore_unfixed {
+            warnings.push(
+                "ignore-unfixed is not applied because ignore-status is given (as in Trivy); add the unfixed statuses to ignore-status instead"
+                    .to_owned(),
+            );
+        }
         let mut findings = Vec::new();
         let mut suppressed = Vec::new();
+        let mut suppression_errors = Vec::new();
+        let mut rego = policy.ignore_policy.as_ref().map(IgnorePolicy::evaluator);
+        // Trivy v0.74.0's order (pkg/result/filter.go): per result, severity, status and the
+        // ignore file (`filterVulnerabilities`), then the Rego ignore policy (`applyPolicy`, at the
+        // end of `FilterResult`); VEX last, over the whole report (`vex.Filter`, after every
+        // `FilterResult`). So VEX sees only what the ignore file and the policy left.
         for f in all {
             let reason = if !severities.contains(&f.severity) {
                 Some(Suppression::Severity)
-            } else if policy.ignore_unfixed && f.fixed_version.is_empty() {
+            } else if ignore_unfixed && f.status != Status::Fixed {
                 Some(Suppression::Unfixed)
             } else if policy.ignore_statuses.contains(&f.status) {
                 Some(Suppression::Status)
@@ -214,6 +295,33 @@ impl Report {
                         statement: r.statement.clone(),
                     })
             };
+            let reason = reason.or_else(|| {
+                let evaluator = rego.as_mut()?;
+                match evaluator.ignores(&f) {
+                    Ok(true) => Some(Suppression::IgnorePolicy {
+                        source: evaluator.source().to_owned(),
+                    }),
+                    Ok(false) => None,
+                    Err(e) => {
+                        suppression_errors.push(e.to_string());
+                        None
+                    }
+                }
+            });
+            let reason = reason.or_else(|| {
+                let subject = Subject {
+                    vuln_id: &f.id,
+                    purl: &f.purl,
+                    bom_ref: inv.packages.get(f.package)?.bom_ref.as_deref(),
+                    bom: inv.artifact.bom.as_ref(),
+                };
+                policy.vex.suppression(&subject).map(|h| Suppression::Vex {
+                    source: h.source,
+                    status: h.status,
+                    justification: h.justification,
+                    impact_statement: h.impact_statement,
+                })
+            });
             match reason {
                 Some(reason) => suppressed.push(Suppressed { finding: f, reason }),
                 None => findings.push(f),
@@ -233,6 +341,7 @@ impl Report {
             findings,
             suppressed,
             warnings,
+            suppression_errors,
             severities: severities.into_iter().collect(),
             blocked,
         }
@@ -369,8 +478,9 @@ mod tests {
         let ghsa = r
             .findings
             .iter()
-            .find(|f| f.aliases.contains(&"CVE-2099-0002".to_owned()) || f.id == "GHSA-fake-0001")
-            .unwrap();
+            .find(|f| f.id == "CVE-2099-0002")
+            .expect("a GHSA with a CVE alias is reported under the CVE, as trivy-db does");
+        assert!(ghsa.aliases.contains(&"GHSA-fake-0001".to_owned()));
         assert_eq!(
             ghsa.severity,
             Severity::Medium,
@@ -422,5 +532,68 @@ mod tests {
         p.ignore = IgnoreList::default();
         p.ignore_statuses = vec![Status::Affected];
         assert!(!Report::generate(&inv, &idx, &p).blocked);
+    }
+
+    #[test]
+    fn ignore_status_overrides_ignore_unfixed_as_in_trivy() {
+        let (inv, idx) = fixture();
+        let mut p = Policy::report_all(date!(2026 - 11 - 23));
+        p.ignore_unfixed = true;
+        p.ignore_statuses = vec![Status::WillNotFix];
+        let r = Report::generate(&inv, &idx, &p);
+        assert!(
+            r.findings.iter().any(|f| f.status == Status::Affected),
+            "an unfixed finding stays when ignore-status is given"
+        );
+        assert!(
+            r.warnings
+                .iter()
+                .any(|w| w.contains("ignore-unfixed is not applied")),
+            "{:?}",
+            r.warnings
+        );
+    }
+
+    #[test]
+    fn primary_urls_follow_trivys_rules() {
+        let (inv, idx) = fixture();
+        let r = Report::generate(&inv, &idx, &Policy::report_all(date!(2026 - 11 - 23)));
+        let mut f = r.findings[0].clone();
+        let mut url = |id: &str, source: &str, refs: &[&str]| {
+            f.id = id.to_owned();
+            f.data_source.id = source.to_owned();
+            f.references = refs.iter().map(|r| (*r).to_owned()).collect();
+            f.primary_url()
+        };
+        assert_eq!(
+            url("CVE-2099-1", "debian", &[]),
+            "https://avd.aquasec.com/nvd/cve-2099-1"
+        );
+        assert_eq!(
+            url("RUSTSEC-2099-1", "osv", &[]),
+            "https://osv.dev/vulnerability/RUSTSEC-2099-1"
+        );
+        assert_eq!(
+            url("TEMP-0001-1", "debian", &[]),
+            "https://security-tracker.debian.org/tracker/TEMP-0001-1"
+        );
+        assert_eq!(
+            url(
+                "DSA-1-1",
+                "debian",
+                &[
+                    "https://example.com/x",
+                    "https://www.debian.org/security/dsa-1"
+                ]
+            ),
+            "https://www.debian.org/security/dsa-1",
+            "the first reference on the vendor's own site"
+        );
+        assert_eq!(
+            url("PYSEC-2099-1", "osv", &["https://example.com/x"]),
+            "",
+            "else none"
+        );
+        assert_eq!(f.link(), "https://osv.dev/vulnerability/PYSEC-2099-1");
     }
 }

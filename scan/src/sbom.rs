@@ -90,7 +90,8 @@ pub fn read(path: &Path, name: &str) -> Result<(Inventory, Vec<String>), SbomErr
 /// Parses an SBOM document (pure). The error says why it is not one berth reads.
 pub fn parse(bytes: &[u8], name: &str) -> Result<(Inventory, Vec<String>), String> {
     let doc: Value = serde_json::from_slice(bytes).map_err(|e| format!("not JSON: {e}"))?;
-    let entries = if doc.get("bomFormat").and_then(Value::as_str) == Some("CycloneDX") {
+    let cyclonedx = doc.get("bomFormat").and_then(Value::as_str) == Some("CycloneDX");
+    let entries = if cyclonedx {
         cyclonedx_entries(&doc)
     } else if doc
         .get("spdxVersion")
@@ -136,6 +137,18 @@ pub fn parse(bytes: &[u8], name: &str) -> Result<(Inventory, Vec<String>), Strin
                 kind: ArtifactKind::Filesystem,
                 image_id: None,
                 diff_ids: Vec::new(),
+                // CycloneDX VEX names the SBOM by these two.
+                bom: match (
+                    cyclonedx,
+                    text(&doc, "serialNumber"),
+                    doc.get("version").and_then(Value::as_u64),
+                ) {
+                    (true, Some(serial), version) => Some(crate::inventory::BomId {
+                        serial,
+                        version: version.unwrap_or(1),
+                    }),
+                    _ => None,
+                },
             },
             os,
             packages,
@@ -148,6 +161,7 @@ pub fn parse(bytes: &[u8], name: &str) -> Result<(Inventory, Vec<String>), Strin
 #[derive(Debug, Default)]
 struct Entry {
     purl: Option<String>,
+    bom_ref: Option<String>,
     src_name: Option<String>,
     src_version: Option<String>,
     licenses: Vec<String>,
@@ -235,6 +249,7 @@ fn cyclonedx_entries(doc: &Value) -> Entries {
         });
         out.packages.push(Entry {
             purl: text(c, "purl"),
+            bom_ref: text(c, "bom-ref"),
             src_name: property("aquasecurity:trivy:SrcName"),
             src_version,
             licenses,
@@ -291,6 +306,7 @@ fn spdx_entries(doc: &Value) -> Entries {
             .collect();
         out.packages.push(Entry {
             purl,
+            bom_ref: None,
             src_name,
             src_version,
             licenses,
@@ -356,6 +372,7 @@ fn package(purl: &str, entry: &Entry, os: &mut Option<Os>) -> Result<Option<Pack
     let mut p = Package::new(kind, name, version.clone(), "sbom");
     p.arch = qualifier("arch");
     p.licenses.clone_from(&entry.licenses);
+    p.bom_ref.clone_from(&entry.bom_ref);
     if kind.is_os() {
         p.src_name = Some(entry.src_name.clone().unwrap_or_else(|| p.name.clone()));
         p.src_version = Some(entry.src_version.clone().map_or(version, with_epoch));

@@ -102,6 +102,51 @@ impl Severity {
         }
     }
 
+    /// GitHub's advisory rating (`database_specific.severity`), as trivy-db maps it.
+    pub fn from_ghsa(s: &str) -> Option<Self> {
+        match s.trim() {
+            "LOW" => Some(Self::Low),
+            "MODERATE" => Some(Self::Medium),
+            "HIGH" => Some(Self::High),
+            "CRITICAL" => Some(Self::Critical),
+            _ => None,
+        }
+    }
+
+    /// Red Hat's impact word (also Alma's and Rocky's erratum severity), the first word of an
+    /// erratum's summary (`Important: openssl security update`).
+    pub fn from_redhat_impact(s: &str) -> Option<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "low" => Some(Self::Low),
+            "moderate" => Some(Self::Medium),
+            "important" => Some(Self::High),
+            "critical" => Some(Self::Critical),
+            _ => None,
+        }
+    }
+
+    /// A CVSS base score as a rating, with trivy-db's thresholds.
+    pub fn from_cvss_score(score: f64) -> Self {
+        match score {
+            s if s >= 9.0 => Self::Critical,
+            s if s >= 7.0 => Self::High,
+            s if s >= 4.0 => Self::Medium,
+            s if s > 0.0 => Self::Low,
+            _ => Self::Unknown,
+        }
+    }
+
+    /// Trivy's integer for the rating in `VendorSeverity` (0 unknown … 4 critical).
+    pub fn as_int(self) -> u8 {
+        match self {
+            Self::Unknown => 0,
+            Self::Low => 1,
+            Self::Medium => 2,
+            Self::High => 3,
+            Self::Critical => 4,
+        }
+    }
+
     /// Every severity at or above `self`.
     pub fn and_above(self) -> Vec<Self> {
         Self::ALL.into_iter().filter(|s| *s >= self).collect()
@@ -123,6 +168,45 @@ impl FromStr for Severity {
             .ok_or_else(|| SeverityError(s.to_owned()))
     }
 }
+
+/// trivy-db's data-source ids in its precedence order (`AllSourceIDs`): when neither the
+/// matching source, GitHub (for a GHSA id) nor NVD rated a vulnerability, the first of these
+/// that did decides, and the finding names no source.
+pub const SOURCE_PRECEDENCE: [&str; 33] = [
+    "nvd",
+    "redhat",
+    "redhat-oval",
+    "debian",
+    "ubuntu",
+    "alpine",
+    "amazon",
+    "oracle-oval",
+    "suse-cvrf",
+    "photon",
+    "arch-linux",
+    "alma",
+    "rocky",
+    "cbl-mariner",
+    "azure",
+    "ruby-advisory-db",
+    "php-security-advisories",
+    "nodejs-security-wg",
+    "ghsa",
+    "glad",
+    "aqua",
+    "osv",
+    "k8s",
+    "wolfi",
+    "chainguard",
+    "bitnami",
+    "govulndb",
+    "julia",
+    "bottlerocket",
+    "echo",
+    "minimos",
+    "rootio",
+    "rapidfort",
+];
 
 /// Parses Trivy's comma-separated `--severity` list.
 pub fn parse_list(s: &str) -> Result<Vec<Severity>, SeverityError> {

@@ -910,6 +910,7 @@ fn open_docker(store: &dyn Store, name: &str) -> Result<Image, SourceError> {
             kind: ArtifactKind::ContainerImage,
             image_id: Some(format!("sha256:{config_hex}")),
             diff_ids: ids,
+            bom: None,
         },
         layers,
     })
@@ -978,6 +979,7 @@ fn open_oci(store: &dyn Store, name: &str) -> Result<Image, SourceError> {
                 kind: ArtifactKind::ContainerImage,
                 image_id: Some(config_digest.to_string()),
                 diff_ids: ids,
+                bom: None,
             },
             layers,
         });
@@ -1022,6 +1024,7 @@ pub fn open(input: &Path, name: &str) -> Result<Image, SourceError> {
                 kind: ArtifactKind::Filesystem,
                 image_id: None,
                 diff_ids: vec![],
+                bom: None,
             },
             layers: vec![Layer {
                 diff_id: None,
@@ -1191,6 +1194,7 @@ pub fn open_containers_storage_in(roots: &[&Path], image: &str) -> Result<Image,
             kind: ArtifactKind::ContainerImage,
             image_id: Some(format!("sha256:{img_id}")),
             diff_ids: out.iter().filter_map(|l| l.diff_id.clone()).collect(),
+            bom: None,
         },
         layers: out,
     })

@@ -7,6 +7,12 @@
 //! (`berth-beneath`); a report replaces whatever link is at its name. An image the job built
 //! that cannot be read whole fails the job as a build failure; berth's own trouble (advisory
 //! database, shared image store, settings) is a system failure.
+//!
+//! Findings are suppressed only by what the project or the admin says: the project's
+//! `.trivyignore`, the VEX documents of the project's `.vex/` and of the admin's `scan_vex_dir`,
+//! and the admin's Rego `scan_ignore_policy`. Nothing is read from the image under scan for
+//! that (an image could vouch for itself). A document that cannot be read or parsed suppresses
+//! nothing, and the job log says so.
 
 use std::collections::BTreeSet;
 use std::io;
@@ -17,8 +23,11 @@ use berth_config::admin::ScanSettings;
 use berth_sandbox::{BuiltImage, Sandbox};
 use berth_scan::advisory::db::{DbError, StaleAction};
 use berth_scan::api::{self, Freshness, ImageSource, ReadOutcome, ReadRequest, Verdict};
+use berth_scan::ignore_policy::{IgnorePolicy, MAX_POLICY_BYTES};
 use berth_scan::policy::{IgnoreList, Policy};
 use berth_scan::render::{self, Format, RenderContext};
+use berth_scan::report::{Report, Suppression};
+use berth_scan::vex::{MAX_VEX_BYTES, VexSet};
 use berth_storemeta::StoreId;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
@@ -122,6 +131,140 @@ fn ignore_rules(project: &Dir) -> (IgnoreList, Option<String>) {
         };
     }
     (IgnoreList::default(), None)
+}
+
+/// The project's VEX directory, beneath the project directory.
+const PROJECT_VEX: &str = ".vex";
+
+/// What suppresses findings in this job besides the policy's severities.
+#[derive(Debug, Clone, Default)]
+struct Rules {
+    /// The project's ignore file.
+    ignore: IgnoreList,
+    /// The admin's and the project's VEX documents.
+    vex: VexSet,
+    /// The admin's Rego ignore policy.
+    ignore_policy: Option<IgnorePolicy>,
+}
+
+/// The `*.json` documents of `dir` by name, each read beneath its handle without following a
+/// link and no larger than [`MAX_VEX_BYTES`]; `label` prefixes their names. One that cannot be
+/// read is left out with a warning.
+fn vex_documents(dir: &Dir, label: &str, warnings: &mut Vec<String>) -> Vec<(String, Vec<u8>)> {
+    let entries = match dir.entries() {
+        Ok(e) => e,
+        Err(e) => {
+            warnings.push(format!(
+                "the VEX documents in {label} were not read, nothing is suppressed by them: {e}"
+            ));
+            return Vec::new();
+        }
+    };
+    let mut names: Vec<std::ffi::OsString> = entries
+        .into_iter()
+        .map(|(name, _)| name)
+        .filter(|n| Path::new(n).extension().is_some_and(|x| x == "json"))
+        .collect();
+    names.sort();
+    let mut docs = Vec::new();
+    for name in names {
+        let shown = format!("{label}{}", name.to_string_lossy());
+        match dir.read(Path::new(&name), MAX_VEX_BYTES) {
+            Ok(bytes) => docs.push((shown, bytes)),
+            Err(e) => warnings.push(format!(
+                "VEX document {shown} was not used, nothing is suppressed by it: {e}"
+            )),
+        }
+    }
+    docs
+}
+
+/// The VEX documents in force: the admin's `vex_dir`, then the project's `.vex/` (read beneath
+/// the project directory; a link there is refused, not followed). Never the image's. Every
+/// document that cannot be read, parsed or applied to an image is a warning and suppresses
+/// nothing.
+fn vex_rules(project: &Dir, admin: Option<&Path>) -> (VexSet, Vec<String>) {
+    let mut warnings = Vec::new();
+    let mut docs = Vec::new();
+    if let Some(dir) = admin {
+        match Dir::open(dir) {
+            Ok(d) => docs.extend(vex_documents(
+                &d,
+                &format!("{}/", dir.display()),
+                &mut warnings,
+            )),
+            Err(e) => warnings.push(format!(
+                "the runner's VEX directory was not read, nothing is suppressed by it: {e}"
+            )),
+        }
+    }
+    match project.dir(Path::new(PROJECT_VEX)) {
+        Ok(d) => docs.extend(vex_documents(&d, ".vex/", &mut warnings)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        // O_DIRECTORY with O_NOFOLLOW meets a link as "not a directory".
+        Err(e) if e.kind() == io::ErrorKind::NotADirectory => warnings.push(format!(
+            "the project's {PROJECT_VEX} is not a directory (a symbolic link there is never followed), nothing is suppressed by it"
+        )),
+        Err(e) => warnings.push(format!(
+            "the project's {PROJECT_VEX}/ was not read, nothing is suppressed by it: {e}"
+        )),
+    }
+    let (mut set, errors) = VexSet::parse_all(docs.iter().map(|(n, b)| (n.as_str(), b.as_slice())));
+    // Images are never CycloneDX SBOMs.
+    let inapplicable = set.retain_applicable(None);
+    for e in errors.iter().chain(&inapplicable) {
+        warnings.push(format!("{e}; nothing is suppressed by it"));
+    }
+    (set, warnings)
+}
+
+/// The admin's Rego ignore policy. Only the admin's: a policy in the project would be
+/// job-controlled code that the runner evaluates, so none is read from there. One that cannot
+/// be read or loaded suppresses nothing, with a warning.
+fn admin_ignore_policy(path: &Path) -> (Option<IgnorePolicy>, Option<String>) {
+    let unread = |why: String| {
+        (
+            None,
+            Some(format!(
+                "the runner's ignore policy {} was not used, nothing is suppressed by it: {why}",
+                path.display()
+            )),
+        )
+    };
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return unread("it names no file".to_owned());
+    };
+    let bytes = match Dir::open(parent).and_then(|d| d.read(Path::new(name), MAX_POLICY_BYTES)) {
+        Ok(b) => b,
+        Err(e) => return unread(e.to_string()),
+    };
+    let Ok(text) = String::from_utf8(bytes) else {
+        return unread("it is not UTF-8 text".to_owned());
+    };
+    match IgnorePolicy::parse(&text, &path.display().to_string()) {
+        Ok(p) => (Some(p), None),
+        Err(e) => unread(e.to_string()),
+    }
+}
+
+/// The job-log lines that say how many findings each VEX document and the ignore policy
+/// suppressed (`berth: 3 finding(s) suppressed by VEX .vex/app.openvex.json (not_affected)`).
+fn suppression_lines(report: &Report) -> Vec<String> {
+    let mut counts: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+    for s in &report.suppressed {
+        let key = match &s.reason {
+            Suppression::Vex { source, status, .. } => {
+                format!("by VEX {source} ({})", status.as_str())
+            }
+            Suppression::IgnorePolicy { source } => format!("by the ignore policy {source}"),
+            _ => continue,
+        };
+        *counts.entry(key).or_default() += 1;
+    }
+    counts
+        .into_iter()
+        .map(|(by, n)| format!("berth: {n} finding(s) suppressed {by}\n"))
+        .collect()
 }
 
 /// Writes a report into the project directory; a link at its name is replaced, not followed.
@@ -250,12 +393,13 @@ pub fn effective_policy(
     (policy, refused)
 }
 
-/// The policy in force (`settings`, after the job's adjustments) under the project's ignore
-/// rules, on `today`. The severities were checked when the config and the job's variables were
-/// read, so a failure here is berth's own.
+/// The policy in force (`settings`, after the job's adjustments) under the job's `rules` (the
+/// project's ignore file, the admin's and the project's VEX, the admin's ignore policy), on
+/// `today`. The severities were checked when the config and the job's variables were read, so
+/// a failure here is berth's own.
 fn scan_policy(
     settings: &ScanSettings,
-    ignore: IgnoreList,
+    rules: &Rules,
     today: time::Date,
 ) -> Result<Policy, String> {
     let severities =
@@ -265,7 +409,9 @@ fn scan_policy(
         block: settings.block,
         ignore_unfixed: settings.ignore_unfixed,
         ignore_statuses: Vec::new(),
-        ignore,
+        ignore: rules.ignore.clone(),
+        vex: rules.vex.clone(),
+        ignore_policy: rules.ignore_policy.clone(),
         today,
     })
 }
@@ -380,7 +526,7 @@ async fn scan_fresh(
     settings: &ScanSettings,
     fresh: &[&BuiltImage],
     project: &Dir,
-    ignore: &IgnoreList,
+    rules: &Rules,
     out: &mut (dyn AsyncWrite + Unpin + Send),
 ) -> Result<Vec<String>, StageError> {
     let mut blocked = Vec::new();
@@ -400,12 +546,11 @@ async fn scan_fresh(
     let berths_store = &job.paths.image_store;
     let (db, db_warnings) = api::open_db(&settings.db, freshness, now)
         .map_err(|e| scan_failure(&first.id, berths_store, &settings.db, e))?;
-    let policy = scan_policy(settings, ignore.clone(), now.date()).map_err(|detail| {
-        StageError::Scanner {
+    let policy =
+        scan_policy(settings, rules, now.date()).map_err(|detail| StageError::Scanner {
             image: first.id.clone(),
             detail,
-        }
-    })?;
+        })?;
     for (n, image) in fresh.iter().enumerate() {
         let name = image
             .names
@@ -449,6 +594,17 @@ async fn scan_fresh(
         let db_warnings = if n == 0 { db_warnings.as_slice() } else { &[] };
         for w in db_warnings.iter().chain(&outcome.warnings) {
             say(out, &format!("\x1b[0;33mWARNING: {w}\x1b[0;m\n")).await;
+        }
+        // A finding the policy could not be evaluated for stays reported.
+        for e in &outcome.report.suppression_errors {
+            say(
+                out,
+                &format!("\x1b[0;33mWARNING: {e}; the finding is not suppressed\x1b[0;m\n"),
+            )
+            .await;
+        }
+        for line in suppression_lines(&outcome.report) {
+            say(out, &line).await;
         }
         say(out, &rendered(Format::Table)).await;
         match outcome.verdict {
@@ -513,6 +669,22 @@ pub async fn after_user_stage<S: Sandbox>(
     if let Some(why) = unread {
         say(out, &format!("\x1b[0;33mWARNING: the project's ignore file was not used, no finding is suppressed: {why}\x1b[0;m\n")).await;
     }
+    let (vex, mut unused) = vex_rules(&project, settings.vex_dir.as_deref());
+    let ignore_policy = match settings.ignore_policy.as_deref().map(admin_ignore_policy) {
+        Some((policy, why)) => {
+            unused.extend(why);
+            policy
+        }
+        None => None,
+    };
+    for why in &unused {
+        say(out, &format!("\x1b[0;33mWARNING: {why}\x1b[0;m\n")).await;
+    }
+    let rules = Rules {
+        ignore,
+        vex,
+        ignore_policy,
+    };
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -521,7 +693,7 @@ pub async fn after_user_stage<S: Sandbox>(
         settings.severity,
         if settings.block { "blocking" } else { "reporting only" }
     )).await;
-    let scanned = scan_fresh(job, settings, &fresh, &project, &ignore, out).await;
+    let scanned = scan_fresh(job, settings, &fresh, &project, &rules, out).await;
     say(
         out,
         &format!("\x1b[0Ksection_end:{now}:berth_scan\r\x1b[0K"),
@@ -556,6 +728,8 @@ mod tests {
             jobs_may_relax,
             db_max_age_days: 7,
             db_stale_fail: false,
+            vex_dir: None,
+            ignore_policy: None,
         }
     }
 
@@ -663,6 +837,258 @@ mod tests {
         assert!(!warning.contains("CVE-2099-0001"), "{warning}");
     }
 
+    /// Whether one of `warnings` says every one of `words`.
+    fn warned(warnings: &[String], words: &[&str]) -> bool {
+        warnings.iter().any(|w| words.iter().all(|x| w.contains(x)))
+    }
+
+    /// An OpenVEX document that says minimist 1.2.5 is not affected by GHSA-0000-0000-0000.
+    const MINIMIST_VEX: &str = r#"{"@context":"https://openvex.dev/ns/v0.2.0","statements":[
+      {"vulnerability":{"name":"GHSA-0000-0000-0000"},"products":[{"@id":"pkg:npm/minimist@1.2.5"}],
+       "status":"not_affected","justification":"vulnerable_code_not_in_execute_path"}]}"#;
+
+    #[test]
+    fn the_projects_vex_documents_are_read_by_name_and_a_bad_one_suppresses_nothing() {
+        let (_tmp, builds) = tree();
+        let vex = builds.join("group/project/.vex");
+        std::fs::create_dir(&vex).expect("mkdir");
+        std::fs::write(vex.join("b.openvex.json"), MINIMIST_VEX).expect("write");
+        std::fs::write(vex.join("a.json"), "{\"@context\":\"x\"}").expect("write");
+        std::fs::write(vex.join("notes.txt"), "not a document").expect("write");
+        let project = open_project(&builds, "group/project").expect("open");
+        let (set, warnings) = vex_rules(&project, None);
+        let names: Vec<&str> = set.documents.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(names, vec![".vex/b.openvex.json"]);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].contains(".vex/a.json") && warnings[0].contains("nothing is suppressed"),
+            "{warnings:?}"
+        );
+    }
+
+    #[test]
+    fn a_vex_directory_or_document_planted_as_a_link_is_not_read() {
+        let (tmp, builds) = tree();
+        let outside = tmp.path().join("outside-vex");
+        std::fs::create_dir(&outside).expect("mkdir");
+        std::fs::write(outside.join("app.openvex.json"), MINIMIST_VEX).expect("write");
+        std::os::unix::fs::symlink(&outside, builds.join("group/project/.vex")).expect("symlink");
+        let project = open_project(&builds, "group/project").expect("open");
+        let (set, warnings) = vex_rules(&project, None);
+        assert!(set.is_empty(), "followed the linked .vex: {set:?}");
+        assert!(
+            warnings.iter().any(|w| w.contains("symbolic link")),
+            "{warnings:?}"
+        );
+        // A link to a document outside, inside a real .vex/.
+        std::fs::remove_file(builds.join("group/project/.vex")).expect("rm");
+        std::fs::create_dir(builds.join("group/project/.vex")).expect("mkdir");
+        std::os::unix::fs::symlink(
+            outside.join("app.openvex.json"),
+            builds.join("group/project/.vex/app.openvex.json"),
+        )
+        .expect("symlink");
+        let (set, warnings) = vex_rules(&project, None);
+        assert!(set.is_empty(), "followed the linked document: {set:?}");
+        assert!(
+            warned(&warnings, &[".vex/app.openvex.json", "symbolic link"]),
+            "{warnings:?}"
+        );
+    }
+
+    #[test]
+    fn an_oversized_vex_document_is_refused_with_a_warning() {
+        let (_tmp, builds) = tree();
+        let vex = builds.join("group/project/.vex");
+        std::fs::create_dir(&vex).expect("mkdir");
+        let padding = " ".repeat(usize::try_from(MAX_VEX_BYTES).expect("fits"));
+        std::fs::write(vex.join("big.json"), format!("{MINIMIST_VEX}{padding}")).expect("write");
+        let project = open_project(&builds, "group/project").expect("open");
+        let (set, warnings) = vex_rules(&project, None);
+        assert!(set.is_empty(), "read an oversized document");
+        assert!(
+            warned(&warnings, &[".vex/big.json", "larger than"]),
+            "{warnings:?}"
+        );
+    }
+
+    #[test]
+    fn the_admins_vex_and_ignore_policy_apply_and_a_broken_policy_suppresses_nothing() {
+        let (tmp, builds) = tree();
+        let admin_vex = tmp.path().join("admin-vex");
+        std::fs::create_dir(&admin_vex).expect("mkdir");
+        std::fs::write(admin_vex.join("runner.json"), MINIMIST_VEX).expect("write");
+        let project = open_project(&builds, "group/project").expect("open");
+        let (set, warnings) = vex_rules(&project, Some(&admin_vex));
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(
+            set.documents[0].name,
+            format!("{}/runner.json", admin_vex.display())
+        );
+        let rego = tmp.path().join("ignore.rego");
+        std::fs::write(
+            &rego,
+            "package trivy\nignore { input.PkgName == \"minimist\" }\n",
+        )
+        .expect("write");
+        let (policy, warning) = admin_ignore_policy(&rego);
+        assert!(policy.is_some() && warning.is_none(), "{warning:?}");
+        std::fs::write(&rego, "package trivy\nignore {\n").expect("write");
+        let (policy, warning) = admin_ignore_policy(&rego);
+        assert!(policy.is_none());
+        let warning = warning.expect("a warning");
+        assert!(
+            warning.contains("ignore.rego") && warning.contains("nothing is suppressed"),
+            "{warning}"
+        );
+    }
+
+    /// An advisory database in `dir` that makes minimist 1.2.5 a finding.
+    fn minimist_db(dir: &Path) -> berth_scan::advisory::db::AdvisoryDb {
+        let osv = dir.join("osv");
+        std::fs::create_dir_all(&osv).expect("mkdir");
+        std::fs::write(
+            osv.join("GHSA-0000-0000-0000.json"),
+            r#"{"id":"GHSA-0000-0000-0000","modified":"2026-11-01T00:00:00Z","database_specific":{"severity":"HIGH"},"affected":[{"package":{"ecosystem":"npm","name":"minimist"},"versions":["1.2.5"]}]}"#,
+        )
+        .expect("write");
+        let db = dir.join("db");
+        let now = time::OffsetDateTime::now_utc();
+        berth_scan::advisory::db::import(&[osv], &db, now).expect("database");
+        let freshness = Freshness {
+            max_age_days: 7,
+            on_stale: StaleAction::Warn,
+        };
+        api::open_db(&db, freshness, now).expect("open").0
+    }
+
+    /// An image whose root holds minimist 1.2.5 and VEX documents (at the project's place and
+    /// elsewhere) that would suppress its finding: the scan never consults them, only the
+    /// project's and the admin's count.
+    #[test]
+    fn a_vex_document_inside_the_image_is_never_consulted() {
+        let (tmp, builds) = tree();
+        let db = minimist_db(tmp.path());
+        let rootfs = tmp.path().join("rootfs");
+        let pkg = rootfs.join("app/node_modules/minimist");
+        std::fs::create_dir_all(&pkg).expect("mkdir");
+        std::fs::write(
+            pkg.join("package.json"),
+            r#"{"name":"minimist","version":"1.2.5"}"#,
+        )
+        .expect("write");
+        for dir in [".vex", "app/.vex", "usr/share/vex"] {
+            std::fs::create_dir_all(rootfs.join(dir)).expect("mkdir");
+            std::fs::write(rootfs.join(dir).join("app.openvex.json"), MINIMIST_VEX).expect("write");
+        }
+        let project = open_project(&builds, "group/project").expect("open");
+        let (vex, warnings) = vex_rules(&project, None);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let rules = Rules {
+            vex,
+            ..Rules::default()
+        };
+        let today = time::OffsetDateTime::now_utc().date();
+        let policy = scan_policy(&admin(false), &rules, today).expect("policy");
+        let request = ReadRequest {
+            source: ImageSource::Path {
+                path: rootfs,
+                name: "app".into(),
+            },
+            cache_dir: None,
+        };
+        let ReadOutcome::Read(read) = ReadOutcome::of(&request) else {
+            panic!("the image was not read");
+        };
+        let outcome = api::judge(read, &db, &policy).expect("judge");
+        assert_eq!(outcome.verdict, Verdict::Fail { findings: 1 });
+        assert!(
+            outcome.report.suppressed.is_empty(),
+            "{:?}",
+            outcome.report.suppressed
+        );
+        // The same document in the project suppresses it, and the job log says by which.
+        std::fs::create_dir(builds.join("group/project/.vex")).expect("mkdir");
+        std::fs::write(
+            builds.join("group/project/.vex/app.openvex.json"),
+            MINIMIST_VEX,
+        )
+        .expect("write");
+        let (vex, _) = vex_rules(&project, None);
+        let policy = scan_policy(
+            &admin(false),
+            &Rules {
+                vex,
+                ..Rules::default()
+            },
+            today,
+        )
+        .expect("policy");
+        let ReadOutcome::Read(read) = ReadOutcome::of(&request) else {
+            panic!("the image was not read");
+        };
+        let outcome = api::judge(read, &db, &policy).expect("judge");
+        assert_eq!(outcome.verdict, Verdict::Pass);
+        assert_eq!(
+            suppression_lines(&outcome.report),
+            vec!["berth: 1 finding(s) suppressed by VEX .vex/app.openvex.json (not_affected)\n"]
+        );
+    }
+
+    /// The inventory comes back from the job's user namespace: one that claims to be a
+    /// CycloneDX SBOM (serial number, bom-refs) cannot make a CycloneDX VEX document of the
+    /// project apply to the image.
+    #[test]
+    fn an_inventory_claiming_to_be_an_sbom_cannot_bring_cyclonedx_vex_to_an_image() {
+        let (tmp, builds) = tree();
+        let db = minimist_db(tmp.path());
+        let serial = "3e671687-395b-41f5-a30f-a58921a69b79";
+        std::fs::create_dir(builds.join("group/project/.vex")).expect("mkdir");
+        std::fs::write(
+            builds.join("group/project/.vex/app.cdx.json"),
+            format!(
+                r#"{{"bomFormat":"CycloneDX","specVersion":"1.5","version":1,"vulnerabilities":[
+                {{"id":"GHSA-0000-0000-0000","analysis":{{"state":"not_affected"}},
+                  "affects":[{{"ref":"urn:cdx:{serial}/1#minimist"}}]}}]}}"#
+            ),
+        )
+        .expect("write");
+        let project = open_project(&builds, "group/project").expect("open");
+        let (vex, warnings) = vex_rules(&project, None);
+        assert!(
+            warned(&warnings, &[".vex/app.cdx.json", "CycloneDX SBOM"]),
+            "{warnings:?}"
+        );
+        let mut package = berth_scan::inventory::Package::new(
+            berth_scan::inventory::PkgType::NodePkg,
+            "minimist",
+            "1.2.5",
+            "app/node_modules/minimist/package.json",
+        );
+        package.bom_ref = Some("minimist".into());
+        let mut inventory = berth_scan::inventory::Inventory::default();
+        inventory.artifact.bom = Some(berth_scan::inventory::BomId {
+            serial: format!("urn:uuid:{serial}"),
+            version: 1,
+        });
+        inventory.packages.push(package);
+        let forged: api::Read =
+            serde_json::from_value(serde_json::json!({"inventory": inventory, "warnings": []}))
+                .expect("crosses as JSON");
+        let today = time::OffsetDateTime::now_utc().date();
+        let policy = scan_policy(
+            &admin(false),
+            &Rules {
+                vex,
+                ..Rules::default()
+            },
+            today,
+        )
+        .expect("policy");
+        let outcome = api::judge(forged, &db, &policy).expect("judge");
+        assert_eq!(outcome.verdict, Verdict::Fail { findings: 1 });
+    }
+
     #[test]
     fn an_unreadable_job_image_is_a_build_failure_and_berths_own_trouble_a_system_one() {
         let berths = Path::new("/var/lib/berth/images");
@@ -729,7 +1155,7 @@ mod tests {
             on_stale: StaleAction::Warn,
         };
         let (db_handle, _) = api::open_db(&db, freshness, now).expect("open");
-        let policy = scan_policy(&admin(false), IgnoreList::default(), now.date()).expect("policy");
+        let policy = scan_policy(&admin(false), &Rules::default(), now.date()).expect("policy");
         let source = ImageSource::Store {
             root: store,
             additional: vec![tmp.path().join("images")],

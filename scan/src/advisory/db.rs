@@ -28,7 +28,7 @@ use super::osv::OsvRecord;
 /// The metadata file's name.
 pub const META_FILE: &str = "berth-advisories.json";
 /// Layout version written by this code.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 /// Packages per shard aimed at when writing.
 const PACKAGES_PER_SHARD: usize = 256;
 /// Most shards per ecosystem.
@@ -353,6 +353,7 @@ pub fn import(
         data.updated_at = newest.and_then(|n| n.format(&Rfc3339).ok());
         source_data.push(data);
     }
+    index.share_ratings();
     let meta = write(&index, db_dir, now, sources, source_data, count)?;
     Ok(ImportSummary { meta, warnings })
 }

@@ -5,11 +5,11 @@
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
-use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use super::osv::{OsvAffected, OsvRecord, OsvSeverity};
+use super::osv::{OsvAffected, OsvRecord};
+use super::vendor::{Ratings, data_source_id, decide, record_ratings, record_vendor};
 use crate::inventory::{Os, Package};
 use crate::severity::Severity;
 use crate::version::Scheme;
@@ -42,17 +42,6 @@ impl Event {
     }
 }
 
-/// A CVSS rating.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CvssRating {
-    /// The vector string.
-    pub vector: String,
-    /// Base score.
-    pub score: f64,
-    /// "V3" or "V40" (Trivy's naming).
-    pub version: String,
-}
-
 /// One vulnerability, reduced for reporting.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Vuln {
@@ -67,15 +56,12 @@ pub struct Vuln {
     /// Description, cut at 4 KiB.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub details: Option<String>,
-    /// Severity chosen at import time.
-    pub severity: Severity,
-    /// Where that severity came from (ghsa, cvss, ubuntu, …).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub severity_source: Option<String>,
-    /// CVSS rating, when a vector was given.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cvss: Option<CvssRating>,
-    /// Reference URLs, advisory first.
+    /// The vendor the record stands for (`debian`, `ghsa`, `osv`, …).
+    pub vendor: String,
+    /// Every vendor's ratings of the vulnerability, gathered over all records of it.
+    #[serde(default)]
+    pub ratings: Ratings,
+    /// Reference URLs, sorted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub references: Vec<String>,
     /// Published (RFC 3339).
@@ -87,17 +73,19 @@ pub struct Vuln {
 }
 
 impl Vuln {
-    /// The id reports lead with: the CVE when the record is a distro wrapper around one.
-    pub fn primary_id(&self) -> &str {
-        let wrapper = [
-            "DEBIAN-", "UBUNTU-", "ALPINE-", "DLA-", "DSA-", "RHSA-", "ALSA-", "RLSA-",
-        ];
-        if wrapper.iter().any(|p| self.id.starts_with(p))
-            && let Some(cve) = self.aliases.iter().find(|a| a.starts_with("CVE-"))
-        {
-            return cve;
+    /// The ids findings are reported under, as trivy-db groups a record's ids: each CVE the
+    /// record names (a distribution's record of a CVE, a GHSA with CVE aliases), else its own.
+    pub fn reported_ids(&self) -> Vec<&str> {
+        let cves: Vec<&str> = std::iter::once(&self.id)
+            .chain(&self.aliases)
+            .map(String::as_str)
+            .filter(|a| a.starts_with("CVE-"))
+            .collect();
+        if cves.is_empty() {
+            vec![&self.id]
+        } else {
+            cves
         }
-        &self.id
     }
 
     /// True when `id` names this vulnerability (its id or an alias).
@@ -117,7 +105,7 @@ pub struct Entry {
     /// Explicitly affected versions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub versions: Vec<String>,
-    /// A severity given for this package only.
+    /// The distribution's rating of this package alone (Debian's urgency).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub severity: Option<Severity>,
 }
@@ -145,12 +133,27 @@ pub struct Match<'a> {
     pub vuln: &'a Vuln,
     /// The ecosystem it came from.
     pub ecosystem: &'a str,
-    /// Every fixed version the advisory gives for the package, lowest first.
+    /// Every fixed version the advisory gives for the package, in the record's order.
     pub fixed: Vec<String>,
-    /// Severity for this package (package-specific rating wins).
-    pub severity: Severity,
-    /// Source of that severity.
-    pub severity_source: Option<String>,
+    /// The distribution's rating of this package alone, which outranks every other.
+    pub package_rating: Option<Severity>,
+}
+
+impl Match<'_> {
+    /// The vendor whose data matched (`debian` for a Debian package, the record's otherwise).
+    pub fn data_source_id(&self) -> &'static str {
+        data_source_id(self.ecosystem, &self.vuln.id)
+    }
+
+    /// The severity of the finding reported as `reported_id`, and the vendor named for it.
+    pub fn severity(&self, reported_id: &str) -> (Severity, Option<String>) {
+        decide(
+            self.package_rating,
+            self.data_source_id(),
+            reported_id,
+            &self.vuln.ratings,
+        )
+    }
 }
 
 /// Normalises a package name the way the ecosystem's advisories spell it.
@@ -162,76 +165,17 @@ pub fn normalize_package_name(ecosystem: &str, name: &str) -> String {
     }
 }
 
-fn severity_word(v: Option<&serde_json::Value>) -> Option<Severity> {
-    v?.get("severity")?.as_str().and_then(Severity::from_vendor)
-}
-
-fn cvss_rating(sev: &[OsvSeverity]) -> Option<CvssRating> {
-    // Prefer v3 (what Trivy reports), then v4.
-    let pick = |kind: &str| sev.iter().find(|s| s.kind == kind);
-    let s = pick("CVSS_V3").or_else(|| pick("CVSS_V4"))?;
-    let parsed = cvss::Cvss::from_str(&s.score).ok()?;
-    Some(CvssRating {
-        vector: s.score.clone(),
-        score: parsed.score(),
-        version: if s.kind == "CVSS_V4" {
-            "V40".into()
-        } else {
-            "V3".into()
-        },
-    })
-}
-
-fn from_cvss(score: f64) -> Severity {
-    match score {
-        s if s >= 9.0 => Severity::Critical,
-        s if s >= 7.0 => Severity::High,
-        s if s >= 4.0 => Severity::Medium,
-        s if s > 0.0 => Severity::Low,
-        _ => Severity::Unknown,
+/// Debian's urgency of a package (`ecosystem_specific.urgency`), the one per-package rating
+/// Trivy reports over the vulnerability's own (its Debian detector alone sets one).
+fn package_severity(a: &OsvAffected, ecosystem: &str) -> Option<Severity> {
+    if !ecosystem.starts_with("Debian") {
+        return None;
     }
-}
-
-/// Trivy's source id for an OSV ecosystem (`Debian:12` → `debian`), the name a vendor's own
-/// rating is reported under; language ecosystems are GitHub's advisories in Trivy's data.
-pub fn source_id(ecosystem: &str) -> &'static str {
-    match ecosystem.split(':').next().unwrap_or(ecosystem) {
-        "Debian" => "debian",
-        "Ubuntu" => "ubuntu",
-        "Alpine" => "alpine",
-        "Red Hat" => "redhat",
-        "AlmaLinux" => "alma",
-        "Rocky Linux" => "rocky",
-        "SUSE" | "openSUSE" => "suse-cvrf",
-        "Wolfi" | "Chainguard" => "chainguard",
-        _ => "ghsa",
-    }
-}
-
-/// The distribution's own rating of a package, where its OSV export carries one: Debian's
-/// urgency (`ecosystem_specific.urgency`), Ubuntu's priority (`ecosystem_specific.ubuntu_priority`
-/// or the record's `Ubuntu` severity); other ecosystems' `severity` words.
-fn package_severity(rec: &OsvRecord, a: &OsvAffected, ecosystem: &str) -> Option<Severity> {
-    fn word<'a>(v: Option<&'a serde_json::Value>, key: &str) -> Option<&'a str> {
-        v.and_then(|v| v.get(key))
-            .and_then(serde_json::Value::as_str)
-    }
-    match source_id(ecosystem) {
-        "debian" => {
-            word(a.ecosystem_specific.as_ref(), "urgency").and_then(Severity::from_debian_urgency)
-        }
-        "ubuntu" => word(a.ecosystem_specific.as_ref(), "ubuntu_priority")
-            .or_else(|| {
-                a.severity
-                    .iter()
-                    .chain(&rec.severity)
-                    .find(|s| s.kind == "Ubuntu")
-                    .map(|s| s.score.as_str())
-            })
-            .and_then(Severity::from_ubuntu_priority),
-        _ => severity_word(a.ecosystem_specific.as_ref())
-            .or_else(|| severity_word(a.database_specific.as_ref())),
-    }
+    a.ecosystem_specific
+        .as_ref()
+        .and_then(|v| v.get("urgency"))
+        .and_then(serde_json::Value::as_str)
+        .and_then(Severity::from_debian_urgency)
 }
 
 fn reduce(rec: &OsvRecord) -> Vuln {
@@ -244,21 +188,10 @@ fn reduce(rec: &OsvRecord) -> Vuln {
         .collect();
     aliases.sort_by_key(|a| (!a.starts_with("CVE-"), a.clone()));
     aliases.dedup();
-    let cvss = cvss_rating(&rec.severity);
-    let db_sev = severity_word(rec.database_specific.as_ref());
-    let ghsa = rec.id.starts_with("GHSA-") || rec.aliases.iter().any(|a| a.starts_with("GHSA-"));
-    // Source names as Trivy reports them: GitHub's rating is `ghsa`; the CVSS a distribution
-    // record carries is NVD's (`nvd`).
-    let (severity, severity_source) = match (db_sev, &cvss) {
-        (Some(s), _) => (s, Some(if ghsa { "ghsa" } else { "osv" }.to_owned())),
-        (None, Some(c)) => (
-            from_cvss(c.score),
-            Some(if ghsa { "ghsa" } else { "nvd" }.to_owned()),
-        ),
-        (None, None) => (Severity::Unknown, None),
-    };
-    let mut refs: Vec<&super::osv::OsvReference> = rec.references.iter().collect();
-    refs.sort_by_key(|r| r.kind.as_deref() != Some("ADVISORY"));
+    // Sorted and each once, as trivy-db keeps them.
+    let mut refs: Vec<&str> = rec.references.iter().map(|r| r.url.trim()).collect();
+    refs.sort_unstable();
+    refs.dedup();
     let details = rec.details.as_ref().map(|d| {
         if d.len() <= MAX_DETAILS {
             d.clone()
@@ -275,13 +208,12 @@ fn reduce(rec: &OsvRecord) -> Vuln {
         aliases,
         summary: rec.summary.clone(),
         details,
-        severity,
-        severity_source,
-        cvss,
+        vendor: record_vendor(&rec.id).to_owned(),
+        ratings: record_ratings(rec),
         references: refs
             .into_iter()
             .take(MAX_REFERENCES)
-            .map(|r| r.url.clone())
+            .map(str::to_owned)
             .collect(),
         published: rec.published.clone(),
         modified: rec.modified.clone(),
@@ -330,7 +262,7 @@ impl AdvisoryIndex {
                 vuln: vuln.id.clone(),
                 ranges,
                 versions: a.versions.clone(),
-                severity: package_severity(rec, a, &pkg.ecosystem),
+                severity: package_severity(a, &pkg.ecosystem),
             };
             if !entries.contains(&entry) {
                 entries.push(entry);
@@ -344,7 +276,32 @@ impl AdvisoryIndex {
         for r in records {
             idx.insert(r);
         }
+        idx.share_ratings();
         idx
+    }
+
+    /// Gives every record of a vulnerability every vendor's ratings of it, as trivy-db keeps
+    /// one entry per vulnerability id: a Debian finding of a CVE then sees GitHub's rating of
+    /// it too. Run once all records are in.
+    pub fn share_ratings(&mut self) {
+        let mut by_id: BTreeMap<String, Ratings> = BTreeMap::new();
+        for v in self.ecosystems.values().flat_map(|e| e.vulns.values()) {
+            for id in v.reported_ids() {
+                by_id.entry(id.to_owned()).or_default().absorb(&v.ratings);
+            }
+        }
+        for v in self
+            .ecosystems
+            .values_mut()
+            .flat_map(|e| e.vulns.values_mut())
+        {
+            let ids: Vec<String> = v.reported_ids().into_iter().map(str::to_owned).collect();
+            for id in ids {
+                if let Some(r) = by_id.get(&id) {
+                    v.ratings.absorb(r);
+                }
+            }
+        }
     }
 
     /// Number of vulnerabilities over all ecosystems.
@@ -398,12 +355,7 @@ impl AdvisoryIndex {
                             vuln,
                             ecosystem: eco_name,
                             fixed,
-                            severity: e.severity.unwrap_or(vuln.severity),
-                            severity_source: if e.severity.is_some() {
-                                Some(source_id(eco_name).to_owned())
-                            } else {
-                                vuln.severity_source.clone()
-                            },
+                            package_rating: e.severity,
                         }),
                         Ok(None) => {}
                         Err(err) => warnings.push(format!("{} {}: {err}", vuln.id, pkg.name)),
@@ -431,8 +383,8 @@ fn entry_affects(
     if !hit {
         return Ok(None);
     }
-    // Every fixed version of the entry, as Trivy lists them (`0.2.4, 1.2.6`): which one fits
-    // is the reader's choice (a major upgrade or a backport), not the scanner's.
+    // Every fixed version of the entry in the record's order, as Trivy lists them (`0.2.4,
+    // 1.2.6`): which one fits is the reader's choice (a major upgrade or a backport).
     for r in &e.ranges {
         for ev in r {
             if let Event::Fixed(f) = ev
@@ -442,7 +394,6 @@ fn entry_affects(
             }
         }
     }
-    fixed.sort_by(|a, b| scheme.compare(a, b).unwrap_or(Ordering::Equal));
     Ok(Some(fixed))
 }
 
@@ -547,12 +498,17 @@ mod tests {
         };
         let (m, _) = idx.matches(&pkg, Some(&os));
         assert_eq!(m.len(), 1, "{record}");
-        (m[0].severity, m[0].severity_source.clone())
+        m[0].severity(m[0].vuln.reported_ids()[0])
     }
 
     fn record(ecosystem: &str, ecosystem_specific: &str, top: &str) -> String {
+        let prefix = ecosystem
+            .split(':')
+            .next()
+            .unwrap_or_default()
+            .to_ascii_uppercase();
         format!(
-            r#"{{"id":"X-CVE-2099-1","upstream":["CVE-2099-1"],{top}"affected":[{{"package":{{"ecosystem":"{ecosystem}","name":"p"}},
+            r#"{{"id":"{prefix}-CVE-2099-1","upstream":["CVE-2099-1"],{top}"affected":[{{"package":{{"ecosystem":"{ecosystem}","name":"p"}},
             "ecosystem_specific":{ecosystem_specific},"ranges":[{{"type":"ECOSYSTEM","events":[{{"introduced":"0"}}]}}]}}]}}"#
         )
     }

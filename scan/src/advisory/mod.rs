@@ -3,6 +3,7 @@
 pub mod db;
 pub mod index;
 pub mod osv;
+pub mod vendor;
 
 pub use db::{AdvisoryDb, DbError, DbMeta, StaleAction};
 pub use index::{AdvisoryIndex, Match, Vuln};

@@ -91,28 +91,73 @@ fn rating_severity(s: Severity) -> &'static str {
     }
 }
 
-fn vulnerability(f: &Finding, affect: Value) -> Value {
-    let mut ratings = vec![json!({
-        "source": {"name": f.severity_source.clone().unwrap_or_else(|| "berth".into())},
-        "severity": rating_severity(f.severity),
-    })];
-    if let Some(c) = &f.cvss {
-        let method = if c.version == "V40" {
-            "CVSSv4"
-        } else if c.vector.starts_with("CVSS:3.0") {
-            "CVSSv3"
-        } else {
-            "CVSSv31"
-        };
-        ratings.push(json!({"source": {"name": "cvss"}, "score": c.score, "severity": rating_severity(f.severity), "method": method, "vector": c.vector}));
+/// Trivy's ratings: one per vendor that rated the vulnerability, one per CVSS version when that
+/// vendor also gave vectors, ordered by vendor, method, score.
+fn ratings(f: &Finding) -> Vec<Value> {
+    let mut out: Vec<(String, &str, f64, Value)> = Vec::new();
+    for (vendor, severity) in &f.vendor_severity {
+        let severity = rating_severity(*severity);
+        let cvss = f.cvss.get(vendor);
+        let scored = [
+            cvss.and_then(|c| c.v3_vector.as_deref().map(|v| (v, c.v3_score))),
+            cvss.and_then(|c| c.v40_vector.as_deref().map(|v| (v, c.v40_score))),
+        ];
+        if scored.iter().all(Option::is_none) {
+            out.push((
+                vendor.clone(),
+                "",
+                0.0,
+                json!({"source": {"name": vendor}, "severity": severity}),
+            ));
+        }
+        for (vector, score) in scored.into_iter().flatten() {
+            let method = if vector.starts_with("CVSS:4.0") {
+                "CVSSv4"
+            } else if vector.starts_with("CVSS:3.1") {
+                "CVSSv31"
+            } else {
+                "CVSSv3"
+            };
+            let score = score.unwrap_or_default();
+            out.push((
+                vendor.clone(),
+                method,
+                score,
+                json!({"source": {"name": vendor}, "score": score, "method": method, "severity": severity, "vector": vector}),
+            ));
+        }
     }
+    out.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)).then(a.2.total_cmp(&b.2)));
+    out.into_iter().map(|(_, _, _, v)| v).collect()
+}
+
+/// The primary URL, then the references, each once, as Trivy lists advisories.
+fn advisories(f: &Finding) -> Vec<Value> {
+    let mut seen = Vec::new();
+    for u in std::iter::once(f.primary_url()).chain(f.references.iter().cloned()) {
+        let url = u
+            .split(' ')
+            .find(|w| w.contains("://"))
+            .unwrap_or_default()
+            .to_owned();
+        if !url.is_empty() && !seen.contains(&url) {
+            seen.push(url);
+        }
+    }
+    seen.into_iter().map(|url| json!({"url": url})).collect()
+}
+
+fn vulnerability(f: &Finding, affect: Value) -> Value {
     let mut v = json!({
         "id": f.id,
-        "source": {"name": f.data_source, "url": f.primary_url()},
-        "ratings": ratings,
-        "advisories": f.references.iter().filter(|u| u.starts_with("http")).take(10).map(|u| json!({"url": u})).collect::<Vec<_>>(),
+        "source": {"name": f.data_source.id, "url": f.data_source.url},
+        "ratings": ratings(f),
         "affects": [affect],
     });
+    let advisories = advisories(f);
+    if !advisories.is_empty() {
+        v["advisories"] = json!(advisories);
+    }
     if let Some(d) = f.description.as_ref().or(f.title.as_ref()) {
         v["description"] = json!(d);
     }
@@ -201,6 +246,19 @@ pub fn render(r: &Report, ctx: &RenderContext) -> Value {
         if let Some(&i) = by_id.get(&key) {
             if let Some(a) = vulns[i]["affects"].as_array_mut() {
                 a.push(affect);
+            }
+            if !f.fixed_version.is_empty() {
+                // One recommendation per package, sorted and "; "-joined, as Trivy merges them.
+                let rec = format!("Upgrade {} to version {}", f.pkg_name, f.fixed_version);
+                let mut recs: Vec<String> = vulns[i]["recommendation"]
+                    .as_str()
+                    .map(|r| r.split("; ").map(str::to_owned).collect())
+                    .unwrap_or_default();
+                if !recs.contains(&rec) {
+                    recs.push(rec);
+                    recs.sort();
+                    vulns[i]["recommendation"] = json!(recs.join("; "));
+                }
             }
             continue;
         }

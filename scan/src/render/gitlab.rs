@@ -1,10 +1,12 @@
 //! GitLab's container scanning report (`gl-container-scanning-report.json`, schema 15.x).
+//! Findings an ignore file, the Rego ignore policy or a VEX statement suppressed stay in it,
+//! each with a `flagged-as-likely-false-positive` flag naming the rule and its document.
 
 use serde_json::{Value, json};
 use time::macros::format_description;
 
 use super::{RenderContext, fnv64};
-use crate::report::{Finding, Report};
+use crate::report::{Finding, Report, Suppression};
 
 /// The schema version declared by default: the one the report is validated against
 /// (`scan/tests/schemas/gitlab-container-scanning-report-format-15.2.4.json`).
@@ -17,6 +19,45 @@ fn identifier(id: &str, url: &str) -> Value {
         other => other.to_ascii_lowercase(),
     };
     json!({"type": kind, "name": id, "value": id, "url": url})
+}
+
+/// The flag GitLab shows on a finding a rule suppressed; `None` for findings the policy's
+/// severities or statuses left out (those are not in the report at all).
+fn flag(reason: &Suppression) -> Option<Value> {
+    let description = match reason {
+        Suppression::Ignored { source, statement } => format!(
+            "ignored by {source}{}",
+            statement
+                .as_deref()
+                .map(|s| format!(": {s}"))
+                .unwrap_or_default()
+        ),
+        Suppression::Vex {
+            source,
+            status,
+            justification,
+            impact_statement,
+        } => {
+            let why: Vec<&str> = [justification.as_deref(), impact_statement.as_deref()]
+                .into_iter()
+                .flatten()
+                .collect();
+            format!(
+                "VEX {source}: {}{}",
+                status.as_str(),
+                if why.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", why.join("; "))
+                }
+            )
+        }
+        Suppression::IgnorePolicy { source } => format!("ignored by the Rego policy {source}"),
+        Suppression::Severity | Suppression::Unfixed | Suppression::Status => return None,
+    };
+    Some(
+        json!({"type": "flagged-as-likely-false-positive", "origin": "berth", "description": description}),
+    )
 }
 
 fn vulnerability(f: &Finding, r: &Report) -> Value {
@@ -45,7 +86,7 @@ fn vulnerability(f: &Finding, r: &Report) -> Value {
     if name.chars().count() > 255 {
         name = name.chars().take(254).collect::<String>() + "…";
     }
-    let mut identifiers = vec![identifier(&f.id, &f.primary_url())];
+    let mut identifiers = vec![identifier(&f.id, &f.link())];
     identifiers.extend(
         f.aliases
             .iter()
@@ -57,7 +98,7 @@ fn vulnerability(f: &Finding, r: &Report) -> Value {
     } else {
         format!("Upgrade {} to {}", f.pkg_name, f.fixed_version)
     };
-    let mut links = vec![json!({"url": f.primary_url()})];
+    let mut links = vec![json!({"url": f.link()})];
     links.extend(
         f.references
             .iter()
@@ -104,7 +145,11 @@ pub fn render(r: &Report, ctx: &RenderContext) -> Value {
             "end_time": t(ctx.finished),
             "status": "success",
         },
-        "vulnerabilities": r.findings.iter().map(|f| vulnerability(f, r)).collect::<Vec<_>>(),
+        "vulnerabilities": r.findings.iter().map(|f| vulnerability(f, r)).chain(r.suppressed.iter().filter_map(|s| {
+            let mut v = vulnerability(&s.finding, r);
+            v["flags"] = json!([flag(&s.reason)?]);
+            Some(v)
+        })).collect::<Vec<_>>(),
         "remediations": [],
     })
 }

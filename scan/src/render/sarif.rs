@@ -48,7 +48,7 @@ pub fn render(r: &Report, ctx: &RenderContext) -> Value {
                     f.pkg_name,
                     f.fixed_version,
                     f.id,
-                    f.primary_url(),
+                    f.link(),
                     full
                 );
                 rules.push(json!({
@@ -57,7 +57,7 @@ pub fn render(r: &Report, ctx: &RenderContext) -> Value {
                     "shortDescription": {"text": short},
                     "fullDescription": {"text": full},
                     "defaultConfiguration": {"level": level(f.severity)},
-                    "helpUri": f.primary_url(),
+                    "helpUri": f.link(),
                     "help": {"text": help, "markdown": help},
                     "properties": {
                         "precision": "very-high",
@@ -74,7 +74,7 @@ pub fn render(r: &Report, ctx: &RenderContext) -> Value {
             "level": level(f.severity),
             "message": {"text": format!(
                 "Package: {}\nInstalled Version: {}\nVulnerability {}\nSeverity: {}\nFixed Version: {}\nLink: [{}]({})",
-                f.pkg_name, f.installed_version, f.id, f.severity, f.fixed_version, f.id, f.primary_url()
+                f.pkg_name, f.installed_version, f.id, f.severity, f.fixed_version, f.id, f.link()
             )},
             "locations": [{
                 "physicalLocation": {

@@ -282,3 +282,76 @@ fn scan_sbom_reads_a_cyclonedx_file() {
     let err = cli::run_scan(&a, datetime!(2026-11-23 12:00 UTC)).unwrap_err();
     assert!(err.to_string().contains("not an SBOM berth reads"), "{err}");
 }
+
+/// `--vex FILE|DIR` and `--ignore-policy FILE` reach the policy: a directory's `*.json` are read
+/// by name, suppressed findings no longer block, and a bad document or policy stops the scan
+/// naming the file and every problem.
+#[test]
+fn vex_and_ignore_policy_flags_suppress_and_bad_ones_are_errors() {
+    let d = tempfile::tempdir().unwrap();
+    let db = advisory_db(d.path());
+    let image = support::docker_archive(d.path());
+    let vex_dir = d.path().join("vex");
+    std::fs::create_dir(&vex_dir).unwrap();
+    std::fs::write(
+        vex_dir.join("app.openvex.json"),
+        r#"{"@context":"https://openvex.dev/ns/v0.2.0","statements":[
+        {"vulnerability":{"name":"GHSA-fake-0001"},"products":[{"@id":"pkg:npm/minimist"}],
+         "status":"fixed"}]}"#,
+    )
+    .unwrap();
+    std::fs::write(vex_dir.join("README.md"), "not read").unwrap();
+    let args = |extra: &[&str]| {
+        let mut argv = vec![
+            "scan",
+            "--input",
+            image.to_str().unwrap(),
+            "--format",
+            "json",
+            "--exit-code",
+            "3",
+            "--db",
+            db.to_str().unwrap(),
+        ];
+        argv.extend(extra);
+        Scan::try_parse_from(argv).unwrap().args
+    };
+    let now = datetime!(2026-11-23 12:00 UTC);
+    let out = cli::run_scan(&args(&["--vex", vex_dir.to_str().unwrap()]), now).unwrap();
+    assert_eq!(out.exit_code, 0, "{}", out.stdout);
+    assert!(
+        out.stdout.contains("ExperimentalModifiedFindings"),
+        "{}",
+        out.stdout
+    );
+    let rego = d.path().join("ignore.rego");
+    std::fs::write(
+        &rego,
+        "package trivy\nignore { input.PkgName == \"minimist\" }\n",
+    )
+    .unwrap();
+    let out = cli::run_scan(&args(&["--ignore-policy", rego.to_str().unwrap()]), now).unwrap();
+    assert_eq!(out.exit_code, 0);
+    assert!(out.stdout.contains("Filtered by Rego"));
+
+    std::fs::write(
+        vex_dir.join("bad.json"),
+        r#"{"@context":"x","statements":[{}]}"#,
+    )
+    .unwrap();
+    let err = cli::run_scan(&args(&["--vex", vex_dir.to_str().unwrap()]), now)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("bad.json") && err.contains("@context") && err.contains("no vulnerability"),
+        "{err}"
+    );
+    std::fs::write(&rego, "package trivy\nignore = \"yes\"\n").unwrap();
+    let err = cli::run_scan(&args(&["--ignore-policy", rego.to_str().unwrap()]), now)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("ignore.rego") && err.contains("must return boolean"),
+        "{err}"
+    );
+}

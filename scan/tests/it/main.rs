@@ -5,6 +5,7 @@
 
 mod advisory_db;
 mod cli;
+mod grype;
 mod hostile;
 mod odd_images;
 mod oracle;
@@ -14,3 +15,4 @@ mod rpm_formats;
 mod sources;
 mod support;
 mod trivy;
+mod vex;

@@ -18,11 +18,18 @@ use time::macros::{date, datetime};
 pub(crate) const RECORDS: &[&str] = &[
     r#"{"id":"DEBIAN-CVE-2099-0001","modified":"2026-11-20T10:00:00Z","upstream":["CVE-2099-0001"],
        "summary":"glibc: buffer overflow in a fake function",
+       "severity":[{"type":"CVSS_V3","score":"CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H"}],
        "affected":[{"package":{"ecosystem":"Debian:12","name":"glibc"},"ecosystem_specific":{"urgency":"low"},
        "ranges":[{"type":"ECOSYSTEM","events":[{"introduced":"0"},{"fixed":"2.36-9+deb12u15"}]}]}]}"#,
     r#"{"id":"DEBIAN-CVE-2099-0005","modified":"2026-11-20T10:00:00Z","upstream":["CVE-2099-0005"],
        "affected":[{"package":{"ecosystem":"Debian:12","name":"bash"},
        "ranges":[{"type":"ECOSYSTEM","events":[{"introduced":"0"}]}]}]}"#,
+    // GitHub's rating of the bash CVE (through a package the image lacks) is the only one:
+    // Trivy reports it for bash, naming no source.
+    r#"{"id":"GHSA-fake-0005","modified":"2026-11-01T00:00:00Z","aliases":["CVE-2099-0005"],
+       "database_specific":{"severity":"MODERATE"},
+       "affected":[{"package":{"ecosystem":"npm","name":"left-pad"},
+       "ranges":[{"type":"SEMVER","events":[{"introduced":"0"},{"fixed":"1.3.0"}]}]}]}"#,
     r#"{"id":"GHSA-fake-0001","modified":"2026-11-01T00:00:00Z","published":"2026-10-01T00:00:00Z","aliases":["CVE-2099-0010"],
        "summary":"minimist prototype pollution (fake)","details":"Long description.",
        "database_specific":{"severity":"CRITICAL"},
@@ -157,22 +164,22 @@ fn findings_match_the_fixture() {
             "CVE-2099-0005".into(),
             "bash".into(),
             String::new(),
-            Severity::Unknown,
+            Severity::Medium,
         ),
         (
-            "GHSA-fake-0001".into(),
+            "CVE-2099-0010".into(),
             "minimist".into(),
             "0.2.4, 1.2.6".into(),
             Severity::Critical,
         ),
         (
-            "PYSEC-2099-7".into(),
+            "CVE-2099-0020".into(),
             "urllib3".into(),
             "1.26.5".into(),
             Severity::Medium,
         ),
         (
-            "RUSTSEC-2099-0001".into(),
+            "CVE-2099-0030".into(),
             "smallvec".into(),
             "1.6.1".into(),
             Severity::High,
@@ -187,17 +194,23 @@ fn findings_match_the_fixture() {
     assert_eq!(smallvec.layer.as_ref().map(|l| l.index), Some(1));
 }
 
-#[test]
-fn gitlab_report_validates() {
-    let r = report(&Policy::report_all(date!(2026 - 11 - 23)));
-    let doc = render::render(&r, Format::GitLab, &ctx());
+/// `r` as GitLab's report, validated against schema 15.2.4, as text and parsed.
+fn gitlab_report(r: &Report) -> (String, serde_json::Value) {
+    let doc = render::render(r, Format::GitLab, &ctx());
     validate(
         "gitlab",
         &schema("gitlab-container-scanning-report-format-15.2.4.json"),
         &doc,
     )
     .unwrap();
-    let v: serde_json::Value = serde_json::from_str(&doc).unwrap();
+    let v = serde_json::from_str(&doc).unwrap();
+    (doc, v)
+}
+
+#[test]
+fn gitlab_report_validates() {
+    let r = report(&Policy::report_all(date!(2026 - 11 - 23)));
+    let (doc, v) = gitlab_report(&r);
     // It declares the version it was validated against.
     assert_eq!(v["version"], "15.2.4");
     assert_eq!(v["scan"]["start_time"], "2026-11-23T20:00:00");
@@ -220,6 +233,81 @@ fn gitlab_report_validates() {
         )
         .is_err()
     );
+}
+
+/// Findings an ignore rule, the Rego policy or a VEX statement suppressed stay in GitLab's
+/// report with a `flagged-as-likely-false-positive` flag naming the rule and its document, and
+/// the report still validates; JSON shows them as Trivy's `ExperimentalModifiedFindings`.
+#[test]
+fn suppressed_findings_stay_flagged_in_the_gitlab_report_and_it_validates() {
+    let mut policy = Policy::report_all(date!(2026 - 11 - 23));
+    policy.ignore = IgnoreList::parse("CVE-2099-0005\n", ".trivyignore").unwrap();
+    policy.ignore_policy = Some(
+        berth_scan::ignore_policy::IgnorePolicy::parse(
+            "package trivy\nignore { input.PkgName == \"urllib3\" }\n",
+            "/etc/berth/ignore.rego",
+        )
+        .unwrap(),
+    );
+    let vex = r#"{"@context":"https://openvex.dev/ns/v0.2.0","statements":[
+      {"vulnerability":{"name":"CVE-2099-0010"},"products":[{"@id":"pkg:npm/minimist"}],
+       "status":"not_affected","justification":"vulnerable_code_not_present","impact_statement":"never loaded"}]}"#;
+    let (set, errors) =
+        berth_scan::vex::VexSet::parse_all([(".vex/app.openvex.json", vex.as_bytes())]);
+    assert!(errors.is_empty(), "{errors:?}");
+    policy.vex = set;
+    let r = report(&policy);
+    assert_eq!((r.findings.len(), r.suppressed.len()), (2, 3));
+    let (_, v) = gitlab_report(&r);
+    let vulns = v["vulnerabilities"].as_array().unwrap();
+    assert_eq!(vulns.len(), 5, "suppressed findings stay visible");
+    let flags: Vec<&str> = vulns
+        .iter()
+        .flat_map(|x| x["flags"].as_array().into_iter().flatten())
+        .map(|f| f["description"].as_str().unwrap())
+        .collect();
+    assert_eq!(flags.len(), 3, "{flags:?}");
+    assert!(
+        flags.contains(
+            &"VEX .vex/app.openvex.json: not_affected (vulnerable_code_not_present; never loaded)"
+        ),
+        "{flags:?}"
+    );
+    assert!(flags.contains(&"ignored by .trivyignore"), "{flags:?}");
+    assert!(
+        flags.contains(&"ignored by the Rego policy /etc/berth/ignore.rego"),
+        "{flags:?}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&render::render(&r, Format::Json, &ctx())).unwrap();
+    let modified: Vec<(String, String, String)> = json["Results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| {
+            r["ExperimentalModifiedFindings"]
+                .as_array()
+                .into_iter()
+                .flatten()
+        })
+        .map(|m| {
+            (
+                m["Status"].as_str().unwrap().to_owned(),
+                m["Statement"].as_str().unwrap_or_default().to_owned(),
+                m["Source"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert!(modified.contains(&(
+        "not_affected".into(),
+        "vulnerable_code_not_present".into(),
+        ".vex/app.openvex.json".into()
+    )));
+    assert!(modified.contains(&(
+        "ignored".into(),
+        "Filtered by Rego".into(),
+        "/etc/berth/ignore.rego".into()
+    )));
 }
 
 /// The SPDX document passes the SPDX project's own validator (`pyspdxtools`), and a broken one
@@ -280,7 +368,7 @@ fn sarif_validates() {
     assert_eq!(results.len(), 5);
     let crit = results
         .iter()
-        .find(|x| x["ruleId"] == "GHSA-fake-0001")
+        .find(|x| x["ruleId"] == "CVE-2099-0010")
         .unwrap();
     assert_eq!(crit["level"], "error");
     let broken = doc.replacen("\"level\": \"error\"", "\"level\": \"fatal\"", 1);
@@ -336,7 +424,7 @@ fn json_and_table() {
     let node = results.iter().find(|x| x["Target"] == "Node.js").unwrap();
     assert_eq!(
         node["Vulnerabilities"][0]["VulnerabilityID"],
-        "GHSA-fake-0001"
+        "CVE-2099-0010"
     );
     let cargo = results.iter().find(|x| x["Type"] == "cargo").unwrap();
     let modified = &cargo["ExperimentalModifiedFindings"][0];
@@ -352,7 +440,7 @@ fn json_and_table() {
         .iter()
         .find(|x| x["analysis"]["state"] == "not_affected")
         .unwrap();
-    assert_eq!(ignored["id"], "RUSTSEC-2099-0001");
+    assert_eq!(ignored["id"], "CVE-2099-0030");
     assert!(
         ignored["analysis"]["detail"]
             .as_str()
@@ -363,13 +451,13 @@ fn json_and_table() {
     assert!(table.contains("CRITICAL: 1"), "{table}");
     assert!(
         table.lines().any(|l| l.starts_with("minimist")
-            && l.contains("GHSA-fake-0001")
+            && l.contains("CVE-2099-0010")
             && l.contains("1.2.6")),
         "{table}"
     );
     let msg = r.policy_message().unwrap();
     assert!(
-        msg.contains("security policy") && msg.contains("GHSA-fake-0001"),
+        msg.contains("security policy") && msg.contains("CVE-2099-0010"),
         "{msg}"
     );
 }

@@ -46,7 +46,7 @@ pub(crate) fn command(p: &PathBuf) -> Command {
 
 /// Runs `trivy image --input IMAGE --format FORMAT` offline with `extra` flags and returns the
 /// parsed output.
-fn run_trivy(
+pub(crate) fn run_trivy(
     image: &std::path::Path,
     cache: &std::path::Path,
     format: &str,
@@ -67,6 +67,38 @@ fn run_trivy(
     assert!(
         res.status.success(),
         "trivy failed: {}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap()
+}
+
+/// Runs `trivy sbom SBOM --format json` offline on the database in `cache`, with `extra` flags,
+/// and returns the parsed output.
+pub(crate) fn run_trivy_sbom(
+    sbom: &std::path::Path,
+    cache: &std::path::Path,
+    extra: &[&str],
+) -> serde_json::Value {
+    let out = cache.with_extension("sbom-out.json");
+    let res = command(&trivy())
+        .args([
+            "sbom",
+            "--quiet",
+            "--offline-scan",
+            "--skip-db-update",
+            "--skip-java-db-update",
+        ])
+        .args(extra)
+        .arg("--cache-dir")
+        .arg(cache)
+        .args(["--format", "json", "--output"])
+        .arg(&out)
+        .arg(sbom)
+        .output()
+        .unwrap();
+    assert!(
+        res.status.success(),
+        "trivy sbom failed: {}",
         String::from_utf8_lossy(&res.stderr)
     );
     serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap()
@@ -114,23 +146,31 @@ fn both_sboms(format: &str, ours: Format) -> (serde_json::Value, serde_json::Val
     let d = tempfile::tempdir().unwrap();
     let image = support::docker_archive(d.path());
     let theirs = run_trivy(&image, &d.path().join("trivy-cache"), format, &[]);
-    let (inv, _) = scan::scan_path(&image, "x", None).unwrap();
+    (berth_doc(&image, &Default::default(), ours), theirs)
+}
+
+/// berth's report of `image` in `format`, every finding of `index` reported.
+pub(crate) fn berth_doc(
+    image: &std::path::Path,
+    index: &berth_scan::advisory::AdvisoryIndex,
+    format: Format,
+) -> serde_json::Value {
+    let (inv, _) = scan::scan_path(image, "x", None).unwrap();
     let r = Report::generate(
         &inv,
-        &Default::default(),
+        index,
         &berth_scan::policy::Policy::report_all(date!(2026 - 11 - 23)),
     );
-    let ours = serde_json::from_str(&render::render(
+    serde_json::from_str(&render::render(
         &r,
-        ours,
+        format,
         &RenderContext::new(datetime!(2026-11-23 0:00 UTC)),
     ))
-    .unwrap();
-    (ours, theirs)
+    .unwrap()
 }
 
 /// Asserts berth's and Trivy's sets are equal, naming what only one of them has.
-fn assert_same<T: Ord + std::fmt::Debug>(ours: &BTreeSet<T>, theirs: &BTreeSet<T>) {
+pub(crate) fn assert_same<T: Ord + std::fmt::Debug>(ours: &BTreeSet<T>, theirs: &BTreeSet<T>) {
     assert!(!theirs.is_empty(), "Trivy named nothing");
     assert_eq!(
         ours,
@@ -218,33 +258,47 @@ json.dump({"Version": 1, "NextUpdate": "2099-01-01T00:00:00Z", "UpdatedAt": "202
            "DownloadedAt": "2026-11-20T00:00:00Z"}, open(os.path.join(java, "metadata.json"), "w"))
 "#;
 
-/// The advisories of `reports::RECORDS`, written the way trivy-db stores them.
-fn trivy_spec() -> serde_json::Value {
-    let src = |id: &str, name: &str| serde_json::json!({"ID": id, "Name": name, "URL": "https://example.invalid"});
+/// The advisories of `reports::RECORDS`, written the way trivy-db stores them: one
+/// vulnerability entry per CVE (a GHSA's own id becomes a vendor id), each vendor's rating
+/// under its source id plus the deprecated `Severity` (the first vendor's in trivy-db's
+/// order), Debian's urgency on the package's advisory.
+pub(crate) fn trivy_spec() -> serde_json::Value {
+    let src =
+        |id: &str, name: &str, url: &str| serde_json::json!({"ID": id, "Name": name, "URL": url});
+    let critical = "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H";
     serde_json::json!({
         "data-source": {
-            "debian 12": src("debian", "Debian Security Tracker"),
-            "npm::GitHub Security Advisory npm": src("ghsa", "GitHub Security Advisory npm"),
-            "pip::Open Source Vulnerabilities PyPI": src("osv", "OSV PyPI"),
-            "cargo::Open Source Vulnerabilities crates.io": src("osv", "OSV crates.io"),
+            "debian 12": src("debian", "Debian Security Tracker", "https://salsa.debian.org/security-tracker-team/security-tracker"),
+            "npm::GitHub Security Advisory npm": src("ghsa", "GitHub Security Advisory npm", "https://github.com/advisories?query=type%3Areviewed+ecosystem%3Anpm"),
+            "pip::Open Source Vulnerabilities PyPI": src("osv", "Open Source Vulnerabilities PyPI", "https://osv.dev/"),
+            "cargo::Open Source Vulnerabilities crates.io": src("osv", "Open Source Vulnerabilities crates.io", "https://osv.dev/"),
         },
         "vulnerability": {
-            "CVE-2099-0001": {"Title": "glibc", "VendorSeverity": {"debian": 1}},
-            "CVE-2099-0005": {"Title": "bash"},
-            "GHSA-fake-0001": {"Title": "minimist", "VendorSeverity": {"ghsa": 4}},
-            "PYSEC-2099-7": {"Title": "urllib3", "VendorSeverity": {"osv": 2}},
-            "RUSTSEC-2099-0001": {"Title": "smallvec", "VendorSeverity": {"osv": 3}},
+            "CVE-2099-0001": {"Severity": "CRITICAL", "Title": "glibc: buffer overflow in a fake function", "VendorSeverity": {"nvd": 4},
+                "CVSS": {"nvd": {"V3Vector": critical, "V3Score": 9.8}}},
+            "CVE-2099-0005": {"Severity": "MEDIUM", "VendorSeverity": {"ghsa": 2}},
+            "CVE-2099-0010": {"Severity": "CRITICAL", "Title": "minimist prototype pollution (fake)", "Description": "Long description.",
+                "References": ["https://example.com/minimist", "https://github.com/advisories/GHSA-fake-0001"],
+                "VendorSeverity": {"ghsa": 4}, "CVSS": {"ghsa": {"V3Vector": critical, "V3Score": 9.8}}},
+            "CVE-2099-0020": {"Severity": "MEDIUM", "VendorSeverity": {"osv": 2},
+                "CVSS": {"osv": {"V3Vector": "CVSS:3.1/AV:N/AC:H/PR:N/UI:R/S:U/C:L/I:L/A:N", "V3Score": 4.2}}},
+            "CVE-2099-0030": {"Severity": "HIGH", "VendorSeverity": {"osv": 3},
+                "CVSS": {"osv": {"V3Vector": "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:N/I:N/A:H", "V3Score": 7.5}}},
         },
         "buckets": {
             "debian 12": {
-                "glibc": {"CVE-2099-0001": {"FixedVersion": "2.36-9+deb12u15"}},
+                "glibc": {"CVE-2099-0001": {"FixedVersion": "2.36-9+deb12u15", "Severity": 1}},
                 "bash": {"CVE-2099-0005": {"Status": 2}},
             },
-            "npm::GitHub Security Advisory npm": {"minimist": {"GHSA-fake-0001": {
-                "VulnerableVersions": ["<0.2.4", ">=1.0.0, <1.2.6"], "PatchedVersions": ["0.2.4", "1.2.6"]}}},
-            "pip::Open Source Vulnerabilities PyPI": {"urllib3": {"PYSEC-2099-7": {
+            "npm::GitHub Security Advisory npm": {
+                "minimist": {"CVE-2099-0010": {"VendorIDs": ["GHSA-fake-0001"],
+                    "VulnerableVersions": ["<0.2.4", ">=1.0.0, <1.2.6"], "PatchedVersions": ["0.2.4", "1.2.6"]}},
+                "left-pad": {"CVE-2099-0005": {"VendorIDs": ["GHSA-fake-0005"],
+                    "VulnerableVersions": ["<1.3.0"], "PatchedVersions": ["1.3.0"]}},
+            },
+            "pip::Open Source Vulnerabilities PyPI": {"urllib3": {"CVE-2099-0020": {"VendorIDs": ["PYSEC-2099-7"],
                 "VulnerableVersions": [">=1.26.0, <1.26.5"], "PatchedVersions": ["1.26.5"]}}},
-            "cargo::Open Source Vulnerabilities crates.io": {"smallvec": {"RUSTSEC-2099-0001": {
+            "cargo::Open Source Vulnerabilities crates.io": {"smallvec": {"CVE-2099-0030": {"VendorIDs": ["RUSTSEC-2099-0001"],
                 "VulnerableVersions": [">=0.6.3, <1.6.1"], "PatchedVersions": ["1.6.1"]}}},
         },
     })
@@ -260,7 +314,10 @@ fn python(tools: &std::path::Path) -> Command {
 
 /// Builds a Trivy DB from `spec`, writes the fixture image, scans it with Trivy offline and
 /// returns (image path, Trivy's JSON report).
-fn trivy_with_db(spec: &serde_json::Value, dir: &std::path::Path) -> (PathBuf, serde_json::Value) {
+pub(crate) fn trivy_with_db(
+    spec: &serde_json::Value,
+    dir: &std::path::Path,
+) -> (PathBuf, serde_json::Value) {
     trivy_with_db_on(spec, dir, &support::layers())
 }
 
@@ -302,63 +359,99 @@ fn trivy_with_db_on(
     (image, theirs)
 }
 
-/// Same advisories, same image: berth and Trivy report the same (id, package, installed
-/// version, severity) and the same fixed versions, every one Trivy lists.
+/// The fields of Trivy's `DetectedVulnerability` that carry a decision (severity and whose it
+/// is, every vendor's rating, status, fixed versions, ids, data source, primary URL), per
+/// finding.
+const DECIDED: [&str; 11] = [
+    "VulnerabilityID",
+    "PkgName",
+    "InstalledVersion",
+    "FixedVersion",
+    "Status",
+    "Severity",
+    "SeveritySource",
+    "VendorSeverity",
+    "VendorIDs",
+    "DataSource",
+    "PrimaryURL",
+];
+
+/// Every vulnerability of a Trivy-style JSON report, over all results.
+pub(crate) fn json_vulns(
+    report: &serde_json::Value,
+) -> impl Iterator<Item = serde_json::Value> + '_ {
+    report["Results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["Vulnerabilities"].as_array().cloned().unwrap_or_default())
+}
+
+fn decided(report: &serde_json::Value) -> BTreeSet<String> {
+    json_vulns(report)
+        .map(|v| {
+            let picked: serde_json::Map<String, serde_json::Value> = DECIDED
+                .iter()
+                .filter_map(|k| v.get(*k).map(|x| ((*k).to_owned(), x.clone())))
+                .collect();
+            serde_json::Value::Object(picked).to_string()
+        })
+        .collect()
+}
+
+/// Same advisories, same image: berth's JSON report and Trivy's carry the same decisions for
+/// every finding: severity and the vendor named for it (Debian's urgency, GitHub's rating, a
+/// rating borrowed from another vendor and named by no one), every vendor's rating, status,
+/// every fixed version Trivy lists, ids, data source and primary URL.
 #[test]
 fn trivy_agrees_on_findings() {
     let d = tempfile::tempdir().unwrap();
     let (image, theirs) = trivy_with_db(&trivy_spec(), d.path());
-    let mut trivy_rows = BTreeSet::new();
-    let mut trivy_fixed = std::collections::BTreeMap::new();
-    for r in theirs["Results"].as_array().unwrap() {
-        for v in r["Vulnerabilities"].as_array().into_iter().flatten() {
-            let key = (
-                v["VulnerabilityID"].as_str().unwrap().to_owned(),
-                v["PkgName"].as_str().unwrap().to_owned(),
-                v["InstalledVersion"].as_str().unwrap().to_owned(),
-                v["Severity"].as_str().unwrap().to_owned(),
-            );
-            trivy_fixed.insert(
-                key.clone(),
-                v["FixedVersion"].as_str().unwrap_or_default().to_owned(),
-            );
-            trivy_rows.insert(key);
-        }
-    }
+    let ours = berth_doc(&image, &crate::reports::index(), Format::Json);
+    let (ours, theirs) = (decided(&ours), decided(&theirs));
+    assert_eq!(ours.len(), 5, "{ours:#?}");
+    assert_same(&ours, &theirs);
+}
 
-    let (inv, _) = scan::scan_path(&image, "x", None).unwrap();
-    let r = Report::generate(
-        &inv,
-        &crate::reports::index(),
-        &berth_scan::policy::Policy::report_all(date!(2026 - 11 - 23)),
-    );
-    let ours: BTreeSet<(String, String, String, String)> = r
-        .findings
+/// The vulnerabilities of a CycloneDX document, each as (id, source, ratings, advisories,
+/// recommendation).
+fn cdx_vulns(doc: &serde_json::Value) -> BTreeSet<String> {
+    doc["vulnerabilities"]
+        .as_array()
+        .unwrap()
         .iter()
-        .map(|f| {
-            (
-                f.id.clone(),
-                f.pkg_name.clone(),
-                f.installed_version.clone(),
-                f.severity.as_str().to_owned(),
-            )
+        .map(|v| {
+            serde_json::json!([
+                v["id"],
+                v["source"],
+                v["ratings"],
+                v["advisories"],
+                v["recommendation"]
+            ])
+            .to_string()
         })
-        .collect();
-    assert_eq!(ours.len(), 5);
-    assert_same(&ours, &trivy_rows);
-    for f in &r.findings {
-        let key = (
-            f.id.clone(),
-            f.pkg_name.clone(),
-            f.installed_version.clone(),
-            f.severity.as_str().to_owned(),
-        );
-        assert_eq!(
-            f.fixed_version, trivy_fixed[&key],
-            "{}: fixed versions differ from Trivy's",
-            f.id
-        );
-    }
+        .collect()
+}
+
+/// Same advisories, same image: berth's CycloneDX vulnerabilities carry Trivy's ratings (one
+/// per vendor and CVSS version, ordered), source, advisories and recommendation.
+#[test]
+fn trivy_agrees_on_cyclonedx_ratings() {
+    let d = tempfile::tempdir().unwrap();
+    let (image, _) = trivy_with_db(&trivy_spec(), d.path());
+    let theirs = run_trivy(
+        &image,
+        &d.path().join("trivy-cache"),
+        "cyclonedx",
+        &[
+            "--skip-db-update",
+            "--skip-java-db-update",
+            "--scanners",
+            "vuln",
+        ],
+    );
+    let ours = berth_doc(&image, &crate::reports::index(), Format::CycloneDx);
+    assert_same(&cdx_vulns(&ours), &cdx_vulns(&theirs));
 }
 
 /// `berth scan sbom` and `trivy sbom` on the same CycloneDX SBOM (berth's own, of the fixture
@@ -402,28 +495,7 @@ fn trivy_agrees_on_an_sbom() {
         pairs(&from_image),
         "the SBOM lost findings"
     );
-    let out = d.path().join("trivy-sbom.json");
-    let res = command(&trivy())
-        .args([
-            "sbom",
-            "--quiet",
-            "--offline-scan",
-            "--skip-db-update",
-            "--skip-java-db-update",
-        ])
-        .arg("--cache-dir")
-        .arg(d.path().join("trivy-cache"))
-        .args(["--format", "json", "--output"])
-        .arg(&out)
-        .arg(&sbom)
-        .output()
-        .unwrap();
-    assert!(
-        res.status.success(),
-        "trivy sbom failed: {}",
-        String::from_utf8_lossy(&res.stderr)
-    );
-    let theirs = trivy_hits(&serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap());
+    let theirs = trivy_hits(&run_trivy_sbom(&sbom, &d.path().join("trivy-cache"), &[]));
     assert_eq!(theirs.len(), 5, "{theirs:?}");
     assert_same(&pairs(&from_sbom), &theirs);
 }
@@ -598,11 +670,7 @@ fn assert_same_hits(
 
 /// (id, package) of every vulnerability in a Trivy JSON report.
 fn trivy_hits(report: &serde_json::Value) -> BTreeSet<(String, String)> {
-    report["Results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|r| r["Vulnerabilities"].as_array().cloned().unwrap_or_default())
+    json_vulns(report)
         .map(|v| {
             (
                 v["VulnerabilityID"].as_str().unwrap().to_owned(),
@@ -615,20 +683,27 @@ fn trivy_hits(report: &serde_json::Value) -> BTreeSet<(String, String)> {
 /// apk has no native oracle on Debian; Trivy's apk comparer (a port of apk-tools) is the
 /// behavioural one. Generated fixed versions around each installed version must be judged
 /// alike by berth and Trivy.
-#[test]
-fn trivy_agrees_on_alpine_versions() {
-    let installed = [
-        ("musl", "musl", "1.2.4_git20230717-r4"),
-        ("busybox", "busybox", "1.36.1-r15"),
-        ("libcrypto3", "openssl", "3.1.4-r5"),
-        ("zlib", "zlib", "1.3.1-r0"),
-        ("foo", "foo", "1.0_rc1-r0"),
-        ("bar", "bar", "1.0.0_p2-r3"),
-        ("baz", "baz", "2.3a-r1"),
-        ("qux", "qux", "0.10.2-r10"),
-    ];
+/// The installed apk packages of [`alpine_versions`]: (name, origin, version).
+const ALPINE_INSTALLED: [(&str, &str, &str); 8] = [
+    ("musl", "musl", "1.2.4_git20230717-r4"),
+    ("busybox", "busybox", "1.36.1-r15"),
+    ("libcrypto3", "openssl", "3.1.4-r5"),
+    ("zlib", "zlib", "1.3.1-r0"),
+    ("foo", "foo", "1.0_rc1-r0"),
+    ("bar", "bar", "1.0.0_p2-r3"),
+    ("baz", "baz", "2.3a-r1"),
+    ("qux", "qux", "0.10.2-r10"),
+];
+
+/// An Alpine 3.19 layer with [`ALPINE_INSTALLED`] and generated advisories whose fixed versions
+/// lie around each installed version: (layer, Trivy DB spec, the same advisories as OSV records).
+pub(crate) fn alpine_versions() -> (
+    support::LayerSpec,
+    serde_json::Value,
+    Vec<serde_json::Value>,
+) {
     let mut db = String::new();
-    for (name, origin, v) in installed {
+    for (name, origin, v) in ALPINE_INSTALLED {
         db.push_str(&format!("P:{name}\nV:{v}\nA:x86_64\no:{origin}\n\n"));
     }
     let layer: support::LayerSpec = vec![
@@ -663,7 +738,7 @@ fn trivy_agrees_on_alpine_versions() {
         "vulnerability": {}, "buckets": {"alpine 3.19": {}}});
     let mut records = Vec::new();
     let mut n = 0;
-    for (_, origin, v) in installed {
+    for (_, origin, v) in ALPINE_INSTALLED {
         let base = v.split("-r").next().unwrap_or(v);
         let bumped: Vec<String> = {
             // vary the last number of the base up and down
@@ -705,13 +780,19 @@ fn trivy_agrees_on_alpine_versions() {
                 "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": fixed}]}]}]}));
         }
     }
+    (layer, spec, records)
+}
+
+#[test]
+fn trivy_agrees_on_alpine_versions() {
+    let (layer, spec, records) = alpine_versions();
     let d = tempfile::tempdir().unwrap();
     let (image, theirs) = trivy_with_db_on(&spec, d.path(), &[layer]);
     let trivy_ids = trivy_hits(&theirs);
     let (inv, _) = scan::scan_path(&image, "x", None).unwrap();
     assert_eq!(
         inv.packages.len(),
-        installed.len(),
+        ALPINE_INSTALLED.len(),
         "every apk package is listed"
     );
     assert_same_hits(&image, &records, &trivy_ids);
@@ -1116,17 +1197,17 @@ fn trivy_agrees_on_a_cargo_workspace() {
         let d = tempfile::tempdir().unwrap();
         let src = d.path().join("rootfs/src/app");
         std::fs::create_dir_all(&src).unwrap();
-        for file in ["Cargo.lock", "Cargo.toml"] {
-            std::fs::copy(workspace.join(file), src.join(file)).unwrap();
-        }
+        std::fs::copy(workspace.join("Cargo.toml"), src.join("Cargo.toml")).unwrap();
+        std::fs::write(src.join("Cargo.lock"), with_dev_only_crate(&workspace)).unwrap();
         if with_members {
             for m in &members {
                 std::fs::create_dir_all(src.join(m)).unwrap();
-                std::fs::copy(
-                    workspace.join(m).join("Cargo.toml"),
-                    src.join(m).join("Cargo.toml"),
-                )
-                .unwrap();
+                let mut manifest =
+                    std::fs::read_to_string(workspace.join(m).join("Cargo.toml")).unwrap();
+                if m == "scan" {
+                    manifest.push_str("\n[dev-dependencies.berth-dev-only]\nversion = \"1\"\n");
+                }
+                std::fs::write(src.join(m).join("Cargo.toml"), manifest).unwrap();
             }
         }
         let rootfs = d.path().join("rootfs");
@@ -1152,6 +1233,36 @@ fn trivy_agrees_on_a_cargo_workspace() {
         );
         assert_eq!(ours, theirs, "with member manifests: {with_members}");
     }
+}
+
+/// The workspace's `Cargo.lock` with one more crate, `berth-dev-only`, that berth-scan depends
+/// on only as a dev-dependency: whatever the workspace itself needs, the manifests then have
+/// something to narrow away.
+fn with_dev_only_crate(workspace: &std::path::Path) -> String {
+    let mut lock: toml::Table =
+        toml::from_str(&std::fs::read_to_string(workspace.join("Cargo.lock")).unwrap()).unwrap();
+    let packages = lock["package"].as_array_mut().unwrap();
+    for p in packages.iter_mut() {
+        if p["name"].as_str() == Some("berth-scan") {
+            let deps = p
+                .as_table_mut()
+                .unwrap()
+                .entry("dependencies")
+                .or_insert_with(|| toml::Value::Array(Vec::new()));
+            deps.as_array_mut()
+                .unwrap()
+                .push(toml::Value::String("berth-dev-only".into()));
+        }
+    }
+    let mut dev_only = toml::Table::new();
+    dev_only.insert("name".into(), "berth-dev-only".into());
+    dev_only.insert("version".into(), "1.0.0".into());
+    dev_only.insert(
+        "source".into(),
+        "registry+https://github.com/rust-lang/crates.io-index".into(),
+    );
+    packages.push(toml::Value::Table(dev_only));
+    toml::to_string(&lock).unwrap()
 }
 
 /// `(name, version)` of every component of `kind` (a purl type: `cargo`, `rpm`…) that Trivy
