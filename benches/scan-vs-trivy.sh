@@ -9,9 +9,9 @@
 #              the decompression floor: every layer blob decompressed once, by `gzip -dc` (the
 #              issue's floor) and by `pigz -dc` (zlib, a faster single-stream inflate).
 # Trivy only inventories (offline: no vulnerability DB; an empty Java DB so it reads the jars
-# without downloading one); Grype runs offline against an empty vulnerability DB
-# (benches/grype-empty-db.sh) and keeps no cache between runs, so it has one row; berth also
-# matches against a one-record advisory database. Then the package counts (berth and Trivy must
+# without downloading one); berth and Grype match against the same one-record advisory database
+# (Grype's built from the OSV record by integration/peers/grype-db-from-osv, Grype's own DB
+# builder; Grype runs offline and keeps no cache between runs, so it has one row). Then the package counts (berth and Trivy must
 # agree) and peak memory of one cold run each. Run as root after scripts/test-all. Writes
 # benches/results/scan-vs-trivy-*.{md,json}, benches/results/scan-vs-trivy.mem.txt.
 set -euo pipefail
@@ -20,7 +20,8 @@ cargo build --release --locked -p berth >/dev/null
 BERTH=${CARGO_TARGET_DIR:-$PWD/target}/release/berth
 TRIVY=${TRIVY:-${BERTH_PEERS_DIR:-/var/cache/berth-peers}/scanners/trivy}
 GRYPE=${GRYPE:-${BERTH_PEERS_DIR:-/var/cache/berth-peers}/scanners/grype}
-for peer in "$TRIVY" "$GRYPE"; do
+GRYPE_DB_FROM_OSV=${BERTH_PEERS_DIR:-/var/cache/berth-peers}/scanners/grype-db-from-osv
+for peer in "$TRIVY" "$GRYPE" "$GRYPE_DB_FROM_OSV"; do
   [ -x "$peer" ] || { echo "$peer missing: run integration/peers/build-scanners.sh" >&2; exit 1; }
 done
 command -v pigz >/dev/null || apt-get install -y -qq pigz >/dev/null
@@ -37,15 +38,18 @@ fi
 # can write (decision 0006): the archive is root's, as a user's own export is theirs.
 chown root:root "$work/helper.tar"
 benches/images/build-multi-ecosystem.sh >/dev/null
-# Grype cannot run without a vulnerability database, nor download one offline: an empty one.
-benches/grype-empty-db.sh "$work/grype-db"
-export GRYPE_DB_CACHE_DIR=$work/grype-db GRYPE_DB_AUTO_UPDATE=false GRYPE_DB_VALIDATE_AGE=false \
-  GRYPE_CHECK_FOR_APP_UPDATE=false GRYPE_DB_REQUIRE_UPDATE_CHECK=false
 # An advisory database with one record, so berth runs its whole pipeline.
 mkdir -p "$work/osv"
 printf '{"id":"CVE-2099-0001","modified":"2026-11-20T00:00:00Z","affected":[{"package":{"ecosystem":"Debian:12","name":"git"},"ranges":[{"type":"ECOSYSTEM","events":[{"introduced":"0"},{"fixed":"1:2.39.5-0+deb12u9"}]}]}]}' \
   >"$work/osv/CVE-2099-0001.json"
 "$BERTH" db update --from "$work/osv" --db "$work/db" >/dev/null
+# Grype cannot run without a vulnerability database, nor download one offline: the same record,
+# through Grype's own builder, imported as `grype db import` does.
+export GRYPE_DB_CACHE_DIR=$work/grype-db GRYPE_DB_AUTO_UPDATE=false GRYPE_DB_VALIDATE_AGE=false \
+  GRYPE_CHECK_FOR_APP_UPDATE=false GRYPE_DB_REQUIRE_UPDATE_CHECK=false
+rm -rf "$work/grype-db" "$work/grype-built"
+"$GRYPE_DB_FROM_OSV" "$work/osv" "$work/grype-built" >/dev/null
+"$GRYPE" db import "$work/grype-built/vulnerability.db" >/dev/null
 # Trivy's Java DB, empty: jars with pom.properties need no lookup, and offline it cannot fetch one.
 mkdir -p "$work/java-db"
 python3 - "$work/java-db" <<'PY'
