@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # berth's scanner against Trivy v0.74.0 and Grype v0.121.2 (built by
-# integration/peers/build-scanners.sh), side by side in one hyperfine run per image, cold (empty
-# caches) and warm (caches kept), to a CycloneDX SBOM, on three inputs:
+# integration/peers/build-scanners.sh), side by side in one hyperfine run per image (-N: no shell
+# between hyperfine and a millisecond warm run), cold (empty caches) and warm (caches kept), to a
+# CycloneDX SBOM, on three inputs:
 #   helper:    docker-archive, debootstrap minbase bookworm + git, ~250 MB, one layer;
 #   multi:     docker-archive, ~390 MB, 7 layers: helper + PyPI wheels, node_modules, a Go
 #              binary, a Cargo.lock, Maven jars, a whiteout (benches/images/build-multi-ecosystem.sh);
@@ -94,7 +95,7 @@ for image in helper multi multi-oci; do
   fi
   trivy_cache "$work/trivy-warm-$image"
   rm -rf "$work/berth-warm-$image"
-  hyperfine --warmup 1 --runs "${RUNS:-5}" \
+  hyperfine -N --warmup 1 --runs "${RUNS:-5}" \
     --export-markdown "benches/results/scan-vs-trivy-$image.md" \
     --export-json "benches/results/scan-vs-trivy-$image.json" \
     "${floors[@]}" \
