@@ -409,6 +409,13 @@ pub fn merge(image: &Image, results: &[LayerResult]) -> Inventory {
         .filter(|p| p.kind == crate::inventory::PkgType::Deb && !p.third_party)
         .map(|p| p.name.as_str())
         .collect();
+    // Only files that declare language packages are ever looked up in it: the OS packages' file
+    // lists (thousands of paths) are checked against those few instead of all being collected.
+    let declares_lang: HashSet<&str> = merged
+        .iter()
+        .filter(|(_, (_, fr))| fr.packages.iter().any(|p| !p.kind.is_os()))
+        .map(|(p, _)| *p)
+        .collect();
     let owned: HashSet<&str> = merged
         .iter()
         .filter(|(path, _)| {
@@ -420,6 +427,7 @@ pub fn merge(image: &Image, results: &[LayerResult]) -> Inventory {
                 })
         })
         .flat_map(|(_, (_, fr))| fr.owned.iter().map(String::as_str))
+        .filter(|f| declares_lang.contains(f))
         .collect();
     let layer_ref = |i: usize| {
         layered.then(|| LayerRef {
