@@ -98,6 +98,12 @@ pub fn record_vendor(id: &str) -> &'static str {
     }
 }
 
+/// True for a distribution's OSV export of one CVE (`DEBIAN-CVE-…`, `UBUNTU-CVE-…`,
+/// `ALPINE-CVE-…`): a wrapper around the CVE, so its own id is no vendor's id of it.
+pub fn is_cve_export(id: &str) -> bool {
+    matches!(record_vendor(id), "debian" | "ubuntu" | "alpine") && id.contains("-CVE-")
+}
+
 /// The vendor whose rating a record's CVSS vectors are: a distribution's export of a CVE
 /// (Debian, Ubuntu, Alpine) copies NVD's, everyone else rates for themselves.
 fn cvss_vendor(id: &str) -> &'static str {
@@ -435,6 +441,10 @@ mod tests {
             "GitHub Security Advisory Rust"
         );
         assert_eq!(data_source_id("Debian:12", "DEBIAN-CVE-1"), "debian");
+        assert!(is_cve_export("DEBIAN-CVE-2099-1") && is_cve_export("UBUNTU-CVE-2099-1"));
+        assert!(
+            !is_cve_export("DSA-5000-1") && !is_cve_export("GHSA-x") && !is_cve_export("CVE-1")
+        );
         assert_eq!(data_source_id("PyPI", "PYSEC-1"), "osv");
         assert_eq!(data_source_id("Go", "GO-2099-1"), "govulndb");
     }

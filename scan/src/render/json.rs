@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde_json::{Value, json};
 
 use super::{RenderContext, rfc3339};
+use crate::advisory::vendor::is_cve_export;
 use crate::inventory::{ArtifactKind, Package};
 use crate::report::{Finding, Report, Suppression};
 
@@ -33,16 +34,7 @@ fn target(p: &Package, r: &Report) -> (String, &'static str, &'static str) {
 /// A finding as Trivy's `DetectedVulnerability`: empty fields are left out, as Trivy's
 /// `omitempty` does. Also the input of a Rego ignore policy, as in Trivy.
 pub(crate) fn vuln(f: &Finding) -> Value {
-    // A distribution's OSV wrapper id (DEBIAN-CVE-…) is no vendor's id of the vulnerability.
-    let vendor_ids: Vec<&String> = f
-        .aliases
-        .iter()
-        .filter(|a| {
-            !["DEBIAN-CVE-", "UBUNTU-CVE-", "ALPINE-CVE-"]
-                .iter()
-                .any(|p| a.starts_with(p))
-        })
-        .collect();
+    let vendor_ids: Vec<&String> = f.aliases.iter().filter(|a| !is_cve_export(a)).collect();
     let vendor_severity: BTreeMap<&String, u8> = f
         .vendor_severity
         .iter()
