@@ -243,7 +243,7 @@ impl Report {
             warnings.extend(w);
             // Where GitHub and another database (PyPA, RustSec) describe the same
             // vulnerability, GitHub's record speaks for it, as it is Trivy's source.
-            matches.sort_by_key(|m| m.vuln.vendor != "ghsa");
+            matches.sort_by_key(|m| m.vuln.vendor() != "ghsa");
             let purl = pkg.purl(os);
             let mut mine: Vec<Finding> = Vec::new();
             for m in &matches {

@@ -56,8 +56,6 @@ pub struct Vuln {
     /// Description, cut at 4 KiB.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub details: Option<String>,
-    /// The vendor the record stands for (`debian`, `ghsa`, `osv`, …).
-    pub vendor: String,
     /// Every vendor's ratings of the vulnerability, gathered over all records of it.
     #[serde(default)]
     pub ratings: Ratings,
@@ -86,6 +84,11 @@ impl Vuln {
         } else {
             cves
         }
+    }
+
+    /// The vendor the record stands for (`debian`, `ghsa`, `osv`, …), by its id.
+    pub fn vendor(&self) -> &'static str {
+        record_vendor(&self.id)
     }
 
     /// True when `id` names this vulnerability (its id or an alias).
@@ -208,7 +211,6 @@ fn reduce(rec: &OsvRecord) -> Vuln {
         aliases,
         summary: rec.summary.clone(),
         details,
-        vendor: record_vendor(&rec.id).to_owned(),
         ratings: record_ratings(rec),
         references: refs
             .into_iter()
