@@ -1,0 +1,1 @@
+//! GitLab's CI/CD expression language (`rules:if`, `only:variables`): to be written.
