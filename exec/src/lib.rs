@@ -3,7 +3,10 @@
 //! `gitlab-runner run-single` with berth as its custom executor.
 
 pub mod error;
+pub mod files;
+pub mod output;
 pub mod plan;
 pub mod repo;
+pub mod variables;
 
 pub use error::ExecError;
