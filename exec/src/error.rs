@@ -43,6 +43,9 @@ pub enum ExecError {
     /// A variables argument or file is malformed.
     #[error("{0}")]
     Variables(String),
+    /// The berth config the jobs would run with is unusable.
+    #[error("the berth config: {0}")]
+    BerthConfig(String),
     /// A file berth exec keeps under `.berth/` cannot be written.
     #[error("cannot write {}: {source} (is the project directory writable?)", path.display())]
     State {

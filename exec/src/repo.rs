@@ -245,6 +245,22 @@ impl Repo {
         Some(files)
     }
 
+    /// The repository's `info/exclude` file.
+    ///
+    /// # Errors
+    /// git fails.
+    pub async fn exclude_file(&self, cancel: &CancellationToken) -> Result<PathBuf, ExecError> {
+        let path = self
+            .git(&["rev-parse", "--git-path", "info/exclude"], &[], cancel)
+            .await?;
+        let path = PathBuf::from(path.trim_end());
+        Ok(if path.is_absolute() {
+            path
+        } else {
+            self.work_tree.join(path)
+        })
+    }
+
     /// Paths of the files a pipeline sees (`rules: exists`, `include: local` globs): tracked
     /// files, plus untracked ones not ignored when `untracked`.
     ///

@@ -38,6 +38,10 @@ pub(crate) fn bad_arguments(e: &clap::Error) -> ExitCode {
         clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
             ExitCode::SUCCESS
         }
+        // `berth exec` is a person's command, not the runner's: its errors exit 2.
+        _ if std::env::args().skip(1).any(|a| a == "exec") => {
+            ExitCode::from(2)
+        }
         _ => code(ContractEnv::from_vars(std::env::vars()).system_failure_exit_code()),
     }
 }
@@ -78,6 +82,7 @@ pub(crate) fn main(cli: Cli) -> ExitCode {
         }
         Command::Doctor => doctor(cli.config.as_deref()),
         Command::Scan(args) => scan(&args),
+        Command::Exec(args) => exec(&args, cli.config.as_deref()),
         Command::ScanInventory { request } => {
             use berth_scan::api::{ReadOutcome, ReadRequest};
             let outcome = match serde_json::from_str::<ReadRequest>(&request) {
@@ -299,6 +304,87 @@ fn scan(args: &berth_scan::cli::ScanArgs) -> ExitCode {
         Err(e) => {
             tracing::error!("{e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// `berth exec`: exit 0 when the pipeline passed, 1 when a job failed, 2 for errors of the YAML
+/// or of berth (also for a bug: the panic hook's code is the runner's, so exec sets its own).
+fn exec(args: &crate::cli::ExecArgs, config_path: Option<&Path>) -> ExitCode {
+    const ERROR: u8 = 2;
+    std::panic::set_hook(Box::new(|info| {
+        tracing::error!("berth hit a bug (not your pipeline's fault): {info}");
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "the binary decides the exit code, also on a bug"
+        )]
+        std::process::exit(i32::from(ERROR));
+    }));
+    let config = match load_config(config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::from(ERROR);
+        }
+    };
+    let admin_config = config_path.map(Path::to_path_buf).or_else(|| {
+        let default = PathBuf::from(berth_config::admin::DEFAULT_PATH);
+        default.exists().then_some(default)
+    });
+    let color = std::io::IsTerminal::is_terminal(&std::io::stdout())
+        && std::env::var_os("NO_COLOR").is_none();
+    let request = berth_exec::Request {
+        dir: std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
+        ci_file: Some(args.file.clone()),
+        selection: berth_exec::plan::Selection {
+            jobs: args.jobs.clone(),
+            with_needs: args.needs,
+            stage: args.stage.clone(),
+            manual: args.manual,
+        },
+        variables: args.variables.clone(),
+        variables_file: args.variables_file.clone(),
+        concurrency: args.concurrency,
+        scan: !args.no_scan,
+        untracked: args.untracked,
+        list: args.list,
+        json: args.json,
+        style: berth_exec::output::Style {
+            quiet: args.quiet,
+            prefix: false,
+            color,
+        },
+        berth_binary: std::env::current_exe()
+            .unwrap_or_else(|_| PathBuf::from("/usr/local/bin/berth")),
+        berth_config: admin_config,
+        runner_binary: config.gitlab_runner_binary.clone(),
+        external_includes: args.includes_dir.clone(),
+        refs: berth_exec::repo::RefChoice {
+            branch: args.branch.clone(),
+            pipeline_source: args.pipeline_source.clone(),
+        },
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!("cannot start berth's runtime: {e}");
+            return ExitCode::from(ERROR);
+        }
+    };
+    let cancel = Cancel::new();
+    let result = runtime.block_on(async {
+        bridge_signals(cancel.clone());
+        berth_exec::exec(&request, std::io::stdout().lock(), &cancel).await
+    });
+    match result {
+        Ok(berth_exec::Finish::Passed) => ExitCode::SUCCESS,
+        Ok(berth_exec::Finish::Failed) => ExitCode::from(1),
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::from(ERROR)
         }
     }
 }

@@ -46,6 +46,9 @@ pub(crate) enum Command {
         #[arg(long)]
         request: String,
     },
+    /// Run this project's pipeline locally: the real gitlab-runner runs each job with berth as
+    /// its executor (exit 0: passed, 1: a job failed, 2: an error of the YAML or of berth).
+    Exec(Box<ExecArgs>),
     /// Manage the offline advisory database.
     Db {
         #[command(subcommand)]
@@ -88,4 +91,58 @@ fn parse_build_socket(text: &str) -> Result<berth_sandbox::proxy::Mode, String> 
         )),
         Some(mode) => Ok(mode),
     }
+}
+
+/// `berth exec [JOB...]`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ExecArgs {
+    /// Jobs to run (a `parallel` job's name runs every instance); none: the whole pipeline.
+    pub(crate) jobs: Vec<String>,
+    /// List the jobs (name, stage, when, allow_failure, needs) instead of running them.
+    #[arg(long)]
+    pub(crate) list: bool,
+    /// JSON output: the listing with --list (gitlab-ci-local's --list-json shape), else a summary.
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// The CI file, relative to the work tree.
+    #[arg(long, default_value = ".gitlab-ci.yml")]
+    pub(crate) file: String,
+    /// A variable for every job, KEY=VALUE (repeatable; wins over the YAML's).
+    #[arg(long = "variable", short = 'v', value_name = "KEY=VALUE")]
+    pub(crate) variables: Vec<String>,
+    /// A variables file of KEY=VALUE lines (default: .berth/variables.env when it exists).
+    #[arg(long)]
+    pub(crate) variables_file: Option<PathBuf>,
+    /// Also run what the named jobs need, transitively.
+    #[arg(long)]
+    pub(crate) needs: bool,
+    /// Run the jobs of this stage.
+    #[arg(long)]
+    pub(crate) stage: Option<String>,
+    /// Jobs at once.
+    #[arg(long, short = 'j', default_value_t = 1)]
+    pub(crate) concurrency: usize,
+    /// Run manual jobs instead of leaving them waiting.
+    #[arg(long)]
+    pub(crate) manual: bool,
+    /// Do not scan the images the jobs build.
+    #[arg(long)]
+    pub(crate) no_scan: bool,
+    /// Serve untracked files (not ignored ones) to the jobs too.
+    #[arg(long)]
+    pub(crate) untracked: bool,
+    /// Only a line per job and the final table, no job logs.
+    #[arg(long, short = 'q')]
+    pub(crate) quiet: bool,
+    /// Run as a pipeline of this branch.
+    #[arg(long)]
+    pub(crate) branch: Option<String>,
+    /// CI_PIPELINE_SOURCE (default push).
+    #[arg(long)]
+    pub(crate) pipeline_source: Option<String>,
+    /// A directory standing in for include: project/remote/template/component
+    /// (<dir>/project/<group>/<project>/<file>, <dir>/remote/<host>/<path>,
+    /// <dir>/template/<name>, <dir>/component/<host>/<path>/<name>).
+    #[arg(long)]
+    pub(crate) includes_dir: Option<PathBuf>,
 }

@@ -1,0 +1,358 @@
+//! `berth exec` end to end: a project's pipeline, computed by berth, run job by job by the real
+//! gitlab-runner (v19 peer) with the real `berth` binary as its executor on real rootless Podman.
+//! For each pipeline: which jobs run and in which order, which pass or fail, which variables each
+//! job sees, which files its artifacts carry, and the exit code.
+//!
+//! Needs what `scripts/test-all` sets up first (host, test images, the gitlab-runner peer,
+//! `cargo build --workspace`). Missing pieces fail the tests.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use anyhow::{Context as _, Result, ensure};
+use berth_fake_gitlab::harness::new_command;
+use berth_fake_gitlab::peers::PeerVersion;
+use common::peer;
+use serde_json::Value;
+
+/// The berth binary cargo built next to this test (or `$BERTH_BINARY`).
+fn berth_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("BERTH_BINARY") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().unwrap_or_default();
+    let berth = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("berth"))
+        .unwrap_or_default();
+    assert!(
+        berth.is_file(),
+        "{} is missing: run `cargo build --workspace` first (scripts/test-all does)",
+        berth.display()
+    );
+    berth
+}
+
+fn runner() -> PathBuf {
+    peer(PeerVersion::V19).unwrap_or_else(|| {
+        panic!(
+            "no gitlab-runner v19 peer; see {}",
+            berth_fake_gitlab::peers::BUILD_SCRIPT
+        )
+    })
+}
+
+/// A git work tree with `files` committed on `main`, then `uncommitted` written on top.
+struct Project {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+}
+
+impl Project {
+    fn new(files: &[(&str, &str)], uncommitted: &[(&str, &str)]) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let root = dir.path().join("work");
+        std::fs::create_dir_all(&root)?;
+        for (path, text) in files {
+            let path = root.join(path);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::write(path, text)?;
+        }
+        git(&root, &["init", "-q", "-b", "main"])?;
+        git(&root, &["add", "-A"])?;
+        git(&root, &["commit", "-q", "-m", "first commit"])?;
+        for (path, text) in uncommitted {
+            std::fs::write(root.join(path), text)?;
+        }
+        let config = dir.path().join("berth.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "stop_grace = 2\ngitlab_runner_binary = {:?}\n",
+                runner().display().to_string()
+            ),
+        )?;
+        Ok(Self { dir, config })
+    }
+
+    fn root(&self) -> PathBuf {
+        self.dir.path().join("work")
+    }
+
+    fn exec(&self, args: &[&str]) -> Result<Output> {
+        let mut command = new_command(berth_binary());
+        command
+            .current_dir(self.root())
+            .arg("--config")
+            .arg(&self.config)
+            .arg("exec")
+            .args(args)
+            .env("NO_COLOR", "1");
+        Ok(command.output()?)
+    }
+
+    fn log(&self, job: &str) -> String {
+        std::fs::read_to_string(self.root().join(".berth/logs").join(format!("{job}.log")))
+            .unwrap_or_default()
+    }
+}
+
+fn git(dir: &Path, args: &[&str]) -> Result<String> {
+    let out = new_command("git")
+        .current_dir(dir)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "Dev")
+        .env("GIT_AUTHOR_EMAIL", "dev@example.invalid")
+        .env("GIT_COMMITTER_NAME", "Dev")
+        .env("GIT_COMMITTER_EMAIL", "dev@example.invalid")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn explain(out: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        common::tail(&String::from_utf8_lossy(&out.stderr), 60)
+    )
+}
+
+/// The `--json` summary's jobs as (name, status).
+fn statuses(summary: &Value) -> Vec<(String, String)> {
+    summary["jobs"]
+        .as_array()
+        .map(|jobs| {
+            jobs.iter()
+                .map(|j| {
+                    (
+                        j["name"].as_str().unwrap_or_default().to_owned(),
+                        j["status"].as_str().unwrap_or_default().to_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn summary_of(out: &Output) -> Result<Value> {
+    let text = String::from_utf8_lossy(&out.stdout);
+    let start = text
+        .rfind("\n{\n")
+        .map(|i| i + 1)
+        .or_else(|| text.starts_with('{').then_some(0))
+        .with_context(|| format!("no JSON summary\n{}", explain(out)))?;
+    serde_json::from_str(&text[start..]).with_context(|| explain(out))
+}
+
+/// Files in a zip archive, by Python's zipfile (the archive is the runner's own).
+fn zip_names(zip: &Path) -> Result<Vec<String>> {
+    let out = new_command("python3")
+        .args(["-c", "import sys, zipfile; print('\\n'.join(zipfile.ZipFile(sys.argv[1]).namelist()))"])
+        .arg(zip)
+        .output()?;
+    ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect())
+}
+
+const PIPELINE: &str = r#"
+default:
+  image: localhost/busybox:latest
+variables:
+  GLOBAL: global
+  OVERRIDE: global
+stages: [build, test, deploy]
+build:
+  stage: build
+  variables:
+    OVERRIDE: job
+  script:
+    - echo "seen GLOBAL=$GLOBAL OVERRIDE=$OVERRIDE CLI=$CLI BRANCH=$CI_COMMIT_BRANCH JOB=$CI_JOB_NAME"
+    - mkdir -p out && echo built > out/file.txt && cat tracked.txt > out/copy.txt
+    - echo "VERSION=1.2.3" > build.env
+  artifacts:
+    paths: [out/]
+    reports:
+      dotenv: build.env
+lint:
+  stage: build
+  needs: []
+  script: [exit 3]
+  allow_failure:
+    exit_codes: [3]
+test:
+  stage: test
+  needs: [build]
+  services:
+    - name: localhost/tcp-service:latest
+      alias: web
+  script:
+    - test -f out/file.txt
+    - echo "seen VERSION=$VERSION"
+    - cat out/copy.txt
+    - wget -qO- http://web:8080/
+rescue:
+  stage: deploy
+  when: on_failure
+  script: [echo should-not-run]
+ship:
+  stage: deploy
+  when: manual
+  script: [echo manual]
+"#;
+
+#[test]
+fn a_pipeline_runs_as_gitlab_runs_it_with_artifacts_dotenv_services_and_the_work_tree() -> Result<()>
+{
+    let project = Project::new(
+        &[(".gitlab-ci.yml", PIPELINE), ("tracked.txt", "committed\n")],
+        &[("tracked.txt", "uncommitted change\n")],
+    )?;
+    let out = project.exec(&["--json", "--variable", "CLI=from-cli"])?;
+    ensure!(out.status.code() == Some(0), "{}", explain(&out));
+    let summary = summary_of(&out)?;
+    assert_eq!(
+        statuses(&summary),
+        [
+            ("build", "passed"),
+            ("lint", "warning"),
+            ("test", "passed"),
+            ("rescue", "skipped"),
+            ("ship", "manual"),
+        ]
+        .map(|(a, b)| (a.to_owned(), b.to_owned()))
+        .to_vec(),
+        "{}",
+        explain(&out)
+    );
+    assert_eq!(summary["status"], "passed");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let started = |job: &str| stdout.find(&format!("▶ {job} ("));
+    ensure!(
+        started("build") < started("test") && started("lint") < started("test"),
+        "order\n{}",
+        explain(&out)
+    );
+    let build = project.log("build");
+    ensure!(
+        build.contains("seen GLOBAL=global OVERRIDE=job CLI=from-cli BRANCH=main JOB=build"),
+        "build log:\n{build}"
+    );
+    let test = project.log("test");
+    for want in ["seen VERSION=1.2.3", "uncommitted change", "service-says-hello"] {
+        ensure!(test.contains(want), "test log lacks {want:?}:\n{test}");
+    }
+    let names = zip_names(&project.root().join(".berth/artifacts/build/artifacts.zip"))?;
+    ensure!(
+        names.iter().any(|n| n == "out/file.txt") && names.iter().any(|n| n == "out/copy.txt"),
+        "{names:?}"
+    );
+    let exclude = std::fs::read_to_string(project.root().join(".git/info/exclude"))?;
+    ensure!(exclude.contains("/.berth/"), "{exclude}");
+    let status = git(&project.root(), &["status", "--porcelain"])?;
+    ensure!(
+        status.trim() == "M tracked.txt",
+        "berth exec must leave the user's git state alone: {status}"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_failing_job_fails_the_pipeline_skips_what_follows_and_runs_on_failure_jobs() -> Result<()> {
+    let yaml = r"
+default:
+  image: localhost/busybox:latest
+broken:
+  stage: build
+  script: [echo about to fail, exit 7]
+tests:
+  stage: test
+  script: [echo should-not-run]
+rescue:
+  stage: deploy
+  when: on_failure
+  script: [echo rescued]
+";
+    let project = Project::new(&[(".gitlab-ci.yml", yaml)], &[])?;
+    let out = project.exec(&["--json"])?;
+    ensure!(out.status.code() == Some(1), "{}", explain(&out));
+    let summary = summary_of(&out)?;
+    assert_eq!(
+        statuses(&summary),
+        [("broken", "failed"), ("tests", "skipped"), ("rescue", "passed")]
+            .map(|(a, b)| (a.to_owned(), b.to_owned()))
+            .to_vec(),
+        "{}",
+        explain(&out)
+    );
+    assert_eq!(summary["jobs"][0]["exit_code"], 7, "{}", explain(&out));
+    ensure!(project.log("rescue").contains("rescued"));
+    Ok(())
+}
+
+#[test]
+fn yaml_errors_exit_2_in_gitlabs_words_before_anything_runs() -> Result<()> {
+    let yaml = "build:\n  scirpt: [echo hi]\n";
+    let project = Project::new(&[(".gitlab-ci.yml", yaml)], &[])?;
+    let out = project.exec(&[])?;
+    ensure!(out.status.code() == Some(2), "{}", explain(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        stderr.contains("jobs:build config contains unknown keys: scirpt"),
+        "{}",
+        explain(&out)
+    );
+    ensure!(!project.root().join(".berth/logs").exists(), "nothing ran");
+    Ok(())
+}
+
+#[test]
+fn named_jobs_run_alone_or_with_their_needs_and_unknown_names_are_refused() -> Result<()> {
+    let yaml = r"
+default:
+  image: localhost/busybox:latest
+compile:
+  stage: build
+  script: [echo compiled > c.txt]
+  artifacts: {paths: [c.txt]}
+check:
+  stage: test
+  needs: [compile]
+  script: [cat c.txt]
+other:
+  stage: test
+  script: [echo other]
+";
+    let project = Project::new(&[(".gitlab-ci.yml", yaml)], &[])?;
+    let out = project.exec(&["--json", "--needs", "check"])?;
+    ensure!(out.status.code() == Some(0), "{}", explain(&out));
+    assert_eq!(
+        statuses(&summary_of(&out)?),
+        [("compile", "passed"), ("check", "passed")]
+            .map(|(a, b)| (a.to_owned(), b.to_owned()))
+            .to_vec()
+    );
+    ensure!(project.log("check").contains("compiled"), "{}", project.log("check"));
+    let out = project.exec(&["chekc"])?;
+    ensure!(out.status.code() == Some(2), "{}", explain(&out));
+    ensure!(
+        String::from_utf8_lossy(&out.stderr).contains("no job \"chekc\""),
+        "{}",
+        explain(&out)
+    );
+    Ok(())
+}
