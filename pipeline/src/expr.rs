@@ -1479,6 +1479,8 @@ mod tests {
         assert!(!holds(r#""٣" =~ /\d/"#));
         assert!(holds(r#""é" =~ /^\W$/"#));
         assert!(holds(r#""a_1" =~ /^[\w]+$/"#));
+        assert!(!holds(r#""é" =~ /^[\w]$/"#));
+        assert!(holds(r#""é" =~ /^[x\D]$/"#));
         assert!(!holds(r#""é" =~ /\bx/"#));
         assert!(holds(r#""éx" =~ /\bx/"#));
     }
