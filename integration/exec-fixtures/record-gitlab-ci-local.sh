@@ -10,7 +10,7 @@
 #                               code and stderr
 #
 # Each fixture is listed in a fresh git repository made from it, the same way every time, so that
-# berth's parity tests can rebuild the identical repository (see README.md here):
+# berth's parity tests can rebuild the identical repository (docs/exec-differences.md):
 #   - branch main, one commit of the fixture's files (all but expected.json, gitlab-ci-local.*
 #     and changes/), fixed author and dates;
 #   - remote origin git@gitlab.example.com:berth/<name>.git (never contacted), with
@@ -55,7 +55,8 @@ make_repo() {
 }
 
 if [ $# -eq 0 ]; then
-  set -- $(cd "$HERE" && find . -mindepth 2 -maxdepth 2 -name .gitlab-ci.yml | cut -d/ -f2 | sort)
+  mapfile -t names < <(cd "$HERE" && find . -mindepth 2 -maxdepth 2 -name .gitlab-ci.yml | cut -d/ -f2 | sort)
+  set -- "${names[@]}"
 fi
 for name in "$@"; do
   src=$HERE/$name

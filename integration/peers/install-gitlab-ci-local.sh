@@ -52,7 +52,7 @@ done
 want="recipe=$RECIPE gitlab-ci-local@$VERSION node=$(node --version)"
 if ! { [ -x "$BIN" ] && [ "$(cat "$PREFIX/.stamp" 2>/dev/null)" = "$want" ]; }; then
   log=$PREFIX/npm.log
-  rm -rf "$PREFIX/lib" "$PREFIX/bin" "$PREFIX/.stamp"
+  rm -rf "${PREFIX:?}/lib" "${PREFIX:?}/bin" "${PREFIX:?}/.stamp"
   # --engine-strict: a version that does not run on this Node is refused here, not at first use.
   npm install --global --prefix "$PREFIX" --engine-strict --no-audit --no-fund --no-update-notifier \
     --loglevel=error "gitlab-ci-local@$VERSION" >"$log" 2>&1 ||
