@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Regenerate what gitlab-ci-local (the peer of integration/peers/install-gitlab-ci-local.sh) says
+# about each fixture under integration/exec-fixtures/<name>/:
+#
+#   gitlab-ci-local.list.json   stdout of `gitlab-ci-local --list-json` (the JSON array)
+#   gitlab-ci-local.list-json.prefix.txt
+#                               what --list-json printed on stdout before the JSON, if anything
+#   gitlab-ci-local.list.txt    stdout of `gitlab-ci-local --list --no-color`
+#   gitlab-ci-local.error.txt   instead of both, when gitlab-ci-local refuses the fixture: its exit
+#                               code and stderr
+#
+# Each fixture is listed in a fresh git repository made from it, the same way every time, so that
+# berth's parity tests can rebuild the identical repository (docs/exec-differences.md):
+#   - branch main, one commit of the fixture's files (all but expected.json, gitlab-ci-local.*
+#     and changes/), fixed author and dates;
+#   - remote origin git@gitlab.example.com:berth/<name>.git (never contacted), with
+#     refs/remotes/origin/main at that commit and origin/HEAD pointing to it, so the default
+#     branch is main;
+#   - when the fixture has a changes/ directory, its files are copied over the tree and
+#     committed as a second commit on main: origin/main stays at the first, so `rules:changes`
+#     sees exactly the files under changes/ as changed (GitLab: a push from origin/main to HEAD).
+#
+# Usage: record-gitlab-ci-local.sh [NAME...]   (no NAME: every fixture). Quiet on success.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+GCL=$("$HERE/../peers/install-gitlab-ci-local.sh" --print-path)
+work=$(mktemp -d /tmp/berth-exec-fixtures.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+
+export GIT_AUTHOR_NAME="Berth Fixture" GIT_AUTHOR_EMAIL="fixture@example.invalid" \
+  GIT_COMMITTER_NAME="Berth Fixture" GIT_COMMITTER_EMAIL="fixture@example.invalid" \
+  GIT_AUTHOR_DATE="2026-01-01T00:00:00Z" GIT_COMMITTER_DATE="2026-01-01T00:00:00Z" \
+  GIT_CONFIG_GLOBAL=/dev/null GIT_CONFIG_NOSYSTEM=1
+
+# make_repo FIXTURE_DIR REPO_DIR NAME
+make_repo() {
+  local src=$1 repo=$2 name=$3
+  mkdir -p "$repo"
+  (cd "$src" && find . -mindepth 1 -maxdepth 1 ! -name expected.json ! -name 'gitlab-ci-local.*' \
+    ! -name changes ! -name README.md -exec cp -a {} "$repo/" \;)
+  git -C "$repo" init -q -b main
+  git -C "$repo" config user.name "$GIT_AUTHOR_NAME"
+  git -C "$repo" config user.email "$GIT_AUTHOR_EMAIL"
+  git -C "$repo" add -A
+  git -C "$repo" commit -q -m "fixture $name"
+  git -C "$repo" remote add origin "git@gitlab.example.com:berth/$name.git"
+  git -C "$repo" update-ref refs/remotes/origin/main HEAD
+  git -C "$repo" symbolic-ref refs/remotes/origin/HEAD refs/remotes/origin/main
+  if [ -d "$src/changes" ]; then
+    cp -a "$src/changes/." "$repo/"
+    git -C "$repo" add -A
+    git -C "$repo" commit -q -m "fixture $name: changes"
+  fi
+}
+
+if [ $# -eq 0 ]; then
+  mapfile -t names < <(cd "$HERE" && find . -mindepth 2 -maxdepth 2 -name .gitlab-ci.yml | cut -d/ -f2 | sort)
+  set -- "${names[@]}"
+fi
+for name in "$@"; do
+  src=$HERE/$name
+  [ -f "$src/.gitlab-ci.yml" ] || { echo "record-gitlab-ci-local.sh: $src/.gitlab-ci.yml does not exist" >&2; exit 1; }
+  repo=$work/$name
+  make_repo "$src" "$repo" "$name"
+  mkdir -p "$work/home-$name"
+  rm -f "$src"/gitlab-ci-local.*
+  # gitlab-ci-local refuses an absolute --cwd: it runs in the repository instead.
+  common=(--home "$work/home-$name" --no-color)
+  if (cd "$repo" && "$GCL" "${common[@]}" --list-json) >"$work/$name.json" 2>"$work/$name.err"; then
+    # gitlab-ci-local prints some warnings on stdout ahead of the JSON (overriding a predefined
+    # variable does): the JSON goes to .list.json, what came before it to .list-json.prefix.txt.
+    awk '/^\[/ { json = 1 } json' "$work/$name.json" >"$src/gitlab-ci-local.list.json"
+    awk '/^\[/ { exit } { print }' "$work/$name.json" >"$work/$name.prefix"
+    if [ -s "$work/$name.prefix" ]; then mv "$work/$name.prefix" "$src/gitlab-ci-local.list-json.prefix.txt"; fi
+    (cd "$repo" && "$GCL" "${common[@]}" --list) >"$src/gitlab-ci-local.list.txt" 2>"$work/$name.err"
+  else
+    rc=$?
+    {
+      echo "gitlab-ci-local --list-json exited $rc; stderr:"
+      # The repository's temporary path would make every recording differ.
+      sed "s|$repo|<fixture>|g" "$work/$name.err"
+    } >"$src/gitlab-ci-local.error.txt"
+  fi
+done
