@@ -30,8 +30,8 @@ pub struct Listed {
     pub stage: String,
     /// `on_success`, `manual`, ...
     pub when: String,
-    /// Whether the job may fail.
-    pub allow_failure: bool,
+    /// Whether the job may fail: a boolean, or `{"exit_codes": [...]}`.
+    pub allow_failure: serde_json::Value,
     /// `needs:`; absent when the job has none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub needs: Option<Vec<ListedNeed>>,
@@ -50,10 +50,10 @@ pub const fn when_word(when: When) -> &'static str {
     }
 }
 
-fn allow_failure(job: &Job) -> bool {
+fn allow_failure(job: &Job) -> serde_json::Value {
     match &job.allow_failure {
-        AllowFailure::Bool(allowed) => *allowed,
-        AllowFailure::ExitCodes(_) => true,
+        AllowFailure::Bool(allowed) => serde_json::Value::Bool(*allowed),
+        AllowFailure::ExitCodes(codes) => serde_json::json!({ "exit_codes": codes }),
     }
 }
 
@@ -103,6 +103,10 @@ pub fn write(out: &mut impl Write, pipeline: &Pipeline, json: bool) -> std::io::
         "{:<name_width$}  {:<stage_width$}  {:<10}  {:<13}  needs",
         "name", "stage", "when", "allow_failure"
     )?;
+    let allow_word = |v: &serde_json::Value| match v {
+        serde_json::Value::Bool(b) => b.to_string(),
+        other => other["exit_codes"].to_string(),
+    };
     for job in &jobs {
         let needs = job
             .needs
@@ -114,7 +118,10 @@ pub fn write(out: &mut impl Write, pipeline: &Pipeline, json: bool) -> std::io::
         writeln!(
             out,
             "{:<name_width$}  {:<stage_width$}  {:<10}  {:<13}  {needs}",
-            job.name, job.stage, job.when, job.allow_failure
+            job.name,
+            job.stage,
+            job.when,
+            allow_word(&job.allow_failure)
         )?;
     }
     Ok(())

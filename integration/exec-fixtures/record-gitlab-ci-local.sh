@@ -9,16 +9,8 @@
 #   gitlab-ci-local.error.txt   instead of both, when gitlab-ci-local refuses the fixture: its exit
 #                               code and stderr
 #
-# Each fixture is listed in a fresh git repository made from it, the same way every time, so that
-# berth's parity tests can rebuild the identical repository (docs/exec-differences.md):
-#   - branch main, one commit of the fixture's files (all but expected.json, gitlab-ci-local.*
-#     and changes/), fixed author and dates;
-#   - remote origin git@gitlab.example.com:berth/<name>.git (never contacted), with
-#     refs/remotes/origin/main at that commit and origin/HEAD pointing to it, so the default
-#     branch is main;
-#   - when the fixture has a changes/ directory, its files are copied over the tree and
-#     committed as a second commit on main: origin/main stays at the first, so `rules:changes`
-#     sees exactly the files under changes/ as changed (GitLab: a push from origin/main to HEAD).
+# Each fixture is listed in a fresh git repository made by make-fixture-repo.sh, the same way
+# every time, so that berth's parity tests can rebuild the identical repository.
 #
 # Usage: record-gitlab-ci-local.sh [NAME...]   (no NAME: every fixture). Quiet on success.
 set -euo pipefail
@@ -33,26 +25,7 @@ export GIT_AUTHOR_NAME="Berth Fixture" GIT_AUTHOR_EMAIL="fixture@example.invalid
   GIT_AUTHOR_DATE="2026-01-01T00:00:00Z" GIT_COMMITTER_DATE="2026-01-01T00:00:00Z" \
   GIT_CONFIG_GLOBAL=/dev/null GIT_CONFIG_NOSYSTEM=1
 
-# make_repo FIXTURE_DIR REPO_DIR NAME
-make_repo() {
-  local src=$1 repo=$2 name=$3
-  mkdir -p "$repo"
-  (cd "$src" && find . -mindepth 1 -maxdepth 1 ! -name expected.json ! -name 'gitlab-ci-local.*' \
-    ! -name changes ! -name README.md -exec cp -a {} "$repo/" \;)
-  git -C "$repo" init -q -b main
-  git -C "$repo" config user.name "$GIT_AUTHOR_NAME"
-  git -C "$repo" config user.email "$GIT_AUTHOR_EMAIL"
-  git -C "$repo" add -A
-  git -C "$repo" commit -q -m "fixture $name"
-  git -C "$repo" remote add origin "git@gitlab.example.com:berth/$name.git"
-  git -C "$repo" update-ref refs/remotes/origin/main HEAD
-  git -C "$repo" symbolic-ref refs/remotes/origin/HEAD refs/remotes/origin/main
-  if [ -d "$src/changes" ]; then
-    cp -a "$src/changes/." "$repo/"
-    git -C "$repo" add -A
-    git -C "$repo" commit -q -m "fixture $name: changes"
-  fi
-}
+make_repo() { "$HERE/make-fixture-repo.sh" "$@"; }
 
 if [ $# -eq 0 ]; then
   mapfile -t names < <(cd "$HERE" && find . -mindepth 2 -maxdepth 2 -name .gitlab-ci.yml | cut -d/ -f2 | sort)
