@@ -63,6 +63,12 @@ fn cli_variables(options: &Options<'_>) -> Vec<Variable> {
         .collect()
 }
 
+/// The lists one after the other (later definitions win), expanded.
+fn expanded_union(lists: &[&[Variable]]) -> Vec<Variable> {
+    let joined: Vec<Variable> = lists.iter().flat_map(|list| list.iter().cloned()).collect();
+    variables::expand_all(&joined)
+}
+
 fn fail(errors: ConfigErrors) -> Result<Pipeline, ConfigErrors> {
     Err(errors)
 }
@@ -215,10 +221,11 @@ fn build(
         _ => Mapping::new(),
     };
     if let Some(Value::Sequence(rules_list)) = workflow.get("rules") {
-        let mut visible = pipeline_predefined(facts, ci_file, None);
-        visible.extend(global_variables.iter().cloned());
-        visible.extend(cli.iter().cloned());
-        let expanded = variables::expand_all(&visible);
+        let expanded = expanded_union(&[
+            &pipeline_predefined(facts, ci_file, None),
+            &global_variables,
+            cli,
+        ]);
         let lookup = lookup_in(&expanded);
         let context = rules::RuleContext {
             lookup: &lookup,
@@ -242,10 +249,11 @@ fn build(
         }
     }
     let pipeline_name = workflow.get("name").and_then(scalar_text).map(|name| {
-        let mut visible = pipeline_predefined(facts, ci_file, None);
-        visible.extend(global_variables.iter().cloned());
-        visible.extend(cli.iter().cloned());
-        let expanded = variables::expand_all(&visible);
+        let expanded = expanded_union(&[
+            &pipeline_predefined(facts, ci_file, None),
+            &global_variables,
+            cli,
+        ]);
         variables::expand_with(&name, &lookup_in(&expanded))
     });
     let predefined = pipeline_predefined(facts, ci_file, pipeline_name.as_deref());
