@@ -84,7 +84,8 @@ pub fn payload(job: &Job, attempt: &Attempt<'_>) -> JobPayload {
             public: v.public,
             masked: v.masked,
             file: v.file,
-            raw: v.raw,
+            // berth-pipeline has expanded every value already; the runner must not again.
+            raw: true,
         })
         .collect();
     for (key, value) in &attempt.dotenv {

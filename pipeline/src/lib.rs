@@ -6,7 +6,6 @@
 mod duration;
 mod error;
 pub mod expr;
-mod expr_standin;
 mod includes;
 mod inputs;
 mod jobs;

@@ -75,7 +75,7 @@ fn changes(value: &Value, context: &RuleContext<'_>) -> bool {
 }
 
 fn condition(expression: &str, context: &RuleContext<'_>) -> Result<bool, String> {
-    crate::expr_standin::evaluate(expression, context.lookup)
+    crate::expr::evaluate(expression, context.lookup)
         .map_err(|error| format!("`{expression}`: {error}"))
 }
 
