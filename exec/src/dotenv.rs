@@ -30,7 +30,9 @@ pub fn read_gzip(path: &Path) -> Result<Vec<(String, String)>, String> {
 /// Too large, too many variables, or a malformed line (each named).
 pub fn parse(text: &str) -> Result<Vec<(String, String)>, String> {
     if text.len() as u64 > MAX_BYTES {
-        return Err(format!("the dotenv report is larger than GitLab's {MAX_BYTES} bytes"));
+        return Err(format!(
+            "the dotenv report is larger than GitLab's {MAX_BYTES} bytes"
+        ));
     }
     let mut out = Vec::new();
     for (number, line) in text.lines().enumerate() {
@@ -43,7 +45,10 @@ pub fn parse(text: &str) -> Result<Vec<(String, String)>, String> {
         };
         let key = key.trim();
         if !crate::variables::is_variable_name(key) {
-            return Err(format!("dotenv line {}: {key:?} is not a variable name", number + 1));
+            return Err(format!(
+                "dotenv line {}: {key:?} is not a variable name",
+                number + 1
+            ));
         }
         out.push((key.to_owned(), value.trim().to_owned()));
     }

@@ -44,7 +44,11 @@ pub fn file_name_of(job: &str) -> String {
         })
         .collect();
     let name = name.trim_start_matches('.');
-    if name.is_empty() { "job".to_owned() } else { name.to_owned() }
+    if name.is_empty() {
+        "job".to_owned()
+    } else {
+        name.to_owned()
+    }
 }
 
 impl Layout {
@@ -185,9 +189,16 @@ fn exclude(exclude_file: &Path) -> Result<(), ExecError> {
         .create(true)
         .open(exclude_file)
         .map_err(state_error(exclude_file))?;
-    let separator = if existing.is_empty() || existing.ends_with('\n') { "" } else { "\n" };
-    write!(file, "{separator}# berth exec keeps logs and artifacts here\n/.berth/\n")
-        .map_err(state_error(exclude_file))
+    let separator = if existing.is_empty() || existing.ends_with('\n') {
+        ""
+    } else {
+        "\n"
+    };
+    write!(
+        file,
+        "{separator}# berth exec keeps logs and artifacts here\n/.berth/\n"
+    )
+    .map_err(state_error(exclude_file))
 }
 
 #[cfg(test)]

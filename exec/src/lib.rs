@@ -86,12 +86,11 @@ pub async fn compute(
 ) -> Result<(Pipeline, berth_pipeline::model::RepoFacts), ExecError> {
     let facts = repo.facts(&request.refs, cancel).await?;
     let listed = repo.files(request.untracked, cancel).await?;
-    let files = files::WorkTreeFiles::new(repo.work_tree(), listed).map_err(|source| {
-        ExecError::Read {
+    let files =
+        files::WorkTreeFiles::new(repo.work_tree(), listed).map_err(|source| ExecError::Read {
             path: repo.work_tree().to_path_buf(),
             source,
-        }
-    })?;
+        })?;
     let external = match &request.external_includes {
         Some(dir) => Some(
             files::WorkTreeFiles::new(dir, list_dir(dir)).map_err(|source| ExecError::Read {
@@ -102,13 +101,10 @@ pub async fn compute(
         None => None,
     };
     let mut cli_variables = Vec::new();
-    let variables_file = request
-        .variables_file
-        .clone()
-        .or_else(|| {
-            let default = repo.work_tree().join(".berth/variables.env");
-            default.is_file().then_some(default)
-        });
+    let variables_file = request.variables_file.clone().or_else(|| {
+        let default = repo.work_tree().join(".berth/variables.env");
+        default.is_file().then_some(default)
+    });
     if let Some(path) = &variables_file {
         let text = std::fs::read_to_string(path).map_err(|source| ExecError::Read {
             path: path.clone(),
@@ -119,7 +115,8 @@ pub async fn compute(
                 .map_err(ExecError::Variables)?,
         );
     }
-    cli_variables.extend(variables::from_arguments(&request.variables).map_err(ExecError::Variables)?);
+    cli_variables
+        .extend(variables::from_arguments(&request.variables).map_err(ExecError::Variables)?);
     let ci_file = request
         .ci_file
         .clone()
@@ -134,10 +131,11 @@ pub async fn compute(
         // The listing shows what rules decided, `never` included; a run skips those jobs.
         keep_never: request.list,
     };
-    let pipeline = berth_pipeline::compute(&files, &options).map_err(|errors| ExecError::Config {
-        file: ci_file,
-        errors: errors.to_string(),
-    })?;
+    let pipeline =
+        berth_pipeline::compute(&files, &options).map_err(|errors| ExecError::Config {
+            file: ci_file,
+            errors: errors.to_string(),
+        })?;
     Ok((pipeline, facts))
 }
 
@@ -150,7 +148,9 @@ fn list_dir(dir: &Path) -> Vec<String> {
             continue;
         };
         for entry in entries.flatten() {
-            let Ok(kind) = entry.file_type() else { continue };
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
             let path = relative.join(entry.file_name());
             if kind.is_dir() {
                 todo.push(path);
@@ -178,7 +178,8 @@ pub fn job_berth_config(admin: Option<&str>, scan: bool) -> Result<String, ExecE
     if !scan {
         table.insert("scan_images".to_owned(), toml::Value::Boolean(false));
     }
-    toml::to_string(&table).map_err(|e| ExecError::BerthConfig(format!("cannot write the job's copy: {e}")))
+    toml::to_string(&table)
+        .map_err(|e| ExecError::BerthConfig(format!("cannot write the job's copy: {e}")))
 }
 
 /// Runs `berth exec`: lists, or runs the selected jobs and prints as it goes.
@@ -207,19 +208,24 @@ pub async fn exec<W: Write>(
     )?;
     let layout = Layout::create(repo.work_tree(), &repo.exclude_file(cancel).await?)?;
     let admin = match &request.berth_config {
-        Some(path) => Some(std::fs::read_to_string(path).map_err(|source| ExecError::Read {
-            path: path.clone(),
-            source,
-        })?),
+        Some(path) => Some(
+            std::fs::read_to_string(path).map_err(|source| ExecError::Read {
+                path: path.clone(),
+                source,
+            })?,
+        ),
         None => None,
     };
     let berth_config = layout.berth_config();
-    layout.write_private(&berth_config, job_berth_config(admin.as_deref(), request.scan)?.as_bytes())?;
+    layout.write_private(
+        &berth_config,
+        job_berth_config(admin.as_deref(), request.scan)?.as_bytes(),
+    )?;
     let snapshot = repo
         .snapshot(&facts, request.untracked, &layout.source(), cancel)
         .await?;
     let mut server = serve::CoordinatorServe::start(&layout.uploads())?;
-    server.serve_repo(&facts.project_path, &layout.source());
+    server.serve_repo(&facts.project_path, &layout.source())?;
     let names: Vec<String> = plan.jobs.iter().map(|p| p.job.name.clone()).collect();
     let style = Style {
         prefix: request.style.prefix || request.concurrency > 1,
@@ -241,10 +247,12 @@ pub async fn exec<W: Write>(
         };
         let summary = run::run(&plan, &context, &mut server, &mut printer).await?;
         if !request.json {
-            printer.table(&summary.jobs).map_err(|source| ExecError::State {
-                path: PathBuf::from("<stdout>"),
-                source,
-            })?;
+            printer
+                .table(&summary.jobs)
+                .map_err(|source| ExecError::State {
+                    path: PathBuf::from("<stdout>"),
+                    source,
+                })?;
         }
         summary
     };

@@ -69,19 +69,16 @@ pub fn listed(pipeline: &Pipeline) -> Vec<Listed> {
             stage: job.stage.clone(),
             when: when_word(job.when).to_owned(),
             allow_failure: allow_failure(job),
-            needs: job
-                .needs
-                .as_ref()
-                .map(|needs| {
-                    needs
-                        .iter()
-                        .map(|n| ListedNeed {
-                            job: n.job.clone(),
-                            artifacts: n.artifacts,
-                            optional: n.optional,
-                        })
-                        .collect()
-                }),
+            needs: job.needs.as_ref().map(|needs| {
+                needs
+                    .iter()
+                    .map(|n| ListedNeed {
+                        job: n.job.clone(),
+                        artifacts: n.artifacts,
+                        optional: n.optional,
+                    })
+                    .collect()
+            }),
         })
         .collect()
 }
@@ -96,8 +93,18 @@ pub fn write(out: &mut impl Write, pipeline: &Pipeline, json: bool) -> std::io::
         let text = serde_json::to_string(&jobs).map_err(std::io::Error::other)?;
         return writeln!(out, "{text}");
     }
-    let name_width = jobs.iter().map(|j| j.name.chars().count()).max().unwrap_or(4).max(4);
-    let stage_width = jobs.iter().map(|j| j.stage.chars().count()).max().unwrap_or(5).max(5);
+    let name_width = jobs
+        .iter()
+        .map(|j| j.name.chars().count())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    let stage_width = jobs
+        .iter()
+        .map(|j| j.stage.chars().count())
+        .max()
+        .unwrap_or(5)
+        .max(5);
     writeln!(
         out,
         "{:<name_width$}  {:<stage_width$}  {:<10}  {:<13}  needs",
@@ -108,13 +115,10 @@ pub fn write(out: &mut impl Write, pipeline: &Pipeline, json: bool) -> std::io::
         other => other["exit_codes"].to_string(),
     };
     for job in &jobs {
-        let needs = job
-            .needs
-            .as_ref()
-            .map_or_else(String::new, |n| {
-                let names: Vec<&str> = n.iter().map(|need| need.job.as_str()).collect();
-                format!("[{}]", names.join(", "))
-            });
+        let needs = job.needs.as_ref().map_or_else(String::new, |n| {
+            let names: Vec<&str> = n.iter().map(|need| need.job.as_str()).collect();
+            format!("[{}]", names.join(", "))
+        });
         writeln!(
             out,
             "{:<name_width$}  {:<stage_width$}  {:<10}  {:<13}  {needs}",

@@ -162,10 +162,7 @@ pub fn payload(job: &Job, attempt: &Attempt<'_>) -> JobPayload {
     let refspec = if snapshot.ref_type == "tag" {
         format!("+refs/tags/{0}:refs/tags/{0}", snapshot.ref_name)
     } else {
-        format!(
-            "+refs/heads/{0}:refs/remotes/origin/{0}",
-            snapshot.ref_name
-        )
+        format!("+refs/heads/{0}:refs/remotes/origin/{0}", snapshot.ref_name)
     };
     payload.git(GitInfo {
         repo_url: format!("{}/{}.git", attempt.coordinator_url, attempt.project_path),

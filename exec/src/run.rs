@@ -108,13 +108,17 @@ pub async fn run<W: Write, S: Serve>(
             }
             if context.cancel.is_cancelled() {
                 states[index].ending = Some(Ending::Canceled);
-                printer.ended(&plan.jobs[index].job.name, &Ending::Canceled, None).map_err(print_error)?;
+                printer
+                    .ended(&plan.jobs[index].job.name, &Ending::Canceled, None)
+                    .map_err(print_error)?;
                 continue;
             }
             match plan.decide(index, &endings) {
                 None => {}
                 Some(Decision::End(ending)) => {
-                    printer.ended(&plan.jobs[index].job.name, &ending, None).map_err(print_error)?;
+                    printer
+                        .ended(&plan.jobs[index].job.name, &ending, None)
+                        .map_err(print_error)?;
                     states[index].ending = Some(ending);
                 }
                 Some(Decision::Run) => ready.push(index),
@@ -141,7 +145,17 @@ pub async fn run<W: Write, S: Serve>(
                 continue;
             }
             next_id += 1;
-            start(plan, context, server, printer, &mut states, index, next_id, &mut logs, &mut tasks)?;
+            start(
+                plan,
+                context,
+                server,
+                printer,
+                &mut states,
+                index,
+                next_id,
+                &mut logs,
+                &mut tasks,
+            )?;
             by_id.insert(next_id, index);
             running += 1;
         }
@@ -156,7 +170,9 @@ pub async fn run<W: Write, S: Serve>(
                 for (index, state) in states.iter_mut().enumerate() {
                     if state.ending.is_none() {
                         state.ending = Some(Ending::Canceled);
-                        printer.ended(&plan.jobs[index].job.name, &Ending::Canceled, None).map_err(print_error)?;
+                        printer
+                            .ended(&plan.jobs[index].job.name, &Ending::Canceled, None)
+                            .map_err(print_error)?;
                     }
                 }
                 break;
@@ -254,9 +270,11 @@ pub async fn run<W: Write, S: Serve>(
         .zip(&states)
         .map(|(planned, state)| summary_row(context.layout, &planned.job, state))
         .collect::<Vec<_>>();
-    let failed = states
-        .iter()
-        .any(|s| s.ending.as_ref().is_some_and(|e| e.fails_pipeline() || *e == Ending::Canceled));
+    let failed = states.iter().any(|s| {
+        s.ending
+            .as_ref()
+            .is_some_and(|e| e.fails_pipeline() || *e == Ending::Canceled)
+    });
     Ok(Summary {
         status: if failed { "failed" } else { "passed" }.to_owned(),
         jobs,
@@ -271,7 +289,10 @@ fn print_error(source: std::io::Error) -> ExecError {
 }
 
 /// Starts attempt `id` of job `index`.
-#[expect(clippy::too_many_arguments, reason = "the run loop's state, passed apart to borrow it apart")]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the run loop's state, passed apart to borrow it apart"
+)]
 fn start<W: Write, S: Serve>(
     plan: &Plan,
     context: &RunContext<'_>,
@@ -285,10 +306,10 @@ fn start<W: Write, S: Serve>(
 ) -> Result<(), ExecError> {
     let job = &plan.jobs[index].job;
     let (dependencies, dotenv) = dependencies_of(plan, states, index);
-    let token = server.new_job_token()?;
     let attempt = Attempt {
         id,
-        token: token.clone(),
+        // The coordinator sets the job's token when it takes the job.
+        token: String::new(),
         coordinator_url: &server.url(),
         project_path: context.project_path,
         snapshot: context.snapshot,
@@ -308,9 +329,16 @@ fn start<W: Write, S: Serve>(
         berth: context.berth_binary.to_path_buf(),
         berth_config: context.berth_config.to_path_buf(),
     };
-    context.layout.write_private(&config_path, spec.to_toml()?.as_bytes())?;
-    server.assign(&runner_token, &job_payload, &attempt_dependency_ids(&attempt))?;
-    logs.insert(id, context.layout.create_log(&job.name, states[index].attempts)?);
+    context
+        .layout
+        .write_private(&config_path, spec.to_toml()?.as_bytes())?;
+    let token = server.assign(&runner_token, job_payload)?;
+    logs.insert(
+        id,
+        context
+            .layout
+            .create_log(&job.name, states[index].attempts)?,
+    );
     let state = &mut states[index];
     state.attempts += 1;
     state.current_id = Some(id);
@@ -318,7 +346,9 @@ fn start<W: Write, S: Serve>(
     if state.started.is_none() {
         state.started = Some(Instant::now());
     }
-    printer.started(&job.name, &job.stage).map_err(print_error)?;
+    printer
+        .started(&job.name, &job.stage)
+        .map_err(print_error)?;
     let binary = context.runner_binary.to_path_buf();
     let cancel = context.cancel.clone();
     tasks.spawn(async move {
@@ -326,10 +356,6 @@ fn start<W: Write, S: Serve>(
         (index, id, exit)
     });
     Ok(())
-}
-
-fn attempt_dependency_ids(attempt: &Attempt<'_>) -> Vec<u64> {
-    attempt.dependencies.iter().map(|d| d.id).collect()
 }
 
 /// The jobs whose artifacts (and dotenv variables) job `index` receives, as GitLab decides:
@@ -348,10 +374,12 @@ fn dependencies_of(
         .filter(|(j, other)| {
             *j != index
                 && match (&job.dependencies, &job.needs) {
-                    (Some(list), _) => list.contains(&other.job.name) || list.contains(&other.job.base_name),
-                    (None, Some(needs)) => needs
-                        .iter()
-                        .any(|n| n.artifacts && n.job == other.job.name),
+                    (Some(list), _) => {
+                        list.contains(&other.job.name) || list.contains(&other.job.base_name)
+                    }
+                    (None, Some(needs)) => {
+                        needs.iter().any(|n| n.artifacts && n.job == other.job.name)
+                    }
                     (None, None) => other.job.stage_index < job.stage_index,
                 }
         })
@@ -397,7 +425,11 @@ fn ending_of(
         Some(f) if f.state == "success" => Ending::Success,
         Some(f) if f.failure_reason == "job_canceled" || cancel.is_cancelled() => Ending::Canceled,
         Some(f) => {
-            let exit_code = if f.failure_reason == "script_failure" { f.exit_code } else { None };
+            let exit_code = if f.failure_reason == "script_failure" {
+                f.exit_code
+            } else {
+                None
+            };
             Ending::Failed {
                 allowed: job.allow_failure.allows(exit_code),
                 exit_code,
@@ -409,7 +441,10 @@ fn ending_of(
             allowed: false,
             exit_code: None,
             reason: match exit {
-                Ok(exit) => format!("runner_system_failure: gitlab-runner never reported the job ({})", exit.tail),
+                Ok(exit) => format!(
+                    "runner_system_failure: gitlab-runner never reported the job ({})",
+                    exit.tail
+                ),
                 Err(e) => format!("runner_system_failure: {e}"),
             },
         },
@@ -418,18 +453,21 @@ fn ending_of(
 
 /// Whether `retry:` asks for another attempt after `ending` (attempts so far: `attempts`).
 fn retries(job: &Job, ending: &Ending, attempts: u32) -> bool {
-    let Ending::Failed { exit_code, reason, .. } = ending else {
+    let Ending::Failed {
+        exit_code, reason, ..
+    } = ending
+    else {
         return false;
     };
     if attempts > u32::from(job.retry.max) {
         return false;
     }
     let reason_matches = job.retry.when.is_empty()
-        || job
-            .retry
-            .when
-            .iter()
-            .any(|w| w == "always" || reason.starts_with(w.as_str()) || (w == "unknown_failure" && reason.is_empty()));
+        || job.retry.when.iter().any(|w| {
+            w == "always"
+                || reason.starts_with(w.as_str())
+                || (w == "unknown_failure" && reason.is_empty())
+        });
     let code_matches = job.retry.exit_codes.is_empty()
         || exit_code.is_some_and(|c| job.retry.exit_codes.contains(&c));
     reason_matches && code_matches
@@ -449,10 +487,6 @@ fn summary_row(layout: &Layout, job: &Job, state: &JobState) -> SummaryJob {
         duration_seconds: state.took.map(|d| d.as_secs_f64()),
         attempts: state.attempts,
         log: (state.attempts > 0).then(|| layout.log_relative(&job.name)),
-        artifacts: state
-            .outputs
-            .archive
-            .as_ref()
-            .map(|p| layout.relative(p)),
+        artifacts: state.outputs.archive.as_ref().map(|p| layout.relative(p)),
     }
 }

@@ -118,7 +118,10 @@ impl RunnerSpec {
 ///
 /// # Errors
 /// Neither exists.
-pub fn locate(configured: Option<&Path>, path_var: Option<&std::ffi::OsStr>) -> Result<PathBuf, ExecError> {
+pub fn locate(
+    configured: Option<&Path>,
+    path_var: Option<&std::ffi::OsStr>,
+) -> Result<PathBuf, ExecError> {
     if let Some(path) = configured {
         return if path.is_file() {
             Ok(path.to_path_buf())
@@ -212,7 +215,10 @@ mod tests {
         let parsed: toml::Table = toml::from_str(&text).expect("parses");
         let runner = &parsed["runners"][0];
         assert_eq!(runner["executor"].as_str(), Some("custom"));
-        assert_eq!(runner["feature_flags"]["FF_TIMESTAMPS"].as_bool(), Some(false));
+        assert_eq!(
+            runner["feature_flags"]["FF_TIMESTAMPS"].as_bool(),
+            Some(false)
+        );
         assert_eq!(
             runner["custom"]["run_args"]
                 .as_array()

@@ -39,9 +39,7 @@ pub(crate) fn bad_arguments(e: &clap::Error) -> ExitCode {
             ExitCode::SUCCESS
         }
         // `berth exec` is a person's command, not the runner's: its errors exit 2.
-        _ if std::env::args().skip(1).any(|a| a == "exec") => {
-            ExitCode::from(2)
-        }
+        _ if std::env::args().skip(1).any(|a| a == "exec") => ExitCode::from(2),
         _ => code(ContractEnv::from_vars(std::env::vars()).system_failure_exit_code()),
     }
 }

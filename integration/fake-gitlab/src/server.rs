@@ -1,22 +1,21 @@
-//! The fake GitLab coordinator: the REST endpoints `gitlab-runner run-single` and the
-//! artifacts helpers call (contract §4.2), plus git repositories over dumb HTTP.
+//! The fake GitLab coordinator: [`berth_coordinator::Coordinator`] with
+//! [`Access::Open`](berth_coordinator::Access::Open) (no token checks, jobs for any runner) and
+//! every request recorded, behind the API the runner-contract tests were written against.
 //!
-//! The server runs on its own thread and Tokio runtime, so tests stay synchronous. Every request
-//! is recorded ([`RecordedRequest`]); the trace is assembled from the `Content-Range` patches,
-//! and uploaded artifacts are kept, so a test can assert what GitLab would have seen.
+//! The coordinator runs on its own thread and Tokio runtime, so tests stay synchronous. Every
+//! request is recorded ([`RecordedRequest`]); the trace is assembled from the `Content-Range`
+//! patches, and uploaded artifacts are kept (in a temporary directory), so a test can assert
+//! what GitLab would have seen.
 
-use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
-use std::path::{Component, Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::thread::JoinHandle;
+use std::path::Path;
 
-use axum::Router;
-use axum::body::{Body, to_bytes};
-use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
-use axum::response::Response;
+use berth_coordinator::{
+    Access, Coordinator, CoordinatorConfig, JobState, RemoteStatus, StartError, StatusRule,
+};
 use serde_json::Value;
+
+pub use berth_coordinator::{Endpoint, RecordedRequest};
 
 use crate::payload::JobPayload;
 
@@ -29,40 +28,18 @@ pub enum ServerError {
     /// The server's runtime could not be built.
     #[error("failed to start the fake GitLab's runtime: {0}")]
     Runtime(#[source] std::io::Error),
+    /// The temporary artifacts directory could not be made or used.
+    #[error("failed to set up the fake GitLab's artifacts directory: {0}")]
+    Artifacts(#[source] std::io::Error),
 }
 
-/// One HTTP request as the fake received it.
-#[derive(Debug, Clone)]
-pub struct RecordedRequest {
-    /// HTTP method.
-    pub method: String,
-    /// Path without the query.
-    pub path: String,
-    /// Raw query string (empty if none).
-    pub query: String,
-    /// Request headers, lower-case names, in arrival order.
-    pub headers: Vec<(String, String)>,
-    /// Request body.
-    pub body: Vec<u8>,
-    /// The status code the fake answered with.
-    pub status: u16,
-    /// When the request had been read (before the answer), for ordering against driver records.
-    pub received: std::time::SystemTime,
-}
-
-impl RecordedRequest {
-    /// The first header with this (case-insensitive) name.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        let name = name.to_ascii_lowercase();
-        self.headers
-            .iter()
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// The body parsed as JSON, if it is JSON.
-    pub fn json(&self) -> Option<Value> {
-        serde_json::from_slice(&self.body).ok()
+impl From<StartError> for ServerError {
+    fn from(error: StartError) -> Self {
+        match error {
+            StartError::Bind(e) => Self::Bind(e),
+            StartError::Runtime(e) => Self::Runtime(e),
+            StartError::ArtifactsDir { source, .. } => Self::Artifacts(source),
+        }
     }
 }
 
@@ -71,7 +48,7 @@ impl RecordedRequest {
 pub struct StoredArtifact {
     /// The job the upload was for.
     pub job_id: u64,
-    /// The multipart field name (the runner uses `file`).
+    /// The multipart field name (always `file`: the coordinator refuses other fields).
     pub field: String,
     /// The multipart file name, for example `artifacts.zip`.
     pub filename: String,
@@ -81,15 +58,6 @@ pub struct StoredArtifact {
     pub job_token: Option<String>,
     /// File content.
     pub data: Vec<u8>,
-}
-
-/// Which endpoint's response an [`Injection`] applies to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Endpoint {
-    /// `PATCH /jobs/:id/trace`.
-    Trace,
-    /// `PUT /jobs/:id`.
-    Update,
 }
 
 /// A `Job-Status` header to add to some responses, for cancel and abort tests.
@@ -116,83 +84,77 @@ impl Injection {
             when_state: String::new(),
         }
     }
+
+    /// The coordinator's rule for every job; a test that names an unknown status or state
+    /// fails here, loudly.
+    fn to_rule(&self) -> StatusRule {
+        let status = RemoteStatus::parse(&self.job_status).unwrap_or_else(|| {
+            panic!(
+                "Injection.job_status {:?} is not canceling, canceled or failed",
+                self.job_status
+            )
+        });
+        let when_state = (!self.when_state.is_empty()).then(|| {
+            JobState::parse(&self.when_state).unwrap_or_else(|| {
+                panic!(
+                    "Injection.when_state {:?} is not pending, running, success or failed",
+                    self.when_state
+                )
+            })
+        });
+        StatusRule {
+            job_id: None,
+            endpoint: Some(self.endpoint),
+            status,
+            when_trace_contains: self.when_trace_contains.clone(),
+            when_state,
+        }
+    }
 }
 
-#[derive(Debug, Default)]
-struct Inner {
-    jobs: VecDeque<Value>,
-    requests: Vec<RecordedRequest>,
-    traces: BTreeMap<u64, Vec<u8>>,
-    artifacts: Vec<StoredArtifact>,
-    downloads: BTreeMap<u64, Vec<u8>>,
-    repos: BTreeMap<String, PathBuf>,
-    injections: Vec<Injection>,
-    trace_update_interval: Option<u32>,
-}
-
-type Shared = Arc<Mutex<Inner>>;
-
-fn lock(shared: &Shared) -> MutexGuard<'_, Inner> {
-    shared.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// A running fake coordinator. Dropping it stops the server.
+/// A running fake coordinator. Dropping it stops the server and removes its artifacts.
 #[derive(Debug)]
 pub struct FakeGitLab {
-    addr: SocketAddr,
-    shared: Shared,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    // Declared first so that the server stops before its directory goes.
+    coordinator: Coordinator,
+    artifacts_dir: tempfile::TempDir,
 }
 
 impl FakeGitLab {
     /// Starts the fake on `127.0.0.1` and an ephemeral port.
     pub fn start() -> Result<Self, ServerError> {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(ServerError::Bind)?;
-        listener.set_nonblocking(true).map_err(ServerError::Bind)?;
-        let addr = listener.local_addr().map_err(ServerError::Bind)?;
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .map_err(ServerError::Runtime)?;
-        let shared = Shared::default();
-        let app = Router::new()
-            .fallback(handle)
-            .with_state(Arc::clone(&shared));
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let listener = {
-            let _guard = runtime.enter();
-            tokio::net::TcpListener::from_std(listener).map_err(ServerError::Bind)?
+        let artifacts_dir = tempfile::tempdir().map_err(ServerError::Artifacts)?;
+        let config = CoordinatorConfig {
+            access: Access::Open,
+            record_requests: true,
+            ..CoordinatorConfig::new(artifacts_dir.path())
         };
-        let thread = std::thread::Builder::new()
-            .name("fake-gitlab".to_owned())
-            .spawn(move || {
-                runtime.block_on(async move {
-                    let serve = axum::serve(listener, app).with_graceful_shutdown(async {
-                        let _ = rx.await;
-                    });
-                    // The only error is a failing accept loop; tests see it as refused requests.
-                    let _ = serve.await;
-                });
-            })
-            .map_err(ServerError::Runtime)?;
+        // The tests read the recorded requests, not the events.
+        let (coordinator, _events) = Coordinator::start(config)?;
         Ok(Self {
-            addr,
-            shared,
-            shutdown: Some(tx),
-            thread: Some(thread),
+            coordinator,
+            artifacts_dir,
         })
     }
 
     /// The base URL, for `[[runners]] url` (`http://127.0.0.1:PORT`).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.coordinator.url()
     }
 
     /// The socket address.
     pub const fn addr(&self) -> SocketAddr {
-        self.addr
+        self.coordinator.addr()
+    }
+
+    /// The coordinator underneath, for what this wrapper does not cover.
+    pub const fn coordinator(&self) -> &Coordinator {
+        &self.coordinator
+    }
+
+    /// Where uploaded artifacts are stored.
+    pub fn artifacts_dir(&self) -> &Path {
+        self.artifacts_dir.path()
     }
 
     /// Queues a job; `POST /jobs/request` hands jobs out in order, then answers 204.
@@ -202,41 +164,45 @@ impl FakeGitLab {
 
     /// Queues a raw job document.
     pub fn push_job_json(&self, job: Value) {
-        lock(&self.shared).jobs.push_back(job);
+        self.coordinator
+            .queue_for_any_runner(job)
+            .unwrap_or_else(|e| panic!("the open fake queues any job: {e}"));
     }
 
     /// Serves the bare repository `dir` (prepared with `git update-server-info`) at
     /// `/<url_path>`, for example `group/project.git`.
     pub fn serve_repo(&self, url_path: &str, dir: &Path) {
-        let key = format!("/{}", url_path.trim_matches('/'));
-        lock(&self.shared).repos.insert(key, dir.to_path_buf());
+        self.coordinator
+            .serve_repo(url_path, dir)
+            .unwrap_or_else(|e| panic!("serve_repo: {e}"));
     }
 
     /// Serves `zip` for `GET /jobs/<job_id>/artifacts` (dependencies).
     pub fn serve_artifacts(&self, job_id: u64, zip: Vec<u8>) {
-        lock(&self.shared).downloads.insert(job_id, zip);
+        self.coordinator
+            .store_archive(job_id, zip.as_slice())
+            .unwrap_or_else(|e| panic!("serve_artifacts: {e}"));
     }
 
     /// Adds a `Job-Status` injection.
     pub fn inject(&self, injection: Injection) {
-        lock(&self.shared).injections.push(injection);
+        self.coordinator.inject(injection.to_rule());
     }
 
     /// Answers every PUT and PATCH with `X-GitLab-Trace-Update-Interval: seconds`.
     pub fn set_trace_update_interval(&self, seconds: u32) {
-        lock(&self.shared).trace_update_interval = Some(seconds);
+        self.coordinator.set_trace_update_interval(seconds);
     }
 
     /// Every request so far, in arrival order.
     pub fn requests(&self) -> Vec<RecordedRequest> {
-        lock(&self.shared).requests.clone()
+        self.coordinator.requests()
     }
 
     /// The JSON bodies of every `PUT /jobs/<job_id>`, in order.
     pub fn job_updates(&self, job_id: u64) -> Vec<Value> {
         let path = format!("/api/v4/jobs/{job_id}");
-        lock(&self.shared)
-            .requests
+        self.requests()
             .iter()
             .filter(|r| r.method == "PUT" && r.path == path)
             .filter_map(RecordedRequest::json)
@@ -246,16 +212,9 @@ impl FakeGitLab {
     /// The recorded last `PUT /jobs/<job_id>` whose state is not `running`.
     pub fn final_update_request(&self, job_id: u64) -> Option<RecordedRequest> {
         let path = format!("/api/v4/jobs/{job_id}");
-        lock(&self.shared)
-            .requests
-            .iter()
-            .rev()
-            .find(|r| {
-                r.method == "PUT"
-                    && r.path == path
-                    && r.json().is_some_and(|v| v["state"] != "running")
-            })
-            .cloned()
+        self.requests().into_iter().rev().find(|r| {
+            r.method == "PUT" && r.path == path && r.json().is_some_and(|v| v["state"] != "running")
+        })
     }
 
     /// The last `PUT /jobs/<job_id>` whose state is not `running`.
@@ -269,11 +228,7 @@ impl FakeGitLab {
 
     /// The trace assembled from the patches so far.
     pub fn trace(&self, job_id: u64) -> Vec<u8> {
-        lock(&self.shared)
-            .traces
-            .get(&job_id)
-            .cloned()
-            .unwrap_or_default()
+        self.coordinator.trace(job_id)
     }
 
     /// The trace as (lossy) text.
@@ -302,20 +257,23 @@ impl FakeGitLab {
         Ok(())
     }
 
-    /// Artifacts uploaded so far.
+    /// Artifacts uploaded so far, in the order their uploads were answered, read from disk.
     pub fn artifacts(&self) -> Vec<StoredArtifact> {
-        lock(&self.shared).artifacts.clone()
-    }
-}
-
-impl Drop for FakeGitLab {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+        self.requests()
+            .iter()
+            .filter_map(|request| {
+                let stored = request.artifact.as_ref()?;
+                Some(StoredArtifact {
+                    job_id: stored.job_id,
+                    field: "file".to_owned(),
+                    filename: stored.filename.clone(),
+                    query: request.query.clone(),
+                    job_token: request.header("job-token").map(str::to_owned),
+                    // An unreadable file shows up as a content mismatch in the test.
+                    data: std::fs::read(&stored.path).unwrap_or_default(),
+                })
+            })
+            .collect()
     }
 }
 
@@ -360,218 +318,6 @@ pub enum TraceMismatch {
         /// Checksum of the assembled trace.
         got_sum: String,
     },
-}
-
-struct Reply {
-    status: StatusCode,
-    headers: Vec<(&'static str, String)>,
-    body: Vec<u8>,
-}
-
-impl Reply {
-    const fn status(status: StatusCode) -> Self {
-        Self {
-            status,
-            headers: Vec::new(),
-            body: Vec::new(),
-        }
-    }
-
-    fn json(status: StatusCode, value: &Value) -> Self {
-        Self {
-            status,
-            headers: vec![("content-type", "application/json".to_owned())],
-            body: value.to_string().into_bytes(),
-        }
-    }
-}
-
-async fn handle(State(shared): State<Shared>, request: Request) -> Response {
-    let (parts, body) = request.into_parts();
-    let body = to_bytes(body, usize::MAX)
-        .await
-        .map(|b| b.to_vec())
-        .unwrap_or_default();
-    let received = std::time::SystemTime::now();
-    let path = parts.uri.path().to_owned();
-    let query = parts.uri.query().unwrap_or_default().to_owned();
-    let reply = route(&shared, &parts.method, &path, &query, &parts.headers, &body);
-    let recorded = RecordedRequest {
-        method: parts.method.to_string(),
-        path,
-        query,
-        headers: parts
-            .headers
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.as_str().to_owned(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect(),
-        body,
-        status: reply.status.as_u16(),
-        received,
-    };
-    lock(&shared).requests.push(recorded);
-    let mut response = Response::new(Body::from(reply.body));
-    *response.status_mut() = reply.status;
-    for (name, value) in reply.headers {
-        if let Ok(value) = HeaderValue::from_str(&value) {
-            response.headers_mut().append(name, value);
-        }
-    }
-    response
-}
-
-fn route(
-    shared: &Shared,
-    method: &Method,
-    path: &str,
-    query: &str,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Reply {
-    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    match (method.as_str(), segments.as_slice()) {
-        ("POST", ["api", "v4", "jobs", "request"]) => match lock(shared).jobs.pop_front() {
-            Some(job) => Reply::json(StatusCode::CREATED, &job),
-            None => Reply::status(StatusCode::NO_CONTENT),
-        },
-        ("PUT", ["api", "v4", "jobs", id]) => id.parse().map_or_else(
-            |_| Reply::status(StatusCode::NOT_FOUND),
-            |id| {
-                let state = serde_json::from_slice::<Value>(body)
-                    .ok()
-                    .and_then(|v| v["state"].as_str().map(str::to_owned));
-                let mut reply = Reply::status(StatusCode::OK);
-                add_runner_headers(
-                    &lock(shared),
-                    id,
-                    Endpoint::Update,
-                    state.as_deref(),
-                    &mut reply,
-                );
-                reply
-            },
-        ),
-        ("PATCH", ["api", "v4", "jobs", id, "trace"]) => id.parse().map_or_else(
-            |_| Reply::status(StatusCode::NOT_FOUND),
-            |id| patch_trace(shared, id, headers, body),
-        ),
-        ("POST", ["api", "v4", "jobs", id, "artifacts"]) => id.parse().map_or_else(
-            |_| Reply::status(StatusCode::NOT_FOUND),
-            |id| upload_artifact(shared, id, query, headers, body),
-        ),
-        ("GET", ["api", "v4", "jobs", id, "artifacts"]) => {
-            match id
-                .parse::<u64>()
-                .ok()
-                .and_then(|id| lock(shared).downloads.get(&id).cloned())
-            {
-                Some(zip) => Reply {
-                    status: StatusCode::OK,
-                    headers: vec![("content-type", "application/zip".to_owned())],
-                    body: zip,
-                },
-                None => Reply::status(StatusCode::NOT_FOUND),
-            }
-        }
-        ("GET" | "HEAD", _) => serve_repo_file(&lock(shared), path),
-        _ => Reply::status(StatusCode::NOT_FOUND),
-    }
-}
-
-fn add_runner_headers(
-    inner: &Inner,
-    job_id: u64,
-    endpoint: Endpoint,
-    state: Option<&str>,
-    reply: &mut Reply,
-) {
-    if let Some(seconds) = inner.trace_update_interval {
-        reply
-            .headers
-            .push(("x-gitlab-trace-update-interval", seconds.to_string()));
-    }
-    let trace = inner
-        .traces
-        .get(&job_id)
-        .map(Vec::as_slice)
-        .unwrap_or_default();
-    let fired = inner.injections.iter().find(|i| {
-        i.endpoint == endpoint
-            && (i.when_state.is_empty()
-                || endpoint == Endpoint::Trace
-                || state == Some(i.when_state.as_str()))
-            && (i.when_trace_contains.is_empty()
-                || contains(trace, i.when_trace_contains.as_bytes()))
-    });
-    if let Some(injection) = fired {
-        reply
-            .headers
-            .push(("job-status", injection.job_status.clone()));
-    }
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
-}
-
-fn patch_trace(shared: &Shared, job_id: u64, headers: &HeaderMap, body: &[u8]) -> Reply {
-    let mut inner = lock(shared);
-    let trace = inner.traces.entry(job_id).or_default();
-    let start = headers
-        .get("content-range")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once('-'))
-        .and_then(|(start, _)| start.trim().parse::<usize>().ok());
-    let Some(start) = start.filter(|s| *s <= trace.len()) else {
-        let len = trace.len();
-        let mut reply = Reply::status(StatusCode::RANGE_NOT_SATISFIABLE);
-        reply.headers.push(("range", format!("0-{len}")));
-        return reply;
-    };
-    trace.truncate(start);
-    trace.extend_from_slice(body);
-    let len = trace.len();
-    let mut reply = Reply::status(StatusCode::ACCEPTED);
-    reply.headers.push(("range", format!("0-{len}")));
-    add_runner_headers(&inner, job_id, Endpoint::Trace, None, &mut reply);
-    reply
-}
-
-fn upload_artifact(
-    shared: &Shared,
-    job_id: u64,
-    query: &str,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Reply {
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    let Some(parts) = parse_multipart(content_type, body) else {
-        return Reply::status(StatusCode::BAD_REQUEST);
-    };
-    let job_token = headers
-        .get("job-token")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let mut inner = lock(shared);
-    for part in parts {
-        inner.artifacts.push(StoredArtifact {
-            job_id,
-            field: part.name,
-            filename: part.filename,
-            query: query.to_owned(),
-            job_token: job_token.clone(),
-            data: part.data,
-        });
-    }
-    Reply::json(StatusCode::CREATED, &serde_json::json!({}))
 }
 
 /// One part of a `multipart/form-data` body.
@@ -628,25 +374,6 @@ fn disposition_param(disposition: &str, key: &str) -> Option<String> {
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-fn serve_repo_file(inner: &Inner, path: &str) -> Reply {
-    let found = inner.repos.iter().find_map(|(prefix, dir)| {
-        let rest = path.strip_prefix(prefix.as_str())?;
-        let rest = rest.strip_prefix('/').unwrap_or(rest);
-        let rel = Path::new(rest);
-        rel.components()
-            .all(|c| matches!(c, Component::Normal(_)))
-            .then(|| dir.join(rel))
-    });
-    match found.map(std::fs::read) {
-        Some(Ok(data)) => Reply {
-            status: StatusCode::OK,
-            headers: vec![("content-type", "application/octet-stream".to_owned())],
-            body: data,
-        },
-        _ => Reply::status(StatusCode::NOT_FOUND),
-    }
 }
 
 #[cfg(test)]

@@ -159,10 +159,17 @@ fn summary_of(out: &Output) -> Result<Value> {
 /// Files in a zip archive, by Python's zipfile (the archive is the runner's own).
 fn zip_names(zip: &Path) -> Result<Vec<String>> {
     let out = new_command("python3")
-        .args(["-c", "import sys, zipfile; print('\\n'.join(zipfile.ZipFile(sys.argv[1]).namelist()))"])
+        .args([
+            "-c",
+            "import sys, zipfile; print('\\n'.join(zipfile.ZipFile(sys.argv[1]).namelist()))",
+        ])
         .arg(zip)
         .output()?;
-    ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     Ok(String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(str::to_owned)
@@ -253,7 +260,11 @@ fn a_pipeline_runs_as_gitlab_runs_it_with_artifacts_dotenv_services_and_the_work
         "build log:\n{build}"
     );
     let test = project.log("test");
-    for want in ["seen VERSION=1.2.3", "uncommitted change", "service-says-hello"] {
+    for want in [
+        "seen VERSION=1.2.3",
+        "uncommitted change",
+        "service-says-hello",
+    ] {
         ensure!(test.contains(want), "test log lacks {want:?}:\n{test}");
     }
     let names = zip_names(&project.root().join(".berth/artifacts/build/artifacts.zip"))?;
@@ -293,9 +304,13 @@ rescue:
     let summary = summary_of(&out)?;
     assert_eq!(
         statuses(&summary),
-        [("broken", "failed"), ("tests", "skipped"), ("rescue", "passed")]
-            .map(|(a, b)| (a.to_owned(), b.to_owned()))
-            .to_vec(),
+        [
+            ("broken", "failed"),
+            ("tests", "skipped"),
+            ("rescue", "passed")
+        ]
+        .map(|(a, b)| (a.to_owned(), b.to_owned()))
+        .to_vec(),
         "{}",
         explain(&out)
     );
@@ -346,7 +361,11 @@ other:
             .map(|(a, b)| (a.to_owned(), b.to_owned()))
             .to_vec()
     );
-    ensure!(project.log("check").contains("compiled"), "{}", project.log("check"));
+    ensure!(
+        project.log("check").contains("compiled"),
+        "{}",
+        project.log("check")
+    );
     let out = project.exec(&["chekc"])?;
     ensure!(out.status.code() == Some(2), "{}", explain(&out));
     ensure!(

@@ -55,7 +55,11 @@ fn fixtures() -> Vec<String> {
         })
         .unwrap_or_default();
     names.sort();
-    assert!(names.len() >= 10, "fixtures missing under {}", fixtures_dir().display());
+    assert!(
+        names.len() >= 10,
+        "fixtures missing under {}",
+        fixtures_dir().display()
+    );
     names
 }
 
@@ -89,7 +93,10 @@ fn berth_config(dir: &Path) -> Result<PathBuf> {
     let config = dir.join("berth.toml");
     std::fs::write(
         &config,
-        format!("stop_grace = 2\ngitlab_runner_binary = {:?}\n", runner.display().to_string()),
+        format!(
+            "stop_grace = 2\ngitlab_runner_binary = {:?}\n",
+            runner.display().to_string()
+        ),
     )?;
     Ok(config)
 }
@@ -169,7 +176,9 @@ fn gitlab_ci_local_list(gcl: &Path, repo: &Path, home: &Path) -> Result<Option<V
     }
     let text = String::from_utf8_lossy(&out.stdout);
     let start = text.find("\n[").map_or(0, |i| i + 1);
-    Ok(Some(serde_json::from_str(&text[start..]).with_context(|| explain(&out))?))
+    Ok(Some(
+        serde_json::from_str(&text[start..]).with_context(|| explain(&out))?,
+    ))
 }
 
 #[test]
@@ -186,13 +195,19 @@ fn the_listing_is_gitlabs_and_gitlab_ci_local_agrees_except_where_documented() -
             fixtures_dir().join(&name).join("expected.json"),
         )?)?;
         if !out.status.success() {
-            problems.push(format!("{name}: berth exec --list --json failed\n{}", explain(&out)));
+            problems.push(format!(
+                "{name}: berth exec --list --json failed\n{}",
+                explain(&out)
+            ));
             continue;
         }
         let listed: Value = match serde_json::from_slice(&out.stdout) {
             Ok(v) => v,
             Err(e) => {
-                problems.push(format!("{name}: stdout is not one JSON document ({e})\n{}", explain(&out)));
+                problems.push(format!(
+                    "{name}: stdout is not one JSON document ({e})\n{}",
+                    explain(&out)
+                ));
                 continue;
             }
         };
@@ -239,13 +254,19 @@ fn every_fixture_pipeline_runs_and_its_jobs_pass_their_own_checks() -> Result<()
             .collect();
         if created.is_empty() {
             // GitLab creates no pipeline: berth says so and runs nothing.
-            if out.status.code() != Some(0) || !String::from_utf8_lossy(&out.stdout).contains("\"jobs\": []") {
+            if out.status.code() != Some(0)
+                || !String::from_utf8_lossy(&out.stdout).contains("\"jobs\": []")
+            {
                 problems.push(format!("{name}: no job should run\n{}", explain(&out)));
             }
             continue;
         }
         let text = String::from_utf8_lossy(&out.stdout);
-        let Some(start) = text.rfind("\n{\n").map(|i| i + 1).or_else(|| text.starts_with('{').then_some(0)) else {
+        let Some(start) = text
+            .rfind("\n{\n")
+            .map(|i| i + 1)
+            .or_else(|| text.starts_with('{').then_some(0))
+        else {
             problems.push(format!("{name}: no summary\n{}", explain(&out)));
             continue;
         };
@@ -270,14 +291,23 @@ fn every_fixture_pipeline_runs_and_its_jobs_pass_their_own_checks() -> Result<()
                 _ => matches!(got, Some("passed" | "warning" | "failed" | "skipped")),
             };
             if !fine {
-                problems.push(format!("{name}: {job_name} ended {got:?}\n{}", explain(&out)));
+                problems.push(format!(
+                    "{name}: {job_name} ended {got:?}\n{}",
+                    explain(&out)
+                ));
             }
         }
         // A job fails only where the fixture says the pipeline fails (allow-failure-exit-codes).
-        let pipeline_fails = fixtures_dir().join(&name).join("expected-run-fails").exists();
+        let pipeline_fails = fixtures_dir()
+            .join(&name)
+            .join("expected-run-fails")
+            .exists();
         let exit = out.status.code();
         if (exit == Some(1)) != pipeline_fails || !matches!(exit, Some(0 | 1)) {
-            problems.push(format!("{name}: exit {exit:?}, pipeline fails: {pipeline_fails}\n{}", explain(&out)));
+            problems.push(format!(
+                "{name}: exit {exit:?}, pipeline fails: {pipeline_fails}\n{}",
+                explain(&out)
+            ));
         }
     }
     ensure!(problems.is_empty(), "{}", problems.join("\n\n"));

@@ -209,8 +209,8 @@ pub struct GitInfo {
 }
 
 impl GitInfo {
-    /// Branch `main` at `sha` of the repository the fake serves at `group/project.git`
-    /// ([`crate::FakeGitLab::serve_repo`]).
+    /// Branch `main` at `sha` of the repository served at `group/project.git`
+    /// ([`crate::Coordinator::serve_repo`]).
     pub fn fake_repo(gitlab_url: &str, sha: impl Into<String>) -> Self {
         Self::branch(format!("{gitlab_url}/group/project.git"), "main", sha)
     }
@@ -252,7 +252,7 @@ pub const DEFAULT_FAILURE_REASONS: &[&str] = &[
     "job_canceled",
 ];
 
-/// A job payload under construction. [`JobPayload::to_json`] gives what the fake serves.
+/// A job payload under construction. [`JobPayload::to_json`] gives what the coordinator serves.
 #[derive(Debug, Clone)]
 pub struct JobPayload {
     /// Job id (> 0).
