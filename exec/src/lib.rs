@@ -131,11 +131,24 @@ pub async fn compute(
         // The listing shows what rules decided, `never` included; a run skips those jobs.
         keep_never: request.list,
     };
-    let pipeline =
-        berth_pipeline::compute(&files, &options).map_err(|errors| ExecError::Config {
-            file: ci_file,
-            errors: errors.to_string(),
-        })?;
+    let pipeline = match berth_pipeline::compute(&files, &options) {
+        Ok(pipeline) => pipeline,
+        Err(errors) if errors.is_no_pipeline() => {
+            // GitLab creates no pipeline here; that is an answer, not an error of the YAML.
+            tracing::warn!("{errors} No job runs.");
+            Pipeline {
+                stages: Vec::new(),
+                jobs: Vec::new(),
+                name: None,
+            }
+        }
+        Err(errors) => {
+            return Err(ExecError::Config {
+                file: ci_file,
+                errors: errors.to_string(),
+            });
+        }
+    };
     Ok((pipeline, facts))
 }
 

@@ -98,30 +98,40 @@ pub async fn run<W: Write, S: Serve>(
     let mut next_id = context.pipeline_id.saturating_mul(1000);
     let mut running = 0usize;
     loop {
-        // Decide every job whose prerequisites have ended, in pipeline order.
-        let endings: Vec<Option<Ending>> = states.iter().map(|s| s.ending.clone()).collect();
+        // Decide every job whose prerequisites have ended, in pipeline order, until nothing
+        // more can be decided (a job ended without running may decide the next one).
         let mut ready: Vec<usize> = Vec::new();
-        for index in 0..count {
-            let state = &states[index];
-            if state.ending.is_some() || state.current_id.is_some() || waiting_delay[index] {
-                continue;
-            }
-            if context.cancel.is_cancelled() {
-                states[index].ending = Some(Ending::Canceled);
-                printer
-                    .ended(&plan.jobs[index].job.name, &Ending::Canceled, None)
-                    .map_err(print_error)?;
-                continue;
-            }
-            match plan.decide(index, &endings) {
-                None => {}
-                Some(Decision::End(ending)) => {
-                    printer
-                        .ended(&plan.jobs[index].job.name, &ending, None)
-                        .map_err(print_error)?;
-                    states[index].ending = Some(ending);
+        loop {
+            let endings: Vec<Option<Ending>> = states.iter().map(|s| s.ending.clone()).collect();
+            let mut decided = false;
+            ready.clear();
+            for index in 0..count {
+                let state = &states[index];
+                if state.ending.is_some() || state.current_id.is_some() || waiting_delay[index] {
+                    continue;
                 }
-                Some(Decision::Run) => ready.push(index),
+                if context.cancel.is_cancelled() {
+                    states[index].ending = Some(Ending::Canceled);
+                    printer
+                        .ended(&plan.jobs[index].job.name, &Ending::Canceled, None)
+                        .map_err(print_error)?;
+                    decided = true;
+                    continue;
+                }
+                match plan.decide(index, &endings) {
+                    None => {}
+                    Some(Decision::End(ending)) => {
+                        printer
+                            .ended(&plan.jobs[index].job.name, &ending, None)
+                            .map_err(print_error)?;
+                        states[index].ending = Some(ending);
+                        decided = true;
+                    }
+                    Some(Decision::Run) => ready.push(index),
+                }
+            }
+            if !decided {
+                break;
             }
         }
         for index in ready {
@@ -204,7 +214,9 @@ pub async fn run<W: Write, S: Serve>(
                             outputs.dotenv = crate::dotenv::read_gzip(&path).unwrap_or_default();
                         }
                     }
-                    None => {}
+                    None => {
+                        return Err(ExecError::Coordinator("the coordinator stopped during the run".to_owned()));
+                    }
                 }
             }
             Some(joined) = tasks.join_next(), if !tasks.is_empty() => {

@@ -20,6 +20,9 @@ pub enum ErrorSource {
     Gitlab,
     /// GitLab's CI JSON schema (`pipeline/schema/gitlab-ci.json`).
     Schema,
+    /// Not a problem of the YAML: GitLab creates no pipeline for these facts (workflow rules
+    /// filter it out, or no job's rules add it).
+    NoPipeline,
 }
 
 impl fmt::Display for ConfigError {
@@ -36,6 +39,24 @@ pub struct ConfigErrors {
 }
 
 impl ConfigErrors {
+    /// Record that GitLab would create no pipeline, in GitLab's words.
+    pub(crate) fn push_no_pipeline(&mut self, message: impl Into<String>) {
+        self.errors.push(ConfigError {
+            message: message.into(),
+            source: ErrorSource::NoPipeline,
+        });
+    }
+
+    /// Whether the only "errors" say that no pipeline is created.
+    #[must_use]
+    pub fn is_no_pipeline(&self) -> bool {
+        !self.errors.is_empty()
+            && self
+                .errors
+                .iter()
+                .all(|e| e.source == ErrorSource::NoPipeline)
+    }
+
     /// Record a problem found by one of GitLab's own checks.
     pub(crate) fn push(&mut self, message: impl Into<String>) {
         let message = message.into();

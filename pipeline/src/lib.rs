@@ -213,6 +213,8 @@ fn build(
     };
     let stages = stages_of(config);
     let mut global_variables = jobs::parse_variables(config.get("variables"));
+    // With `keep_never`, a pipeline workflow:rules filters out is still listed, every job `never`.
+    let mut workflow_never = false;
 
     // workflow: rules decide whether there is a pipeline at all, and add variables.
     let workflow = match config.get("workflow") {
@@ -237,8 +239,9 @@ fn build(
             {
                 global_variables.extend(jobs::parse_variables(rule.get("variables")));
             }
+            Ok(_) if options.keep_never => workflow_never = true,
             Ok(_) => {
-                errors.push("Pipeline filtered out by workflow rules.");
+                errors.push_no_pipeline("Pipeline filtered out by workflow rules.");
                 return Err(errors);
             }
             Err(message) => {
@@ -356,7 +359,10 @@ fn build(
             facts,
         };
         match decide(&draft.config, &context) {
-            Ok(outcome) => {
+            Ok(mut outcome) => {
+                if workflow_never {
+                    outcome.when = When::Never;
+                }
                 if outcome.when == When::Never && !options.keep_never {
                     continue;
                 }
@@ -377,6 +383,12 @@ fn build(
         .filter(|(_, outcome, _)| outcome.when != When::Never)
         .map(|(instance, _, _)| instance.name.clone())
         .collect();
+    // Listed (with `keep_never`) though GitLab would not create them: an optional need on one
+    // stays in the listing, as the job it names is listed too.
+    let listed: HashSet<String> = decided
+        .iter()
+        .map(|(instance, _, _)| instance.name.clone())
+        .collect();
 
     let mut jobs_out = Vec::new();
     for (instance, outcome, user_variables) in decided {
@@ -390,7 +402,9 @@ fn build(
         let needs = needs_value.map(|value| {
             let mut list = Vec::new();
             for need in jobs::expand_needs(&value, &by_base) {
-                if present.contains(&need.job) {
+                if present.contains(&need.job)
+                    || (options.keep_never && need.optional && listed.contains(&need.job))
+                {
                     list.push(Need { job: need.job, artifacts: need.artifacts, optional: need.optional });
                 } else if !need.optional && outcome.when != When::Never {
                     errors.push(format!(
@@ -483,7 +497,7 @@ fn build(
     }
     jobs_out.sort_by_key(|job| job.stage_index);
     if jobs_out.is_empty() {
-        errors.push(
+        errors.push_no_pipeline(
             "Pipeline will not run for the selected trigger. The rules configuration prevented any jobs from being \
              added to the pipeline.",
         );

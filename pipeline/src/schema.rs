@@ -32,6 +32,7 @@ pub(crate) fn violations(
             )];
         }
     };
+    let config = &with_rules_flattened(config);
     let mut messages = Vec::new();
     for error in validator.iter_errors(config) {
         let pointer = error.instance_path.to_string();
@@ -56,4 +57,30 @@ pub(crate) fn violations(
         }
     }
     messages
+}
+
+/// GitLab flattens `rules:` lists nested by `!reference` (as it flattens scripts) before it
+/// checks them; the schema sees them the same way.
+fn with_rules_flattened(config: &serde_json::Value) -> serde_json::Value {
+    fn flatten(list: &[serde_json::Value], out: &mut Vec<serde_json::Value>) {
+        for item in list {
+            match item {
+                serde_json::Value::Array(inner) => flatten(inner, out),
+                other => out.push(other.clone()),
+            }
+        }
+    }
+    let mut config = config.clone();
+    if let Some(entries) = config.as_object_mut() {
+        for entry in entries.values_mut() {
+            if let Some(rules) = entry.get_mut("rules")
+                && let Some(list) = rules.as_array()
+            {
+                let mut flat = Vec::new();
+                flatten(list, &mut flat);
+                *rules = serde_json::Value::Array(flat);
+            }
+        }
+    }
+    config
 }
