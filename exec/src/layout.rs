@@ -69,7 +69,14 @@ impl Layout {
         for dir in [&layout.root, &layout.logs, &layout.artifacts, &layout.exec] {
             std::fs::create_dir_all(dir).map_err(state_error(dir))?;
         }
+        // An earlier run's runner configs (tokens) and uploads (copied out once a job ended)
+        // are of no further use.
         for dir in [layout.exec.join("runners"), layout.exec.join("uploads")] {
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => return Err(ExecError::State { path: dir, source }),
+            }
             std::fs::create_dir_all(&dir).map_err(state_error(&dir))?;
             std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
                 .map_err(state_error(&dir))?;

@@ -215,6 +215,10 @@ pub fn run_checks(config: &Config, euid: u32, podman_version: Option<&str>) -> V
             ),
         });
     }
+    out.push(gitlab_runner_check(
+        config.gitlab_runner_binary.as_deref(),
+        which("gitlab-runner"),
+    ));
     out.push(match podman_version {
         Some(v) => {
             let major: u32 = v
@@ -451,5 +455,60 @@ mod tests {
         let path = tmp.path().to_str().expect("utf8");
         assert_eq!(subid_count(path, "a", 1), 66536);
         assert_eq!(subid_count(path, "c", 1), 0);
+    }
+}
+
+/// `berth exec` runs the real gitlab-runner: configured, or on `PATH`.
+fn gitlab_runner_check(configured: Option<&Path>, on_path: Option<PathBuf>) -> Check {
+    const FIX: &str = "install gitlab-runner (packages.gitlab.com/runner/gitlab-runner, or build it: integration/fake-gitlab/peers/build-gitlab-runner.sh) and put it on PATH, or set gitlab_runner_binary in the berth config";
+    match (configured, on_path) {
+        (Some(path), _) if path.is_file() => check(
+            "gitlab-runner (berth exec)",
+            Level::Ok,
+            format!("{} (gitlab_runner_binary)", path.display()),
+            None,
+        ),
+        (Some(path), _) => check(
+            "gitlab-runner (berth exec)",
+            Level::Fail,
+            format!("gitlab_runner_binary {} does not exist", path.display()),
+            Some(FIX),
+        ),
+        (None, Some(path)) => check(
+            "gitlab-runner (berth exec)",
+            Level::Ok,
+            format!("{} on PATH", path.display()),
+            None,
+        ),
+        (None, None) => check(
+            "gitlab-runner (berth exec)",
+            Level::Warn,
+            "not on PATH and not configured: berth exec cannot run jobs".to_owned(),
+            Some(FIX),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod gitlab_runner_tests {
+    use super::*;
+
+    #[test]
+    fn berth_exec_finds_gitlab_runner_configured_or_on_path_and_says_how_to_get_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let binary = dir.path().join("gitlab-runner");
+        std::fs::write(&binary, "").expect("write");
+        assert_eq!(gitlab_runner_check(Some(&binary), None).level, Level::Ok);
+        let missing = gitlab_runner_check(Some(&dir.path().join("nope")), None);
+        assert_eq!(missing.level, Level::Fail);
+        assert_eq!(gitlab_runner_check(None, Some(binary)).level, Level::Ok);
+        let absent = gitlab_runner_check(None, None);
+        assert_eq!(absent.level, Level::Warn);
+        assert!(
+            absent
+                .fix
+                .as_deref()
+                .is_some_and(|f| f.contains("gitlab_runner_binary"))
+        );
     }
 }
