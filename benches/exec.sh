@@ -51,7 +51,15 @@ if wants berth; then
   cargo build --release --locked -p berth >/dev/null
   BERTH=${CARGO_TARGET_DIR:-$ROOT/target}/release/berth
   dir=$(repo berth)
-  commands+=(-n "berth exec" "cd $dir && $BERTH exec --quiet")
+  # berth exec runs the real gitlab-runner: the peer scripts/test-all builds.
+  peers=${BERTH_PEERS_DIR:-/var/cache/berth-peers}
+  runner=""
+  for candidate in gitlab-runner-19.3.0 gitlab-runner-19.4.0-pre-fc1f1862 gitlab-runner-19.4.0-pre-fc1f1862-stubbed; do
+    [ -x "$peers/$candidate" ] && { runner=$peers/$candidate; break; }
+  done
+  [ -n "$runner" ] || { echo "exec.sh: no gitlab-runner peer in $peers: run integration/fake-gitlab/peers/build-gitlab-runner.sh" >&2; exit 1; }
+  printf 'stop_grace = 2\ngitlab_runner_binary = "%s"\n' "$runner" >"$work/berth.toml"
+  commands+=(-n "berth exec" "cd $dir && $BERTH --config $work/berth.toml exec --quiet")
 fi
 if wants gcl-shell; then
   dir=$(repo gcl-shell)
