@@ -130,6 +130,26 @@ fn a_service_is_reachable_by_alias_and_by_name() {
 }
 
 #[test]
+fn a_service_is_reachable_by_alias_on_the_host_network_too() {
+    // Podman ignores a pod's extra hosts on the host network: berth writes /etc/hosts itself.
+    let mut p = payload(BUSYBOX);
+    p["services"] = json!([{ "name": "localhost/tcp-service:latest", "alias": "web" }]);
+    let mut job = prepared_with(p, "network = \"host\"\n");
+    let r = job.run(
+        "build_script",
+        "wget -qO- http://web:8080/ && wget -qO- http://localhost-tcp-service:8080/ && grep -q berth-job /etc/hosts && grep -q localhost /etc/hosts",
+    );
+    ok(&r);
+    assert_eq!(
+        r.stdout.matches("service-says-hello").count(),
+        2,
+        "{}",
+        r.all()
+    );
+    cleaned(job);
+}
+
+#[test]
 fn the_image_entrypoint_wraps_the_shell_and_a_broken_one_is_the_jobs_fault() {
     let mut job = prepared(payload("localhost/entrypoint-test:latest"));
     let r = job.run("build_script", "echo from-entrypoint=$FROM_ENTRYPOINT");

@@ -5,6 +5,7 @@
 pub mod agent;
 pub mod cgroups;
 pub mod fake;
+pub mod hosts;
 pub mod identity;
 pub mod idmap;
 pub mod paths;
@@ -160,6 +161,9 @@ pub struct ContainerSpec {
     pub unmask: Vec<String>,
     /// Labels.
     pub labels: BTreeMap<String, String>,
+    /// The pod's network: on the host network berth, not Podman, gives the container its
+    /// `/etc/hosts`.
+    pub network: NetworkMode,
 }
 
 /// A started container as later stages address it.

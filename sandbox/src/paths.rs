@@ -26,6 +26,9 @@ pub struct JobPaths {
     pub mounts_dir: PathBuf,
 }
 
+/// Name of the job's hosts file in its job directory.
+pub const HOSTS_FILE: &str = "hosts";
+
 /// Root of berth's runtime mounts: base-store views per job identity, per-job cache mounts.
 pub const RUN_ROOT: &str = "/run/berth";
 
@@ -84,6 +87,12 @@ impl JobPaths {
     /// The versioned state file (no secrets; root's when the job has an identity).
     pub fn state_file(&self) -> PathBuf {
         self.job_dir.join("state.json")
+    }
+
+    /// The job's `/etc/hosts` on the host network (root's when the job has an identity), mounted
+    /// read-only into every container of the pod.
+    pub fn hosts_file(&self) -> PathBuf {
+        self.job_dir.join(HOSTS_FILE)
     }
 
     /// berth's record of the images the job built (root's when the job has an identity).

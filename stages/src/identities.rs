@@ -333,7 +333,11 @@ pub async fn release_host(
             }
         }
         remove(std::fs::remove_dir(&paths.mounts_dir), &paths.mounts_dir);
-        for root_file in [paths.state_file(), paths.built_images_record()] {
+        for root_file in [
+            paths.state_file(),
+            paths.built_images_record(),
+            paths.hosts_file(),
+        ] {
             remove(std::fs::remove_file(&root_file), &root_file);
         }
         for dir in [paths.work(), paths.job_dir.clone()] {

@@ -54,19 +54,11 @@ pub fn service_aliases(image: &str, explicit: &[String]) -> Vec<String> {
     aliases.extend(explicit.iter().cloned());
     let mut seen = Vec::new();
     aliases.retain(|a| {
-        let keep = is_host_name(a) && !seen.contains(a);
+        let keep = berth_sandbox::hosts::is_host_name(a) && !seen.contains(a);
         seen.push(a.clone());
         keep
     });
     aliases
-}
-
-fn is_host_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 253
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 #[cfg(test)]

@@ -161,6 +161,7 @@ fn container(job: &Job, role: Role, suffix: &str, image: &str) -> ContainerSpec 
         seccomp_profile: None,
         unmask: Vec::new(),
         labels: job_labels(&job.key),
+        network: job.config.network,
     }
 }
 

@@ -17,13 +17,15 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use berth_config::admin::NetworkMode;
 use berth_config::{PullPolicy, StageTarget};
 use tokio::io::AsyncWrite;
 use tokio_util::sync::CancellationToken;
 
 use crate::agent::{AgentDir, ScriptEnd};
+use crate::hosts;
 use crate::identity::Identity;
-use crate::paths::JobPaths;
+use crate::paths::{HOSTS_FILE, JobPaths};
 use crate::process::{self, CommandSpec};
 use crate::{
     BuiltImage, ContainerSpec, ImageInfo, PodSpec, PullOptions, Role, Sandbox, SandboxError,
@@ -95,6 +97,29 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SandboxError + '_ {
     }
 }
 
+/// The host's hosts file (none: empty), refused beyond [`hosts::HOST_HOSTS_LIMIT`] bytes.
+fn read_host_hosts(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut bytes = Vec::new();
+    file.take(hosts::HOST_HOSTS_LIMIT + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > hosts::HOST_HOSTS_LIMIT {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "larger than {} bytes; shorten it or use network = \"slirp4netns\"",
+                hosts::HOST_HOSTS_LIMIT
+            ),
+        ));
+    }
+    Ok(bytes)
+}
+
 fn mkdir(path: &Path, mode: u32) -> Result<(), SandboxError> {
     std::fs::create_dir_all(path).map_err(io(path))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io(path))
@@ -134,6 +159,25 @@ impl PodmanSandbox {
         spec.args
             .extend(self.paths.podman_store_args().into_iter().map(Into::into));
         spec
+    }
+
+    /// Writes the job's `/etc/hosts` for the host network (where Podman ignores the pod's extra
+    /// hosts): in the job directory, root's when the job has an identity, so the job can neither
+    /// change nor replace it; beneath a handle of that directory, a planted link replaced.
+    fn write_hosts_file(&self, aliases: &[String]) -> Result<(), SandboxError> {
+        let host_path = Path::new(hosts::ETC_HOSTS);
+        let host = read_host_hosts(host_path).map_err(io(host_path))?;
+        let names: Vec<String> = std::iter::once(spec::POD_HOSTNAME.to_owned())
+            .chain(aliases.iter().cloned())
+            .collect();
+        let path = self.paths.hosts_file();
+        let text = hosts::job_hosts_file(&host, &names)
+            .map_err(|e| io(&path)(std::io::Error::new(std::io::ErrorKind::InvalidInput, e)))?;
+        process::as_root(|| {
+            berth_beneath::Dir::open(&self.paths.job_dir)
+                .and_then(|dir| dir.write_atomic(HOSTS_FILE, &text, 0o644))
+        })
+        .map_err(io(&path))
     }
 
     fn builders(&self) -> spec::Builders {
@@ -199,6 +243,9 @@ impl Sandbox for PodmanSandbox {
     }
 
     async fn create_pod(&self, spec: &PodSpec) -> Result<(), SandboxError> {
+        if spec.network == NetworkMode::Host {
+            self.write_hosts_file(&spec.hosts)?;
+        }
         let action = || format!("create the job's pod {}", spec.name);
         self.api
             .pod_create(&spec::pod(spec))

@@ -10,6 +10,7 @@ use berth_config::admin::{Limits, NetworkMode};
 use serde::Serialize;
 
 use crate::agent::{AGENT_SCRIPT, MOUNT_POINT, OUT};
+use crate::hosts::ETC_HOSTS;
 use crate::paths::JobPaths;
 use crate::{ContainerSpec, PodSpec, Role};
 
@@ -18,6 +19,9 @@ pub const BUILDKIT_SOCKET_DIR: &str = "/run/buildkit";
 
 /// Where the build socket appears in the job container.
 pub const BUILD_SOCKET_DIR: &str = "/run/berth";
+
+/// The pod's host name.
+pub const POD_HOSTNAME: &str = "berth-job";
 
 /// Where `podman --remote` looks for its socket: root in a user namespace under `/run/user/0`,
 /// real root under `/run/podman`.
@@ -179,6 +183,11 @@ pub fn container(paths: &JobPaths, builders: Builders, spec: &ContainerSpec) -> 
         .iter()
         .map(|m| BindMount::new(&m.source, &m.destination, m.read_only))
         .collect();
+    if spec.network == NetworkMode::Host {
+        // Podman drops the pod's extra hosts on the host network; berth's file stands in for
+        // them, read-only so no container can change what its neighbours resolve.
+        mounts.push(BindMount::new(paths.hosts_file(), ETC_HOSTS, true));
+    }
     let mut env = spec.env.clone();
     let mut command = spec.command.clone();
     if let Some(target) = agent_target(spec.role) {
@@ -277,7 +286,7 @@ pub fn pod(spec: &PodSpec) -> PodSpecGenerator {
                 NetworkMode::None => "none",
             },
         },
-        hostname: "berth-job",
+        hostname: POD_HOSTNAME,
     }
 }
 
@@ -321,6 +330,7 @@ mod tests {
             seccomp_profile: None,
             unmask: Vec::new(),
             labels: BTreeMap::new(),
+            network: NetworkMode::Slirp4netns,
         }
     }
 
@@ -431,6 +441,32 @@ mod tests {
         let json = serde_json::to_value(container(&paths(), Builders::default(), &job))
             .expect("serialise");
         assert_eq!(json["entrypoint"], json!([]));
+    }
+
+    #[test]
+    fn on_the_host_network_every_container_reads_berths_hosts_file_read_only() {
+        for role in [Role::Service, Role::Helper, Role::Job] {
+            let mut host = spec(role);
+            host.network = NetworkMode::Host;
+            let doc = container(&paths(), Builders::default(), &host);
+            let hosts: Vec<&BindMount> = doc
+                .mounts
+                .iter()
+                .filter(|m| m.destination == ETC_HOSTS)
+                .collect();
+            assert_eq!(
+                hosts,
+                [&BindMount::new("/state/jobs/k1/hosts", ETC_HOSTS, true)],
+                "{role:?}"
+            );
+
+            let doc = container(&paths(), Builders::default(), &spec(role));
+            assert!(
+                doc.mounts.iter().all(|m| m.destination != ETC_HOSTS),
+                "slirp4netns keeps Podman's /etc/hosts for {role:?}: {:?}",
+                doc.mounts
+            );
+        }
     }
 
     #[test]
