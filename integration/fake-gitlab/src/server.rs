@@ -177,8 +177,18 @@ impl FakeGitLab {
             .unwrap_or_else(|e| panic!("serve_repo: {e}"));
     }
 
-    /// Serves `zip` for `GET /jobs/<job_id>/artifacts` (dependencies).
+    /// Serves `zip` for `GET /jobs/<job_id>/artifacts` (dependencies). An archive the job
+    /// uploaded is served already; serving the same bytes again is a no-op, different bytes
+    /// fail the test (the coordinator never replaces a stored archive).
     pub fn serve_artifacts(&self, job_id: u64, zip: Vec<u8>) {
+        if let Some(stored) = self.coordinator.archive(job_id) {
+            let same = std::fs::read(&stored.path).is_ok_and(|data| data == zip);
+            assert!(
+                same,
+                "serve_artifacts: job {job_id} already has a different archive"
+            );
+            return;
+        }
         self.coordinator
             .store_archive(job_id, zip.as_slice())
             .unwrap_or_else(|e| panic!("serve_artifacts: {e}"));
