@@ -170,6 +170,25 @@ impl Layout {
     }
 }
 
+impl Layout {
+    /// Keeps an uploaded report of `job` as `.berth/artifacts/<job>/<type>.<ext>` (the
+    /// coordinator's own name for it).
+    ///
+    /// # Errors
+    /// It cannot be copied.
+    pub fn keep_report(&self, job: &str, uploaded: &Path) -> Result<PathBuf, ExecError> {
+        let dir = self.artifacts.join(file_name_of(job));
+        std::fs::create_dir_all(&dir).map_err(state_error(&dir))?;
+        let name = uploaded
+            .file_name()
+            .map_or_else(|| "report".into(), std::ffi::OsStr::to_os_string);
+        let kept = dir.join(name);
+        let _ = std::fs::remove_file(&kept);
+        std::fs::copy(uploaded, &kept).map_err(state_error(&kept))?;
+        Ok(kept)
+    }
+}
+
 /// Adds `.berth/` to the exclude file unless a line already says so.
 fn exclude(exclude_file: &Path) -> Result<(), ExecError> {
     let existing = match std::fs::read_to_string(exclude_file) {

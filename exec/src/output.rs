@@ -301,6 +301,9 @@ pub struct SummaryJob {
     pub log: Option<String>,
     /// The job's artifacts archive, relative to the project.
     pub artifacts: Option<String>,
+    /// The job's uploaded reports (dotenv, junit, container scanning, ...), relative to the
+    /// project.
+    pub reports: Vec<String>,
 }
 
 /// `--json`: the whole run.

@@ -52,6 +52,22 @@ pub struct RunContext<'a> {
 struct Outputs {
     archive: Option<PathBuf>,
     dotenv: Vec<(String, String)>,
+    /// Every other uploaded report (junit, dotenv, container_scanning, ...).
+    reports: Vec<PathBuf>,
+}
+
+impl Outputs {
+    fn record(&mut self, artifact_type: &str, path: PathBuf) {
+        match artifact_type {
+            "archive" => self.archive = Some(path),
+            other => {
+                if other == "dotenv" {
+                    self.dotenv = crate::dotenv::read_gzip(&path).unwrap_or_default();
+                }
+                self.reports.push(path);
+            }
+        }
+    }
 }
 
 /// The state of one planned job during the run.
@@ -207,12 +223,7 @@ pub async fn run<W: Write, S: Serve>(
                         finished.insert(job_id, Finished { state, failure_reason, exit_code });
                     }
                     Some(Event::Artifact { job_id, artifact_type, path }) => {
-                        let outputs = artifacts.entry(job_id).or_default();
-                        if artifact_type == "archive" {
-                            outputs.archive = Some(path);
-                        } else if artifact_type == "dotenv" {
-                            outputs.dotenv = crate::dotenv::read_gzip(&path).unwrap_or_default();
-                        }
+                        artifacts.entry(job_id).or_default().record(&artifact_type, path);
                     }
                     None => {
                         return Err(ExecError::Coordinator("the coordinator stopped during the run".to_owned()));
@@ -240,12 +251,7 @@ pub async fn run<W: Write, S: Serve>(
                             }
                         }
                         Event::Artifact { job_id, artifact_type, path } => {
-                            let outputs = artifacts.entry(job_id).or_default();
-                            if artifact_type == "archive" {
-                                outputs.archive = Some(path);
-                            } else if artifact_type == "dotenv" {
-                                outputs.dotenv = crate::dotenv::read_gzip(&path).unwrap_or_default();
-                            }
+                            artifacts.entry(job_id).or_default().record(&artifact_type, path);
                         }
                     }
                 }
@@ -258,6 +264,10 @@ pub async fn run<W: Write, S: Serve>(
                 state.outputs = artifacts.remove(&job_id).unwrap_or_default();
                 if let Some(archive) = &state.outputs.archive {
                     state.outputs.archive = Some(context.layout.keep_archive(&job.name, archive)?);
+                }
+                let reports = std::mem::take(&mut state.outputs.reports);
+                for report in reports {
+                    state.outputs.reports.push(context.layout.keep_report(&job.name, &report)?);
                 }
                 state.took = state.started.map(|s| s.elapsed());
                 if retries(job, &ending, state.attempts) && !context.cancel.is_cancelled() {
@@ -500,5 +510,11 @@ fn summary_row(layout: &Layout, job: &Job, state: &JobState) -> SummaryJob {
         attempts: state.attempts,
         log: (state.attempts > 0).then(|| layout.log_relative(&job.name)),
         artifacts: state.outputs.archive.as_ref().map(|p| layout.relative(p)),
+        reports: state
+            .outputs
+            .reports
+            .iter()
+            .map(|p| layout.relative(p))
+            .collect(),
     }
 }

@@ -272,6 +272,17 @@ fn a_pipeline_runs_as_gitlab_runs_it_with_artifacts_dotenv_services_and_the_work
         names.iter().any(|n| n == "out/file.txt") && names.iter().any(|n| n == "out/copy.txt"),
         "{names:?}"
     );
+    assert_eq!(
+        summary["jobs"][0]["reports"],
+        serde_json::json!([".berth/artifacts/build/dotenv.gz"]),
+        "the dotenv report is kept with the job's artifacts"
+    );
+    ensure!(
+        project
+            .root()
+            .join(".berth/artifacts/build/dotenv.gz")
+            .is_file()
+    );
     let exclude = std::fs::read_to_string(project.root().join(".git/info/exclude"))?;
     ensure!(exclude.contains("/.berth/"), "{exclude}");
     let status = git(&project.root(), &["status", "--porcelain"])?;
@@ -372,6 +383,52 @@ other:
         String::from_utf8_lossy(&out.stderr).contains("no job \"chekc\""),
         "{}",
         explain(&out)
+    );
+    Ok(())
+}
+
+#[test]
+fn a_job_cannot_take_another_jobs_artifacts_or_report_for_it_through_the_coordinator() -> Result<()>
+{
+    // `spy` needs nothing, so GitLab gives it no token for `secret`'s artifacts; with -j 1 it
+    // starts right after `secret`, whose job id is its own minus one.
+    let yaml = r#"
+default:
+  image: localhost/busybox:latest
+secret:
+  stage: build
+  script: [echo top-secret > s.txt]
+  artifacts: {paths: [s.txt]}
+spy:
+  stage: test
+  needs: []
+  script:
+    - SECRET=$((CI_JOB_ID - 1))
+    - if wget -q -O s.zip --header "JOB-TOKEN: $CI_JOB_TOKEN" "$CI_SERVER_URL/api/v4/jobs/$SECRET/artifacts"; then echo LEAKED; exit 1; fi
+    - if wget -q -O s.zip "$CI_SERVER_URL/api/v4/jobs/$SECRET/artifacts"; then echo LEAKED-WITHOUT-TOKEN; exit 1; fi
+    - echo '{"token":"'$CI_JOB_TOKEN'","state":"failed","failure_reason":"script_failure"}' > put.json
+    - if wget -q -O - --post-file put.json "$CI_SERVER_URL/api/v4/jobs/$SECRET"; then echo FORGED; exit 1; fi
+    - echo every request was refused
+"#;
+    let project = Project::new(&[(".gitlab-ci.yml", yaml)], &[])?;
+    let out = project.exec(&["--json"])?;
+    ensure!(
+        out.status.code() == Some(0),
+        "{}\nspy log:\n{}",
+        explain(&out),
+        project.log("spy")
+    );
+    let spy = project.log("spy");
+    ensure!(spy.contains("every request was refused"), "{spy}");
+    ensure!(
+        spy.contains("403"),
+        "the coordinator must answer 403: {spy}"
+    );
+    assert_eq!(
+        statuses(&summary_of(&out)?),
+        [("secret", "passed"), ("spy", "passed")]
+            .map(|(a, b)| (a.to_owned(), b.to_owned()))
+            .to_vec()
     );
     Ok(())
 }
