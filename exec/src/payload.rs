@@ -94,7 +94,18 @@ pub fn payload(job: &Job, attempt: &Attempt<'_>) -> JobPayload {
             ..Variable::new(key.clone(), value.clone())
         });
     }
+    let url = attempt.coordinator_url;
+    let authority = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let (host, port) = authority.rsplit_once(':').unwrap_or((authority, "80"));
     for (key, value) in [
+        // The server GitLab would be: the embedded coordinator.
+        ("CI_SERVER_URL", url.to_owned()),
+        ("CI_SERVER_HOST", host.to_owned()),
+        ("CI_SERVER_FQDN", authority.to_owned()),
+        ("CI_SERVER_PORT", port.to_owned()),
+        ("CI_SERVER_PROTOCOL", "http".to_owned()),
+        ("CI_API_V4_URL", format!("{url}/api/v4")),
+        ("CI_PROJECT_URL", format!("{url}/{}", attempt.project_path)),
         ("CI_JOB_ID", attempt.id.to_string()),
         ("CI_PIPELINE_ID", attempt.pipeline_id.to_string()),
         (

@@ -404,7 +404,7 @@ spy:
   needs: []
   script:
     - SECRET=$((CI_JOB_ID - 1))
-    - if wget -q -O s.zip --header "JOB-TOKEN: $CI_JOB_TOKEN" "$CI_SERVER_URL/api/v4/jobs/$SECRET/artifacts"; then echo LEAKED; exit 1; fi
+    - 'if wget -q -O s.zip --header "JOB-TOKEN: $CI_JOB_TOKEN" "$CI_SERVER_URL/api/v4/jobs/$SECRET/artifacts"; then echo LEAKED; exit 1; fi'
     - if wget -q -O s.zip "$CI_SERVER_URL/api/v4/jobs/$SECRET/artifacts"; then echo LEAKED-WITHOUT-TOKEN; exit 1; fi
     - echo '{"token":"'$CI_JOB_TOKEN'","state":"failed","failure_reason":"script_failure"}' > put.json
     - if wget -q -O - --post-file put.json "$CI_SERVER_URL/api/v4/jobs/$SECRET"; then echo FORGED; exit 1; fi
