@@ -183,17 +183,29 @@ impl Dir {
 
     /// Creates (or truncates) the regular file `rel` with `mode` and writes `bytes`.
     pub fn write(&self, rel: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+        let mut file = self.open_writer(rel, mode, false)?;
+        nix::sys::stat::fchmod(file.as_fd(), Mode::from_bits_truncate(mode))
+            .map_err(|e| explain(&self.path.join(rel), e))?;
+        file.write_all(bytes)
+    }
+
+    /// Opens the regular file `rel` for writing, created with `mode` when missing: truncated, or
+    /// appended to with `append`. A link at `rel` is refused, never followed.
+    pub fn open_writer(&self, rel: &Path, mode: u32, append: bool) -> io::Result<File> {
+        let tail = if append {
+            OFlag::O_APPEND
+        } else {
+            OFlag::O_TRUNC
+        };
         let fd = self.open_raw(
             rel,
-            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_TRUNC | OFlag::O_NONBLOCK,
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_NONBLOCK | tail,
             Mode::from_bits_truncate(mode),
         )?;
         self.expect_kind(rel, &fd, Kind::File)?;
-        nix::sys::stat::fchmod(fd.as_fd(), Mode::from_bits_truncate(mode))
-            .map_err(|e| explain(&self.path.join(rel), e))?;
-        let mut file = File::from(fd);
+        let file = File::from(fd);
         clear_nonblock(&file)?;
-        file.write_all(bytes)
+        Ok(file)
     }
 
     /// Writes `name` (a file directly in this directory) atomically: a fresh temporary file

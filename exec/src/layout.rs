@@ -1,26 +1,29 @@
 //! `.berth/` in the project: what a local run keeps (each job's log and artifacts, the
 //! runner's configs, the source snapshot served to the runner) and that git never sees (berth
-//! adds `.berth/` to `.git/info/exclude`).
+//! adds `.berth/` to `.git/info/exclude`). Every directory of it is made and written beneath a
+//! handle on the work tree: a link planted in `.berth/` (a checked-out repository can carry
+//! one) is refused, never followed.
 
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+
+use berth_beneath::Dir;
 
 use crate::error::ExecError;
 
-/// The directories of `.berth/`.
-#[derive(Debug, Clone)]
+/// `.berth/`, its directories held open.
+#[derive(Debug)]
 pub struct Layout {
     /// The work tree.
     pub work_tree: PathBuf,
-    /// `.berth/`.
-    pub root: PathBuf,
     /// `.berth/logs/`: one log per job.
     pub logs: PathBuf,
-    /// `.berth/artifacts/`: the artifacts archive per job.
-    pub artifacts: PathBuf,
     /// `.berth/exec/`: what the run itself needs (snapshot, runner configs, uploads).
     pub exec: PathBuf,
+    logs_dir: Dir,
+    artifacts_dir: Dir,
+    exec_dir: Dir,
+    runners_dir: Dir,
 }
 
 fn state_error(path: &Path) -> impl FnOnce(std::io::Error) -> ExecError + '_ {
@@ -53,34 +56,40 @@ pub fn file_name_of(job: &str) -> String {
 
 impl Layout {
     /// Creates `.berth/` in `work_tree` and excludes it from git through `exclude_file`
-    /// (the repository's `info/exclude`).
+    /// (the repository's `info/exclude`). An earlier run's runner configs (tokens) and uploads
+    /// (copied out once a job ended) are of no further use and go.
     ///
     /// # Errors
-    /// A directory or the exclude file cannot be written.
+    /// A directory or the exclude file cannot be written, or a link stands in `.berth/`.
     pub fn create(work_tree: &Path, exclude_file: &Path) -> Result<Self, ExecError> {
-        let root = work_tree.join(".berth");
-        let layout = Self {
-            work_tree: work_tree.to_path_buf(),
-            logs: root.join("logs"),
-            artifacts: root.join("artifacts"),
-            exec: root.join("exec"),
-            root,
+        let tree = Dir::open(work_tree).map_err(state_error(work_tree))?;
+        let mkdir = |parent: &Dir, name: &str, mode: u32| {
+            parent
+                .mkdir(Path::new(name), mode)
+                .map_err(state_error(&parent.path().join(name)))
         };
-        for dir in [&layout.root, &layout.logs, &layout.artifacts, &layout.exec] {
-            std::fs::create_dir_all(dir).map_err(state_error(dir))?;
-        }
-        // An earlier run's runner configs (tokens) and uploads (copied out once a job ended)
-        // are of no further use.
-        for dir in [layout.exec.join("runners"), layout.exec.join("uploads")] {
-            match std::fs::remove_dir_all(&dir) {
+        let root = mkdir(&tree, ".berth", 0o755)?;
+        let exec_dir = mkdir(&root, "exec", 0o755)?;
+        for private in ["runners", "uploads"] {
+            let path = exec_dir.path().join(private);
+            // The handle proved `exec/` a real directory; a link at `private` is removed itself.
+            match std::fs::remove_dir_all(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(source) => return Err(ExecError::State { path: dir, source }),
+                Err(source) => return Err(ExecError::State { path, source }),
             }
-            std::fs::create_dir_all(&dir).map_err(state_error(&dir))?;
-            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
-                .map_err(state_error(&dir))?;
         }
+        let runners_dir = mkdir(&exec_dir, "runners", 0o700)?;
+        mkdir(&exec_dir, "uploads", 0o700)?;
+        let layout = Self {
+            work_tree: work_tree.to_path_buf(),
+            logs: root.path().join("logs"),
+            exec: exec_dir.path().to_path_buf(),
+            logs_dir: mkdir(&root, "logs", 0o755)?,
+            artifacts_dir: mkdir(&root, "artifacts", 0o755)?,
+            exec_dir,
+            runners_dir,
+        };
         exclude(exclude_file)?;
         Ok(layout)
     }
@@ -103,26 +112,29 @@ impl Layout {
         self.exec.join("berth.toml")
     }
 
-    /// The config.toml of attempt `id`'s runner.
-    #[must_use]
-    pub fn runner_config(&self, id: u64) -> PathBuf {
-        self.exec.join("runners").join(format!("{id}.toml"))
-    }
-
-    /// Writes `bytes` to `path` readable by its owner only, replacing what was there.
+    /// Writes the berth config the jobs' stages read, readable by its owner only.
     ///
     /// # Errors
-    /// The file cannot be written.
-    pub fn write_private(&self, path: &Path, bytes: &[u8]) -> Result<(), ExecError> {
-        let _ = std::fs::remove_file(path);
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(nix::libc::O_NOFOLLOW)
-            .open(path)
-            .map_err(state_error(path))?;
-        file.write_all(bytes).map_err(state_error(path))
+    /// It cannot be written.
+    pub fn write_berth_config(&self, text: &str) -> Result<PathBuf, ExecError> {
+        let path = self.berth_config();
+        self.exec_dir
+            .write(Path::new("berth.toml"), text.as_bytes(), 0o600)
+            .map_err(state_error(&path))?;
+        Ok(path)
+    }
+
+    /// Writes the config.toml of attempt `id`'s runner, readable by its owner only.
+    ///
+    /// # Errors
+    /// It cannot be written.
+    pub fn write_runner_config(&self, id: u64, text: &str) -> Result<PathBuf, ExecError> {
+        let name = format!("{id}.toml");
+        let path = self.runners_dir.path().join(&name);
+        self.runners_dir
+            .write(Path::new(&name), text.as_bytes(), 0o600)
+            .map_err(state_error(&path))?;
+        Ok(path)
     }
 
     /// The log file of `job`, truncated for its first attempt, appended to for retries.
@@ -130,15 +142,10 @@ impl Layout {
     /// # Errors
     /// The file cannot be created.
     pub fn create_log(&self, job: &str, attempt: u32) -> Result<std::fs::File, ExecError> {
-        let path = self.logs.join(format!("{}.log", file_name_of(job)));
-        let mut options = std::fs::OpenOptions::new();
-        options.custom_flags(nix::libc::O_NOFOLLOW).create(true);
-        if attempt == 0 {
-            options.write(true).truncate(true);
-        } else {
-            options.append(true);
-        }
-        options.open(&path).map_err(state_error(&path))
+        let name = format!("{}.log", file_name_of(job));
+        self.logs_dir
+            .open_writer(Path::new(&name), 0o644, attempt > 0)
+            .map_err(state_error(&self.logs.join(&name)))
     }
 
     /// `.berth/logs/<job>.log`, relative to the work tree.
@@ -156,35 +163,30 @@ impl Layout {
             .to_string()
     }
 
-    /// Keeps the artifacts archive of `job` as `.berth/artifacts/<job>/artifacts.zip`.
+    /// Keeps what `job` uploaded under `.berth/artifacts/<job>/`: the archive as
+    /// `artifacts.zip`, a report under the coordinator's own name for it (`<type>.<ext>`).
     ///
     /// # Errors
     /// It cannot be copied.
-    pub fn keep_archive(&self, job: &str, uploaded: &Path) -> Result<PathBuf, ExecError> {
-        let dir = self.artifacts.join(file_name_of(job));
-        std::fs::create_dir_all(&dir).map_err(state_error(&dir))?;
-        let kept = dir.join("artifacts.zip");
-        let _ = std::fs::remove_file(&kept);
-        std::fs::copy(uploaded, &kept).map_err(state_error(&kept))?;
-        Ok(kept)
-    }
-}
-
-impl Layout {
-    /// Keeps an uploaded report of `job` as `.berth/artifacts/<job>/<type>.<ext>` (the
-    /// coordinator's own name for it).
-    ///
-    /// # Errors
-    /// It cannot be copied.
-    pub fn keep_report(&self, job: &str, uploaded: &Path) -> Result<PathBuf, ExecError> {
-        let dir = self.artifacts.join(file_name_of(job));
-        std::fs::create_dir_all(&dir).map_err(state_error(&dir))?;
-        let name = uploaded
-            .file_name()
-            .map_or_else(|| "report".into(), std::ffi::OsStr::to_os_string);
-        let kept = dir.join(name);
-        let _ = std::fs::remove_file(&kept);
-        std::fs::copy(uploaded, &kept).map_err(state_error(&kept))?;
+    pub fn keep(&self, job: &str, uploaded: &Path, archive: bool) -> Result<PathBuf, ExecError> {
+        let job_dir_name = file_name_of(job);
+        let job_dir = self
+            .artifacts_dir
+            .mkdir(Path::new(&job_dir_name), 0o755)
+            .map_err(state_error(&self.artifacts_dir.path().join(&job_dir_name)))?;
+        let name = if archive {
+            "artifacts.zip".into()
+        } else {
+            uploaded
+                .file_name()
+                .map_or_else(|| "report".into(), std::ffi::OsStr::to_os_string)
+        };
+        let kept = job_dir.path().join(&name);
+        let mut source = std::fs::File::open(uploaded).map_err(state_error(uploaded))?;
+        let mut target = job_dir
+            .open_writer(Path::new(&name), 0o644, false)
+            .map_err(state_error(&kept))?;
+        std::io::copy(&mut source, &mut target).map_err(state_error(&kept))?;
         Ok(kept)
     }
 }
@@ -237,6 +239,58 @@ mod tests {
         assert_eq!(file_name_of("deploy: [aws, eu]"), "deploy---aws--eu-");
         assert_eq!(file_name_of("../../etc"), "-..-etc");
         assert_eq!(file_name_of("..."), "job");
+    }
+
+    #[test]
+    fn a_link_planted_in_the_layout_is_refused_or_replaced_never_followed() {
+        // `.berth/exec/{runners,uploads}` are removed at every start, so a link there goes.
+        for (planted, refused) in [
+            (".berth", true),
+            (".berth/logs", true),
+            (".berth/exec", true),
+            (".berth/exec/uploads", false),
+            (".berth/exec/runners", false),
+        ] {
+            let tree = tempfile::tempdir().expect("tempdir");
+            let outside = tempfile::tempdir().expect("tempdir");
+            let link = tree.path().join(planted);
+            std::fs::create_dir_all(link.parent().expect("parent")).expect("mkdir");
+            std::os::unix::fs::symlink(outside.path(), &link).expect("symlink");
+            let created = Layout::create(tree.path(), &tree.path().join(".git/info/exclude"));
+            if refused {
+                assert!(created.is_err(), "{planted}: a planted link was followed");
+            } else {
+                created.expect("the link is replaced");
+                assert!(
+                    !std::fs::symlink_metadata(&link).expect("stat").is_symlink(),
+                    "{planted}: the link stayed"
+                );
+            }
+            let leaked: Vec<_> = std::fs::read_dir(outside.path()).expect("read").collect();
+            assert!(
+                leaked.is_empty(),
+                "{planted}: wrote through the link: {leaked:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn logs_and_kept_artifacts_refuse_a_planted_link() {
+        let tree = tempfile::tempdir().expect("tempdir");
+        let outside = tempfile::tempdir().expect("tempdir");
+        let layout =
+            Layout::create(tree.path(), &tree.path().join(".git/info/exclude")).expect("layout");
+        let target = outside.path().join("victim");
+        std::fs::write(&target, "untouched").expect("write");
+        std::os::unix::fs::symlink(&target, layout.logs.join("build.log")).expect("symlink");
+        assert!(layout.create_log("build", 0).is_err());
+        let upload = layout.uploads().join("archive.zip");
+        std::fs::write(&upload, "zip").expect("write");
+        let job_dir = tree.path().join(".berth/artifacts/build");
+        std::os::unix::fs::symlink(outside.path(), &job_dir).expect("symlink");
+        assert!(layout.keep("build", &upload, true).is_err());
+        assert_eq!(std::fs::read_to_string(&target).expect("read"), "untouched");
+        assert!(!outside.path().join("artifacts.zip").exists());
     }
 
     #[test]

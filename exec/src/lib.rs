@@ -229,11 +229,8 @@ pub async fn exec<W: Write>(
         ),
         None => None,
     };
-    let berth_config = layout.berth_config();
-    layout.write_private(
-        &berth_config,
-        job_berth_config(admin.as_deref(), request.scan)?.as_bytes(),
-    )?;
+    let berth_config =
+        layout.write_berth_config(&job_berth_config(admin.as_deref(), request.scan)?)?;
     let snapshot = repo
         .snapshot(&facts, request.untracked, &layout.source(), cancel)
         .await?;

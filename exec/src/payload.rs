@@ -19,8 +19,6 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
 pub struct Attempt<'a> {
     /// The job id the coordinator knows this attempt by.
     pub id: u64,
-    /// The job's token.
-    pub token: String,
     /// Base URL of the embedded coordinator.
     pub coordinator_url: &'a str,
     /// `group/project`.
@@ -62,7 +60,6 @@ pub fn payload(job: &Job, attempt: &Attempt<'_>) -> JobPayload {
     let mut script: Vec<&str> = job.before_script.iter().map(String::as_str).collect();
     script.extend(job.script.iter().map(String::as_str));
     let mut payload = JobPayload::new(attempt.id, &script).timeout(timeout);
-    payload.token.clone_from(&attempt.token);
     payload.name.clone_from(&job.name);
     payload.stage.clone_from(&job.stage);
     for step in &mut payload.steps {

@@ -70,6 +70,31 @@ impl Outputs {
     }
 }
 
+/// The final update of an attempt, as the coordinator reported it.
+#[derive(Debug, Clone)]
+struct Finished {
+    success: bool,
+    failure_reason: String,
+    exit_code: Option<i32>,
+}
+
+/// One running attempt: what the coordinator has said of it so far.
+#[derive(Debug)]
+struct Attempting {
+    log: std::fs::File,
+    finished: Option<Finished>,
+    outputs: Outputs,
+}
+
+/// Where a `when: delayed` job is in its wait.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Delay {
+    #[default]
+    NotYet,
+    Waiting,
+    Elapsed,
+}
+
 /// The state of one planned job during the run.
 #[derive(Debug, Default)]
 struct JobState {
@@ -77,18 +102,25 @@ struct JobState {
     started: Option<Instant>,
     took: Option<Duration>,
     attempts: u32,
-    current_id: Option<u64>,
-    token: String,
-    outputs: Outputs,
-    last_attempt_id: Option<u64>,
+    delay: Delay,
+    running: Option<Attempting>,
+    /// The id and kept outputs of the attempt that ended last.
+    last: Option<(u64, Outputs)>,
 }
 
-/// The final update of an attempt, as the coordinator reported it.
-#[derive(Debug, Clone)]
-struct Finished {
-    state: String,
-    failure_reason: String,
-    exit_code: Option<i32>,
+type RunnerTask = (usize, u64, Result<RunnerExit, ExecError>);
+
+/// The run loop's state.
+struct Run<'a, W: Write, S: Serve> {
+    plan: &'a Plan,
+    context: &'a RunContext<'a>,
+    server: &'a mut S,
+    printer: &'a mut Printer<W>,
+    states: Vec<JobState>,
+    by_id: BTreeMap<u64, usize>,
+    tasks: JoinSet<RunnerTask>,
+    delays: JoinSet<usize>,
+    next_id: u64,
 }
 
 /// Runs `plan` and returns the summary; a job's failure is in the summary, not an error.
@@ -101,198 +133,25 @@ pub async fn run<W: Write, S: Serve>(
     server: &mut S,
     printer: &mut Printer<W>,
 ) -> Result<Summary, ExecError> {
-    let count = plan.jobs.len();
-    let mut states: Vec<JobState> = (0..count).map(|_| JobState::default()).collect();
-    let mut by_id: BTreeMap<u64, usize> = BTreeMap::new();
-    let mut finished: BTreeMap<u64, Finished> = BTreeMap::new();
-    let mut artifacts: BTreeMap<u64, Outputs> = BTreeMap::new();
-    let mut logs: BTreeMap<u64, std::fs::File> = BTreeMap::new();
-    let mut tasks: JoinSet<(usize, u64, Result<RunnerExit, ExecError>)> = JoinSet::new();
-    let mut delayed: JoinSet<usize> = JoinSet::new();
-    let mut waiting_delay: Vec<bool> = vec![false; count];
-    let mut delay_elapsed: Vec<bool> = vec![false; count];
-    let mut next_id = context.pipeline_id.saturating_mul(1000);
-    let mut running = 0usize;
-    loop {
-        // Decide every job whose prerequisites have ended, in pipeline order, until nothing
-        // more can be decided (a job ended without running may decide the next one).
-        let mut ready: Vec<usize> = Vec::new();
-        loop {
-            let endings: Vec<Option<Ending>> = states.iter().map(|s| s.ending.clone()).collect();
-            let mut decided = false;
-            ready.clear();
-            for index in 0..count {
-                let state = &states[index];
-                if state.ending.is_some() || state.current_id.is_some() || waiting_delay[index] {
-                    continue;
-                }
-                if context.cancel.is_cancelled() {
-                    states[index].ending = Some(Ending::Canceled);
-                    printer
-                        .ended(&plan.jobs[index].job.name, &Ending::Canceled, None)
-                        .map_err(print_error)?;
-                    decided = true;
-                    continue;
-                }
-                match plan.decide(index, &endings) {
-                    None => {}
-                    Some(Decision::End(ending)) => {
-                        printer
-                            .ended(&plan.jobs[index].job.name, &ending, None)
-                            .map_err(print_error)?;
-                        states[index].ending = Some(ending);
-                        decided = true;
-                    }
-                    Some(Decision::Run) => ready.push(index),
-                }
-            }
-            if !decided {
-                break;
-            }
-        }
-        for index in ready {
-            let job = &plan.jobs[index].job;
-            if job.when == When::Delayed
-                && let Some(delay) = job.start_in
-                && !delay_elapsed[index]
-            {
-                waiting_delay[index] = true;
-                let cancel = context.cancel.clone();
-                delayed.spawn(async move {
-                    tokio::select! {
-                        () = tokio::time::sleep(delay) => {}
-                        () = cancel.cancelled() => {}
-                    }
-                    index
-                });
-                continue;
-            }
-            if running >= context.concurrency.max(1) {
-                continue;
-            }
-            next_id += 1;
-            start(
-                plan,
-                context,
-                server,
-                printer,
-                &mut states,
-                index,
-                next_id,
-                &mut logs,
-                &mut tasks,
-            )?;
-            by_id.insert(next_id, index);
-            running += 1;
-        }
-        if tasks.is_empty() && delayed.is_empty() {
-            let undecided = states.iter().any(|s| s.ending.is_none());
-            if !undecided {
-                break;
-            }
-            // Nothing runs and nothing can be decided: only a cancelled run gets here, or jobs
-            // waiting for a free slot (handled above); end the rest as canceled.
-            if context.cancel.is_cancelled() || running == 0 {
-                for (index, state) in states.iter_mut().enumerate() {
-                    if state.ending.is_none() {
-                        state.ending = Some(Ending::Canceled);
-                        printer
-                            .ended(&plan.jobs[index].job.name, &Ending::Canceled, None)
-                            .map_err(print_error)?;
-                    }
-                }
-                break;
-            }
-        }
-        tokio::select! {
-            biased;
-            event = server.next_event() => {
-                match event {
-                    Some(Event::Trace { job_id, bytes }) => {
-                        if let Some(&index) = by_id.get(&job_id) {
-                            printer.log(&plan.jobs[index].job.name, &bytes).map_err(print_error)?;
-                        }
-                        if let Some(file) = logs.get_mut(&job_id) {
-                            file.write_all(&bytes).map_err(|source| ExecError::State {
-                                path: context.layout.logs.clone(),
-                                source,
-                            })?;
-                        }
-                    }
-                    Some(Event::Finished { job_id, state, failure_reason, exit_code }) => {
-                        finished.insert(job_id, Finished { state, failure_reason, exit_code });
-                    }
-                    Some(Event::Artifact { job_id, artifact_type, path }) => {
-                        artifacts.entry(job_id).or_default().record(&artifact_type, path);
-                    }
-                    None => {
-                        return Err(ExecError::Coordinator("the coordinator stopped during the run".to_owned()));
-                    }
-                }
-            }
-            Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
-                running = running.saturating_sub(1);
-                let (index, job_id, exit) = match joined {
-                    Ok(result) => result,
-                    Err(e) => return Err(ExecError::Runner { job: String::from("?"), detail: e.to_string() }),
-                };
-                // The final update reached the channel before the runner could exit; drain it.
-                while let Some(event) = server.try_event() {
-                    match event {
-                        Event::Finished { job_id, state, failure_reason, exit_code } => {
-                            finished.insert(job_id, Finished { state, failure_reason, exit_code });
-                        }
-                        Event::Trace { job_id, bytes } => {
-                            if let Some(&i) = by_id.get(&job_id) {
-                                printer.log(&plan.jobs[i].job.name, &bytes).map_err(print_error)?;
-                            }
-                            if let Some(file) = logs.get_mut(&job_id) {
-                                let _ = file.write_all(&bytes);
-                            }
-                        }
-                        Event::Artifact { job_id, artifact_type, path } => {
-                            artifacts.entry(job_id).or_default().record(&artifact_type, path);
-                        }
-                    }
-                }
-                logs.remove(&job_id);
-                let job = &plan.jobs[index].job;
-                let ending = ending_of(job, finished.get(&job_id), exit, &context.cancel);
-                let state = &mut states[index];
-                state.current_id = None;
-                state.last_attempt_id = Some(job_id);
-                state.outputs = artifacts.remove(&job_id).unwrap_or_default();
-                if let Some(archive) = &state.outputs.archive {
-                    state.outputs.archive = Some(context.layout.keep_archive(&job.name, archive)?);
-                }
-                let reports = std::mem::take(&mut state.outputs.reports);
-                for report in reports {
-                    state.outputs.reports.push(context.layout.keep_report(&job.name, &report)?);
-                }
-                state.took = state.started.map(|s| s.elapsed());
-                if retries(job, &ending, state.attempts) && !context.cancel.is_cancelled() {
-                    printer.log(&job.name, format!("berth exec: retrying {} (attempt {} of {})\n", job.name, state.attempts + 1, u32::from(job.retry.max) + 1).as_bytes()).map_err(print_error)?;
-                    continue;
-                }
-                printer.ended(&job.name, &ending, state.took).map_err(print_error)?;
-                state.ending = Some(ending);
-            }
-            Some(joined) = delayed.join_next(), if !delayed.is_empty() => {
-                if let Ok(index) = joined {
-                    waiting_delay[index] = false;
-                    delay_elapsed[index] = true;
-                }
-            }
-            () = context.cancel.cancelled(), if !context.cancel.is_cancelled() => {}
-        }
-    }
+    let mut run = Run {
+        plan,
+        context,
+        server,
+        printer,
+        states: (0..plan.jobs.len()).map(|_| JobState::default()).collect(),
+        by_id: BTreeMap::new(),
+        tasks: JoinSet::new(),
+        delays: JoinSet::new(),
+        next_id: context.pipeline_id.saturating_mul(1000),
+    };
+    run.drive().await?;
     let jobs = plan
         .jobs
         .iter()
-        .zip(&states)
+        .zip(&run.states)
         .map(|(planned, state)| summary_row(context.layout, &planned.job, state))
         .collect::<Vec<_>>();
-    let failed = states.iter().any(|s| {
+    let failed = run.states.iter().any(|s| {
         s.ending
             .as_ref()
             .is_some_and(|e| e.fails_pipeline() || *e == Ending::Canceled)
@@ -310,130 +169,303 @@ fn print_error(source: std::io::Error) -> ExecError {
     }
 }
 
-/// Starts attempt `id` of job `index`.
-#[expect(
-    clippy::too_many_arguments,
-    reason = "the run loop's state, passed apart to borrow it apart"
-)]
-fn start<W: Write, S: Serve>(
-    plan: &Plan,
-    context: &RunContext<'_>,
-    server: &mut S,
-    printer: &mut Printer<W>,
-    states: &mut [JobState],
-    index: usize,
-    id: u64,
-    logs: &mut BTreeMap<u64, std::fs::File>,
-    tasks: &mut JoinSet<(usize, u64, Result<RunnerExit, ExecError>)>,
-) -> Result<(), ExecError> {
-    let job = &plan.jobs[index].job;
-    let (dependencies, dotenv) = dependencies_of(plan, states, index);
-    let attempt = Attempt {
-        id,
-        // The coordinator sets the job's token when it takes the job.
-        token: String::new(),
-        coordinator_url: &server.url(),
-        project_path: context.project_path,
-        snapshot: context.snapshot,
-        before_sha: context.before_sha,
-        dependencies,
-        dotenv,
-        pipeline_id: context.pipeline_id,
-    };
-    let job_payload = payload(job, &attempt);
-    let runner_token = server.new_runner_token()?;
-    let name = format!("berth-exec-{id}");
-    let config_path = context.layout.runner_config(id);
-    let spec = RunnerSpec {
-        name: name.clone(),
-        url: server.url(),
-        token: runner_token.clone(),
-        berth: context.berth_binary.to_path_buf(),
-        berth_config: context.berth_config.to_path_buf(),
-    };
-    context
-        .layout
-        .write_private(&config_path, spec.to_toml()?.as_bytes())?;
-    let token = server.assign(&runner_token, job_payload)?;
-    logs.insert(
-        id,
-        context
-            .layout
-            .create_log(&job.name, states[index].attempts)?,
-    );
-    let state = &mut states[index];
-    state.attempts += 1;
-    state.current_id = Some(id);
-    state.token = token;
-    if state.started.is_none() {
-        state.started = Some(Instant::now());
-    }
-    printer
-        .started(&job.name, &job.stage)
-        .map_err(print_error)?;
-    let binary = context.runner_binary.to_path_buf();
-    let cancel = context.cancel.clone();
-    tasks.spawn(async move {
-        let exit = run_single(&binary, &config_path, &name, &cancel).await;
-        (index, id, exit)
-    });
-    Ok(())
-}
-
-/// The jobs whose artifacts (and dotenv variables) job `index` receives, as GitLab decides:
-/// `dependencies:` when set, else its `needs:` with `artifacts: true`, else every job of an
-/// earlier stage.
-fn dependencies_of(
-    plan: &Plan,
-    states: &[JobState],
-    index: usize,
-) -> (Vec<Dependency>, Vec<(String, String)>) {
-    let job = &plan.jobs[index].job;
-    let wanted: Vec<usize> = plan
-        .jobs
-        .iter()
-        .enumerate()
-        .filter(|(j, other)| {
-            *j != index
-                && match (&job.dependencies, &job.needs) {
-                    (Some(list), _) => {
-                        list.contains(&other.job.name) || list.contains(&other.job.base_name)
+impl<W: Write, S: Serve> Run<'_, W, S> {
+    async fn drive(&mut self) -> Result<(), ExecError> {
+        loop {
+            let ready = self.decide()?;
+            self.start_ready(ready)?;
+            if self.tasks.is_empty() && self.delays.is_empty() {
+                // Nothing runs or waits: every job is decided, or the run was cancelled
+                // before the rest could be.
+                for index in 0..self.states.len() {
+                    if self.states[index].ending.is_none() {
+                        self.end(index, Ending::Canceled, None)?;
                     }
-                    (None, Some(needs)) => {
-                        needs.iter().any(|n| n.artifacts && n.job == other.job.name)
-                    }
-                    (None, None) => other.job.stage_index < job.stage_index,
                 }
-        })
-        .map(|(j, _)| j)
-        .collect();
-    let mut dependencies = Vec::new();
-    let mut dotenv = Vec::new();
-    for j in wanted {
-        let state = &states[j];
-        dotenv.extend(state.outputs.dotenv.iter().cloned());
-        let (Some(archive), Some(id)) = (&state.outputs.archive, state.last_id()) else {
-            continue;
-        };
-        let size = std::fs::metadata(archive).map(|m| m.len()).unwrap_or(0);
-        dependencies.push(Dependency {
-            id,
-            token: state.token.clone(),
-            name: plan.jobs[j].job.name.clone(),
-            artifacts_file: ArtifactsFile {
-                filename: "artifacts.zip".to_owned(),
-                size,
-            },
-        });
+                return Ok(());
+            }
+            tokio::select! {
+                biased;
+                event = self.server.next_event() => {
+                    let event = event.ok_or_else(|| {
+                        ExecError::Coordinator("the coordinator stopped during the run".to_owned())
+                    })?;
+                    self.absorb(event)?;
+                }
+                Some(joined) = self.tasks.join_next(), if !self.tasks.is_empty() => {
+                    let (index, job_id, exit) = joined.map_err(|e| ExecError::Runner {
+                        job: String::from("?"),
+                        detail: e.to_string(),
+                    })?;
+                    // The final update reached the channel before the runner could exit.
+                    while let Some(event) = self.server.try_event() {
+                        self.absorb(event)?;
+                    }
+                    self.attempt_ended(index, job_id, exit)?;
+                }
+                Some(joined) = self.delays.join_next(), if !self.delays.is_empty() => {
+                    if let Ok(index) = joined {
+                        self.states[index].delay = Delay::Elapsed;
+                    }
+                }
+                () = self.context.cancel.cancelled(), if !self.context.cancel.is_cancelled() => {}
+            }
+        }
     }
-    (dependencies, dotenv)
-}
 
-impl JobState {
-    /// The id of the attempt that ended (the kept outputs are its).
-    fn last_id(&self) -> Option<u64> {
-        self.outputs.archive.as_ref()?;
-        self.last_attempt_id
+    /// Decides every job whose prerequisites have ended, in pipeline order, until nothing more
+    /// can be (a job ended without running may decide the next one); returns those to start.
+    fn decide(&mut self) -> Result<Vec<usize>, ExecError> {
+        loop {
+            let endings: Vec<Option<Ending>> =
+                self.states.iter().map(|s| s.ending.clone()).collect();
+            let mut ready = Vec::new();
+            let mut decided = false;
+            for index in 0..self.states.len() {
+                let state = &self.states[index];
+                if state.ending.is_some()
+                    || state.running.is_some()
+                    || state.delay == Delay::Waiting
+                {
+                    continue;
+                }
+                let decision = if self.context.cancel.is_cancelled() {
+                    Some(Decision::End(Ending::Canceled))
+                } else {
+                    self.plan.decide(index, &endings)
+                };
+                match decision {
+                    None => {}
+                    Some(Decision::End(ending)) => {
+                        self.end(index, ending, None)?;
+                        decided = true;
+                    }
+                    Some(Decision::Run) => ready.push(index),
+                }
+            }
+            if !decided {
+                return Ok(ready);
+            }
+        }
+    }
+
+    /// Starts what is ready while `-j` has a free slot; a delayed job waits `start_in` first.
+    fn start_ready(&mut self, ready: Vec<usize>) -> Result<(), ExecError> {
+        for index in ready {
+            let job = &self.plan.jobs[index].job;
+            if job.when == When::Delayed
+                && let Some(delay) = job.start_in
+                && self.states[index].delay == Delay::NotYet
+            {
+                self.states[index].delay = Delay::Waiting;
+                let cancel = self.context.cancel.clone();
+                self.delays.spawn(async move {
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = cancel.cancelled() => {}
+                    }
+                    index
+                });
+                continue;
+            }
+            if self.tasks.len() >= self.context.concurrency.max(1) {
+                continue;
+            }
+            self.start(index)?;
+        }
+        Ok(())
+    }
+
+    fn end(
+        &mut self,
+        index: usize,
+        ending: Ending,
+        took: Option<Duration>,
+    ) -> Result<(), ExecError> {
+        self.printer
+            .ended(&self.plan.jobs[index].job.name, &ending, took)
+            .map_err(print_error)?;
+        self.states[index].ending = Some(ending);
+        Ok(())
+    }
+
+    /// Takes in what the coordinator saw: log bytes go to the screen and the job's log file,
+    /// the final update and stored artifacts wait for the runner's exit.
+    fn absorb(&mut self, event: Event) -> Result<(), ExecError> {
+        let job_id = match &event {
+            Event::Trace { job_id, .. }
+            | Event::Finished { job_id, .. }
+            | Event::Artifact { job_id, .. } => *job_id,
+        };
+        let Some(&index) = self.by_id.get(&job_id) else {
+            return Ok(());
+        };
+        let name = &self.plan.jobs[index].job.name;
+        let Some(attempt) = self.states[index].running.as_mut() else {
+            return Ok(());
+        };
+        match event {
+            Event::Trace { bytes, .. } => {
+                self.printer.log(name, &bytes).map_err(print_error)?;
+                attempt
+                    .log
+                    .write_all(&bytes)
+                    .map_err(|source| ExecError::State {
+                        path: self.context.layout.logs.clone(),
+                        source,
+                    })?;
+            }
+            Event::Finished {
+                success,
+                failure_reason,
+                exit_code,
+                ..
+            } => {
+                attempt.finished = Some(Finished {
+                    success,
+                    failure_reason,
+                    exit_code,
+                });
+            }
+            Event::Artifact {
+                artifact_type,
+                path,
+                ..
+            } => attempt.outputs.record(&artifact_type, path),
+        }
+        Ok(())
+    }
+
+    /// The runner of attempt `job_id` of job `index` exited: keep what it left, then retry or
+    /// end the job.
+    fn attempt_ended(
+        &mut self,
+        index: usize,
+        job_id: u64,
+        exit: Result<RunnerExit, ExecError>,
+    ) -> Result<(), ExecError> {
+        let job = &self.plan.jobs[index].job;
+        let layout = self.context.layout;
+        let state = &mut self.states[index];
+        let Some(attempt) = state.running.take() else {
+            return Ok(());
+        };
+        let ending = ending_of(job, attempt.finished.as_ref(), exit, &self.context.cancel);
+        let mut outputs = attempt.outputs;
+        if let Some(archive) = &outputs.archive {
+            outputs.archive = Some(layout.keep(&job.name, archive, true)?);
+        }
+        outputs.reports = outputs
+            .reports
+            .iter()
+            .map(|report| layout.keep(&job.name, report, false))
+            .collect::<Result<_, _>>()?;
+        state.last = Some((job_id, outputs));
+        state.took = state.started.map(|s| s.elapsed());
+        if retries(job, &ending, state.attempts) && !self.context.cancel.is_cancelled() {
+            let line = format!(
+                "berth exec: retrying {} (attempt {} of {})\n",
+                job.name,
+                state.attempts + 1,
+                u32::from(job.retry.max) + 1
+            );
+            return self
+                .printer
+                .log(&job.name, line.as_bytes())
+                .map_err(print_error);
+        }
+        let took = state.took;
+        self.end(index, ending, took)
+    }
+
+    /// Starts the next attempt of job `index`.
+    fn start(&mut self, index: usize) -> Result<(), ExecError> {
+        self.next_id += 1;
+        let id = self.next_id;
+        let context = self.context;
+        let job = &self.plan.jobs[index].job;
+        let (dependencies, dotenv) = self.dependencies_of(index);
+        let url = self.server.url();
+        let attempt = Attempt {
+            id,
+            coordinator_url: &url,
+            project_path: context.project_path,
+            snapshot: context.snapshot,
+            before_sha: context.before_sha,
+            dependencies,
+            dotenv,
+            pipeline_id: context.pipeline_id,
+        };
+        let job_payload = payload(job, &attempt);
+        let runner_token = self.server.new_runner_token()?;
+        let name = format!("berth-exec-{id}");
+        let spec = RunnerSpec {
+            name: name.clone(),
+            url,
+            token: runner_token.clone(),
+            berth: context.berth_binary.to_path_buf(),
+            berth_config: context.berth_config.to_path_buf(),
+        };
+        let config_path = context.layout.write_runner_config(id, &spec.to_toml()?)?;
+        self.server.assign(&runner_token, job_payload)?;
+        let log = context
+            .layout
+            .create_log(&job.name, self.states[index].attempts)?;
+        let state = &mut self.states[index];
+        state.attempts += 1;
+        state.running = Some(Attempting {
+            log,
+            finished: None,
+            outputs: Outputs::default(),
+        });
+        state.started.get_or_insert_with(Instant::now);
+        self.by_id.insert(id, index);
+        self.printer
+            .started(&job.name, &job.stage)
+            .map_err(print_error)?;
+        let binary = context.runner_binary.to_path_buf();
+        let cancel = context.cancel.clone();
+        self.tasks.spawn(async move {
+            let exit = run_single(&binary, &config_path, &name, &cancel).await;
+            (index, id, exit)
+        });
+        Ok(())
+    }
+
+    /// The jobs whose artifacts (and dotenv variables) job `index` receives, as GitLab decides:
+    /// `dependencies:` when set, else its `needs:` with `artifacts: true`, else every job of an
+    /// earlier stage.
+    fn dependencies_of(&self, index: usize) -> (Vec<Dependency>, Vec<(String, String)>) {
+        let job = &self.plan.jobs[index].job;
+        let mut dependencies = Vec::new();
+        let mut dotenv = Vec::new();
+        for (other, state) in self.plan.jobs.iter().zip(&self.states) {
+            let wanted = match (&job.dependencies, &job.needs) {
+                (Some(list), _) => {
+                    list.contains(&other.job.name) || list.contains(&other.job.base_name)
+                }
+                (None, Some(needs)) => needs.iter().any(|n| n.artifacts && n.job == other.job.name),
+                (None, None) => other.job.stage_index < job.stage_index,
+            };
+            let Some((id, outputs)) = state.last.as_ref().filter(|_| wanted) else {
+                continue;
+            };
+            dotenv.extend(outputs.dotenv.iter().cloned());
+            let Some(archive) = &outputs.archive else {
+                continue;
+            };
+            dependencies.push(Dependency {
+                id: *id,
+                // The coordinator gives every dependency the running job's own token.
+                token: String::new(),
+                name: other.job.name.clone(),
+                artifacts_file: ArtifactsFile {
+                    filename: "artifacts.zip".to_owned(),
+                    size: std::fs::metadata(archive).map(|m| m.len()).unwrap_or(0),
+                },
+            });
+        }
+        (dependencies, dotenv)
     }
 }
 
@@ -444,7 +476,7 @@ fn ending_of(
     cancel: &CancellationToken,
 ) -> Ending {
     match finished {
-        Some(f) if f.state == "success" => Ending::Success,
+        Some(f) if f.success => Ending::Success,
         Some(f) if f.failure_reason == "job_canceled" || cancel.is_cancelled() => Ending::Canceled,
         Some(f) => {
             let exit_code = if f.failure_reason == "script_failure" {
@@ -497,6 +529,7 @@ fn retries(job: &Job, ending: &Ending, attempts: u32) -> bool {
 
 fn summary_row(layout: &Layout, job: &Job, state: &JobState) -> SummaryJob {
     let ending = state.ending.clone().unwrap_or(Ending::Canceled);
+    let outputs = state.last.as_ref().map(|(_, outputs)| outputs);
     SummaryJob {
         name: job.name.clone(),
         stage: job.stage.clone(),
@@ -509,12 +542,11 @@ fn summary_row(layout: &Layout, job: &Job, state: &JobState) -> SummaryJob {
         duration_seconds: state.took.map(|d| d.as_secs_f64()),
         attempts: state.attempts,
         log: (state.attempts > 0).then(|| layout.log_relative(&job.name)),
-        artifacts: state.outputs.archive.as_ref().map(|p| layout.relative(p)),
-        reports: state
-            .outputs
-            .reports
-            .iter()
-            .map(|p| layout.relative(p))
-            .collect(),
+        artifacts: outputs
+            .and_then(|o| o.archive.as_ref())
+            .map(|p| layout.relative(p)),
+        reports: outputs
+            .map(|o| o.reports.iter().map(|p| layout.relative(p)).collect())
+            .unwrap_or_default(),
     }
 }

@@ -24,8 +24,8 @@ pub enum Event {
     Finished {
         /// The job.
         job_id: u64,
-        /// `success` or `failed`.
-        state: String,
+        /// Whether the job succeeded.
+        success: bool,
         /// GitLab's failure reason (empty on success).
         failure_reason: String,
         /// The script's exit code, when the runner sent one.
@@ -111,11 +111,7 @@ impl CoordinatorServe {
                 exit_code,
             } => Some(Event::Finished {
                 job_id,
-                state: match state {
-                    FinalState::Success => "success",
-                    FinalState::Failed => "failed",
-                }
-                .to_owned(),
+                success: state == FinalState::Success,
                 failure_reason: failure_reason.unwrap_or_default(),
                 exit_code,
             }),
