@@ -16,6 +16,16 @@ pub enum ExecError {
         /// What git said.
         detail: String,
     },
+    /// Another user owns the repository: git would run commands its config names as us.
+    #[error("{} is owned by uid {owner}, and berth exec runs as uid {uid}: run berth exec as the repository's owner (git runs commands a repository's config names, as whoever runs git)", path.display())]
+    NotOwned {
+        /// The work tree or its `.git`.
+        path: PathBuf,
+        /// Its owner.
+        owner: u32,
+        /// Who runs berth exec.
+        uid: u32,
+    },
     /// The repository has no commit for the runner to check out.
     #[error("{} has no commit yet: commit once (`git commit --allow-empty -m init`), then run berth exec", work_tree.display())]
     NoCommit {

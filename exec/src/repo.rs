@@ -40,13 +40,34 @@ pub struct Repo {
 }
 
 impl Repo {
-    /// The repository whose work tree contains `dir`.
+    /// The repository whose work tree contains `dir`. It must belong to whoever runs berth
+    /// exec: git runs commands a repository's config names (`core.fsmonitor`, hooks), so root
+    /// never runs git in a checkout another user owns; git's own `safe.directory` check holds
+    /// for everyone else.
     ///
     /// # Errors
-    /// `dir` is not inside a git work tree, or git is missing.
+    /// `dir` is not inside a git work tree, or another user owns it, or git is missing.
     pub async fn discover(dir: &Path, cancel: &CancellationToken) -> Result<Self, ExecError> {
+        // Found without git: no command of the repository's config may run before the owner
+        // is known.
+        let candidate = dir
+            .ancestors()
+            .find(|d| d.join(".git").symlink_metadata().is_ok())
+            .ok_or_else(|| ExecError::NotARepository {
+                dir: dir.to_path_buf(),
+                detail: "no .git in it or above it".to_owned(),
+            })?;
+        for path in [candidate.to_path_buf(), candidate.join(".git")] {
+            let owner = std::fs::symlink_metadata(&path)
+                .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
+                .map_err(|source| ExecError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+            check_owner(&path, owner, nix::unistd::Uid::effective().as_raw())?;
+        }
         let probe = Self {
-            work_tree: dir.to_path_buf(),
+            work_tree: candidate.to_path_buf(),
         };
         let top = probe
             .git(&["rev-parse", "--show-toplevel"], &[], cancel)
@@ -73,7 +94,7 @@ impl Repo {
         cancel: &CancellationToken,
     ) -> Result<String, ExecError> {
         let mut spec = CommandSpec::new("git")
-            .args(["-c", "safe.directory=*", "-C"])
+            .args(["-C"])
             .args([self.work_tree.as_os_str()])
             .args(args)
             .env("GIT_CONFIG_NOSYSTEM", "1")
@@ -369,6 +390,18 @@ impl Repo {
     }
 }
 
+/// Refuses a repository `path` owned by `owner` when berth runs as `uid` and they differ.
+fn check_owner(path: &Path, owner: u32, uid: u32) -> Result<(), ExecError> {
+    if owner == uid {
+        return Ok(());
+    }
+    Err(ExecError::NotOwned {
+        path: path.to_path_buf(),
+        owner,
+        uid,
+    })
+}
+
 /// `group/sub/project` from an https, ssh or scp-like git URL.
 fn project_path_of_url(url: &str) -> Option<String> {
     let without_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
@@ -426,6 +459,18 @@ mod tests {
         ] {
             assert_eq!(project_path_of_url(url).as_deref(), want, "{url}");
         }
+    }
+
+    #[test]
+    fn only_the_owner_of_a_repository_runs_git_in_it() {
+        let path = Path::new("/home/dev/project");
+        assert!(check_owner(path, 1000, 1000).is_ok());
+        assert!(check_owner(path, 0, 0).is_ok());
+        let refused = check_owner(path, 1000, 0).expect_err("root in a developer's checkout");
+        assert!(
+            refused.to_string().contains("owned by uid 1000"),
+            "{refused}"
+        );
     }
 
     #[test]

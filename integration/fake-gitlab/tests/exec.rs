@@ -11,39 +11,9 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use anyhow::{Context as _, Result, ensure};
+use anyhow::{Result, ensure};
 use berth_fake_gitlab::harness::new_command;
-use berth_fake_gitlab::peers::PeerVersion;
-use common::peer;
-use serde_json::Value;
-
-/// The berth binary cargo built next to this test (or `$BERTH_BINARY`).
-fn berth_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("BERTH_BINARY") {
-        return PathBuf::from(path);
-    }
-    let exe = std::env::current_exe().unwrap_or_default();
-    let berth = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(|d| d.join("berth"))
-        .unwrap_or_default();
-    assert!(
-        berth.is_file(),
-        "{} is missing: run `cargo build --workspace` first (scripts/test-all does)",
-        berth.display()
-    );
-    berth
-}
-
-fn runner() -> PathBuf {
-    peer(PeerVersion::V19).unwrap_or_else(|| {
-        panic!(
-            "no gitlab-runner v19 peer; see {}",
-            berth_fake_gitlab::peers::BUILD_SCRIPT
-        )
-    })
-}
+use common::{exec_statuses, exec_summary, explain_output};
 
 /// A git work tree with `files` committed on `main`, then `uncommitted` written on top.
 struct Project {
@@ -69,14 +39,7 @@ impl Project {
         for (path, text) in uncommitted {
             std::fs::write(root.join(path), text)?;
         }
-        let config = dir.path().join("berth.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "stop_grace = 2\ngitlab_runner_binary = {:?}\n",
-                runner().display().to_string()
-            ),
-        )?;
+        let config = common::exec_berth_config(dir.path())?;
         Ok(Self { dir, config })
     }
 
@@ -85,15 +48,7 @@ impl Project {
     }
 
     fn exec(&self, args: &[&str]) -> Result<Output> {
-        let mut command = new_command(berth_binary());
-        command
-            .current_dir(self.root())
-            .arg("--config")
-            .arg(&self.config)
-            .arg("exec")
-            .args(args)
-            .env("NO_COLOR", "1");
-        Ok(command.output()?)
+        common::berth_exec(&self.root(), &self.config, args)
     }
 
     fn log(&self, job: &str) -> String {
@@ -118,42 +73,6 @@ fn git(dir: &Path, args: &[&str]) -> Result<String> {
         String::from_utf8_lossy(&out.stderr)
     );
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-fn explain(out: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        common::tail(&String::from_utf8_lossy(&out.stderr), 60)
-    )
-}
-
-/// The `--json` summary's jobs as (name, status).
-fn statuses(summary: &Value) -> Vec<(String, String)> {
-    summary["jobs"]
-        .as_array()
-        .map(|jobs| {
-            jobs.iter()
-                .map(|j| {
-                    (
-                        j["name"].as_str().unwrap_or_default().to_owned(),
-                        j["status"].as_str().unwrap_or_default().to_owned(),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn summary_of(out: &Output) -> Result<Value> {
-    let text = String::from_utf8_lossy(&out.stdout);
-    let start = text
-        .rfind("\n{\n")
-        .map(|i| i + 1)
-        .or_else(|| text.starts_with('{').then_some(0))
-        .with_context(|| format!("no JSON summary\n{}", explain(out)))?;
-    serde_json::from_str(&text[start..]).with_context(|| explain(out))
 }
 
 /// Files in a zip archive, by Python's zipfile (the archive is the runner's own).
@@ -230,10 +149,10 @@ fn a_pipeline_runs_as_gitlab_runs_it_with_artifacts_dotenv_services_and_the_work
         &[("tracked.txt", "uncommitted change\n")],
     )?;
     let out = project.exec(&["--json", "--variable", "CLI=from-cli"])?;
-    ensure!(out.status.code() == Some(0), "{}", explain(&out));
-    let summary = summary_of(&out)?;
+    ensure!(out.status.code() == Some(0), "{}", explain_output(&out));
+    let summary = exec_summary(&out)?;
     assert_eq!(
-        statuses(&summary),
+        exec_statuses(&summary),
         [
             ("build", "passed"),
             ("lint", "warning"),
@@ -244,7 +163,7 @@ fn a_pipeline_runs_as_gitlab_runs_it_with_artifacts_dotenv_services_and_the_work
         .map(|(a, b)| (a.to_owned(), b.to_owned()))
         .to_vec(),
         "{}",
-        explain(&out)
+        explain_output(&out)
     );
     assert_eq!(summary["status"], "passed");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -252,7 +171,7 @@ fn a_pipeline_runs_as_gitlab_runs_it_with_artifacts_dotenv_services_and_the_work
     ensure!(
         started("build") < started("test") && started("lint") < started("test"),
         "order\n{}",
-        explain(&out)
+        explain_output(&out)
     );
     let build = project.log("build");
     ensure!(
@@ -311,10 +230,10 @@ rescue:
 ";
     let project = Project::new(&[(".gitlab-ci.yml", yaml)], &[])?;
     let out = project.exec(&["--json"])?;
-    ensure!(out.status.code() == Some(1), "{}", explain(&out));
-    let summary = summary_of(&out)?;
+    ensure!(out.status.code() == Some(1), "{}", explain_output(&out));
+    let summary = exec_summary(&out)?;
     assert_eq!(
-        statuses(&summary),
+        exec_statuses(&summary),
         [
             ("broken", "failed"),
             ("tests", "skipped"),
@@ -323,9 +242,14 @@ rescue:
         .map(|(a, b)| (a.to_owned(), b.to_owned()))
         .to_vec(),
         "{}",
-        explain(&out)
+        explain_output(&out)
     );
-    assert_eq!(summary["jobs"][0]["exit_code"], 7, "{}", explain(&out));
+    assert_eq!(
+        summary["jobs"][0]["exit_code"],
+        7,
+        "{}",
+        explain_output(&out)
+    );
     ensure!(project.log("rescue").contains("rescued"));
     Ok(())
 }
@@ -335,12 +259,12 @@ fn yaml_errors_exit_2_in_gitlabs_words_before_anything_runs() -> Result<()> {
     let yaml = "build:\n  scirpt: [echo hi]\n";
     let project = Project::new(&[(".gitlab-ci.yml", yaml)], &[])?;
     let out = project.exec(&[])?;
-    ensure!(out.status.code() == Some(2), "{}", explain(&out));
+    ensure!(out.status.code() == Some(2), "{}", explain_output(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
     ensure!(
         stderr.contains("jobs:build config contains unknown keys: scirpt"),
         "{}",
-        explain(&out)
+        explain_output(&out)
     );
     ensure!(!project.root().join(".berth/logs").exists(), "nothing ran");
     Ok(())
@@ -365,9 +289,9 @@ other:
 ";
     let project = Project::new(&[(".gitlab-ci.yml", yaml)], &[])?;
     let out = project.exec(&["--json", "--needs", "check"])?;
-    ensure!(out.status.code() == Some(0), "{}", explain(&out));
+    ensure!(out.status.code() == Some(0), "{}", explain_output(&out));
     assert_eq!(
-        statuses(&summary_of(&out)?),
+        exec_statuses(&exec_summary(&out)?),
         [("compile", "passed"), ("check", "passed")]
             .map(|(a, b)| (a.to_owned(), b.to_owned()))
             .to_vec()
@@ -378,11 +302,11 @@ other:
         project.log("check")
     );
     let out = project.exec(&["chekc"])?;
-    ensure!(out.status.code() == Some(2), "{}", explain(&out));
+    ensure!(out.status.code() == Some(2), "{}", explain_output(&out));
     ensure!(
         String::from_utf8_lossy(&out.stderr).contains("no job \"chekc\""),
         "{}",
-        explain(&out)
+        explain_output(&out)
     );
     Ok(())
 }
@@ -415,7 +339,7 @@ spy:
     ensure!(
         out.status.code() == Some(0),
         "{}\nspy log:\n{}",
-        explain(&out),
+        explain_output(&out),
         project.log("spy")
     );
     let spy = project.log("spy");
@@ -425,10 +349,49 @@ spy:
         "the coordinator must answer 403: {spy}"
     );
     assert_eq!(
-        statuses(&summary_of(&out)?),
+        exec_statuses(&exec_summary(&out)?),
         [("secret", "passed"), ("spy", "passed")]
             .map(|(a, b)| (a.to_owned(), b.to_owned()))
             .to_vec()
+    );
+    Ok(())
+}
+
+#[test]
+fn root_never_runs_git_in_a_work_tree_another_user_owns() -> Result<()> {
+    // A checkout whose owner set `core.fsmonitor`: git runs that command on `diff` and `add`.
+    // berth exec as root in it would run the owner's command as root.
+    let project = Project::new(&[(".gitlab-ci.yml", "job:\n  script: [true]\n")], &[])?;
+    let root = project.root();
+    let marker = project.dir.path().join("fsmonitor-ran-as-root");
+    let hook = project.dir.path().join("fsmonitor.sh");
+    std::fs::write(&hook, format!("#!/bin/sh\ntouch {}\n", marker.display()))?;
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    git(
+        &root,
+        &["config", "core.fsmonitor", &hook.display().to_string()],
+    )?;
+    // Owned by nobody, as a developer's checkout is owned by the developer.
+    let chown = new_command("chown")
+        .args(["-R", "65534:65534"])
+        .arg(&root)
+        .output()?;
+    ensure!(
+        chown.status.success(),
+        "{}",
+        String::from_utf8_lossy(&chown.stderr)
+    );
+    let out = project.exec(&["--list"])?;
+    ensure!(
+        !marker.exists(),
+        "the owner's fsmonitor command ran as root\n{}",
+        explain_output(&out)
+    );
+    ensure!(out.status.code() == Some(2), "{}", explain_output(&out));
+    ensure!(
+        String::from_utf8_lossy(&out.stderr).contains("owned by uid 65534"),
+        "{}",
+        explain_output(&out)
     );
     Ok(())
 }
