@@ -20,29 +20,10 @@ use berth_fake_gitlab::payload::{
 use berth_fake_gitlab::peers::PeerVersion;
 use berth_fake_gitlab::server::Injection;
 use berth_fake_gitlab::{FakeGitLab, JobPayload, RunnerConfig};
-use common::{peer, tail};
+use common::{berth_binary, peer, tail};
 
 const IMAGE: &str = "localhost/busybox:latest";
 const SECRET: &str = "berth-secret-value-42";
-
-/// The berth binary cargo built next to this test (or `$BERTH_BINARY`).
-fn berth_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("BERTH_BINARY") {
-        return PathBuf::from(path);
-    }
-    let exe = std::env::current_exe().unwrap_or_default();
-    let berth = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(|d| d.join("berth"))
-        .unwrap_or_default();
-    assert!(
-        berth.is_file(),
-        "{} is missing: run `cargo build --workspace` first (scripts/test-all does), or set BERTH_BINARY",
-        berth.display()
-    );
-    berth
-}
 
 struct BerthRun {
     gitlab: FakeGitLab,

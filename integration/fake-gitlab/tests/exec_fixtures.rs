@@ -8,11 +8,10 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Output;
 
 use anyhow::{Context as _, Result, ensure};
 use berth_fake_gitlab::harness::new_command;
-use berth_fake_gitlab::peers::PeerVersion;
+use common::{berth_exec, exec_berth_config, exec_statuses, exec_summary, explain_output};
 use serde_json::{Value, json};
 
 fn workspace() -> PathBuf {
@@ -24,24 +23,6 @@ fn workspace() -> PathBuf {
 
 fn fixtures_dir() -> PathBuf {
     workspace().join("integration/exec-fixtures")
-}
-
-fn berth_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("BERTH_BINARY") {
-        return PathBuf::from(path);
-    }
-    let exe = std::env::current_exe().unwrap_or_default();
-    let berth = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(|d| d.join("berth"))
-        .unwrap_or_default();
-    assert!(
-        berth.is_file(),
-        "{} is missing: run `cargo build --workspace` first",
-        berth.display()
-    );
-    berth
 }
 
 fn fixtures() -> Vec<String> {
@@ -77,39 +58,6 @@ fn make_repo(name: &str, into: &Path) -> Result<PathBuf> {
         String::from_utf8_lossy(&out.stderr)
     );
     Ok(repo)
-}
-
-fn explain(out: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        common::tail(&String::from_utf8_lossy(&out.stderr), 60)
-    )
-}
-
-fn berth_config(dir: &Path) -> Result<PathBuf> {
-    let runner = common::peer(PeerVersion::V19).context("no gitlab-runner v19 peer")?;
-    let config = dir.join("berth.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "stop_grace = 2\ngitlab_runner_binary = {:?}\n",
-            runner.display().to_string()
-        ),
-    )?;
-    Ok(config)
-}
-
-fn berth_exec(repo: &Path, config: &Path, args: &[&str]) -> Result<Output> {
-    Ok(new_command(berth_binary())
-        .current_dir(repo)
-        .arg("--config")
-        .arg(config)
-        .arg("exec")
-        .args(args)
-        .env("NO_COLOR", "1")
-        .output()?)
 }
 
 /// A listing reduced to what GitLab decides, keyed by job name: stage, when, allow_failure
@@ -177,7 +125,7 @@ fn gitlab_ci_local_list(gcl: &Path, repo: &Path, home: &Path) -> Result<Option<V
     let text = String::from_utf8_lossy(&out.stdout);
     let start = text.find("\n[").map_or(0, |i| i + 1);
     Ok(Some(
-        serde_json::from_str(&text[start..]).with_context(|| explain(&out))?,
+        serde_json::from_str(&text[start..]).with_context(|| explain_output(&out))?,
     ))
 }
 
@@ -186,7 +134,7 @@ fn the_listing_is_gitlabs_and_gitlab_ci_local_agrees_except_where_documented() -
     let gcl = gitlab_ci_local()?;
     let differences = std::fs::read_to_string(workspace().join("docs/exec-differences.md"))?;
     let dir = tempfile::tempdir()?;
-    let config = berth_config(dir.path())?;
+    let config = exec_berth_config(dir.path())?;
     let mut problems = Vec::new();
     for name in fixtures() {
         let repo = make_repo(&name, dir.path())?;
@@ -197,7 +145,7 @@ fn the_listing_is_gitlabs_and_gitlab_ci_local_agrees_except_where_documented() -
         if !out.status.success() {
             problems.push(format!(
                 "{name}: berth exec --list --json failed\n{}",
-                explain(&out)
+                explain_output(&out)
             ));
             continue;
         }
@@ -206,7 +154,7 @@ fn the_listing_is_gitlabs_and_gitlab_ci_local_agrees_except_where_documented() -
             Err(e) => {
                 problems.push(format!(
                     "{name}: stdout is not one JSON document ({e})\n{}",
-                    explain(&out)
+                    explain_output(&out)
                 ));
                 continue;
             }
@@ -238,7 +186,7 @@ fn the_listing_is_gitlabs_and_gitlab_ci_local_agrees_except_where_documented() -
 #[test]
 fn every_fixture_pipeline_runs_and_its_jobs_pass_their_own_checks() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let config = berth_config(dir.path())?;
+    let config = exec_berth_config(dir.path())?;
     let mut problems = Vec::new();
     for name in fixtures() {
         let expected: Value = serde_json::from_str(&std::fs::read_to_string(
@@ -257,31 +205,21 @@ fn every_fixture_pipeline_runs_and_its_jobs_pass_their_own_checks() -> Result<()
             if out.status.code() != Some(0)
                 || !String::from_utf8_lossy(&out.stdout).contains("\"jobs\": []")
             {
-                problems.push(format!("{name}: no job should run\n{}", explain(&out)));
+                problems.push(format!(
+                    "{name}: no job should run\n{}",
+                    explain_output(&out)
+                ));
             }
             continue;
         }
-        let text = String::from_utf8_lossy(&out.stdout);
-        let Some(start) = text
-            .rfind("\n{\n")
-            .map(|i| i + 1)
-            .or_else(|| text.starts_with('{').then_some(0))
-        else {
-            problems.push(format!("{name}: no summary\n{}", explain(&out)));
-            continue;
+        let summary = match exec_summary(&out) {
+            Ok(summary) => summary,
+            Err(e) => {
+                problems.push(format!("{name}: {e:#}"));
+                continue;
+            }
         };
-        let summary: Value = serde_json::from_str(&text[start..]).with_context(|| explain(&out))?;
-        let status: BTreeMap<String, String> = summary["jobs"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|j| {
-                (
-                    j["name"].as_str().unwrap_or_default().to_owned(),
-                    j["status"].as_str().unwrap_or_default().to_owned(),
-                )
-            })
-            .collect();
+        let status: BTreeMap<String, String> = exec_statuses(&summary).into_iter().collect();
         for job in created {
             let job_name = job["name"].as_str().unwrap_or_default();
             let got = status.get(job_name).map(String::as_str);
@@ -293,7 +231,7 @@ fn every_fixture_pipeline_runs_and_its_jobs_pass_their_own_checks() -> Result<()
             if !fine {
                 problems.push(format!(
                     "{name}: {job_name} ended {got:?}\n{}",
-                    explain(&out)
+                    explain_output(&out)
                 ));
             }
         }
@@ -306,7 +244,7 @@ fn every_fixture_pipeline_runs_and_its_jobs_pass_their_own_checks() -> Result<()
         if (exit == Some(1)) != pipeline_fails || !matches!(exit, Some(0 | 1)) {
             problems.push(format!(
                 "{name}: exit {exit:?}, pipeline fails: {pipeline_fails}\n{}",
-                explain(&out)
+                explain_output(&out)
             ));
         }
     }

@@ -257,3 +257,84 @@ pub fn scenario(
     }
     Ok(scenario)
 }
+
+/// The berth binary cargo built next to this test (or `$BERTH_BINARY`).
+pub fn berth_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("BERTH_BINARY") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().unwrap_or_default();
+    let berth = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("berth"))
+        .unwrap_or_default();
+    assert!(
+        berth.is_file(),
+        "{} is missing: run `cargo build --workspace` first (scripts/test-all does), or set BERTH_BINARY",
+        berth.display()
+    );
+    berth
+}
+
+/// A berth config for `berth exec` in `dir`: a short stop grace and the v19 runner peer.
+pub fn exec_berth_config(dir: &Path) -> Result<PathBuf> {
+    let runner = peer(PeerVersion::V19).context("no gitlab-runner v19 peer")?;
+    let config = dir.join("berth.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "stop_grace = 2\ngitlab_runner_binary = {:?}\n",
+            runner.display().to_string()
+        ),
+    )?;
+    Ok(config)
+}
+
+/// `berth --config CONFIG exec ARGS` in `repo`, without colour.
+pub fn berth_exec(repo: &Path, config: &Path, args: &[&str]) -> Result<std::process::Output> {
+    Ok(new_command(berth_binary())
+        .current_dir(repo)
+        .arg("--config")
+        .arg(config)
+        .arg("exec")
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()?)
+}
+
+/// A finished command's exit code, stdout and the tail of its stderr.
+pub fn explain_output(out: &std::process::Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        tail(&String::from_utf8_lossy(&out.stderr), 60)
+    )
+}
+
+/// The JSON summary `berth exec --json` ends its stdout with.
+pub fn exec_summary(out: &std::process::Output) -> Result<serde_json::Value> {
+    let text = String::from_utf8_lossy(&out.stdout);
+    let start = text
+        .rfind("\n{\n")
+        .map(|i| i + 1)
+        .or_else(|| text.starts_with('{').then_some(0))
+        .with_context(|| format!("no JSON summary\n{}", explain_output(out)))?;
+    serde_json::from_str(&text[start..]).with_context(|| explain_output(out))
+}
+
+/// The summary's jobs as (name, status), in pipeline order.
+pub fn exec_statuses(summary: &serde_json::Value) -> Vec<(String, String)> {
+    summary["jobs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|j| {
+            (
+                j["name"].as_str().unwrap_or_default().to_owned(),
+                j["status"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
