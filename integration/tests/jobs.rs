@@ -110,19 +110,20 @@ fn a_failing_script_reports_its_exit_code_and_after_script_still_runs() {
     cleaned(job);
 }
 
-#[test]
-fn a_service_is_reachable_by_alias_and_by_name() {
+/// A job with the tcp-service as `web` runs `script` (under berth config `config`, if any); each
+/// answer of the service is counted.
+fn service_answers(config: Option<&str>, script: &str, answers: usize) {
     let mut p = payload(BUSYBOX);
     p["services"] = json!([{ "name": "localhost/tcp-service:latest", "alias": "web" }]);
-    let mut job = prepared(p);
-    let r = job.run(
-        "build_script",
-        "wget -qO- http://web:8080/ && wget -qO- http://localhost__tcp-service:8080/ && wget -qO- http://localhost-tcp-service:8080/",
-    );
+    let mut job = match config {
+        Some(config) => prepared_with(p, config),
+        None => prepared(p),
+    };
+    let r = job.run("build_script", script);
     ok(&r);
     assert_eq!(
         r.stdout.matches("service-says-hello").count(),
-        3,
+        answers,
         "{}",
         r.all()
     );
@@ -130,23 +131,22 @@ fn a_service_is_reachable_by_alias_and_by_name() {
 }
 
 #[test]
+fn a_service_is_reachable_by_alias_and_by_name() {
+    service_answers(
+        None,
+        "wget -qO- http://web:8080/ && wget -qO- http://localhost__tcp-service:8080/ && wget -qO- http://localhost-tcp-service:8080/",
+        3,
+    );
+}
+
+#[test]
 fn a_service_is_reachable_by_alias_on_the_host_network_too() {
     // Podman ignores a pod's extra hosts on the host network: berth writes /etc/hosts itself.
-    let mut p = payload(BUSYBOX);
-    p["services"] = json!([{ "name": "localhost/tcp-service:latest", "alias": "web" }]);
-    let mut job = prepared_with(p, "network = \"host\"\n");
-    let r = job.run(
-        "build_script",
+    service_answers(
+        Some("network = \"host\"\n"),
         "wget -qO- http://web:8080/ && wget -qO- http://localhost-tcp-service:8080/ && grep -q berth-job /etc/hosts && grep -q localhost /etc/hosts",
-    );
-    ok(&r);
-    assert_eq!(
-        r.stdout.matches("service-says-hello").count(),
         2,
-        "{}",
-        r.all()
     );
-    cleaned(job);
 }
 
 #[test]
