@@ -75,7 +75,10 @@ impl RunnerSpec {
     pub fn to_toml(&self) -> Result<String, ExecError> {
         let utf8 = |p: &Path| {
             p.to_str().map(str::to_owned).ok_or_else(|| {
-                ExecError::Variables(format!("{} is not UTF-8: move it", p.display()))
+                ExecError::BerthConfig(format!(
+                    "{} is not UTF-8, which config.toml cannot hold: move it",
+                    p.display()
+                ))
             })
         };
         let berth = utf8(&self.berth)?;
