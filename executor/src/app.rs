@@ -593,6 +593,8 @@ fn stage(
             let key = job.key.clone();
             let identity = match invocation {
                 Invocation::Prepare => {
+                    // Before reaping or leasing: both act on what this config claims.
+                    berth_stages::instances::register(&job.config)?;
                     let reaped =
                         runtime.block_on(reap_jobs(&job.config, &who, Some(&key), &mut log));
                     for e in &reaped.errors {

@@ -9,6 +9,7 @@ pub mod context;
 pub mod doctor;
 pub mod error;
 pub mod identities;
+pub mod instances;
 pub mod joblog;
 pub mod naming;
 pub mod nested;
