@@ -843,8 +843,7 @@ fn validate(raw: RawConfig, source: Option<&Path>) -> Result<Config, Vec<ConfigP
         enabled: raw.scan_images.unwrap_or(true),
         db: absolute(
             "scan_db",
-            raw.scan_db
-                .unwrap_or_else(|| PathBuf::from("/var/lib/berth/advisories")),
+            raw.scan_db.unwrap_or_else(|| state_dir.join("advisories")),
             &mut problems,
         ),
         severity,
@@ -1195,6 +1194,9 @@ mod tests {
             "{tag}"
         );
         assert_eq!(b.instance(), b_again.instance());
+        // Each runner's config reads the advisories its own timer keeps.
+        assert_eq!(b.scan.db, Path::new("/var/lib/berth-b/advisories"));
+        assert_eq!(default.scan.db, Path::new("/var/lib/berth/advisories"));
         assert_ne!(b.instance(), c.instance());
     }
 
