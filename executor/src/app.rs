@@ -108,6 +108,15 @@ pub(crate) fn main(cli: Cli) -> ExitCode {
                 code(berth_stages::outcome::exit_code(&Err(e), codes))
             }
         },
+        Command::Policy { command } => {
+            let ran = match command {
+                crate::cli::PolicyCommand::Test(args) => berth_policy::cli::test(&args),
+                crate::cli::PolicyCommand::Eval(args) => berth_policy::cli::eval(&args),
+            };
+            print!("{}", ran.stdout);
+            let _ = std::io::stderr().write_all(ran.stderr.as_bytes());
+            ExitCode::from(ran.code)
+        }
         Command::Db {
             command: crate::cli::DbCommand::Update(args),
         } => match berth_scan::cli::run_db_update(&args, time::OffsetDateTime::now_utc()) {
