@@ -144,6 +144,7 @@ struct RawConfig {
     prune_after_days: Option<u32>,
     buildkit_cache: Option<String>,
     reap_grace: Option<u64>,
+    image_trust: Option<Vec<crate::trust::RawTrustScope>>,
 }
 
 /// Keys [`RawConfig`] accepts, for reporting every unknown key at once.
@@ -189,6 +190,7 @@ const KNOWN_KEYS: &[&str] = &[
     "prune_after_days",
     "reap_grace",
     "buildkit_cache",
+    "image_trust",
 ];
 
 /// An allow-list of doublestar globs with `!` exclusions (the Docker executor's `allowed_images`).
@@ -318,6 +320,8 @@ pub struct Config {
     pub build_socket: BuildSocket,
     /// Scanning of the images a job builds.
     pub scan: ScanSettings,
+    /// `[[image_trust]]`: the signatures images must carry, by scope (None: not checked).
+    pub image_trust: Option<crate::trust::ImageTrust>,
     /// Per-job rootless BuildKit: the `buildkitd` binary (None: not offered).
     pub buildkitd: Option<PathBuf>,
     /// Network of the per-job buildkitd's RUN steps: `isolated` (slirp4netns without the
@@ -367,7 +371,7 @@ pub struct ConfigProblem {
 }
 
 impl ConfigProblem {
-    fn new(key: &str, message: impl Into<String>, fix: impl Into<String>) -> Self {
+    pub(crate) fn new(key: &str, message: impl Into<String>, fix: impl Into<String>) -> Self {
         Self {
             key: key.to_owned(),
             message: message.into(),
@@ -839,6 +843,7 @@ fn validate(raw: RawConfig, source: Option<&Path>) -> Result<Config, Vec<ConfigP
             ));
         }
     }
+    let image_trust = crate::trust::validate(raw.image_trust, &mut problems);
     let scan = ScanSettings {
         enabled: raw.scan_images.unwrap_or(true),
         db: absolute(
@@ -985,6 +990,7 @@ fn validate(raw: RawConfig, source: Option<&Path>) -> Result<Config, Vec<ConfigP
         },
         build_socket,
         scan,
+        image_trust,
         buildkitd,
         buildkit_host_network,
         buildkit_cache_per_project,

@@ -48,6 +48,9 @@ pub struct FakeBehaviour {
     pub teardown_errors: usize,
     /// Images the job "built".
     pub built: Vec<BuiltImage>,
+    /// Images whose pulls under a trust policy the policy refuses (a pull: any policy but
+    /// `never`).
+    pub untrusted: Vec<String>,
 }
 
 /// The recording fake.
@@ -103,6 +106,14 @@ impl Sandbox for FakeSandbox {
             policies.to_vec(),
             pull.auth.is_some(),
         ));
+        let pulls = policies.iter().any(|p| *p != PullPolicy::Never);
+        if pull.trust.is_some() && pulls && self.behaviour.untrusted.iter().any(|u| u == image) {
+            return Err(SandboxError::Untrusted {
+                image: image.to_owned(),
+                detail: "Source image rejected: A signature was required, but no signature exists"
+                    .to_owned(),
+            });
+        }
         self.behaviour
             .images
             .get(image)

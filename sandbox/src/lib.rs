@@ -15,6 +15,7 @@ pub mod process;
 pub mod proxy;
 pub mod registries;
 pub mod registry_login;
+pub mod trust;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -56,6 +57,18 @@ pub struct PullOptions {
     pub auth: Option<RegistryAuth>,
     /// Pull without TLS verification (an admin-listed insecure registry).
     pub insecure: bool,
+    /// Verify the pull with this trust policy (the admin's `[[image_trust]]`).
+    pub trust: Option<TrustFiles>,
+}
+
+/// The files a verified pull reads, written by root where no job identity can write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrustFiles {
+    /// The `containers-policy.json` (`--signature-policy`).
+    pub policy: PathBuf,
+    /// A home whose `.config/containers/registries.d` has signatures looked up as sigstore
+    /// attachments (Podman 4.3 reads `registries.d` from `$HOME` alone).
+    pub home: PathBuf,
 }
 
 /// What berth needs to know about an image.
@@ -63,6 +76,8 @@ pub struct PullOptions {
 pub struct ImageInfo {
     /// Image id.
     pub id: String,
+    /// The manifest digest it was pulled by (None: built or imported locally).
+    pub digest: Option<String>,
     /// The image's entrypoint.
     pub entrypoint: Option<Vec<String>>,
     /// Exposed TCP ports.
@@ -210,6 +225,14 @@ pub enum SandboxError {
         /// End of its log.
         log_tail: String,
     },
+    /// The image trust policy refused the image at pull.
+    #[error("the image trust policy refused image {image}: {detail}")]
+    Untrusted {
+        /// Image.
+        image: String,
+        /// Podman's account.
+        detail: String,
+    },
     /// The image is not available under the pull policy.
     #[error("image {image} is not available: {reason}")]
     ImageUnavailable {
@@ -271,6 +294,8 @@ impl SandboxError {
     pub fn is_users_fault(&self) -> bool {
         match self {
             Self::ContainerExited { role, .. } => role == "job" || role == "service",
+            // The job asked for an image the admin's trust policy refuses.
+            Self::Untrusted { .. } => true,
             Self::Runtime { .. }
             | Self::Agent(_)
             | Self::ImageUnavailable { .. }

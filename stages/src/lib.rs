@@ -21,6 +21,7 @@ pub mod run;
 pub mod runner_config;
 pub mod scan_stage;
 pub mod state;
+pub mod trust;
 
 pub use context::Job;
 pub use error::{FailureKind, StageError};

@@ -35,6 +35,9 @@ fn unix_now() -> u64 {
 struct ImagePlan {
     name: String,
     registry: String,
+    /// `registry/repository`, normalised (`docker.io/library/alpine`): what trust scopes match.
+    repository: String,
+    kind: &'static str,
     policies: Vec<PullPolicy>,
 }
 
@@ -82,6 +85,8 @@ fn plan_image(job: &Job, spec: &ImageSpec, kind: &'static str) -> Result<ImagePl
     Ok(ImagePlan {
         name: spec.name.clone(),
         registry: reference.registry().to_owned(),
+        repository: format!("{}/{}", reference.registry(), reference.repository()),
+        kind,
         policies,
     })
 }
@@ -90,7 +95,86 @@ fn pull_options(job: &Job, registry: &str) -> PullOptions {
     PullOptions {
         auth: auth_for(job, registry),
         insecure: job.config.insecure_registries.iter().any(|r| r == registry),
+        trust: None,
     }
+}
+
+/// Makes the job's or a service's image available as its pull policies say, under the admin's
+/// image trust when there is one: a rejected scope is refused before any pull; under a signature
+/// scope an image already in the base store is used only when a pull verified its digest under
+/// the policy in force, else it is pulled (and so verified) again.
+async fn ensure_job_image<S: Sandbox>(
+    job: &Job,
+    sandbox: &S,
+    plan: &ImagePlan,
+    gate: Option<&crate::trust::Gate>,
+) -> Result<berth_sandbox::ImageInfo, StageError> {
+    let mut options = pull_options(job, &plan.registry);
+    let Some(gate) = gate else {
+        return Ok(sandbox
+            .ensure_image(&plan.name, &plan.policies, &options)
+            .await?);
+    };
+    let scope = gate.trust.scope_for(&plan.repository);
+    let untrusted = |detail: String| StageError::ImageUntrusted {
+        kind: plan.kind,
+        image: plan.name.clone(),
+        scope: scope.shown().to_owned(),
+        expected: scope.rule.expectation(),
+        detail,
+    };
+    options.trust = Some(gate.files.clone());
+    let policies = match &scope.rule {
+        berth_config::trust::TrustRule::Reject => {
+            return Err(untrusted("its scope admits no image".into()));
+        }
+        berth_config::trust::TrustRule::Accept => plan.policies.clone(),
+        berth_config::trust::TrustRule::Sigstore { .. } => {
+            let present = sandbox
+                .ensure_image(&plan.name, &[PullPolicy::Never], &options)
+                .await
+                .ok();
+            let verified = present
+                .as_ref()
+                .and_then(|info| info.digest.as_deref())
+                .is_some_and(|d| gate.is_verified(d));
+            if verified {
+                plan.policies.clone()
+            } else {
+                let pulling: Vec<PullPolicy> = plan
+                    .policies
+                    .iter()
+                    .filter(|p| **p != PullPolicy::Never)
+                    .map(|_| PullPolicy::Always)
+                    .take(1)
+                    .collect();
+                if pulling.is_empty() {
+                    return Err(untrusted(
+                        "it is in the base store, but no pull verified it under the trust policy in force, and its pull policy \"never\" forbids the pull that would".into(),
+                    ));
+                }
+                pulling
+            }
+        }
+    };
+    let info = sandbox
+        .ensure_image(&plan.name, &policies, &options)
+        .await
+        .map_err(|e| match e {
+            SandboxError::Untrusted { detail, .. } => untrusted(detail),
+            other => StageError::Sandbox(other),
+        })?;
+    if matches!(scope.rule, berth_config::trust::TrustRule::Sigstore { .. }) {
+        match info.digest.as_deref() {
+            Some(digest) => gate.record_verified(digest)?,
+            None => {
+                return Err(untrusted(
+                    "it has no manifest digest to verify (built or imported locally)".into(),
+                ));
+            }
+        }
+    }
+    Ok(info)
 }
 
 fn auth_for(job: &Job, registry: &str) -> Option<RegistryAuth> {
@@ -239,13 +323,8 @@ async fn prepare_inner<S: Sandbox>(
     sandbox.start().await?;
     step("sandbox start");
     log.line(&format!("Using job image {} ...", image.name));
-    let image_info = sandbox
-        .ensure_image(
-            &image.name,
-            &image.policies,
-            &pull_options(job, &image.registry),
-        )
-        .await?;
+    let gate = crate::trust::Gate::of(&job.config)?;
+    let image_info = ensure_job_image(job, sandbox, &image, gate.as_ref()).await?;
     // The helper is the runner's own tooling, provisioned with the host: pulled only when missing.
     let helper_info = sandbox
         .ensure_image(
@@ -256,15 +335,7 @@ async fn prepare_inner<S: Sandbox>(
         .await?;
     let mut service_infos = Vec::new();
     for (_, plan) in &services {
-        service_infos.push(
-            sandbox
-                .ensure_image(
-                    &plan.name,
-                    &plan.policies,
-                    &pull_options(job, &plan.registry),
-                )
-                .await?,
-        );
+        service_infos.push(ensure_job_image(job, sandbox, plan, gate.as_ref()).await?);
     }
 
     step("images");

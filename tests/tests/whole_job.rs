@@ -29,8 +29,8 @@ fn images(names: &[&str]) -> BTreeMap<String, ImageInfo> {
                 (*n).to_owned(),
                 ImageInfo {
                     id: format!("id-{n}"),
-                    entrypoint: None,
                     tcp_ports: vec![5432],
+                    ..ImageInfo::default()
                 },
             )
         })

@@ -226,10 +226,12 @@ impl Sandbox for PodmanSandbox {
                     Err("not in the base image store (pull policy \"never\")".to_owned())
                 }
                 PullPolicy::IfNotPresent if present => Ok(()),
-                PullPolicy::IfNotPresent | PullPolicy::Always => self
-                    .pull(image, pull)
-                    .await
-                    .map_err(|e| format!("pull failed ({}): {e}", policy.as_str())),
+                PullPolicy::IfNotPresent | PullPolicy::Always => match self.pull(image, pull).await
+                {
+                    // A refusal of the trust policy is final: no other pull policy helps.
+                    Err(e @ SandboxError::Untrusted { .. }) => return Err(e),
+                    other => other.map_err(|e| format!("pull failed ({}): {e}", policy.as_str())),
+                },
             };
             match outcome {
                 Ok(()) => return self.inspect_image(image).await,

@@ -42,6 +42,14 @@ impl PodmanSandbox {
         if pull.insecure {
             spec = spec.args(["--tls-verify=false"]);
         }
+        if let Some(trust) = &pull.trust {
+            spec = spec
+                .args([
+                    "--signature-policy".into(),
+                    trust.policy.clone().into_os_string(),
+                ])
+                .env("HOME", trust.home.display().to_string());
+        }
         if let Some(auth) = &pull.auth {
             let file = self.paths.auth_file();
             let token = base64::engine::general_purpose::STANDARD
@@ -69,9 +77,17 @@ impl PodmanSandbox {
         .map_err(|(_, e)| io(&lock_path)(e.into()))?;
         let result = process::run(&spec, &CancellationToken::new()).await;
         let _ = process::as_root(|| std::fs::remove_file(self.paths.auth_file()));
-        result
-            .map(drop)
-            .map_err(SandboxError::runtime(format!("pull image {image}")))
+        result.map(drop).map_err(|e| {
+            let detail = e.to_string();
+            if pull.trust.is_some() && crate::trust::rejected_by_policy(&detail) {
+                SandboxError::Untrusted {
+                    image: image.to_owned(),
+                    detail,
+                }
+            } else {
+                SandboxError::runtime(format!("pull image {image}"))(e)
+            }
+        })
     }
 
     /// What berth needs of `image`: its id, entrypoint and exposed TCP ports.
@@ -83,6 +99,7 @@ impl PodmanSandbox {
             .map_err(SandboxError::runtime(format!("inspect image {image}")))?;
         Ok(ImageInfo {
             id: inspect.id,
+            digest: Some(inspect.digest).filter(|d| !d.is_empty()),
             entrypoint: inspect.config.entrypoint,
             tcp_ports: tcp_ports(inspect.config.exposed_ports.unwrap_or_default().keys()),
         })
