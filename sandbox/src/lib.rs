@@ -15,7 +15,6 @@ pub mod process;
 pub mod proxy;
 pub mod registries;
 pub mod registry_login;
-pub mod trust;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -57,18 +56,27 @@ pub struct PullOptions {
     pub auth: Option<RegistryAuth>,
     /// Pull without TLS verification (an admin-listed insecure registry).
     pub insecure: bool,
-    /// Verify the pull with this trust policy (the admin's `[[image_trust]]`).
-    pub trust: Option<TrustFiles>,
 }
 
-/// The files a verified pull reads, written by root where no job identity can write.
+/// One layer of a cosign signature attachment (`<repository>:sha256-<hex>.sig`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TrustFiles {
-    /// The `containers-policy.json` (`--signature-policy`).
-    pub policy: PathBuf,
-    /// A home whose `.config/containers/registries.d` has signatures looked up as sigstore
-    /// attachments (Podman 4.3 reads `registries.d` from `$HOME` alone).
-    pub home: PathBuf,
+pub struct SignedLayer {
+    /// The layer's media type (`application/vnd.dev.cosign.simplesigning.v1+json`).
+    pub media_type: String,
+    /// The layer: the signed payload.
+    pub payload: Vec<u8>,
+    /// Its `dev.cosignproject.cosign/signature` annotation (base64 DER signature).
+    pub signature: Option<String>,
+}
+
+/// What a registry says of an image reference: the digest of the manifest it names, and the
+/// cosign signature attachments stored for that digest.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RegistrySignatures {
+    /// `sha256:<hex>` of the manifest (or index) the reference names.
+    pub digest: String,
+    /// The attachment's layers (none when nothing is attached).
+    pub layers: Vec<SignedLayer>,
 }
 
 /// What berth needs to know about an image.
@@ -225,14 +233,6 @@ pub enum SandboxError {
         /// End of its log.
         log_tail: String,
     },
-    /// The image trust policy refused the image at pull.
-    #[error("the image trust policy refused image {image}: {detail}")]
-    Untrusted {
-        /// Image.
-        image: String,
-        /// Podman's account.
-        detail: String,
-    },
     /// The image is not available under the pull policy.
     #[error("image {image} is not available: {reason}")]
     ImageUnavailable {
@@ -294,8 +294,6 @@ impl SandboxError {
     pub fn is_users_fault(&self) -> bool {
         match self {
             Self::ContainerExited { role, .. } => role == "job" || role == "service",
-            // The job asked for an image the admin's trust policy refuses.
-            Self::Untrusted { .. } => true,
             Self::Runtime { .. }
             | Self::Agent(_)
             | Self::ImageUnavailable { .. }
@@ -322,6 +320,14 @@ pub trait Sandbox {
         policies: &[PullPolicy],
         pull: &PullOptions,
     ) -> Result<ImageInfo, SandboxError>;
+    /// Asks `image`'s registry (with `pull`'s credentials) for the digest the reference names
+    /// and the cosign signature attachments of that digest, stored in `repository`.
+    async fn registry_signatures(
+        &self,
+        image: &str,
+        repository: &str,
+        pull: &PullOptions,
+    ) -> Result<RegistrySignatures, SandboxError>;
     /// Creates and starts the job's pod.
     async fn create_pod(&self, spec: &PodSpec) -> Result<(), SandboxError>;
     /// Creates and starts a container; for helper and job containers, waits for the agent.

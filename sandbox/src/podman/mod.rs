@@ -9,6 +9,7 @@
 pub mod api;
 mod buildkit;
 mod service;
+mod signatures;
 pub mod spec;
 mod store;
 mod teardown;
@@ -226,12 +227,10 @@ impl Sandbox for PodmanSandbox {
                     Err("not in the base image store (pull policy \"never\")".to_owned())
                 }
                 PullPolicy::IfNotPresent if present => Ok(()),
-                PullPolicy::IfNotPresent | PullPolicy::Always => match self.pull(image, pull).await
-                {
-                    // A refusal of the trust policy is final: no other pull policy helps.
-                    Err(e @ SandboxError::Untrusted { .. }) => return Err(e),
-                    other => other.map_err(|e| format!("pull failed ({}): {e}", policy.as_str())),
-                },
+                PullPolicy::IfNotPresent | PullPolicy::Always => self
+                    .pull(image, pull)
+                    .await
+                    .map_err(|e| format!("pull failed ({}): {e}", policy.as_str())),
             };
             match outcome {
                 Ok(()) => return self.inspect_image(image).await,
@@ -242,6 +241,15 @@ impl Sandbox for PodmanSandbox {
             image: image.to_owned(),
             reason: tried.join("; then "),
         })
+    }
+
+    async fn registry_signatures(
+        &self,
+        image: &str,
+        repository: &str,
+        pull: &PullOptions,
+    ) -> Result<crate::RegistrySignatures, SandboxError> {
+        Self::registry_signatures(self, image, repository, pull).await
     }
 
     async fn create_pod(&self, spec: &PodSpec) -> Result<(), SandboxError> {

@@ -42,27 +42,7 @@ impl PodmanSandbox {
         if pull.insecure {
             spec = spec.args(["--tls-verify=false"]);
         }
-        if let Some(trust) = &pull.trust {
-            spec = spec
-                .args([
-                    "--signature-policy".into(),
-                    trust.policy.clone().into_os_string(),
-                ])
-                .env("HOME", trust.home.display().to_string());
-        }
-        if let Some(auth) = &pull.auth {
-            let file = self.paths.auth_file();
-            let token = base64::engine::general_purpose::STANDARD
-                .encode(format!("{}:{}", auth.username, auth.password));
-            let doc = json!({ "auths": { auth.registry.clone(): { "auth": token } } });
-            // The pull runs as the store identity: the file is made for it alone, by root.
-            let owner = self.settings.store.identity;
-            process::as_root(|| {
-                if let Some(dir) = file.parent() {
-                    mkdir(dir, 0o711)?;
-                }
-                write_private(&file, doc.to_string().as_bytes(), owner)
-            })?;
+        if let Some(file) = self.write_pull_auth(pull)? {
             spec = spec.args(["--authfile".into(), file.into_os_string()]);
         }
         spec = spec.args([image]);
@@ -77,17 +57,33 @@ impl PodmanSandbox {
         .map_err(|(_, e)| io(&lock_path)(e.into()))?;
         let result = process::run(&spec, &CancellationToken::new()).await;
         let _ = process::as_root(|| std::fs::remove_file(self.paths.auth_file()));
-        result.map(drop).map_err(|e| {
-            let detail = e.to_string();
-            if pull.trust.is_some() && crate::trust::rejected_by_policy(&detail) {
-                SandboxError::Untrusted {
-                    image: image.to_owned(),
-                    detail,
-                }
-            } else {
-                SandboxError::runtime(format!("pull image {image}"))(e)
+        result
+            .map(drop)
+            .map_err(SandboxError::runtime(format!("pull image {image}")))
+    }
+
+    /// Writes the job's credentials for `pull`'s registry where the store identity alone can
+    /// read them (root makes the file); callers remove it (`auth_file`) when the pull is over.
+    pub(super) fn write_pull_auth(
+        &self,
+        pull: &PullOptions,
+    ) -> Result<Option<PathBuf>, SandboxError> {
+        let Some(auth) = &pull.auth else {
+            return Ok(None);
+        };
+        let file = self.paths.auth_file();
+        let token = base64::engine::general_purpose::STANDARD
+            .encode(format!("{}:{}", auth.username, auth.password));
+        let doc = json!({ "auths": { auth.registry.clone(): { "auth": token } } });
+        // The pull runs as the store identity: the file is made for it alone, by root.
+        let owner = self.settings.store.identity;
+        process::as_root(|| {
+            if let Some(dir) = file.parent() {
+                mkdir(dir, 0o711)?;
             }
-        })
+            write_private(&file, doc.to_string().as_bytes(), owner)
+        })?;
+        Ok(Some(file))
     }
 
     /// What berth needs of `image`: its id, entrypoint and exposed TCP ports.
