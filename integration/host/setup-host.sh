@@ -14,7 +14,7 @@ JOB_USER_PREFIX=${BERTH_JOB_USER_PREFIX:-berth-job-}
 log() { printf 'setup-host: %s\n' "$*" >&2; }
 [ "$(id -u)" = 0 ] || { log "run as root (it installs packages and creates $RUNNER_USER)"; exit 1; }
 
-packages=(podman buildah runc conmon fuse-overlayfs slirp4netns uidmap catatonit busybox-static
+packages=(podman buildah runc conmon fuse-overlayfs slirp4netns uidmap catatonit skopeo busybox-static
           rootlesskit debootstrap docker-registry hyperfine git iproute2 procps ca-certificates)
 missing=()
 for p in "${packages[@]}"; do
