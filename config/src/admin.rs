@@ -145,6 +145,7 @@ struct RawConfig {
     buildkit_cache: Option<String>,
     reap_grace: Option<u64>,
     image_trust: Option<Vec<crate::trust::RawTrustScope>>,
+    admission_policies: Option<PathBuf>,
 }
 
 /// Keys [`RawConfig`] accepts, for reporting every unknown key at once.
@@ -191,6 +192,7 @@ const KNOWN_KEYS: &[&str] = &[
     "reap_grace",
     "buildkit_cache",
     "image_trust",
+    "admission_policies",
 ];
 
 /// An allow-list of doublestar globs with `!` exclusions (the Docker executor's `allowed_images`).
@@ -322,6 +324,8 @@ pub struct Config {
     pub scan: ScanSettings,
     /// `[[image_trust]]`: the signatures images must carry, by scope (None: not checked).
     pub image_trust: Option<crate::trust::ImageTrust>,
+    /// A directory of Rego admission policies asked at prepare (`data.berth.prepare.deny`).
+    pub admission_policies: Option<PathBuf>,
     /// Per-job rootless BuildKit: the `buildkitd` binary (None: not offered).
     pub buildkitd: Option<PathBuf>,
     /// Network of the per-job buildkitd's RUN steps: `isolated` (slirp4netns without the
@@ -844,6 +848,9 @@ fn validate(raw: RawConfig, source: Option<&Path>) -> Result<Config, Vec<ConfigP
         }
     }
     let image_trust = crate::trust::validate(raw.image_trust, &mut problems);
+    let admission_policies = raw
+        .admission_policies
+        .map(|p| absolute("admission_policies", p, &mut problems));
     let scan = ScanSettings {
         enabled: raw.scan_images.unwrap_or(true),
         db: absolute(
@@ -991,6 +998,7 @@ fn validate(raw: RawConfig, source: Option<&Path>) -> Result<Config, Vec<ConfigP
         build_socket,
         scan,
         image_trust,
+        admission_policies,
         buildkitd,
         buildkit_host_network,
         buildkit_cache_per_project,

@@ -404,6 +404,25 @@ pub struct GitInfo {
     /// Whether the ref is protected (runner ≥ 18.4 sends it).
     #[serde(default, deserialize_with = "null_as_default")]
     pub protected: Option<bool>,
+    /// The branch or tag the job runs for (GitLab's, which no job variable overrides).
+    #[serde(rename = "ref", default, deserialize_with = "null_as_default")]
+    pub git_ref: String,
+    /// `branch` or `tag`.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub ref_type: String,
+}
+
+impl GitInfo {
+    /// The project's path (`group/project`) from the repository URL, without credentials.
+    pub fn project_path(&self) -> Option<String> {
+        let rest = self
+            .repo_url
+            .split_once("://")
+            .map_or(self.repo_url.as_str(), |(_, r)| r);
+        let after_host = rest.split_once('/')?.1;
+        let path = after_host.strip_suffix(".git").unwrap_or(after_host);
+        (!path.is_empty()).then(|| path.to_owned())
+    }
 }
 
 /// `job_info`.
@@ -415,6 +434,9 @@ pub struct JobInfo {
     /// Project id.
     #[serde(default, deserialize_with = "null_as_default")]
     pub project_id: u64,
+    /// The job's stage.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub stage: String,
 }
 
 /// `runner_info`.
@@ -496,14 +518,18 @@ mod tests {
             "image": {"name": "alpine:3", "entrypoint": [""]},
             "services": [{"name": "postgres:16", "alias": "db, pg", "command": null}],
             "variables": [{"key": "A", "value": "hush", "masked": true}, {"key": "B", "value": "b"}],
-            "git_info": {"repo_url": "http://h/g/p.git", "protected": true},
-            "job_info": {"project_id": 7}, "runner_info": {"timeout": 60}}"#;
+            "git_info": {"repo_url": "http://gitlab-ci-token:glcbt-secret@h/g/sub/p.git", "protected": true,
+                         "ref": "main", "ref_type": "branch"},
+            "job_info": {"project_id": 7, "stage": "build"}, "runner_info": {"timeout": 60}}"#;
         let payload = JobPayload::from_json(json).expect("valid payload");
         assert_eq!(payload.id, 42);
         assert_eq!(payload.services[0].aliases(), vec!["db", "pg"]);
         assert_eq!(payload.masked_values(), vec!["hush", "glcbt-secret"]);
         assert_eq!(payload.variable("B"), Some("b"));
         assert_eq!(payload.git_info.protected, Some(true));
+        assert_eq!(payload.git_info.git_ref, "main");
+        assert_eq!(payload.git_info.project_path().as_deref(), Some("g/sub/p"));
+        assert_eq!(payload.job_info.stage, "build");
         let debug = format!("{payload:?}");
         assert!(
             !debug.contains("hush") && !debug.contains("glcbt-secret"),

@@ -83,6 +83,21 @@ pub enum StageError {
         /// What was found.
         detail: String,
     },
+    /// The admin's admission policies deny the job.
+    #[error(
+        "the runner's admission policies deny this job:\n{}\n(fix: change what the policies name, or ask the runner's admin)",
+        messages.iter().map(|m| format!("  - {m}")).collect::<Vec<_>>().join("\n")
+    )]
+    AdmissionDenied {
+        /// Every message of `data.berth.prepare.deny`.
+        messages: Vec<String>,
+    },
+    /// The admin's admission policies cannot be read or evaluated.
+    #[error("the runner's admission policies cannot decide: {detail}")]
+    AdmissionBroken {
+        /// What failed.
+        detail: String,
+    },
     /// The container runtime failed.
     #[error(transparent)]
     Sandbox(#[from] SandboxError),
@@ -168,6 +183,7 @@ impl StageError {
             | Self::PullPolicyNotAllowed { .. }
             | Self::InvalidImageName { .. }
             | Self::ImageUntrusted { .. }
+            | Self::AdmissionDenied { .. }
             | Self::SecurityPolicy { .. }
             | Self::ImageUnreadable { .. }
             | Self::ScanRefused { .. } => FailureKind::Build,
@@ -183,6 +199,7 @@ impl StageError {
             | Self::NotPrepared { .. }
             | Self::Io { .. }
             | Self::HostLacks { .. }
+            | Self::AdmissionBroken { .. }
             | Self::Scanner { .. }
             | Self::User { .. } => FailureKind::System,
         }

@@ -3,6 +3,7 @@
 //!
 //! No GitLab detail reaches below this crate, and nothing here writes to stdout.
 
+pub mod admission;
 pub mod cleanup;
 pub mod config_stage;
 pub mod context;

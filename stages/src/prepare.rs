@@ -184,6 +184,33 @@ async fn ensure_job_image<S: Sandbox>(
     Ok((info, reference))
 }
 
+/// What the admission policies are told of one resolved image.
+fn resolved<'a>(
+    plan: &'a ImagePlan,
+    info: &berth_sandbox::ImageInfo,
+    role: berth_policy::input::Role,
+    aliases: Vec<String>,
+    gate: Option<&crate::trust::Gate>,
+) -> crate::admission::Resolved<'a> {
+    use berth_policy::input::Signature;
+    crate::admission::Resolved {
+        role,
+        name: &plan.name,
+        aliases,
+        pull_policy: plan
+            .policies
+            .iter()
+            .map(|p| p.as_str().to_owned())
+            .collect(),
+        digest: info.digest.clone(),
+        signature: match gate.map(|g| &g.trust.scope_for(&plan.repository).rule) {
+            None => Signature::Unchecked,
+            Some(TrustRule::Sigstore { .. }) => Signature::Verified,
+            Some(TrustRule::Accept | TrustRule::Reject) => Signature::NotRequired,
+        },
+    }
+}
+
 /// The job image: the payload's, else `CI_JOB_IMAGE`, else the admin's default.
 fn job_image(job: &Job) -> Result<ImageSpec, StageError> {
     let mut spec = job.payload.image.clone().unwrap_or_default();
@@ -332,6 +359,24 @@ async fn prepare_inner<S: Sandbox>(
     for (_, plan) in &services {
         service_infos.push(ensure_job_image(job, sandbox, plan, gate.as_ref()).await?);
     }
+
+    let mut admitted = vec![resolved(
+        &image,
+        &image_info,
+        berth_policy::input::Role::Job,
+        Vec::new(),
+        gate.as_ref(),
+    )];
+    for ((spec, plan), (info, _)) in services.iter().zip(&service_infos) {
+        admitted.push(resolved(
+            plan,
+            info,
+            berth_policy::input::Role::Service,
+            spec.aliases(),
+            gate.as_ref(),
+        ));
+    }
+    crate::admission::admit(job, &admitted)?;
 
     step("images");
     for info in std::iter::once(&image_info)

@@ -42,8 +42,13 @@ impl Case {
     }
 
     fn config(&self) -> String {
+        self.config_with("reject", "")
+    }
+
+    /// The trust config with the default scope's `policy`, after `extra` top-level keys.
+    fn config_with(&self, default: &str, extra: &str) -> String {
         format!(
-            "pull_policy = [\"if-not-present\"]\nallowed_pull_policies = [\"if-not-present\", \"never\", \"always\"]\n\n[[image_trust]]\nscope = \"default\"\npolicy = \"reject\"\n\n[[image_trust]]\nscope = \"registry.example.com/team\"\npolicy = \"sigstore\"\nkeys = [\"{}\"]\n\n[[image_trust]]\nscope = \"localhost\"\npolicy = \"accept\"\n",
+            "{extra}pull_policy = [\"if-not-present\"]\nallowed_pull_policies = [\"if-not-present\", \"never\", \"always\"]\n\n[[image_trust]]\nscope = \"default\"\npolicy = \"{default}\"\n\n[[image_trust]]\nscope = \"registry.example.com/team\"\npolicy = \"sigstore\"\nkeys = [\"{}\"]\n\n[[image_trust]]\nscope = \"localhost\"\npolicy = \"accept\"\n",
             self.key.display()
         )
     }
@@ -53,7 +58,16 @@ impl Case {
         payload: serde_json::Value,
         world: &World,
     ) -> (Result<(), StageError>, Vec<Call>) {
-        let job = berth_tests::fake_backend::job_in(self.dir.path(), &payload, &self.config());
+        self.prepare_with(&self.config(), payload, world)
+    }
+
+    fn prepare_with(
+        &self,
+        config: &str,
+        payload: serde_json::Value,
+        world: &World,
+    ) -> (Result<(), StageError>, Vec<Call>) {
+        let job = berth_tests::fake_backend::job_in(self.dir.path(), &payload, config);
         let mut images = BTreeMap::new();
         let info = |name: &str, digest: Option<&str>| ImageInfo {
             id: format!("id-{name}"),
@@ -233,4 +247,75 @@ fn refusals_are_build_failures_naming_the_image_the_scope_and_the_expectation() 
         "{err}"
     );
     assert_eq!(image_calls(&calls), vec![format!("ensure {TAGGED} never")]);
+}
+
+/// The worked example's policies (`policy/examples/policies`).
+fn example_policies() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../policy/examples/policies")
+        .canonicalize()
+        .expect("the example policies")
+}
+
+#[test]
+fn admission_policies_see_the_verified_images_and_a_deny_stops_the_job_before_any_container() {
+    let case = Case::new();
+    let config = case.config_with(
+        "accept",
+        &format!(
+            "admission_policies = \"{}\"\n",
+            example_policies().display()
+        ),
+    );
+    let signed = World {
+        signed_by: Some(7),
+        present: false,
+    };
+    let protected = |id: u64, services: serde_json::Value| {
+        json!({"id": id, "image": {"name": TAGGED}, "services": services,
+               "git_info": {"repo_url": "https://h/group/app.git", "ref": "main", "ref_type": "branch", "protected": true},
+               "job_info": {"name": "build", "stage": "build", "project_id": 42}})
+    };
+    // A verified, pinned company image on a protected branch: admitted.
+    let (result, calls) = case.prepare_with(&config, protected(10, json!([])), &signed);
+    result.expect("admitted");
+    assert!(calls.iter().any(|c| matches!(c, Call::RunContainer(_))));
+
+    // A service from elsewhere: denied with the policy's message, as the job's fault, and no
+    // container was made.
+    let (result, calls) = case.prepare_with(
+        &config,
+        protected(11, json!([{"name": "docker.io/library/redis:7"}])),
+        &signed,
+    );
+    let err = result.expect_err("denied");
+    assert_eq!(err.failure_kind(), FailureKind::Build);
+    assert!(
+        err.to_string().contains(
+            "  - service docker.io/library/redis:7 is not from the company registry (registry.example.com/)"
+        ),
+        "{err}"
+    );
+    assert!(
+        !calls
+            .iter()
+            .any(|c| matches!(c, Call::RunContainer(_) | Call::CreatePod(_))),
+        "{calls:?}"
+    );
+
+    // Policies that cannot decide: the system's fault.
+    let broken = tempfile::tempdir().expect("tmp");
+    std::fs::write(
+        broken.path().join("p.rego"),
+        "package berth.prepare\n\ndeny := {\"not\": \"a set\"}\n",
+    )
+    .expect("policy");
+    let config = case.config_with(
+        "accept",
+        &format!("admission_policies = \"{}\"\n", broken.path().display()),
+    );
+    let (result, _) = case.prepare_with(&config, protected(12, json!([])), &signed);
+    let err = result.expect_err("broken");
+    assert_eq!(err.failure_kind(), FailureKind::System);
+    assert!(err.to_string().contains("set of strings"), "{err}");
 }
