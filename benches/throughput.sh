@@ -186,12 +186,19 @@ leftovers() {
       grep -l "^j$id-" "$STATE/leases/"* 2>/dev/null | sed 's/^/lease /' || true
       pgrep -a -f -- "j$id-" | sed "s/^/process /" || true
     done
-    # A job identity nobody leases owns no process.
-    local user
-    for user in $(getent passwd | cut -d: -f1 | grep '^berth-job-'); do
-      [ -e "$STATE/leases/$user" ] || [ -e "$STATE/leases/${user#berth-}" ] && continue
-      pgrep -u "$user" -a 2>/dev/null | sed "s/^/process of unleased $user: /" || true
-    done ;;
+    # A job identity nobody leases owns no process. Processes berth ended may stay zombies for
+    # a moment, until the runner's exit hands them to init: give the reaping up to 5 s.
+    local user found
+    for _ in $(seq 1 100); do
+      found=""
+      for user in $(getent passwd | cut -d: -f1 | grep '^berth-job-'); do
+        [ -e "$STATE/leases/$user" ] || [ -e "$STATE/leases/${user#berth-}" ] && continue
+        found+=$(ps -u "$user" -o pid=,stat=,args= | sed "s/^/process of unleased $user: /")
+      done
+      [ -z "$found" ] && break
+      sleep 0.05
+    done
+    [ -z "$found" ] || echo "$found" ;;
   docker-*)
     docker -H "$host" ps -aq --filter label=com.gitlab.gitlab-runner.job.id | sed 's/^/container /' ;;
   esac
