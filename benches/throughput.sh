@@ -10,10 +10,10 @@
 #   docker-dockerd  GitLab's Docker executor on Debian's docker.io dockerd (own data root and
 #                   socket, removed afterwards)
 #
-# Per mode and concurrency: jobs per minute (N over the time from the first job handed out to the
-# last final update), p50/p95 of prepare time (the runner's `prepare_executor` trace section,
-# from the per-line timestamps of FF_TIMESTAMPS=true: the same measure for every executor),
-# p50/p95 of each job's time from hand-out to final update, wall time and CPU time of the runner
+# Per mode and concurrency: jobs per minute (succeeded jobs over the time from the first job
+# handed out to the last final update; a failed job is counted and its error kept, not hidden),
+# p50/p95 of prepare time (the runner's `prepare_executor` trace section, from the per-line
+# timestamps of FF_TIMESTAMPS=true: the same measure for every executor), p50/p95 of each job's time from hand-out to final update, wall time and CPU time of the runner
 # process tree (`/usr/bin/time -v`), and a leftover check after every run (berth: no job
 # directory, lease, process or pod of the run's jobs and no process of an unleased job identity;
 # docker: no container of the run).
@@ -265,9 +265,14 @@ printf '%s\n' "${results[@]}" | jq -s --arg machine "$machine" --arg date "$date
   echo
   echo "Machine: $machine; $date. Shared with other builds while it ran (load average before each run in the table)."
   echo
-  echo '| executor | concurrent | jobs/min | wall [s] | prepare p50 [ms] | prepare p95 [ms] | job p50 [s] | job p95 [s] | runner tree CPU [s] | load before | leftovers |'
-  echo '|:---|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---|'
-  jq -r '.runs[] | "| \(.mode) | \(.concurrent) | \(.jobs_per_minute*10|round/10) | \(.wall_seconds*100|round/100) | \(.prepare_p50*10000|round/10) | \(.prepare_p95*10000|round/10) | \(.total_p50*100|round/100) | \(.total_p95*100|round/100) | \(.runner_cpu_seconds) | \(.load_before) | \(if (.leftovers|length) == 0 then "none" else (.leftovers|join("; ")) end) |"' \
+  echo '| executor | concurrent | succeeded | jobs/min | wall [s] | prepare p50 [ms] | prepare p95 [ms] | job p50 [s] | job p95 [s] | runner tree CPU [s] | load before | leftovers |'
+  echo '|:---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---|'
+  jq -r '.runs[] | "| \(.mode) | \(.concurrent) | \(.succeeded)/\(.jobs) | \(.jobs_per_minute*10|round/10) | \(.wall_seconds*100|round/100) | \(.prepare_p50*10000|round/10) | \(.prepare_p95*10000|round/10) | \(.total_p50*100|round/100) | \(.total_p95*100|round/100) | \(.runner_cpu_seconds) | \(.load_before) | \(if (.leftovers|length) == 0 then "none" else (.leftovers|join("; ")) end) |"' \
+    benches/results/throughput.json
+  echo
+  echo 'jobs/min counts succeeded jobs over the wall time (first job handed out to last final update).'
+  echo "Prepare is the runner's \`prepare_executor\` trace section (for berth: \`berth config\` + \`berth prepare\`)."
+  jq -r '.runs[] | select(.succeeded < .jobs) | "\n\(.mode), concurrent = \(.concurrent): " + ([.per_job[] | select(.failure) | "job \(.id): \(.failure)"] | join("; "))' \
     benches/results/throughput.json
 } >benches/results/throughput.md
 cat benches/results/throughput.md
