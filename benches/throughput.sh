@@ -13,10 +13,10 @@
 # Per mode and concurrency: jobs per minute (succeeded jobs over the time from the first job
 # handed out to the last final update; a failed job is counted and its error kept, not hidden),
 # p50/p95 of prepare time (the runner's `prepare_executor` trace section, from the per-line
-# timestamps of FF_TIMESTAMPS=true: the same measure for every executor), p50/p95 of each job's time from hand-out to final update, wall time and CPU time of the runner
-# process tree (`/usr/bin/time -v`), and a leftover check after every run (berth: no job
-# directory, lease, process or pod of the run's jobs and no process of an unleased job identity;
-# docker: no container of the run).
+# timestamps of FF_TIMESTAMPS=true: the same measure for every executor), p50/p95 of each job's
+# time from hand-out to final update, wall time, and a leftover check after every run (berth: no
+# job directory, lease, process or pod of the run's jobs and no process of an unleased job
+# identity; docker: no container of the run).
 #
 # Runners: shell and berth use the test peer (integration/fake-gitlab/peers/build-gitlab-runner.sh);
 # the docker modes the same source with the Docker executor
@@ -247,10 +247,12 @@ for mode in $MODES; do
     fi
     left=$(leftovers "$mode" "$first" "$host")
     [ -z "$left" ] || { log "$mode, concurrent = $c left:"; echo "$left" >&2; }
+    # In the JSON only: the runner and the children it reaped (`/usr/bin/time -v`), which leaves
+    # out whatever detaches (conmon, the engines' daemons), so it does not compare executors.
     cpu=$(awk -F': ' '/User time/{u=$2} /System time/{s=$2} END{print u+s}' "$dir/time.txt")
     results+=("$(jq -c --arg mode "$mode" --argjson c "$c" --argjson cpu "$cpu" --arg left "$left" \
       --arg load "$load_before" --arg runner "$(basename "$runner")" \
-      '{mode: $mode, concurrent: $c, runner: $runner, load_before: ($load|tonumber), runner_cpu_seconds: $cpu, leftovers: ($left|split("\n")|map(select(. != ""))), jobs, succeeded, wall_seconds, jobs_per_minute, prepare_p50, prepare_p95, total_p50, total_p95, per_job}' \
+      '{mode: $mode, concurrent: $c, runner: $runner, load_before: ($load|tonumber), runner_tree_cpu_seconds: $cpu, leftovers: ($left|split("\n")|map(select(. != ""))), jobs, succeeded, wall_seconds, jobs_per_minute, prepare_p50, prepare_p95, total_p50, total_p95, per_job}' \
       "$dir/summary.json")")
   done
   stop_engines
@@ -265,9 +267,9 @@ printf '%s\n' "${results[@]}" | jq -s --arg machine "$machine" --arg date "$date
   echo
   echo "Machine: $machine; $date. Shared with other builds while it ran (load average before each run in the table)."
   echo
-  echo '| executor | concurrent | succeeded | jobs/min | wall [s] | prepare p50 [ms] | prepare p95 [ms] | job p50 [s] | job p95 [s] | runner tree CPU [s] | load before | leftovers |'
-  echo '|:---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---|'
-  jq -r '.runs[] | "| \(.mode) | \(.concurrent) | \(.succeeded)/\(.jobs) | \(.jobs_per_minute*10|round/10) | \(.wall_seconds*100|round/100) | \(.prepare_p50*10000|round/10) | \(.prepare_p95*10000|round/10) | \(.total_p50*100|round/100) | \(.total_p95*100|round/100) | \(.runner_cpu_seconds) | \(.load_before) | \(if (.leftovers|length) == 0 then "none" else (.leftovers|join("; ")) end) |"' \
+  echo '| executor | concurrent | succeeded | jobs/min | wall [s] | prepare p50 [ms] | prepare p95 [ms] | job p50 [s] | job p95 [s] | load before | leftovers |'
+  echo '|:---|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---|'
+  jq -r '.runs[] | "| \(.mode) | \(.concurrent) | \(.succeeded)/\(.jobs) | \(.jobs_per_minute*10|round/10) | \(.wall_seconds*100|round/100) | \(.prepare_p50*10000|round/10) | \(.prepare_p95*10000|round/10) | \(.total_p50*100|round/100) | \(.total_p95*100|round/100) | \(.load_before) | \(if (.leftovers|length) == 0 then "none" else (.leftovers|join("; ")) end) |"' \
     benches/results/throughput.json
   echo
   echo 'jobs/min counts succeeded jobs over the wall time (first job handed out to last final update).'
