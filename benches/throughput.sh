@@ -87,6 +87,12 @@ stop_engines() {
     rm -rf "$dockerd_root" "$dockerd_exec" || log "could not remove $dockerd_root or $dockerd_exec"
   fi
 }
+# Run copies: another build may replace a peer while this runs, and a job whose runner binary
+# was replaced cannot mount it into berth's helper (the path reads "... (deleted)").
+install -m 0755 "$RUNNER" "$work/gitlab-runner-custom-shell" && RUNNER=$work/gitlab-runner-custom-shell
+if [ -x "$DOCKER_RUNNER" ]; then
+  install -m 0755 "$DOCKER_RUNNER" "$work/gitlab-runner-docker" && DOCKER_RUNNER=$work/gitlab-runner-docker
+fi
 # KEEP=1 keeps the work directory (configs, runner logs, job traces) for a look afterwards.
 trap 'stop_engines; [ -n "${KEEP:-}" ] && log "kept $work" || rm -rf "$work"' EXIT
 case " $MODES " in *" docker-dockerd "*)
@@ -251,7 +257,7 @@ for mode in $MODES; do
     # out whatever detaches (conmon, the engines' daemons), so it does not compare executors.
     cpu=$(awk -F': ' '/User time/{u=$2} /System time/{s=$2} END{print u+s}' "$dir/time.txt")
     results+=("$(jq -c --arg mode "$mode" --argjson c "$c" --argjson cpu "$cpu" --arg left "$left" \
-      --arg load "$load_before" --arg runner "$(basename "$runner")" \
+      --arg load "$load_before" --arg runner "$("$runner" --version | head -1)" \
       '{mode: $mode, concurrent: $c, runner: $runner, load_before: ($load|tonumber), runner_tree_cpu_seconds: $cpu, leftovers: ($left|split("\n")|map(select(. != ""))), jobs, succeeded, wall_seconds, jobs_per_minute, prepare_p50, prepare_p95, total_p50, total_p95, per_job}' \
       "$dir/summary.json")")
   done
