@@ -585,11 +585,13 @@ async fn scan_fresh(
             format!("gl-container-scanning-report-{}.json", file_name(image))
         };
         write_report(project, &report, &rendered(Format::GitLab))?;
+        let sbom = rendered(Format::CycloneDx);
         write_report(
             project,
             &format!("gl-sbom-{}.cdx.json", file_name(image)),
-            &rendered(Format::CycloneDx),
+            &sbom,
         )?;
+        crate::admission::admit_build(job, image, &outcome.report, &rendered(Format::Json), &sbom)?;
         // The database's staleness warning once, with the first image.
         let db_warnings = if n == 0 { db_warnings.as_slice() } else { &[] };
         for w in db_warnings.iter().chain(&outcome.warnings) {
@@ -956,7 +958,8 @@ mod tests {
 
     /// An image whose root holds minimist 1.2.5 and VEX documents (at the project's place and
     /// elsewhere) that would suppress its finding: the scan never consults them, only the
-    /// project's and the admin's count.
+    /// project's and the admin's count; the admin's build policy then sees the report and the
+    /// VEX statements applied (`data.berth.build.deny`).
     #[test]
     fn a_vex_document_inside_the_image_is_never_consulted() {
         let (tmp, builds) = tree();
@@ -993,6 +996,7 @@ mod tests {
             panic!("the image was not read");
         };
         let outcome = api::judge(read, &db, &policy).expect("judge");
+        let unvexed = outcome.report.clone();
         assert_eq!(outcome.verdict, Verdict::Fail { findings: 1 });
         assert!(
             outcome.report.suppressed.is_empty(),
@@ -1025,6 +1029,73 @@ mod tests {
             suppression_lines(&outcome.report),
             vec!["berth: 1 finding(s) suppressed by VEX .vex/app.openvex.json (not_affected)\n"]
         );
+
+        // The admin's build policy sees the report and the VEX applied: no finding without a
+        // statement may leave the job.
+        let policies = tmp.path().join("policies");
+        std::fs::create_dir(&policies).expect("mkdir");
+        std::fs::write(
+            policies.join("build.rego"),
+            "package berth.build\n\nstated contains s.vulnerability if some s in input.vex\n\ndeny contains msg if {\n\tsome result in input.report.Results\n\tsome v in result.Vulnerabilities\n\tnot v.VulnerabilityID in stated\n\tmsg := sprintf(\"%s in %s has no VEX statement\", [v.VulnerabilityID, concat(\", \", input.image.names)])\n}\n",
+        )
+        .expect("policy");
+        let job = Job::new(
+            berth_config::Config::parse(
+                &format!("admission_policies = \"{}\"\n", policies.display()),
+                None,
+            )
+            .expect("config"),
+            berth_config::ContractEnv::default(),
+            r#"{"id": 5, "git_info": {"ref": "main", "protected": true}}"#,
+            crate::context::HostFacts::default(),
+        )
+        .expect("job");
+        let built = BuiltImage {
+            id: "b".repeat(64),
+            names: vec!["registry.example.com/group/app:1".into()],
+            store: tmp.path().to_owned(),
+            builder: "build-socket".into(),
+            oci_layout: false,
+        };
+        let context = RenderContext::new(time::OffsetDateTime::now_utc());
+        let ask = |report: &Report| {
+            let rendered = |format| render::render(report, format, &context);
+            crate::admission::admit_build(
+                &job,
+                &built,
+                report,
+                &rendered(Format::Json),
+                &rendered(Format::CycloneDx),
+            )
+        };
+        let denied = ask(&unvexed).expect_err("a finding without VEX");
+        assert_eq!(denied.failure_kind(), FailureKind::Build);
+        assert!(
+            denied.to_string().contains(
+                "GHSA-0000-0000-0000 in registry.example.com/group/app:1 has no VEX statement"
+            ),
+            "{denied}"
+        );
+        ask(&outcome.report).expect("the finding has its VEX statement");
+        let rendered = |format| render::render(&outcome.report, format, &context);
+        let input = crate::admission::build_input(
+            &job,
+            &built,
+            &outcome.report,
+            &rendered(Format::Json),
+            &rendered(Format::CycloneDx),
+        );
+        assert_eq!(
+            serde_json::to_value(&input.vex).expect("JSON"),
+            serde_json::json!([{
+                "vulnerability": "GHSA-0000-0000-0000",
+                "status": "not_affected",
+                "justification": "vulnerable_code_not_in_execute_path",
+                "source": ".vex/app.openvex.json"
+            }])
+        );
+        assert_eq!(input.image.builder, "build_socket");
+        assert_eq!(input.sbom["bomFormat"], "CycloneDX");
     }
 
     /// The inventory comes back from the job's user namespace: one that claims to be a
