@@ -146,6 +146,8 @@ struct RawConfig {
     reap_grace: Option<u64>,
     image_trust: Option<Vec<crate::trust::RawTrustScope>>,
     admission_policies: Option<PathBuf>,
+    sign_passed_images: Option<bool>,
+    signing_key: Option<PathBuf>,
 }
 
 /// Keys [`RawConfig`] accepts, for reporting every unknown key at once.
@@ -193,6 +195,8 @@ const KNOWN_KEYS: &[&str] = &[
     "buildkit_cache",
     "image_trust",
     "admission_policies",
+    "sign_passed_images",
+    "signing_key",
 ];
 
 /// An allow-list of doublestar globs with `!` exclusions (the Docker executor's `allowed_images`).
@@ -326,6 +330,9 @@ pub struct Config {
     pub image_trust: Option<crate::trust::ImageTrust>,
     /// A directory of Rego admission policies asked at prepare (`data.berth.prepare.deny`).
     pub admission_policies: Option<PathBuf>,
+    /// berth's private signing key (PKCS#8 PEM, ECDSA P-256) when `sign_passed_images` is on:
+    /// images a job pushed that passed the scan (and the build policies) are signed with it.
+    pub signing_key: Option<PathBuf>,
     /// Per-job rootless BuildKit: the `buildkitd` binary (None: not offered).
     pub buildkitd: Option<PathBuf>,
     /// Network of the per-job buildkitd's RUN steps: `isolated` (slirp4netns without the
@@ -518,8 +525,8 @@ impl Config {
 
 /// The name of the runner config whose state directory is `state_dir` (no two configs may share
 /// one): `None` for the default directory, else `s` and 8 hex digits of the directory's SHA-256.
-/// Job keys carry it, so that names outside the state directory (cgroups, `/run/berth`) never
-/// meet another config's.
+/// Jobs are named with it where configs share places (cgroups, `/run/berth`), so those names
+/// never meet another config's.
 pub fn instance_of(state_dir: &Path) -> Option<String> {
     if state_dir == Path::new(DEFAULT_STATE_DIR) {
         return None;
@@ -851,6 +858,26 @@ fn validate(raw: RawConfig, source: Option<&Path>) -> Result<Config, Vec<ConfigP
     let admission_policies = raw
         .admission_policies
         .map(|p| absolute("admission_policies", p, &mut problems));
+    let signing_key = match (raw.sign_passed_images.unwrap_or(false), raw.signing_key) {
+        (true, Some(key)) => Some(absolute("signing_key", key, &mut problems)),
+        (true, None) => {
+            problems.push(ConfigProblem::new(
+                "sign_passed_images",
+                "is on, but no `signing_key` says which key signs",
+                "add `signing_key = \"/etc/berth/keys/berth.key\"`: a PKCS#8 PEM ECDSA P-256 key only root can read (`openssl ecparam -genkey -name prime256v1 | openssl pkcs8 -topk8 -nocrypt`)",
+            ));
+            None
+        }
+        (false, Some(_)) => {
+            problems.push(ConfigProblem::new(
+                "signing_key",
+                "is set, but `sign_passed_images` is not on",
+                "set `sign_passed_images = true`, or remove `signing_key`",
+            ));
+            None
+        }
+        (false, None) => None,
+    };
     let scan = ScanSettings {
         enabled: raw.scan_images.unwrap_or(true),
         db: absolute(
@@ -999,6 +1026,7 @@ fn validate(raw: RawConfig, source: Option<&Path>) -> Result<Config, Vec<ConfigP
         scan,
         image_trust,
         admission_policies,
+        signing_key,
         buildkitd,
         buildkit_host_network,
         buildkit_cache_per_project,

@@ -11,8 +11,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::agent::ScriptEnd;
 use crate::{
-    BuiltImage, ContainerSpec, ImageInfo, PodSpec, PullOptions, RegistrySignatures, Sandbox,
-    SandboxError, Started,
+    BuiltImage, ContainerSpec, ImageInfo, PodSpec, PullOptions, RegistryManifest,
+    RegistrySignatures, Sandbox, SandboxError, SignedLayer, Started,
 };
 
 /// One recorded call.
@@ -24,6 +24,8 @@ pub enum Call {
     EnsureImage(String, Vec<PullPolicy>, bool),
     /// `registry_signatures(image)`.
     RegistrySignatures(String),
+    /// `attach_signatures(repository, digest, layers)`.
+    AttachSignatures(String, String, Vec<SignedLayer>),
     /// `create_pod`.
     CreatePod(PodSpec),
     /// `run_container`.
@@ -53,6 +55,8 @@ pub struct FakeBehaviour {
     pub built: Vec<BuiltImage>,
     /// What the registry says of an image reference (its digest and signature attachments).
     pub signatures: BTreeMap<String, RegistrySignatures>,
+    /// The manifests the registry holds, by image reference.
+    pub manifests: BTreeMap<String, RegistryManifest>,
 }
 
 /// The recording fake.
@@ -133,6 +137,36 @@ impl Sandbox for FakeSandbox {
                 image: image.to_owned(),
                 reason: "not in the fake registry".to_owned(),
             })
+    }
+
+    async fn registry_manifest(
+        &self,
+        image: &str,
+        _pull: &PullOptions,
+    ) -> Result<RegistryManifest, SandboxError> {
+        self.behaviour
+            .manifests
+            .get(image)
+            .cloned()
+            .ok_or_else(|| SandboxError::ImageUnavailable {
+                image: image.to_owned(),
+                reason: "not in the fake registry".to_owned(),
+            })
+    }
+
+    async fn attach_signatures(
+        &self,
+        repository: &str,
+        digest: &str,
+        layers: &[SignedLayer],
+        _pull: &PullOptions,
+    ) -> Result<(), SandboxError> {
+        self.record(Call::AttachSignatures(
+            repository.to_owned(),
+            digest.to_owned(),
+            layers.to_vec(),
+        ));
+        Ok(())
     }
 
     async fn create_pod(&self, spec: &PodSpec) -> Result<(), SandboxError> {

@@ -69,6 +69,15 @@ pub struct SignedLayer {
     pub signature: Option<String>,
 }
 
+/// The manifest a registry holds for an image reference.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RegistryManifest {
+    /// `sha256:<hex>` of the manifest (or index).
+    pub digest: String,
+    /// The image's config digest (its id), when the manifest is an image manifest.
+    pub config: Option<String>,
+}
+
 /// What a registry says of an image reference: the digest of the manifest it names, and the
 /// cosign signature attachments stored for that digest.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -328,6 +337,23 @@ pub trait Sandbox {
         repository: &str,
         pull: &PullOptions,
     ) -> Result<RegistrySignatures, SandboxError>;
+    /// Asks `image`'s registry for the manifest the reference names: its digest and, for an
+    /// image manifest, its config digest (the image id).
+    async fn registry_manifest(
+        &self,
+        image: &str,
+        pull: &PullOptions,
+    ) -> Result<RegistryManifest, SandboxError>;
+    /// Stores `layers` as the cosign signature attachment of `digest` in `repository`
+    /// (`<repository>:sha256-<hex>.sig`), replacing the attachment there (callers include the
+    /// layers it held).
+    async fn attach_signatures(
+        &self,
+        repository: &str,
+        digest: &str,
+        layers: &[SignedLayer],
+        pull: &PullOptions,
+    ) -> Result<(), SandboxError>;
     /// Creates and starts the job's pod.
     async fn create_pod(&self, spec: &PodSpec) -> Result<(), SandboxError>;
     /// Creates and starts a container; for helper and job containers, waits for the agent.

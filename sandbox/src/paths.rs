@@ -22,8 +22,12 @@ pub struct JobPaths {
     /// The base image store as this job reads it (read-only; an idmapped view of the shared
     /// store when the job has an identity of its own).
     pub image_store: PathBuf,
-    /// `/run/berth/jobs/<key>`: root's directory of the idmapped mounts of kept caches.
+    /// `/run/berth/jobs/<host name>`: root's directory of the idmapped mounts of kept caches.
     pub mounts_dir: PathBuf,
+    /// The job's name among every runner config's jobs on this host (the key, qualified by the
+    /// config's instance tag for a config other than the default one): what names the job in
+    /// places all configs share (`/run/berth`, cgroups).
+    pub host_name: String,
 }
 
 /// Name of the job's hosts file in its job directory.
@@ -31,6 +35,27 @@ pub const HOSTS_FILE: &str = "hosts";
 
 /// Root of berth's runtime mounts: base-store views per job identity, per-job cache mounts.
 pub const RUN_ROOT: &str = "/run/berth";
+
+/// Job `key`'s name in places every runner config on the host shares: `<instance>-<key>`, or
+/// the key for the default config. The key itself stays short, since Podman refuses runroots
+/// (which hold it) longer than 50 characters.
+pub fn host_name(key: &str, instance: Option<&str>) -> String {
+    match instance {
+        Some(instance) => format!("{instance}-{key}"),
+        None => key.to_owned(),
+    }
+}
+
+/// The key of the job whose host name is `host_name`, for the config tagged `instance` (None
+/// when the name is another config's).
+pub fn key_of_host_name<'a>(host_name: &'a str, instance: Option<&str>) -> Option<&'a str> {
+    match instance {
+        Some(instance) => host_name
+            .strip_prefix(instance)
+            .and_then(|rest| rest.strip_prefix('-')),
+        None => Some(host_name),
+    }
+}
 
 impl JobPaths {
     /// Paths of job `key`.
@@ -41,7 +66,17 @@ impl JobPaths {
             run_dir: runtime_dir.join(key),
             image_store: image_store.to_owned(),
             mounts_dir: Path::new(RUN_ROOT).join("jobs").join(key),
+            host_name: key.to_owned(),
         }
+    }
+
+    /// The same paths for the runner config whose instance tag is `instance` (None: the
+    /// default config, whose host name is the key).
+    #[must_use]
+    pub fn for_instance(mut self, instance: Option<&str>) -> Self {
+        self.host_name = host_name(&self.key, instance);
+        self.mounts_dir = Path::new(RUN_ROOT).join("jobs").join(&self.host_name);
+        self
     }
 
     /// Everything the job identity writes: store, builds, agent dirs, logs.
@@ -105,7 +140,7 @@ impl JobPaths {
     pub fn auth_file(&self) -> PathBuf {
         Path::new(RUN_ROOT)
             .join("pull-auth")
-            .join(format!("{}.json", self.key))
+            .join(format!("{}.json", self.host_name))
     }
 
     /// The job's registries configuration (only with admin-listed insecure registries).

@@ -36,7 +36,9 @@ pub async fn cleanup_job<S: Sandbox>(job: &Job, sandbox: &S, log: &mut JobLog) -
         }
         errors.extend(released);
     }
-    for e in berth_sandbox::process::as_root(|| berth_sandbox::cgroups::remove(&job.key)) {
+    for e in
+        berth_sandbox::process::as_root(|| berth_sandbox::cgroups::remove(&job.paths.host_name))
+    {
         log.warn(&format!("removing the job's cgroup: {e}"));
         errors.push(StageError::io(Path::new("/sys/fs/cgroup"))(e));
     }

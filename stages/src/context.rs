@@ -70,10 +70,9 @@ impl Job {
                 detail: "id is 0".into(),
             });
         }
-        let key = env.job_key().map_or_else(
-            || naming::job_key(&payload, &env, config.instance().as_deref()),
-            str::to_owned,
-        );
+        let key = env
+            .job_key()
+            .map_or_else(|| naming::job_key(&payload, &env), str::to_owned);
         let paths = job_paths(&config, &host, &key);
         Ok(Self {
             config,
@@ -189,6 +188,7 @@ pub fn job_paths(config: &Config, host: &HostFacts, key: &str) -> JobPaths {
         .as_ref()
         .map_or_else(|| config.image_store(), crate::identities::base_view);
     JobPaths::new(key, &config.jobs_dir(), &host.runtime_dir, &image_view)
+        .for_instance(config.instance().as_deref())
 }
 
 /// Settings for the Podman backend of the job at `paths`.

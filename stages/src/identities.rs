@@ -376,7 +376,7 @@ pub fn create_job_cgroup(job: &Job, identity: &Identity) -> bool {
     if !wanted || !berth_sandbox::cgroups::v1_available() {
         return false;
     }
-    match berth_sandbox::cgroups::create(&job.key, limits, identity.uid, identity.gid) {
+    match berth_sandbox::cgroups::create(&job.paths.host_name, limits, identity.uid, identity.gid) {
         Ok(_) => true,
         Err(e) => {
             tracing::warn!("per-job limits not enforced: cannot create the job's cgroup: {e}");
@@ -410,7 +410,7 @@ pub async fn enter_job(
         create_job_cgroup(job, identity);
     }
     if matches!(invocation, Invocation::Prepare | Invocation::Run { .. })
-        && let Err(e) = berth_sandbox::cgroups::join(&job.key)
+        && let Err(e) = berth_sandbox::cgroups::join(&job.paths.host_name)
     {
         log.warn(&format!(
             "per-job limits not enforced: cannot join the job's cgroup: {e}"

@@ -21,6 +21,7 @@ pub mod reap;
 pub mod run;
 pub mod runner_config;
 pub mod scan_stage;
+pub mod signing;
 pub mod state;
 pub mod trust;
 

@@ -92,7 +92,7 @@ fn plan_image(job: &Job, spec: &ImageSpec, kind: &'static str) -> Result<ImagePl
     })
 }
 
-fn pull_options(job: &Job, registry: &str) -> PullOptions {
+pub(crate) fn pull_options(job: &Job, registry: &str) -> PullOptions {
     PullOptions {
         auth: auth_for(job, registry),
         insecure: job.config.insecure_registries.iter().any(|r| r == registry),

@@ -125,9 +125,11 @@ pub async fn reap_all(
         sandbox_for(key, identity_of(key).as_ref())
     })
     .await;
+    let instance = config.instance();
     for (key, why) in &report.reaped {
         log.line(&format!("reaped {key}: {why:?}"));
-        for e in berth_sandbox::process::as_root(|| berth_sandbox::cgroups::remove(key)) {
+        let host_name = berth_sandbox::paths::host_name(key, instance.as_deref());
+        for e in berth_sandbox::process::as_root(|| berth_sandbox::cgroups::remove(&host_name)) {
             log.warn(&format!("removing the cgroup of {key}: {e}"));
         }
     }
@@ -136,9 +138,13 @@ pub async fn reap_all(
     let owners: Vec<u32> = identities
         .map(|ids| ids.jobs.iter().map(|j| j.uid).collect())
         .unwrap_or_default();
-    for key in berth_sandbox::cgroups::job_keys_owned_by(&owners) {
-        if Some(key.as_str()) != skip && !config.jobs_dir().join(&key).exists() {
-            let _ = berth_sandbox::process::as_root(|| berth_sandbox::cgroups::remove(&key));
+    for host_name in berth_sandbox::cgroups::job_keys_owned_by(&owners) {
+        let Some(key) = berth_sandbox::paths::key_of_host_name(&host_name, instance.as_deref())
+        else {
+            continue;
+        };
+        if Some(key) != skip && !config.jobs_dir().join(key).exists() {
+            let _ = berth_sandbox::process::as_root(|| berth_sandbox::cgroups::remove(&host_name));
         }
     }
     if let (Some(ids), Some(leases)) = (identities, &leases) {

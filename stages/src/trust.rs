@@ -113,6 +113,30 @@ pub fn verify_cosign(
     Err(reasons.join("; "))
 }
 
+/// A cosign attachment layer: berth's signature, with `key`, of the manifest `digest` as an
+/// image of `repository` (pure).
+pub fn sign_cosign(key: &p256::ecdsa::SigningKey, repository: &str, digest: &str) -> SignedLayer {
+    use p256::ecdsa::signature::Signer;
+    let payload = serde_json::json!({
+        "critical": {
+            "identity": {"docker-reference": repository},
+            "image": {"docker-manifest-digest": digest},
+            "type": "cosign container image signature"
+        },
+        "optional": {"signed-by": "berth", "berth.scan": "passed"}
+    })
+    .to_string()
+    .into_bytes();
+    let signature: p256::ecdsa::Signature = key.sign(&payload);
+    SignedLayer {
+        media_type: SIMPLE_SIGNING.to_owned(),
+        signature: Some(
+            base64::engine::general_purpose::STANDARD.encode(signature.to_der().as_bytes()),
+        ),
+        payload,
+    }
+}
+
 fn root_dir(dir: &Path) -> Result<(), StageError> {
     std::fs::create_dir_all(dir).map_err(StageError::io(dir))?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))

@@ -76,6 +76,7 @@ fn prepare_creates_pod_services_helper_and_job_in_order() {
             Call::Exec(..) => "exec".into(),
             Call::Teardown => "teardown".into(),
             Call::RegistrySignatures(i) => format!("signatures {i}"),
+            Call::AttachSignatures(r, d, _) => format!("attach {r} {d}"),
         })
         .collect();
     assert_eq!(

@@ -252,6 +252,24 @@ impl Sandbox for PodmanSandbox {
         Self::registry_signatures(self, image, repository, pull).await
     }
 
+    async fn registry_manifest(
+        &self,
+        image: &str,
+        pull: &PullOptions,
+    ) -> Result<crate::RegistryManifest, SandboxError> {
+        Self::registry_manifest(self, image, pull).await
+    }
+
+    async fn attach_signatures(
+        &self,
+        repository: &str,
+        digest: &str,
+        layers: &[crate::SignedLayer],
+        pull: &PullOptions,
+    ) -> Result<(), SandboxError> {
+        Self::attach_signatures(self, repository, digest, layers, pull).await
+    }
+
     async fn create_pod(&self, spec: &PodSpec) -> Result<(), SandboxError> {
         if spec.network == NetworkMode::Host {
             self.write_hosts_file(&spec.hosts)?;
