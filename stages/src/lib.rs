@@ -10,6 +10,7 @@ pub mod doctor;
 pub mod error;
 pub mod identities;
 pub mod joblog;
+pub mod metrics;
 pub mod naming;
 pub mod nested;
 pub mod outcome;
