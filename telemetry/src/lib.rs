@@ -9,6 +9,8 @@
 
 pub mod adminlog;
 pub mod catalog;
+#[cfg(test)]
+mod deploy;
 pub mod model;
 pub mod recorder;
 pub mod render;
