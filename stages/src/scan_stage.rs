@@ -628,11 +628,15 @@ fn note_scan(job: &Job, report: &Report) {
         *findings.entry(f.severity.to_string()).or_insert(0) += 1;
     }
     berth_telemetry::recorder::note(berth_telemetry::Event::ImageScanned {
-        project: job
-            .payload
-            .variable("CI_PROJECT_PATH")
-            .unwrap_or("unknown")
-            .to_owned(),
+        // Metrics are not masked like logs: a project path that holds a secret is not shown.
+        project: crate::joblog::mask_text(
+            job.payload.variable("CI_PROJECT_PATH").unwrap_or("unknown"),
+            &job.payload
+                .masked_values()
+                .into_iter()
+                .map(str::to_owned)
+                .collect::<Vec<_>>(),
+        ),
         blocked: report.blocked,
         findings,
     });

@@ -48,7 +48,10 @@ fn the_dashboard_parses_and_queries_only_series_berth_writes() {
         let names = berth_names(q);
         assert!(!names.is_empty(), "a panel queries no berth series: {q}");
         for n in names {
-            assert!(known.contains(&n), "the dashboard queries {n}, which berth never writes");
+            assert!(
+                known.contains(&n),
+                "the dashboard queries {n}, which berth never writes"
+            );
             used.push(n);
         }
     }
@@ -68,7 +71,10 @@ fn the_alerts_query_only_series_berth_writes() {
     assert!(names.len() >= 4, "{names:?}");
     let known = series_names();
     for n in names {
-        assert!(known.contains(&n), "an alert queries {n}, which berth never writes");
+        assert!(
+            known.contains(&n),
+            "an alert queries {n}, which berth never writes"
+        );
     }
 }
 

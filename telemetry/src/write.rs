@@ -1,5 +1,6 @@
 //! The I/O edge of the metrics: under a lock, read the accumulated [`Totals`] from
-//! `<state_dir>/metrics/totals.json`, fold this process's events in, write them back and render
+//! `<state_dir>/metrics/<name>.json` (one per runner config, also when configs share a
+//! state directory), fold this process's events in, write them back and render
 //! `<metrics_dir>/<name>.prom`, each file written beside itself and renamed over the old one
 //! beneath its directory's handle (node_exporter never reads half a file, a planted link is
 //! replaced, never followed). Both directories must belong to the expected owner (root, when
@@ -62,7 +63,6 @@ pub enum FlushError {
 const LOCK_WAIT: Duration = Duration::from_secs(10);
 /// Largest state file read (a few hundred series take kilobytes).
 const STATE_LIMIT: u64 = 16 << 20;
-const STATE: &str = "totals.json";
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> FlushError + '_ {
     move |source| FlushError::Io {
@@ -92,10 +92,11 @@ pub fn trusted_dir(path: &Path, owner: u32) -> Result<Dir, FlushError> {
     Ok(dir)
 }
 
-fn lock(dir: &Dir) -> Result<Flock<std::fs::File>, FlushError> {
-    let path = dir.path().join("lock");
+fn lock(dir: &Dir, name: &str) -> Result<Flock<std::fs::File>, FlushError> {
+    let name = format!("{name}.lock");
+    let path = dir.path().join(&name);
     let mut file = dir
-        .open_writer(Path::new("lock"), 0o600, true)
+        .open_writer(Path::new(&name), 0o600, true)
         .map_err(io(&path))?;
     let deadline = Instant::now() + LOCK_WAIT;
     loop {
@@ -122,9 +123,10 @@ pub fn flush(target: &Target, events: &[Event], now: u64) -> Result<Vec<String>,
         .map_err(io(&target.state_dir.join("metrics")))?;
     dir.expect_owner(target.owner)
         .map_err(io(&target.state_dir.join("metrics")))?;
-    let _locked = lock(&dir)?;
-    let state_path = dir.path().join(STATE);
-    let mut totals = match dir.read(Path::new(STATE), STATE_LIMIT) {
+    let _locked = lock(&dir, &target.name)?;
+    let state = format!("{}.json", target.name);
+    let state_path = dir.path().join(&state);
+    let mut totals = match dir.read(Path::new(&state), STATE_LIMIT) {
         Ok(bytes) => Totals::from_json(&bytes).unwrap_or_else(|e| {
             warnings.push(format!(
                 "{} is corrupt ({e}); it is replaced and the metrics start again from zero",
@@ -145,7 +147,7 @@ pub fn flush(target: &Target, events: &[Event], now: u64) -> Result<Vec<String>,
         totals.apply(event, now, target.max_projects);
     }
     totals.mark_written(now);
-    dir.write_atomic(STATE, &totals.to_json(), 0o600)
+    dir.write_atomic(&state, &totals.to_json(), 0o600)
         .map_err(io(&state_path))?;
     let name = format!("{}.prom", target.name);
     metrics
@@ -201,7 +203,7 @@ mod tests {
             .map(|e| e.file_name())
             .collect();
         assert_eq!(leftovers, ["main.prom"]);
-        let mode = std::fs::metadata(tmp.path().join("state/metrics/totals.json"))
+        let mode = std::fs::metadata(tmp.path().join("state/metrics/main.json"))
             .expect("state")
             .permissions()
             .mode();
@@ -214,7 +216,7 @@ mod tests {
         let t = target(tmp.path());
         flush(&t, &[ended("a")], 5).expect("first");
         std::fs::write(
-            tmp.path().join("state/metrics/totals.json"),
+            tmp.path().join("state/metrics/main.json"),
             b"{\"version\": 1,",
         )
         .expect("damage");
@@ -233,10 +235,10 @@ mod tests {
         std::fs::write(&victim, b"keep").expect("victim");
         std::os::unix::fs::symlink(&victim, tmp.path().join("metrics/main.prom")).expect("link");
         std::fs::create_dir_all(tmp.path().join("state/metrics")).expect("mkdir");
-        std::os::unix::fs::symlink(&victim, tmp.path().join("state/metrics/totals.json"))
+        std::os::unix::fs::symlink(&victim, tmp.path().join("state/metrics/main.json"))
             .expect("link");
         flush(&t, &[ended("a")], 5).expect_err("a link where the state is must not be read");
-        std::fs::remove_file(tmp.path().join("state/metrics/totals.json")).expect("unlink");
+        std::fs::remove_file(tmp.path().join("state/metrics/main.json")).expect("unlink");
         flush(&t, &[ended("a")], 5).expect("flush");
         assert_eq!(std::fs::read(&victim).expect("victim"), b"keep");
         assert!(
