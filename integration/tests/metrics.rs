@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use berth_integration::{FakeRunner, STATE_DIR, cleaned, ok, payload, require_host};
+use berth_integration::{FakeRunner, STATE_DIR, berth_binary, cleaned, ok, payload, require_host};
 use serde_json::{Value, json};
 
 const BUSYBOX: &str = "localhost/busybox:latest";
@@ -194,8 +194,39 @@ fn jobs_metrics_reach_prometheus_through_node_exporters_textfile_collector() {
     let metrics = root_dir();
     run_jobs(&job_config(metrics.path(), &name, ""));
 
+    // The admin's reap writes to the same runner config's metrics (pruning off: other tests'
+    // base images stay).
+    let reap_dir = tempfile::tempdir().expect("tempdir");
+    let reap_config = reap_dir.path().join("berth.toml");
+    std::fs::write(
+        &reap_config,
+        job_config(metrics.path(), &name, "prune_after_days = 0\n"),
+    )
+    .expect("config");
+    let reaped = Command::new(berth_binary())
+        .arg("--config")
+        .arg(&reap_config)
+        .arg("reap")
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .output()
+        .expect("berth reap");
+    let reap_log = String::from_utf8_lossy(&reaped.stderr).into_owned();
+
     let file = metrics.path().join(format!("{name}.prom"));
     let text = std::fs::read_to_string(&file).expect("the metrics file");
+    let base_store = line_value(
+        &text,
+        &format!("berth_base_store_size_bytes{{runner=\"{name}\"}}"),
+    );
+    assert!(
+        base_store.is_some_and(|b| b > 1e6),
+        "the base store holds the test images: {base_store:?}\n{reap_log}\n{text}"
+    );
+    assert!(
+        text.contains(&format!("berth_reap_left_objects{{runner=\"{name}\"}}")),
+        "{reap_log}\n{text}"
+    );
     let r = |outcome: &str| format!("berth_jobs_total{{runner=\"{name}\",outcome=\"{outcome}\"}}");
     assert_eq!(line_value(&text, &r("success")), Some(1.0), "{text}");
     assert_eq!(line_value(&text, &r("build_failure")), Some(1.0), "{text}");
