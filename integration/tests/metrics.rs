@@ -16,7 +16,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use berth_integration::{FakeRunner, STATE_DIR, berth_binary, cleaned, ok, payload, require_host};
+use berth_integration::{
+    FakeRunner, STATE_DIR, berth_binary, cleaned, ok, payload, require_host, signal_group,
+    wait_with_timeout,
+};
+use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 
 const BUSYBOX: &str = "localhost/busybox:latest";
@@ -147,7 +151,8 @@ fn job_config(metrics_dir: &Path, name: &str, extra: &str) -> String {
     )
 }
 
-/// A whole passing job, one whose script fails, and one whose image cannot be pulled.
+/// A whole passing job, one whose script fails, a cancelled one, and one whose image cannot be
+/// pulled.
 fn run_jobs(config: &str) {
     let mut passing = FakeRunner::new(payload(BUSYBOX)).with_config(config);
     ok(&passing.stage(&["config"]));
@@ -165,6 +170,17 @@ fn run_jobs(config: &str) {
     assert_eq!(r.code, 1, "{}", r.all());
     ok(&failing.run("upload_artifacts_on_failure", "true"));
     cleaned(failing);
+
+    let mut cancelled = FakeRunner::new(payload(BUSYBOX)).with_config(config);
+    ok(&cancelled.stage(&["config"]));
+    ok(&cancelled.stage(&["prepare"]));
+    let child = cancelled.spawn_run("step_script", "sleep 3027");
+    // Cancelled once the script really runs, as gitlab-runner does on a job cancel.
+    berth_integration::await_host_sleep("3027", "the cancelled job's script");
+    signal_group(&child, Signal::SIGTERM);
+    let r = wait_with_timeout(child, Duration::from_secs(60));
+    assert_eq!(r.code, 1, "{}", r.all());
+    cleaned(cancelled);
 
     let mut broken =
         FakeRunner::new(payload("localhost/berth-metrics-no-such-image:1")).with_config(config);
@@ -231,16 +247,16 @@ fn jobs_metrics_reach_prometheus_through_node_exporters_textfile_collector() {
     assert_eq!(line_value(&text, &r("success")), Some(1.0), "{text}");
     assert_eq!(line_value(&text, &r("build_failure")), Some(1.0), "{text}");
     assert_eq!(line_value(&text, &r("system_failure")), Some(1.0), "{text}");
-    assert_eq!(line_value(&text, &r("cancelled")), Some(0.0), "{text}");
+    assert_eq!(line_value(&text, &r("cancelled")), Some(1.0), "{text}");
     let count = |stage: &str| {
         line_value(
             &text,
             &format!("berth_stage_duration_seconds_count{{runner=\"{name}\",stage=\"{stage}\"}}"),
         )
     };
-    assert_eq!(count("prepare"), Some(3.0), "{text}");
-    assert_eq!(count("cleanup"), Some(3.0), "{text}");
-    assert_eq!(count("step_script"), Some(2.0), "{text}");
+    assert_eq!(count("prepare"), Some(4.0), "{text}");
+    assert_eq!(count("cleanup"), Some(4.0), "{text}");
+    assert_eq!(count("step_script"), Some(3.0), "{text}");
     assert_eq!(
         line_value(
             &text,
@@ -355,11 +371,16 @@ fn jobs_metrics_reach_prometheus_through_node_exporters_textfile_collector() {
         Some((json!("node"), json!("1"))),
         "{scraped}"
     );
+    assert_eq!(
+        value_of("cancelled"),
+        Some((json!("node"), json!("1"))),
+        "{scraped}"
+    );
     let p95 = query(
         prom_port,
         &format!("berth_stage_duration_seconds_count{{runner=\"{name}\",stage=\"prepare\"}}"),
     );
-    assert_eq!(p95["data"]["result"][0]["value"][1], "3", "{p95}");
+    assert_eq!(p95["data"]["result"][0]["value"][1], "4", "{p95}");
 
     // Every dashboard query is PromQL Prometheus runs (the variables as Grafana fills them).
     let dashboard: Value = serde_json::from_str(
