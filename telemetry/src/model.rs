@@ -211,6 +211,7 @@ pub fn stage_label(stage: &str) -> &str {
         "clear_worktree",
         "restore_cache",
         "download_artifacts",
+        "build_script",
         "step_script",
         "step_release",
         "step_accessibility",
@@ -586,6 +587,7 @@ mod tests {
     #[test]
     fn job_chosen_names_cannot_mint_label_values() {
         assert_eq!(stage_label("step_script"), "step_script");
+        assert_eq!(stage_label("build_script"), "build_script");
         assert_eq!(stage_label("step_deploy_to_prod"), "step_other");
         assert_eq!(stage_label("anything"), "other");
         let mut t = Totals::default();
