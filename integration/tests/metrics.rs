@@ -597,3 +597,109 @@ fn the_admin_log_has_the_jobs_events_and_never_its_secrets() {
         .mode();
     assert_eq!(mode & 0o777, 0o640);
 }
+
+/// An advisory for a package only the image built below carries, critical, fixed in 2-1.
+const METRICS_ADVISORY: &str = r#"{"schema_version":"1.6.0","id":"CVE-2099-7777","modified":"2026-11-20T10:00:00Z","database_specific":{"severity":"CRITICAL"},"affected":[{"package":{"ecosystem":"Debian:12","name":"libberthmetrics"},"ranges":[{"type":"ECOSYSTEM","events":[{"introduced":"0"},{"fixed":"2-1"}]}]}]}"#;
+
+/// A nested `podman build` of an image that carries `libberthmetrics` 1-1.
+const METRICS_BUILD: &str = r#"mkdir -p /builds/group/project /tmp/mctx && cd /tmp/mctx
+printf 'Package: libberthmetrics\nStatus: install ok installed\nVersion: 1-1\nArchitecture: amd64\n\n' > status
+printf 'ID=debian\nVERSION_ID="12"\n' > os-release
+printf 'FROM localhost/busybox:latest\nCOPY status /var/lib/dpkg/status\nCOPY os-release /etc/os-release\n' > Containerfile
+podman build -q -t localhost/metrics-vulnerable:1 . >/dev/null && echo built"#;
+
+/// A job builds an image (nested Podman) that the scan blocks: the build, the scan's verdict,
+/// its findings under the job's project and the database's date are in the metrics.
+#[test]
+fn builds_and_scan_findings_are_counted_per_builder_verdict_and_project() {
+    require_host();
+    let advisories = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        advisories.path().join("CVE-2099-7777.json"),
+        METRICS_ADVISORY,
+    )
+    .expect("record");
+    let db = tempfile::Builder::new()
+        .prefix("berth-db")
+        .tempdir()
+        .expect("db dir");
+    let imported = Command::new(berth_binary())
+        .args(["db", "update", "--from"])
+        .arg(advisories.path())
+        .arg("--db")
+        .arg(db.path())
+        .output()
+        .expect("berth db update");
+    assert!(imported.status.success(), "{imported:?}");
+    berth_integration::make_readable_by_all(db.path());
+
+    let name = format!("it-metrics-scan-{}", std::process::id());
+    let _state = StateGuard::new(&name);
+    let metrics = root_dir();
+    let config = job_config(
+        metrics.path(),
+        &name,
+        &format!("scan_db = \"{}\"\n", db.path().display()),
+    );
+    let mut p = payload("localhost/build-tools:latest");
+    p["variables"]
+        .as_array_mut()
+        .expect("variables")
+        .push(json!({"key": "CI_PROJECT_PATH", "value": "group/scanned", "masked": false}));
+    let mut job = FakeRunner::new(p).with_config(&config);
+    ok(&job.stage(&["config"]));
+    ok(&job.stage(&["prepare"]));
+    let r = job.run("build_script", METRICS_BUILD);
+    assert_eq!(r.code, 1, "blocked by the policy: {}", r.all());
+    assert!(
+        r.stdout.contains("built") && r.stdout.contains("CVE-2099-7777"),
+        "{}",
+        r.all()
+    );
+    cleaned(job);
+
+    let text = std::fs::read_to_string(metrics.path().join(format!("{name}.prom")))
+        .expect("the metrics file");
+    for (series, value) in [
+        (
+            format!("berth_images_built_total{{runner=\"{name}\",builder=\"nested\"}}"),
+            1.0,
+        ),
+        (
+            format!("berth_image_scans_total{{runner=\"{name}\",verdict=\"fail\"}}"),
+            1.0,
+        ),
+        (
+            format!(
+                "berth_scan_findings_total{{runner=\"{name}\",severity=\"critical\",verdict=\"fail\"}}"
+            ),
+            1.0,
+        ),
+        (
+            format!(
+                "berth_project_scan_findings{{runner=\"{name}\",project=\"group/scanned\",severity=\"critical\"}}"
+            ),
+            1.0,
+        ),
+        (
+            format!(
+                "berth_project_scan_findings{{runner=\"{name}\",project=\"group/scanned\",severity=\"high\"}}"
+            ),
+            0.0,
+        ),
+        (
+            format!("berth_advisory_db_updated_timestamp_seconds{{runner=\"{name}\"}}"),
+            1_795_168_800.0,
+        ),
+        (
+            format!("berth_jobs_total{{runner=\"{name}\",outcome=\"build_failure\"}}"),
+            1.0,
+        ),
+    ] {
+        assert_eq!(
+            line_value(&text, &series),
+            Some(value),
+            "{series} in\n{text}"
+        );
+    }
+}
