@@ -5,10 +5,16 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use globset::{GlobBuilder, GlobMatcher};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Where berth looks for its config when neither `--config` nor `BERTH_CONFIG` is given.
 pub const DEFAULT_PATH: &str = "/etc/berth/config.toml";
+
+/// Where a host with several runners keeps one berth config per runner (`*.toml`).
+pub const CONFIG_DIR: &str = "/etc/berth/config.d";
+
+/// The state directory of the built-in defaults.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/berth";
 
 /// Image pull policy, as in GitLab's Docker executor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,6 +149,7 @@ struct RawConfig {
     metrics_max_projects: Option<u32>,
     log_format: Option<String>,
     admin_log: Option<PathBuf>,
+    image_trust: Option<Vec<crate::trust::RawTrustScope>>,
 }
 
 /// Keys [`RawConfig`] accepts, for reporting every unknown key at once.
@@ -193,6 +200,7 @@ const KNOWN_KEYS: &[&str] = &[
     "metrics_max_projects",
     "log_format",
     "admin_log",
+    "image_trust",
 ];
 
 /// An allow-list of doublestar globs with `!` exclusions (the Docker executor's `allowed_images`).
@@ -322,6 +330,8 @@ pub struct Config {
     pub build_socket: BuildSocket,
     /// Scanning of the images a job builds.
     pub scan: ScanSettings,
+    /// `[[image_trust]]`: the signatures images must carry, by scope (None: not checked).
+    pub image_trust: Option<crate::trust::ImageTrust>,
     /// Per-job rootless BuildKit: the `buildkitd` binary (None: not offered).
     pub buildkitd: Option<PathBuf>,
     /// Network of the per-job buildkitd's RUN steps: `isolated` (slirp4netns without the
@@ -462,7 +472,7 @@ pub struct ConfigProblem {
 }
 
 impl ConfigProblem {
-    fn new(key: &str, message: impl Into<String>, fix: impl Into<String>) -> Self {
+    pub(crate) fn new(key: &str, message: impl Into<String>, fix: impl Into<String>) -> Self {
         Self {
             key: key.to_owned(),
             message: message.into(),
@@ -584,6 +594,104 @@ impl Config {
     /// Leases of the job identities (root's alone): which job holds which identity.
     pub fn leases_dir(&self) -> PathBuf {
         self.state_dir.join("leases")
+    }
+
+    /// The name of this runner config on its host ([`instance_of`] its state directory).
+    pub fn instance(&self) -> Option<String> {
+        instance_of(&self.state_dir)
+    }
+
+    /// What this config claims on its host, to compare with other runners' configs.
+    pub fn footprint(&self) -> Footprint {
+        Footprint {
+            config: self.source.clone(),
+            user: self.user.clone(),
+            job_users: self.job_users.clone(),
+            state_dir: self.state_dir.clone(),
+            runtime_dir: self.runtime_dir.clone(),
+        }
+    }
+}
+
+/// The name of the runner config whose state directory is `state_dir` (no two configs may share
+/// one): `None` for the default directory, else `s` and 8 hex digits of the directory's SHA-256.
+/// Job keys carry it, so that names outside the state directory (cgroups, `/run/berth`) never
+/// meet another config's.
+pub fn instance_of(state_dir: &Path) -> Option<String> {
+    if state_dir == Path::new(DEFAULT_STATE_DIR) {
+        return None;
+    }
+    let digest = ring::digest::digest(
+        &ring::digest::SHA256,
+        state_dir.as_os_str().as_encoded_bytes(),
+    );
+    let hex: String = digest.as_ref()[..4]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Some(format!("s{hex}"))
+}
+
+/// What one runner's berth config claims on a host: its identities and directories. Two
+/// runners' configs must claim nothing in common, or one runner's jobs and reaper would act on
+/// the other's (`berth doctor` and every prepare check it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Footprint {
+    /// The config file (None: the built-in defaults).
+    pub config: Option<PathBuf>,
+    /// The store identity.
+    pub user: String,
+    /// The job identities.
+    pub job_users: Vec<String>,
+    /// The state directory.
+    pub state_dir: PathBuf,
+    /// The runtime directory, when set.
+    pub runtime_dir: Option<PathBuf>,
+}
+
+impl Footprint {
+    /// Every identity: the store identity, then the job identities.
+    pub fn identities(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.user.as_str()).chain(self.job_users.iter().map(String::as_str))
+    }
+
+    /// What this footprint shares with `other`, each item naming one thing shared: identities,
+    /// the state directory (or one inside the other), the runtime directory.
+    pub fn shared_with(&self, other: &Self) -> Vec<String> {
+        let mut shared = Vec::new();
+        let theirs: Vec<&str> = other.identities().collect();
+        let identities: Vec<&str> = self.identities().filter(|i| theirs.contains(i)).collect();
+        if !identities.is_empty() {
+            shared.push(format!("the identities {}", identities.join(", ")));
+        }
+        if self.state_dir.starts_with(&other.state_dir)
+            || other.state_dir.starts_with(&self.state_dir)
+        {
+            shared.push(format!(
+                "the state directory ({} and {})",
+                self.state_dir.display(),
+                other.state_dir.display()
+            ));
+        }
+        if let (Some(mine), Some(theirs)) = (&self.runtime_dir, &other.runtime_dir)
+            && (mine.starts_with(theirs) || theirs.starts_with(mine))
+        {
+            shared.push(format!(
+                "the runtime directory ({} and {})",
+                mine.display(),
+                theirs.display()
+            ));
+        }
+        shared
+    }
+
+    /// The config's name for people: its file, or the built-in defaults.
+    pub fn describe(&self) -> String {
+        self.config.as_ref().map_or_else(
+            || "the built-in defaults".to_owned(),
+            |p| p.display().to_string(),
+        )
     }
 }
 
@@ -713,7 +821,7 @@ fn validate(raw: RawConfig, source: Option<&Path>) -> Result<Config, Vec<ConfigP
     let state_dir = absolute(
         "state_dir",
         raw.state_dir
-            .unwrap_or_else(|| PathBuf::from("/var/lib/berth")),
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
         &mut problems,
     );
     let runtime_dir = raw
@@ -837,12 +945,12 @@ fn validate(raw: RawConfig, source: Option<&Path>) -> Result<Config, Vec<ConfigP
             ));
         }
     }
+    let image_trust = crate::trust::validate(raw.image_trust, &mut problems);
     let scan = ScanSettings {
         enabled: raw.scan_images.unwrap_or(true),
         db: absolute(
             "scan_db",
-            raw.scan_db
-                .unwrap_or_else(|| PathBuf::from("/var/lib/berth/advisories")),
+            raw.scan_db.unwrap_or_else(|| state_dir.join("advisories")),
             &mut problems,
         ),
         severity,
@@ -984,6 +1092,7 @@ fn validate(raw: RawConfig, source: Option<&Path>) -> Result<Config, Vec<ConfigP
         },
         build_socket,
         scan,
+        image_trust,
         buildkitd,
         buildkit_host_network,
         buildkit_cache_per_project,
@@ -1221,6 +1330,66 @@ mod tests {
         };
         let keys: Vec<_> = problems.iter().map(|p| p.key.as_str()).collect();
         assert_eq!(keys, vec!["scan_vex_dir", "scan_ignore_policy"]);
+    }
+
+    #[test]
+    fn each_state_directory_names_its_own_instance_and_the_default_none() {
+        let default = Config::defaults();
+        assert_eq!(default.instance(), None);
+        let b = Config::parse("state_dir = \"/var/lib/berth-b\"\n", None).expect("b");
+        let c = Config::parse("state_dir = \"/var/lib/berth-c\"\n", None).expect("c");
+        let b_again = Config::parse("state_dir = \"/var/lib/berth-b\"\n", None).expect("b");
+        let tag = b.instance().expect("a tag");
+        assert!(
+            tag.len() == 9
+                && tag.starts_with('s')
+                && tag[1..].chars().all(|c| c.is_ascii_hexdigit()),
+            "{tag}"
+        );
+        assert_eq!(b.instance(), b_again.instance());
+        // Each runner's config reads the advisories its own timer keeps.
+        assert_eq!(b.scan.db, Path::new("/var/lib/berth-b/advisories"));
+        assert_eq!(default.scan.db, Path::new("/var/lib/berth/advisories"));
+        assert_ne!(b.instance(), c.instance());
+    }
+
+    #[test]
+    fn two_runner_configs_share_nothing_or_say_what_they_share() {
+        let a = Config::defaults();
+        let b = Config::parse(
+            "user = \"berth-runner-b\"\njob_users = [\"berth-b-job-0\", \"berth-b-job-1\"]\nstate_dir = \"/var/lib/berth-b\"\n",
+            None,
+        )
+        .expect("b");
+        assert_eq!(
+            a.footprint().shared_with(&b.footprint()),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            b.footprint().shared_with(&a.footprint()),
+            Vec::<String>::new()
+        );
+        let overlapping = Config::parse(
+            "user = \"berth-runner-c\"\njob_users = [\"berth-c-job-0\", \"berth-job-3\"]\nstate_dir = \"/var/lib/berth/c\"\nruntime_dir = \"/run/c\"\n",
+            None,
+        )
+        .expect("c");
+        assert_eq!(
+            overlapping.footprint().shared_with(&a.footprint()),
+            vec![
+                "the identities berth-job-3".to_owned(),
+                "the state directory (/var/lib/berth/c and /var/lib/berth)".to_owned()
+            ]
+        );
+        let same_runtime =
+            Config::parse("state_dir = \"/srv/x\"\nruntime_dir = \"/run/c/x\"\nuser = \"u\"\njob_users = [\"v\"]\n", None)
+                .expect("x");
+        assert_eq!(
+            same_runtime
+                .footprint()
+                .shared_with(&overlapping.footprint()),
+            vec!["the runtime directory (/run/c/x and /run/c)".to_owned()]
+        );
     }
 
     #[test]

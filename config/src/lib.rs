@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod protocol;
+pub mod trust;
 
 pub use admin::{Config, ConfigError, ConfigProblem, PullPolicy};
 pub use protocol::{ConfigOutput, ContractEnv, JobPayload, RunStage, StageTarget};

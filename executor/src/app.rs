@@ -122,6 +122,15 @@ pub(crate) fn main(cli: Cli) -> ExitCode {
                 }
             }
         }
+        Command::Policy { command } => {
+            let ran = match command {
+                crate::cli::PolicyCommand::Test(args) => berth_policy::cli::test(&args),
+                crate::cli::PolicyCommand::Eval(args) => berth_policy::cli::eval(&args),
+            };
+            print!("{}", ran.stdout);
+            let _ = std::io::stderr().write_all(ran.stderr.as_bytes());
+            ExitCode::from(ran.code)
+        }
         Command::Db {
             command: crate::cli::DbCommand::Update(args),
         } => match berth_scan::cli::run_db_update(&args, time::OffsetDateTime::now_utc()) {
@@ -638,6 +647,8 @@ fn stage(
             let key = job.key.clone();
             let identity = match invocation {
                 Invocation::Prepare => {
+                    // Before reaping or leasing: both act on what this config claims.
+                    berth_stages::instances::register(&job.config)?;
                     let reaped =
                         runtime.block_on(reap_jobs(&job.config, &who, Some(&key), &mut log));
                     for e in &reaped.errors {

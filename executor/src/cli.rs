@@ -49,6 +49,12 @@ pub(crate) enum Command {
     /// Run this project's pipeline locally: the real gitlab-runner runs each job with berth as
     /// its executor (exit 0: passed, 1: a job failed, 2: an error of the YAML or of berth).
     Exec(Box<ExecArgs>),
+    /// Admission policies as code (Rego): run their tests as `opa test` does, or ask them for a
+    /// decision on an input.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
     /// Manage the offline advisory database.
     Db {
         #[command(subcommand)]
@@ -76,6 +82,15 @@ pub(crate) enum Command {
         #[arg(long, value_parser = parse_build_socket)]
         mode: berth_sandbox::proxy::Mode,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum PolicyCommand {
+    /// Run the `test_*` rules of a policy directory (exit 0: all pass, 2: one fails, 1: the
+    /// policies do not load).
+    Test(berth_policy::cli::TestArgs),
+    /// Print the decision of a policy directory for an input (exit 0: allowed, 3: denied).
+    Eval(berth_policy::cli::EvalArgs),
 }
 
 #[derive(Debug, Subcommand)]

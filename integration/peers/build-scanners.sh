@@ -33,42 +33,10 @@ mkdir -p "$OUT_DIR"
 exec 9>"$OUT_DIR/.lock"
 flock 9
 
-# build NAME MODULE VERSION PACKAGE LDFLAGS [GOEXPERIMENT] [SOURCE]
-# SOURCE: a directory of this repository whose .go files are the main package (PACKAGE is then
-# "."), built in the main module that requires MODULE; their digest is part of the stamp.
+# build NAME MODULE VERSION PACKAGE LDFLAGS [GOEXPERIMENT] [SOURCE]: go-peers.sh's peers_build.
 build() {
-  local name=$1 mod=$2 version=$3 pkg=$4 ldflags=$5 experiment=${6:-} src=${7:-}
-  local want="recipe=$RECIPE module=$mod@$version"
-  if [ -n "$src" ]; then
-    want="$want source=$(cat "$src"/*.go | sha256sum | cut -d' ' -f1)"
-  fi
-  if [ -x "$OUT_DIR/$name" ] && [ "$(cat "$OUT_DIR/$name.stamp" 2>/dev/null)" = "$want" ]; then
-    rm -f "$OUT_DIR/$name.unavailable"
-    return 0
-  fi
-  local work=$OUT_DIR/work-$name log=$OUT_DIR/$name.build.log rc
-  rm -rf "$work" && mkdir -p "$work"
-  : >"$log"
-  set +e
-  (
-    set -e
-    cd "$work"
-    peers_main_module "$mod" "$version" "$name-build"
-    if [ -n "$src" ]; then cp "$src"/*.go .; fi
-    GOEXPERIMENT=$experiment go build -trimpath -ldflags "-s -w $ldflags" -o "$work/$name" "$pkg"
-    "$work/$name" --version
-  ) >>"$log" 2>&1
-  rc=$?
-  set -e
-  if [ "$rc" -ne 0 ]; then
-    peers_build_failed build-scanners.sh "$mod@$version" "$log" "$OUT_DIR/$name.unavailable" || return 1
-    rm -rf "$work"
-    return 0
-  fi
-  mv -f "$work/$name" "$OUT_DIR/$name"
-  echo "$want" >"$OUT_DIR/$name.stamp"
-  rm -f "$OUT_DIR/$name.unavailable"
-  rm -rf "$work"
+  PEERS_SCRIPT=build-scanners.sh PEERS_OUT=$OUT_DIR PEERS_RECIPE=$RECIPE PEERS_VERSION_ARG=--version \
+    peers_build "$@"
 }
 
 peers_go_env build-scanners.sh

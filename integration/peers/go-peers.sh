@@ -68,3 +68,46 @@ peers_build_failed() {
   tail -n 40 "$log" >&2
   return 1
 }
+
+#   peers_build NAME MODULE VERSION PACKAGE LDFLAGS [GOEXPERIMENT] [SOURCE]
+#                       builds PACKAGE of MODULE@VERSION statically into $PEERS_OUT/NAME (with
+#                       NAME.stamp; skipped when the stamp matches $PEERS_RECIPE and the module),
+#                       in a throw-away main module (peers_main_module), and runs it with
+#                       $PEERS_VERSION_ARG. SOURCE: a directory of this repository whose .go files
+#                       are the main package (PACKAGE is then "."); their digest is part of the
+#                       stamp. A final refusal of the proxy goes to $PEERS_OUT/NAME.unavailable
+#                       (peers_build_failed, naming $PEERS_SCRIPT).
+peers_build() {
+  local name=$1 mod=$2 version=$3 pkg=$4 ldflags=$5 experiment=${6:-} src=${7:-}
+  local want="recipe=$PEERS_RECIPE module=$mod@$version"
+  if [ -n "$src" ]; then
+    want="$want source=$(cat "$src"/*.go | sha256sum | cut -d' ' -f1)"
+  fi
+  if [ -x "$PEERS_OUT/$name" ] && [ "$(cat "$PEERS_OUT/$name.stamp" 2>/dev/null)" = "$want" ]; then
+    rm -f "$PEERS_OUT/$name.unavailable"
+    return 0
+  fi
+  local work=$PEERS_OUT/work-$name log=$PEERS_OUT/$name.build.log rc
+  rm -rf "$work" && mkdir -p "$work"
+  : >"$log"
+  set +e
+  (
+    set -e
+    cd "$work"
+    peers_main_module "$mod" "$version" "$name-build"
+    if [ -n "$src" ]; then cp "$src"/*.go .; fi
+    GOEXPERIMENT=$experiment go build -trimpath -ldflags "-s -w $ldflags" -o "$work/$name" "$pkg"
+    "$work/$name" "$PEERS_VERSION_ARG"
+  ) >>"$log" 2>&1
+  rc=$?
+  set -e
+  if [ "$rc" -ne 0 ]; then
+    peers_build_failed "$PEERS_SCRIPT" "$mod@$version" "$log" "$PEERS_OUT/$name.unavailable" || return 1
+    rm -rf "$work"
+    return 0
+  fi
+  mv -f "$work/$name" "$PEERS_OUT/$name"
+  echo "$want" >"$PEERS_OUT/$name.stamp"
+  rm -f "$PEERS_OUT/$name.unavailable"
+  rm -rf "$work"
+}

@@ -148,9 +148,26 @@ impl FakeRunner {
         self
     }
 
-    /// The job key berth derives.
+    /// The job key: what `berth config` handed on, else what berth derives for the default
+    /// runner config.
     pub fn key(&self) -> String {
-        format!("j{}-{}", self.job_id, self.token)
+        self.job_env
+            .get("BERTH_JOB_KEY")
+            .cloned()
+            .unwrap_or_else(|| format!("j{}-{}", self.job_id, self.token))
+    }
+
+    /// The same job id and runner token as `other` (as when two runners' configs on one host
+    /// serve the same GitLab runner).
+    pub fn with_job_of(mut self, other: &Self) -> Self {
+        self.job_id = other.job_id;
+        self.token.clone_from(&other.token);
+        let path = self.tmp.path().join("response.json");
+        let mut payload: Value =
+            serde_json::from_slice(&std::fs::read(&path).expect("payload")).expect("JSON");
+        payload["id"] = json!(self.job_id);
+        std::fs::write(&path, payload.to_string()).expect("payload");
+        self
     }
 
     /// The job's host directory (root's).
@@ -166,6 +183,11 @@ impl FakeRunner {
     /// The job identity leased to this job, while it holds one.
     pub fn identity(&self) -> Option<String> {
         lease_of(&self.key())
+    }
+
+    /// The berth command line of a stage, with the environment gitlab-runner gives it.
+    pub fn berth_command(&self, args: &[&str]) -> Command {
+        self.command(args)
     }
 
     fn command(&self, args: &[&str]) -> Command {
@@ -310,7 +332,12 @@ pub fn job_users() -> Vec<nix::unistd::User> {
 
 /// The identity leased to job `key`, from berth's lease directory.
 pub fn lease_of(key: &str) -> Option<String> {
-    std::fs::read_dir(Path::new(STATE_DIR).join("leases"))
+    lease_in(Path::new(STATE_DIR), key)
+}
+
+/// The identity leased to job `key` under the state directory `state_dir`.
+pub fn lease_in(state_dir: &Path, key: &str) -> Option<String> {
+    std::fs::read_dir(state_dir.join("leases"))
         .ok()?
         .flatten()
         .find(|e| std::fs::read_to_string(e.path()).is_ok_and(|k| k.trim() == key))
@@ -319,12 +346,25 @@ pub fn lease_of(key: &str) -> Option<String> {
 
 /// Things of job `key` still on the host.
 pub fn leftovers_of(key: &str) -> Vec<String> {
+    leftovers_in(Path::new(STATE_DIR), key)
+}
+
+/// Things of job `key` of the runner config whose state directory is `state_dir` still on the
+/// host.
+pub fn leftovers_in(state_dir: &Path, key: &str) -> Vec<String> {
     let mut found = Vec::new();
-    let job_dir = Path::new(STATE_DIR).join("jobs").join(key);
+    let job_dir = state_dir.join("jobs").join(key);
     if job_dir.exists() {
         found.push(format!("directory {}", job_dir.display()));
     }
-    for user in job_users() {
+    let every_job_user = std::fs::read_to_string("/etc/passwd")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(':').next())
+        .filter(|name| name.starts_with("berth-") && name.contains("job-"))
+        .filter_map(|name| nix::unistd::User::from_name(name).ok().flatten())
+        .collect::<Vec<_>>();
+    for user in every_job_user {
         let run_dir = PathBuf::from(format!("/run/user/{}/berth/{key}", user.uid));
         if run_dir.exists() {
             found.push(format!("directory {}", run_dir.display()));
@@ -334,7 +374,7 @@ pub fn leftovers_of(key: &str) -> Vec<String> {
     if mounts_dir.exists() {
         found.push(format!("directory {}", mounts_dir.display()));
     }
-    if let Some(user) = lease_of(key) {
+    if let Some(user) = lease_in(state_dir, key) {
         found.push(format!("lease of {user}"));
     }
     for controller in ["memory", "pids", "cpu"] {

@@ -6,6 +6,7 @@
 //! from anywhere the job can write.
 
 use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use berth_config::admin::Limits;
@@ -82,8 +83,9 @@ pub fn join(key: &str) -> io::Result<()> {
     Ok(())
 }
 
-/// Keys of the job cgroups that exist (any controller).
-pub fn job_keys() -> Vec<String> {
+/// Keys of the job cgroups that exist (any controller) and belong to one of `owners` (a job's
+/// cgroups are its identity's: [`create`]), so one runner config never sees another's.
+pub fn job_keys_owned_by(owners: &[u32]) -> Vec<String> {
     let mut keys: Vec<String> = ["memory", "pids", "cpu"]
         .iter()
         .flat_map(|c| {
@@ -92,7 +94,10 @@ pub fn job_keys() -> Vec<String> {
                 .flatten()
         })
         .flatten()
-        .filter(|e| e.path().is_dir())
+        .filter(|e| {
+            std::fs::symlink_metadata(e.path())
+                .is_ok_and(|m| m.is_dir() && owners.contains(&m.uid()))
+        })
         .filter_map(|e| e.file_name().into_string().ok())
         .collect();
     keys.sort();

@@ -11,7 +11,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::agent::ScriptEnd;
 use crate::{
-    BuiltImage, ContainerSpec, ImageInfo, PodSpec, PullOptions, Sandbox, SandboxError, Started,
+    BuiltImage, ContainerSpec, ImageInfo, PodSpec, PullOptions, RegistrySignatures, Sandbox,
+    SandboxError, Started,
 };
 
 /// One recorded call.
@@ -21,6 +22,8 @@ pub enum Call {
     Start,
     /// `ensure_image(image, policies, with_auth)`.
     EnsureImage(String, Vec<PullPolicy>, bool),
+    /// `registry_signatures(image)`.
+    RegistrySignatures(String),
     /// `create_pod`.
     CreatePod(PodSpec),
     /// `run_container`.
@@ -48,6 +51,8 @@ pub struct FakeBehaviour {
     pub teardown_errors: usize,
     /// Images the job "built".
     pub built: Vec<BuiltImage>,
+    /// What the registry says of an image reference (its digest and signature attachments).
+    pub signatures: BTreeMap<String, RegistrySignatures>,
 }
 
 /// The recording fake.
@@ -110,6 +115,23 @@ impl Sandbox for FakeSandbox {
             .ok_or_else(|| SandboxError::ImageUnavailable {
                 image: image.to_owned(),
                 reason: "not in the fake".to_owned(),
+            })
+    }
+
+    async fn registry_signatures(
+        &self,
+        image: &str,
+        _repository: &str,
+        _pull: &PullOptions,
+    ) -> Result<RegistrySignatures, SandboxError> {
+        self.record(Call::RegistrySignatures(image.to_owned()));
+        self.behaviour
+            .signatures
+            .get(image)
+            .cloned()
+            .ok_or_else(|| SandboxError::ImageUnavailable {
+                image: image.to_owned(),
+                reason: "not in the fake registry".to_owned(),
             })
     }
 

@@ -58,11 +58,34 @@ pub struct PullOptions {
     pub insecure: bool,
 }
 
+/// One layer of a cosign signature attachment (`<repository>:sha256-<hex>.sig`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedLayer {
+    /// The layer's media type (`application/vnd.dev.cosign.simplesigning.v1+json`).
+    pub media_type: String,
+    /// The layer: the signed payload.
+    pub payload: Vec<u8>,
+    /// Its `dev.cosignproject.cosign/signature` annotation (base64 DER signature).
+    pub signature: Option<String>,
+}
+
+/// What a registry says of an image reference: the digest of the manifest it names, and the
+/// cosign signature attachments stored for that digest.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RegistrySignatures {
+    /// `sha256:<hex>` of the manifest (or index) the reference names.
+    pub digest: String,
+    /// The attachment's layers (none when nothing is attached).
+    pub layers: Vec<SignedLayer>,
+}
+
 /// What berth needs to know about an image.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ImageInfo {
     /// Image id.
     pub id: String,
+    /// The manifest digest it was pulled by (None: built or imported locally).
+    pub digest: Option<String>,
     /// The image's entrypoint.
     pub entrypoint: Option<Vec<String>>,
     /// Exposed TCP ports.
@@ -297,6 +320,14 @@ pub trait Sandbox {
         policies: &[PullPolicy],
         pull: &PullOptions,
     ) -> Result<ImageInfo, SandboxError>;
+    /// Asks `image`'s registry (with `pull`'s credentials) for the digest the reference names
+    /// and the cosign signature attachments of that digest, stored in `repository`.
+    async fn registry_signatures(
+        &self,
+        image: &str,
+        repository: &str,
+        pull: &PullOptions,
+    ) -> Result<RegistrySignatures, SandboxError>;
     /// Creates and starts the job's pod.
     async fn create_pod(&self, spec: &PodSpec) -> Result<(), SandboxError>;
     /// Creates and starts a container; for helper and job containers, waits for the agent.

@@ -70,9 +70,10 @@ impl Job {
                 detail: "id is 0".into(),
             });
         }
-        let key = env
-            .job_key()
-            .map_or_else(|| naming::job_key(&payload, &env), str::to_owned);
+        let key = env.job_key().map_or_else(
+            || naming::job_key(&payload, &env, config.instance().as_deref()),
+            str::to_owned,
+        );
         let paths = job_paths(&config, &host, &key);
         Ok(Self {
             config,

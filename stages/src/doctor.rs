@@ -6,7 +6,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use berth_config::Config;
-use berth_config::admin::NetworkMode;
+use berth_config::admin::{Footprint, NetworkMode};
 
 /// How serious a finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +68,93 @@ fn job_identities_check(config: &Config, euid: u32) -> Check {
             ),
         ),
     }
+}
+
+/// Every other runner config on this host: the files in `/etc/berth/config.toml` and
+/// `/etc/berth/config.d/*.toml`, and the configs prepares recorded as in use.
+fn other_runners_check(config: &Config) -> Check {
+    let mine = config.footprint();
+    let mut files = vec![PathBuf::from(berth_config::admin::DEFAULT_PATH)];
+    if let Ok(entries) = std::fs::read_dir(berth_config::admin::CONFIG_DIR) {
+        let mut found: Vec<PathBuf> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+            .collect();
+        found.sort();
+        files.extend(found);
+    }
+    let same_file = |a: &Path, b: &Path| match (std::fs::canonicalize(a), std::fs::canonicalize(b))
+    {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    };
+    let mut others = Vec::new();
+    let mut unreadable = Vec::new();
+    for file in files.iter().filter(|f| f.exists()) {
+        if mine.config.as_deref().is_some_and(|m| same_file(m, file)) {
+            continue;
+        }
+        match Config::load(file) {
+            Ok(other) => others.push(other.footprint()),
+            Err(e) => unreadable.push(e.to_string()),
+        }
+    }
+    // Configs in use elsewhere (say under gitlab-runner's own directory), each once.
+    match crate::instances::others(&mine) {
+        Ok(recorded) => others.extend(recorded.into_iter().filter(|r| {
+            !r.config
+                .as_deref()
+                .is_some_and(|c| files.iter().any(|f| same_file(c, f)))
+        })),
+        Err(e) => unreadable.push(e.to_string()),
+    }
+    shared_configs_check(&mine, &others, &unreadable)
+}
+
+/// The verdict on `mine` among the other runners' configs (pure).
+fn shared_configs_check(mine: &Footprint, others: &[Footprint], unreadable: &[String]) -> Check {
+    let conflicts: Vec<String> = others
+        .iter()
+        .filter_map(|o| {
+            let shared = mine.shared_with(o);
+            (!shared.is_empty()).then(|| format!("{} shares {}", o.describe(), shared.join("; ")))
+        })
+        .collect();
+    if !conflicts.is_empty() {
+        return check(
+            "other runner configs",
+            Level::Fail,
+            format!(
+                "{} must own its identities and directories alone: {}; its jobs are refused",
+                mine.describe(),
+                conflicts.join(", ")
+            ),
+            Some(
+                "give each runner's berth config its own `user`, `job_users`, `state_dir` (and `runtime_dir`, if set): setup-host.sh with BERTH_RUNNER_USER, BERTH_JOB_USER_PREFIX and BERTH_STATE_DIR creates them",
+            ),
+        );
+    }
+    if !unreadable.is_empty() {
+        return check(
+            "other runner configs",
+            Level::Fail,
+            format!(
+                "cannot tell whether other runners' configs share anything with this one: {}",
+                unreadable.join("; ")
+            ),
+            Some("fix or remove the config named"),
+        );
+    }
+    check(
+        "other runner configs",
+        Level::Ok,
+        format!(
+            "{} other runner config(s) on this host; none shares an identity or a directory with this one",
+            others.len()
+        ),
+        None,
+    )
 }
 
 fn check(name: &'static str, level: Level, detail: impl Into<String>, fix: Option<&str>) -> Check {
@@ -172,6 +259,7 @@ pub fn run_checks(config: &Config, euid: u32, podman_version: Option<&str>) -> V
         )
     });
     out.push(job_identities_check(config, euid));
+    out.push(other_runners_check(config));
     for (file, name) in [
         ("/etc/subuid", "subuid range"),
         ("/etc/subgid", "subgid range"),
@@ -413,6 +501,50 @@ pub fn run_checks(config: &Config, euid: u32, podman_version: Option<&str>) -> V
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn footprint(config: &str, user: &str, jobs: &[&str], state: &str) -> Footprint {
+        Footprint {
+            config: Some(config.into()),
+            user: user.into(),
+            job_users: jobs.iter().map(|j| (*j).to_owned()).collect(),
+            state_dir: state.into(),
+            runtime_dir: None,
+        }
+    }
+
+    #[test]
+    fn runner_configs_sharing_identities_or_state_fail_the_doctor() {
+        let a = footprint(
+            "/etc/berth/config.d/a.toml",
+            "ra",
+            &["a0"],
+            "/var/lib/berth",
+        );
+        let b = footprint(
+            "/etc/berth/config.d/b.toml",
+            "rb",
+            &["b0"],
+            "/var/lib/berth-b",
+        );
+        let ok = shared_configs_check(&a, std::slice::from_ref(&b), &[]);
+        assert_eq!(ok.level, Level::Ok, "{ok:?}");
+        let c = footprint(
+            "/etc/berth/config.d/c.toml",
+            "rc",
+            &["a0"],
+            "/var/lib/berth",
+        );
+        let fail = shared_configs_check(&a, &[b, c], &[]);
+        assert_eq!(fail.level, Level::Fail);
+        assert!(
+            fail.detail
+                .contains("/etc/berth/config.d/c.toml shares the identities a0")
+                && fail.detail.contains("the state directory"),
+            "{fail:?}"
+        );
+        let broken = shared_configs_check(&a, &[], &["cannot read x.toml".into()]);
+        assert_eq!(broken.level, Level::Fail);
+    }
 
     #[test]
     fn nested_run_is_checked_only_when_configured() {

@@ -67,6 +67,22 @@ pub enum StageError {
         /// What is wrong.
         reason: String,
     },
+    /// The admin's image trust policy refuses the job's image.
+    #[error(
+        "{kind} {image} is not trusted here: the image trust scope {scope} expects {expected}; {detail} (fix: use an image the scope admits, or ask the runner's admin)"
+    )]
+    ImageUntrusted {
+        /// `image` or `service`.
+        kind: &'static str,
+        /// The name as written.
+        image: String,
+        /// The `[[image_trust]]` scope that governs it.
+        scope: String,
+        /// What that scope expects.
+        expected: String,
+        /// What was found.
+        detail: String,
+    },
     /// The container runtime failed.
     #[error(transparent)]
     Sandbox(#[from] SandboxError),
@@ -151,6 +167,7 @@ impl StageError {
             Self::ImageNotAllowed { .. }
             | Self::PullPolicyNotAllowed { .. }
             | Self::InvalidImageName { .. }
+            | Self::ImageUntrusted { .. }
             | Self::SecurityPolicy { .. }
             | Self::ImageUnreadable { .. }
             | Self::ScanRefused { .. } => FailureKind::Build,
@@ -196,6 +213,13 @@ mod tests {
             StageError::InvalidImageName {
                 image: "UPPER".into(),
                 reason: "r".into(),
+            },
+            StageError::ImageUntrusted {
+                kind: "image",
+                image: "x".into(),
+                scope: "default".into(),
+                expected: "e".into(),
+                detail: "unsigned".into(),
             },
             StageError::Sandbox(SandboxError::ContainerExited {
                 role: "job".into(),

@@ -9,6 +9,7 @@ pub mod context;
 pub mod doctor;
 pub mod error;
 pub mod identities;
+pub mod instances;
 pub mod joblog;
 pub mod metrics;
 pub mod naming;
@@ -21,6 +22,7 @@ pub mod run;
 pub mod runner_config;
 pub mod scan_stage;
 pub mod state;
+pub mod trust;
 
 pub use context::Job;
 pub use error::{FailureKind, StageError};

@@ -20,15 +20,20 @@ fn component(text: &str, max: usize) -> String {
 }
 
 /// The job key: unique per job on a host, a valid container-name and path component.
-/// `j<job id>-<runner>` where runner is the runner's short token (or id); `local` without one.
-pub fn job_key(payload: &JobPayload, env: &ContractEnv) -> String {
+/// `j<job id>-<runner>` where runner is the runner's short token (or id); `local` without one;
+/// then `-<instance>` for a runner config other than the default one
+/// ([`berth_config::Config::instance`]), so that two runners on a host never name a job alike.
+pub fn job_key(payload: &JobPayload, env: &ContractEnv, instance: Option<&str>) -> String {
     let runner = env
         .job_var("CI_RUNNER_SHORT_TOKEN")
         .or_else(|| env.job_var("CI_RUNNER_ID"))
         .map(|r| component(r, 16))
         .filter(|r| !r.is_empty())
         .unwrap_or_else(|| "local".to_owned());
-    format!("j{}-{runner}", payload.id)
+    match instance {
+        Some(instance) => format!("j{}-{runner}-{instance}", payload.id),
+        None => format!("j{}-{runner}", payload.id),
+    }
 }
 
 /// The job's pod.
@@ -104,7 +109,14 @@ mod tests {
             "CUSTOM_ENV_CI_RUNNER_SHORT_TOKEN".to_owned(),
             "AbC_12/x".to_owned(),
         )]);
-        assert_eq!(job_key(&payload, &env), "j42-abc-12-x");
-        assert_eq!(job_key(&payload, &ContractEnv::default()), "j42-local");
+        assert_eq!(job_key(&payload, &env, None), "j42-abc-12-x");
+        assert_eq!(
+            job_key(&payload, &ContractEnv::default(), None),
+            "j42-local"
+        );
+        assert_eq!(
+            job_key(&payload, &env, Some("s0123abcd")),
+            "j42-abc-12-x-s0123abcd"
+        );
     }
 }

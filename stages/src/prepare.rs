@@ -7,6 +7,7 @@ use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use berth_config::protocol::ImageSpec;
+use berth_config::trust::TrustRule;
 use berth_config::{PullPolicy, StageTarget};
 use berth_sandbox::podman::job_labels;
 use berth_sandbox::{
@@ -35,6 +36,9 @@ fn unix_now() -> u64 {
 struct ImagePlan {
     name: String,
     registry: String,
+    /// `registry/repository`, normalised (`docker.io/library/alpine`): what trust scopes match.
+    repository: String,
+    kind: &'static str,
     policies: Vec<PullPolicy>,
 }
 
@@ -82,6 +86,8 @@ fn plan_image(job: &Job, spec: &ImageSpec, kind: &'static str) -> Result<ImagePl
     Ok(ImagePlan {
         name: spec.name.clone(),
         registry: reference.registry().to_owned(),
+        repository: format!("{}/{}", reference.registry(), reference.repository()),
+        kind,
         policies,
     })
 }
@@ -104,6 +110,78 @@ fn auth_for(job: &Job, registry: &str) -> Option<RegistryAuth> {
             username: c.username.clone(),
             password: c.password.clone(),
         })
+}
+
+/// Makes the job's or a service's image available as its pull policies say, under the admin's
+/// image trust when there is one, and returns it with the reference to run it by. A rejected
+/// scope is refused before any pull. Under a signature scope berth asks the registry for the
+/// digest the name points at and its cosign signatures, verifies them, and pulls and runs that
+/// digest; an image already in the base store is used without asking the registry only when its
+/// digest was verified under the policy in force.
+async fn ensure_job_image<S: Sandbox>(
+    job: &Job,
+    sandbox: &S,
+    plan: &ImagePlan,
+    gate: Option<&crate::trust::Gate>,
+) -> Result<(berth_sandbox::ImageInfo, String), StageError> {
+    let options = pull_options(job, &plan.registry);
+    let Some(gate) = gate else {
+        let info = sandbox
+            .ensure_image(&plan.name, &plan.policies, &options)
+            .await?;
+        return Ok((info, plan.name.clone()));
+    };
+    let scope = gate.trust.scope_for(&plan.repository);
+    let untrusted = |detail: String| StageError::ImageUntrusted {
+        kind: plan.kind,
+        image: plan.name.clone(),
+        scope: scope.shown().to_owned(),
+        expected: scope.rule.expectation(),
+        detail,
+    };
+    let key = match &scope.rule {
+        TrustRule::Reject => return Err(untrusted("its scope admits no image".into())),
+        TrustRule::Accept => {
+            let info = sandbox
+                .ensure_image(&plan.name, &plan.policies, &options)
+                .await?;
+            return Ok((info, plan.name.clone()));
+        }
+        TrustRule::Sigstore { key } => gate
+            .key(key)
+            .ok_or_else(|| untrusted("its key was not loaded".into()))?,
+    };
+    let pinned = |digest: &str| format!("{}@{digest}", plan.repository);
+    // Already here and verified under this policy: no need to ask the registry.
+    let asks_registry = plan.policies.contains(&PullPolicy::Always);
+    if !asks_registry
+        && let Ok(present) = sandbox
+            .ensure_image(&plan.name, &[PullPolicy::Never], &options)
+            .await
+        && let Some(digest) = present.digest.as_deref().filter(|d| gate.is_verified(d))
+    {
+        let reference = pinned(digest);
+        let info = sandbox
+            .ensure_image(&reference, &[PullPolicy::Never], &options)
+            .await?;
+        return Ok((info, reference));
+    }
+    if plan.policies.iter().all(|p| *p == PullPolicy::Never) {
+        return Err(untrusted(
+            "berth never verified it under the trust policy in force, and its pull policy \"never\" forbids asking the registry".into(),
+        ));
+    }
+    let signed = sandbox
+        .registry_signatures(&plan.name, &plan.repository, &options)
+        .await?;
+    crate::trust::verify_cosign(key, &plan.repository, &signed.digest, &signed.layers)
+        .map_err(|why| untrusted(format!("{} at the registry: {why}", signed.digest)))?;
+    let reference = pinned(&signed.digest);
+    let info = sandbox
+        .ensure_image(&reference, &[PullPolicy::IfNotPresent], &options)
+        .await?;
+    gate.record_verified(&signed.digest)?;
+    Ok((info, reference))
 }
 
 /// The job image: the payload's, else `CI_JOB_IMAGE`, else the admin's default.
@@ -239,13 +317,9 @@ async fn prepare_inner<S: Sandbox>(
     sandbox.start().await?;
     step("sandbox start");
     log.line(&format!("Using job image {} ...", image.name));
-    let image_info = sandbox
-        .ensure_image(
-            &image.name,
-            &image.policies,
-            &pull_options(job, &image.registry),
-        )
-        .await?;
+    let gate = crate::trust::Gate::of(&job.config)?;
+    let (image_info, image_reference) =
+        ensure_job_image(job, sandbox, &image, gate.as_ref()).await?;
     // The helper is the runner's own tooling, provisioned with the host: pulled only when missing.
     let helper_info = sandbox
         .ensure_image(
@@ -256,20 +330,12 @@ async fn prepare_inner<S: Sandbox>(
         .await?;
     let mut service_infos = Vec::new();
     for (_, plan) in &services {
-        service_infos.push(
-            sandbox
-                .ensure_image(
-                    &plan.name,
-                    &plan.policies,
-                    &pull_options(job, &plan.registry),
-                )
-                .await?,
-        );
+        service_infos.push(ensure_job_image(job, sandbox, plan, gate.as_ref()).await?);
     }
 
     step("images");
     for info in std::iter::once(&image_info)
-        .chain(&service_infos)
+        .chain(service_infos.iter().map(|(info, _)| info))
         .chain(std::iter::once(&helper_info))
     {
         if let Err(e) = berth_sandbox::process::as_root(|| {
@@ -301,14 +367,16 @@ async fn prepare_inner<S: Sandbox>(
         .filter(|v| !v.file)
         .map(|v| (v.key.clone(), v.value.clone()))
         .collect();
-    for (index, ((spec, plan), info)) in services.iter().zip(&service_infos).enumerate() {
+    for (index, ((spec, plan), (info, reference))) in
+        services.iter().zip(&service_infos).enumerate()
+    {
         let aliases = naming::service_aliases(&spec.name, &spec.aliases());
         log.line(&format!(
             "Starting service {} (reachable as {}) ...",
             plan.name,
             aliases.join(", ")
         ));
-        let mut c = container(job, Role::Service, &format!("svc{index}"), &plan.name);
+        let mut c = container(job, Role::Service, &format!("svc{index}"), reference);
         c.entrypoint = entrypoint_override(spec);
         c.command = spec.command.clone().filter(|c| !c.is_empty());
         c.env = job_vars.clone();
@@ -354,7 +422,7 @@ async fn prepare_inner<S: Sandbox>(
         log.warn("no gitlab-runner binary found for the helper: artifacts and cache stages will be skipped (set gitlab_runner_binary in the berth config)");
     }
     step("services");
-    let mut job_container = container(job, Role::Job, StageTarget::Job.as_str(), &image.name);
+    let mut job_container = container(job, Role::Job, StageTarget::Job.as_str(), &image_reference);
     job_container.entrypoint = entrypoint_override(&image_spec);
     if job.config.nested_builds {
         let nested = crate::nested::prepare(

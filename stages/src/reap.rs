@@ -131,8 +131,12 @@ pub async fn reap_all(
             log.warn(&format!("removing the cgroup of {key}: {e}"));
         }
     }
-    // Cgroups of jobs whose directory never came to be (a prepare killed early).
-    for key in berth_sandbox::cgroups::job_keys() {
+    // Cgroups of jobs whose directory never came to be (a prepare killed early): only those of
+    // this config's job identities, since another runner's config on this host has its own.
+    let owners: Vec<u32> = identities
+        .map(|ids| ids.jobs.iter().map(|j| j.uid).collect())
+        .unwrap_or_default();
+    for key in berth_sandbox::cgroups::job_keys_owned_by(&owners) {
         if Some(key.as_str()) != skip && !config.jobs_dir().join(&key).exists() {
             let _ = berth_sandbox::process::as_root(|| berth_sandbox::cgroups::remove(&key));
         }

@@ -29,8 +29,8 @@ fn images(names: &[&str]) -> BTreeMap<String, ImageInfo> {
                 (*n).to_owned(),
                 ImageInfo {
                     id: format!("id-{n}"),
-                    entrypoint: None,
                     tcp_ports: vec![5432],
+                    ..ImageInfo::default()
                 },
             )
         })
@@ -75,6 +75,7 @@ fn prepare_creates_pod_services_helper_and_job_in_order() {
             Call::WaitPorts(s, p) => format!("wait {s} {p:?}"),
             Call::Exec(..) => "exec".into(),
             Call::Teardown => "teardown".into(),
+            Call::RegistrySignatures(i) => format!("signatures {i}"),
         })
         .collect();
     assert_eq!(

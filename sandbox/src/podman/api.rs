@@ -101,6 +101,9 @@ pub struct ImageInspect {
     /// Image id.
     #[serde(rename = "Id", default)]
     pub id: String,
+    /// The manifest digest it was pulled by (empty when built or imported locally).
+    #[serde(rename = "Digest", default)]
+    pub digest: String,
     /// Image config.
     #[serde(rename = "Config", default)]
     pub config: ImageConfig,

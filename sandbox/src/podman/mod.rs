@@ -9,6 +9,7 @@
 pub mod api;
 mod buildkit;
 mod service;
+mod signatures;
 pub mod spec;
 mod store;
 mod teardown;
@@ -256,6 +257,15 @@ impl Sandbox for PodmanSandbox {
             image: image.to_owned(),
             reason: tried.join("; then "),
         })
+    }
+
+    async fn registry_signatures(
+        &self,
+        image: &str,
+        repository: &str,
+        pull: &PullOptions,
+    ) -> Result<crate::RegistrySignatures, SandboxError> {
+        Self::registry_signatures(self, image, repository, pull).await
     }
 
     async fn create_pod(&self, spec: &PodSpec) -> Result<(), SandboxError> {

@@ -42,19 +42,7 @@ impl PodmanSandbox {
         if pull.insecure {
             spec = spec.args(["--tls-verify=false"]);
         }
-        if let Some(auth) = &pull.auth {
-            let file = self.paths.auth_file();
-            let token = base64::engine::general_purpose::STANDARD
-                .encode(format!("{}:{}", auth.username, auth.password));
-            let doc = json!({ "auths": { auth.registry.clone(): { "auth": token } } });
-            // The pull runs as the store identity: the file is made for it alone, by root.
-            let owner = self.settings.store.identity;
-            process::as_root(|| {
-                if let Some(dir) = file.parent() {
-                    mkdir(dir, 0o711)?;
-                }
-                write_private(&file, doc.to_string().as_bytes(), owner)
-            })?;
+        if let Some(file) = self.write_pull_auth(pull)? {
             spec = spec.args(["--authfile".into(), file.into_os_string()]);
         }
         spec = spec.args([image]);
@@ -74,6 +62,30 @@ impl PodmanSandbox {
             .map_err(SandboxError::runtime(format!("pull image {image}")))
     }
 
+    /// Writes the job's credentials for `pull`'s registry where the store identity alone can
+    /// read them (root makes the file); callers remove it (`auth_file`) when the pull is over.
+    pub(super) fn write_pull_auth(
+        &self,
+        pull: &PullOptions,
+    ) -> Result<Option<PathBuf>, SandboxError> {
+        let Some(auth) = &pull.auth else {
+            return Ok(None);
+        };
+        let file = self.paths.auth_file();
+        let token = base64::engine::general_purpose::STANDARD
+            .encode(format!("{}:{}", auth.username, auth.password));
+        let doc = json!({ "auths": { auth.registry.clone(): { "auth": token } } });
+        // The pull runs as the store identity: the file is made for it alone, by root.
+        let owner = self.settings.store.identity;
+        process::as_root(|| {
+            if let Some(dir) = file.parent() {
+                mkdir(dir, 0o711)?;
+            }
+            write_private(&file, doc.to_string().as_bytes(), owner)
+        })?;
+        Ok(Some(file))
+    }
+
     /// What berth needs of `image`: its id, entrypoint and exposed TCP ports.
     pub(super) async fn inspect_image(&self, image: &str) -> Result<ImageInfo, SandboxError> {
         let inspect = self
@@ -83,6 +95,7 @@ impl PodmanSandbox {
             .map_err(SandboxError::runtime(format!("inspect image {image}")))?;
         Ok(ImageInfo {
             id: inspect.id,
+            digest: Some(inspect.digest).filter(|d| !d.is_empty()),
             entrypoint: inspect.config.entrypoint,
             tcp_ports: tcp_ports(inspect.config.exposed_ports.unwrap_or_default().keys()),
         })
