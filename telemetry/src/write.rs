@@ -42,7 +42,7 @@ pub enum FlushError {
         source: std::io::Error,
     },
     /// A directory someone else could write to.
-    #[error("{}: {why}; metrics are written only where no one but uid {owner} can write (fix: chown {owner} and chmod go-w it)", path.display())]
+    #[error("{}: {why}; berth writes metrics and its admin log only where no one but uid {owner} can write (fix: chown {owner} and chmod go-w it)", path.display())]
     Untrusted {
         /// The directory.
         path: PathBuf,
