@@ -16,7 +16,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
 /// The admin log's events; never shown in the job log.
-pub(crate) const ADMIN: &str = "berth::admin";
+pub(crate) const ADMIN: &str = berth_telemetry::adminlog::TARGET;
 
 /// The job this process serves, once its payload is read: key and project.
 static JOB: OnceLock<(String, String)> = OnceLock::new();

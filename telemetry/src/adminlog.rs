@@ -10,6 +10,9 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use crate::write::{FlushError, trusted_dir};
 
+/// The tracing target of berth's admin events: the admin log takes them, the job log never.
+pub const TARGET: &str = "berth::admin";
+
 /// journald's native protocol socket.
 pub const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
 /// Longest line sent (journald takes larger ones only through a memfd).
