@@ -26,9 +26,9 @@ pub const RUNNER_USER: &str = "berth-runner";
 pub const STATE_DIR: &str = "/var/lib/berth";
 
 /// The `berth` binary next to the test executable (cargo builds it for the workspace), or
-/// `BERTH_TEST_BINARY` (a copy of it, when several worktrees share one target directory).
+/// `BERTH_BINARY` (a copy of it, when several worktrees share one target directory).
 pub fn berth_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("BERTH_TEST_BINARY") {
+    if let Some(path) = std::env::var_os("BERTH_BINARY") {
         return PathBuf::from(path);
     }
     let exe = std::env::current_exe().expect("test executable path");
