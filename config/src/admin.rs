@@ -144,6 +144,11 @@ struct RawConfig {
     prune_after_days: Option<u32>,
     buildkit_cache: Option<String>,
     reap_grace: Option<u64>,
+    metrics_dir: Option<PathBuf>,
+    metrics_name: Option<String>,
+    metrics_max_projects: Option<u32>,
+    log_format: Option<String>,
+    admin_log: Option<PathBuf>,
     image_trust: Option<Vec<crate::trust::RawTrustScope>>,
     admission_policies: Option<PathBuf>,
     sign_passed_images: Option<bool>,
@@ -193,6 +198,11 @@ const KNOWN_KEYS: &[&str] = &[
     "prune_after_days",
     "reap_grace",
     "buildkit_cache",
+    "metrics_dir",
+    "metrics_name",
+    "metrics_max_projects",
+    "log_format",
+    "admin_log",
     "image_trust",
     "admission_policies",
     "sign_passed_images",
@@ -340,6 +350,97 @@ pub struct Config {
     pub buildkit_host_network: bool,
     /// Keep BuildKit's cache per project (and apart for protected refs) instead of per job.
     pub buildkit_cache_per_project: bool,
+    /// Metrics and the admin log.
+    pub observability: Observability,
+}
+
+/// What berth tells the runner's admin apart from the job log: metrics for node_exporter's
+/// textfile collector and the admin log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observability {
+    /// node_exporter's textfile directory (None: no metrics).
+    pub metrics_dir: Option<PathBuf>,
+    /// The file's stem (`<metrics_dir>/<name>.prom`) and the `runner` label: one per runner
+    /// config, so several configs may share a `metrics_dir`.
+    pub metrics_name: String,
+    /// Projects kept in the `project` label of the findings gauge (the least recently scanned
+    /// are dropped beyond it; 0: no per-project series).
+    pub metrics_max_projects: u32,
+    /// berth's own events as JSON lines to journald, or to `admin_log` without journald.
+    pub json_log: bool,
+    /// The admin log file used when journald is not there.
+    pub admin_log: Option<PathBuf>,
+}
+
+/// `metrics_name` by default: the config file's stem (`config.d/fast.toml` is `fast`), `berth`
+/// for `config.toml` and the built-in defaults.
+fn default_metrics_name(source: Option<&Path>) -> String {
+    source
+        .and_then(Path::file_stem)
+        .and_then(|s| s.to_str())
+        .filter(|s| *s != "config" && valid_metrics_name(s))
+        .unwrap_or("berth")
+        .to_owned()
+}
+
+fn valid_metrics_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+fn observability(
+    raw: &RawConfig,
+    source: Option<&Path>,
+    problems: &mut Vec<ConfigProblem>,
+) -> Observability {
+    let metrics_name = match &raw.metrics_name {
+        Some(name) if valid_metrics_name(name) => name.clone(),
+        Some(name) => {
+            problems.push(ConfigProblem::new(
+                "metrics_name",
+                format!("{name:?} is not a file name of letters, digits, '-', '_' and '.'"),
+                "use e.g. \"runner-a\" (at most 64 characters, not starting with '.')",
+            ));
+            default_metrics_name(source)
+        }
+        None => default_metrics_name(source),
+    };
+    let json_log = match raw.log_format.as_deref().unwrap_or("text") {
+        "text" => false,
+        "json" => true,
+        other => {
+            problems.push(ConfigProblem::new(
+                "log_format",
+                format!("unknown log format {other:?}"),
+                "use \"text\" (default: berth's messages only in the job log) or \"json\" (also an admin log of JSON lines)",
+            ));
+            false
+        }
+    };
+    if json_log && raw.admin_log.is_none() {
+        problems.push(ConfigProblem::new(
+            "admin_log",
+            "log_format = \"json\" needs a file for hosts without journald",
+            "set admin_log, e.g. \"/var/log/berth/admin.log\" (used only when /run/systemd/journal/socket is missing)",
+        ));
+    }
+    Observability {
+        metrics_dir: raw
+            .metrics_dir
+            .clone()
+            .map(|p| absolute("metrics_dir", p, problems)),
+        metrics_name,
+        metrics_max_projects: raw.metrics_max_projects.unwrap_or(50),
+        json_log,
+        admin_log: raw
+            .admin_log
+            .clone()
+            .map(|p| absolute("admin_log", p, problems)),
+    }
 }
 
 /// How berth scans the images a job builds.
@@ -718,6 +819,7 @@ fn absolute(key: &str, path: PathBuf, problems: &mut Vec<ConfigProblem>) -> Path
 
 fn validate(raw: RawConfig, source: Option<&Path>) -> Result<Config, Vec<ConfigProblem>> {
     let mut problems = Vec::new();
+    let observability = observability(&raw, source, &mut problems);
     let user = raw.user.unwrap_or_else(|| "berth-runner".to_owned());
     if user.is_empty() || user == "root" {
         problems.push(ConfigProblem::new(
@@ -1030,6 +1132,7 @@ fn validate(raw: RawConfig, source: Option<&Path>) -> Result<Config, Vec<ConfigP
         buildkitd,
         buildkit_host_network,
         buildkit_cache_per_project,
+        observability,
     };
     if problems.is_empty() {
         Ok(config)
@@ -1068,6 +1171,50 @@ mod tests {
             assert_eq!(problems[0].key, "build_socket");
             assert!(problems[0].fix.contains(fix), "{text}: {}", problems[0].fix);
         }
+    }
+
+    #[test]
+    fn metrics_and_the_admin_log_are_off_by_default_and_checked_when_set() {
+        let c = Config::defaults();
+        assert_eq!(c.observability.metrics_dir, None);
+        assert!(!c.observability.json_log);
+        assert_eq!(c.observability.metrics_name, "berth");
+        let named = |path: &str| {
+            Config::parse("", Some(Path::new(path)))
+                .expect("valid")
+                .observability
+                .metrics_name
+        };
+        assert_eq!(named("/etc/berth/config.toml"), "berth");
+        assert_eq!(named("/etc/berth/config.d/fast-lane.toml"), "fast-lane");
+        let c = Config::parse(
+            "metrics_dir = \"/var/lib/berth-metrics\"\nmetrics_name = \"a\"\nmetrics_max_projects = 3\nlog_format = \"json\"\nadmin_log = \"/var/log/berth.log\"\n",
+            None,
+        )
+        .expect("valid");
+        assert_eq!(
+            c.observability,
+            Observability {
+                metrics_dir: Some("/var/lib/berth-metrics".into()),
+                metrics_name: "a".into(),
+                metrics_max_projects: 3,
+                json_log: true,
+                admin_log: Some("/var/log/berth.log".into()),
+            }
+        );
+        let err = Config::parse(
+            "metrics_dir = \"rel\"\nmetrics_name = \"../x\"\nlog_format = \"xml\"\n",
+            None,
+        )
+        .expect_err("bad");
+        let ConfigError::Invalid { problems, .. } = err else {
+            panic!("expected Invalid, got {err}");
+        };
+        let mut keys: Vec<_> = problems.iter().map(|p| p.key.as_str()).collect();
+        keys.sort_unstable();
+        assert_eq!(keys, ["log_format", "metrics_dir", "metrics_name"]);
+        let err = Config::parse("log_format = \"json\"\n", None).expect_err("no file");
+        assert!(err.to_string().contains("admin_log"), "{err}");
     }
 
     #[test]

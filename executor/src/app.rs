@@ -18,7 +18,6 @@ use berth_stages::context::HostFacts;
 use berth_stages::outcome::Invocation;
 use berth_stages::state::ProcessIdentity;
 use berth_stages::{ExitCodes, FailureKind, Job, JobLog, Outcome, StageError};
-use tracing_subscriber::EnvFilter;
 
 use crate::cli::{Cli, Command};
 use berth_sandbox::identity::Identity;
@@ -45,14 +44,20 @@ pub(crate) fn bad_arguments(e: &clap::Error) -> ExitCode {
 }
 
 pub(crate) fn main(cli: Cli) -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            EnvFilter::try_from_env("BERTH_LOG").unwrap_or_else(|_| EnvFilter::new("warn")),
-        )
-        .with_target(false)
-        .without_time()
-        .init();
+    let started = std::time::Instant::now();
+    let started_as_root = nix::unistd::Uid::effective().is_root();
+    // The runner's commands (and the admin's reap and doctor) report to the admin; a person's
+    // commands (scan, exec) and berth's helpers inside a job identity do not.
+    let observed = match &cli.command {
+        Command::Config
+        | Command::Prepare
+        | Command::Run { .. }
+        | Command::Cleanup
+        | Command::Reap
+        | Command::Doctor => load_config(cli.config.as_deref()).ok(),
+        _ => None,
+    };
+    crate::observe::init_logging(observed.as_ref());
     let env = ContractEnv::from_vars(std::env::vars());
     let codes = ExitCodes {
         build: env.build_failure_exit_code(),
@@ -78,7 +83,11 @@ pub(crate) fn main(cli: Cli) -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        Command::Doctor => doctor(cli.config.as_deref()),
+        Command::Doctor => {
+            let code = doctor(cli.config.as_deref());
+            crate::observe::finish(observed.as_ref(), started_as_root);
+            code
+        }
         Command::Scan(args) => scan(&args),
         Command::Exec(args) => exec(&args, cli.config.as_deref()),
         Command::ScanInventory { request } => {
@@ -101,13 +110,18 @@ pub(crate) fn main(cli: Cli) -> ExitCode {
                 }
             }
         }
-        Command::Reap => match reap(cli.config.as_deref()) {
-            Ok(c) => c,
-            Err(e) => {
-                report(&e);
-                code(berth_stages::outcome::exit_code(&Err(e), codes))
+        Command::Reap => {
+            let reaped = reap(cli.config.as_deref());
+            crate::observe::finish(observed.as_ref(), started_as_root);
+            match reaped {
+                Ok(c) => c,
+                Err(e) => {
+                    report(&e);
+                    crate::observe::failed("reap", &e);
+                    code(berth_stages::outcome::exit_code(&Err(e), codes))
+                }
             }
-        },
+        }
         Command::Policy { command } => {
             let ran = match command {
                 crate::cli::PolicyCommand::Test(args) => berth_policy::cli::test(&args),
@@ -169,6 +183,12 @@ pub(crate) fn main(cli: Cli) -> ExitCode {
             }
         }
         Command::Config | Command::Prepare | Command::Run { .. } | Command::Cleanup => {
+            let stage_name = match &cli.command {
+                Command::Prepare => "prepare".to_owned(),
+                Command::Run { stage, .. } => stage.clone(),
+                Command::Cleanup => "cleanup".to_owned(),
+                _ => "config".to_owned(),
+            };
             let ending = match cli.command {
                 Command::Prepare => stage(JobStage::Prepare, cli.config.as_deref(), env),
                 Command::Run {
@@ -187,7 +207,10 @@ pub(crate) fn main(cli: Cli) -> ExitCode {
             };
             if let Err(e) = &ending {
                 report(e);
+                crate::observe::failed(&stage_name, e);
             }
+            crate::observe::stage_ended(&stage_name, started, &ending);
+            crate::observe::finish(observed.as_ref(), started_as_root);
             code(berth_stages::outcome::exit_code(&ending, codes))
         }
     }
@@ -274,6 +297,7 @@ fn reap(config_path: Option<&Path>) -> Result<ExitCode, StageError> {
     let report = runtime.block_on(reap_jobs(&config, &who, None, &mut log));
     for e in &report.errors {
         log.warn(&e.to_string());
+        tracing::warn!(target: crate::observe::ADMIN, error = %e, "reap could not remove");
     }
     // The kept caches and the base store are the store identity's: it prunes them, not root.
     let store_user = match &who {
@@ -292,6 +316,15 @@ fn reap(config_path: Option<&Path>) -> Result<ExitCode, StageError> {
     prune_errors += runtime.block_on(berth_stages::prune::collect_base_images(
         &config, &settings, &mut log,
     ));
+    berth_telemetry::recorder::note(berth_telemetry::Event::ReapLeft {
+        count: (report.errors.len() + prune_errors) as u64,
+    });
+    match berth_stages::metrics::base_store_bytes(&config) {
+        Ok(bytes) => {
+            berth_telemetry::recorder::note(berth_telemetry::Event::BaseStoreSize { bytes })
+        }
+        Err(e) => log.warn(&format!("the base store's size is unknown: {e}")),
+    }
     Ok(if report.errors.is_empty() && prune_errors == 0 {
         ExitCode::SUCCESS
     } else {
@@ -482,10 +515,20 @@ async fn reap_jobs(
         Who::Root(ids) => Some(ids),
         Who::OwnUser(_) => None,
     };
-    berth_stages::reap::reap_all(config, identities, skip, log, |key, identity| {
+    let report = berth_stages::reap::reap_all(config, identities, skip, log, |key, identity| {
         sandbox_of(config, who, key, identity)
     })
-    .await
+    .await;
+    for (key, why) in &report.reaped {
+        tracing::info!(target: crate::observe::ADMIN, reaped = %key, reason = ?why, "reaped an abandoned job");
+    }
+    if !report.reaped.is_empty() {
+        berth_telemetry::recorder::note(berth_telemetry::Event::Reaped {
+            kind: "job".to_owned(),
+            count: report.reaped.len() as u64,
+        });
+    }
+    report
 }
 
 fn read_input(path: &Path, what: &str) -> Result<Vec<u8>, StageError> {
@@ -521,13 +564,13 @@ fn read_inputs(config_path: Option<&Path>, env: &ContractEnv) -> Result<Inputs, 
     let payload = read_input(&payload_path, "a readable JOB_RESPONSE_FILE")?;
     let payload = String::from_utf8_lossy(&payload).into_owned();
     if let Ok(parsed) = berth_config::JobPayload::from_json(&payload) {
-        let _ = MASKED.set(
-            parsed
-                .masked_values()
-                .into_iter()
-                .map(str::to_owned)
-                .collect(),
-        );
+        let masked: Vec<String> = parsed
+            .masked_values()
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        berth_telemetry::adminlog::mask(masked.iter().cloned());
+        let _ = MASKED.set(masked);
     }
     let who = Who::of(&config)?;
     Ok(Inputs {
@@ -546,6 +589,7 @@ fn config(config_path: Option<&Path>, env: ContractEnv) -> Result<Outcome, Stage
     } = read_inputs(config_path, &env)?;
     let host = who.host(&config, None);
     let job = Job::new(config, env, &payload, host)?;
+    crate::observe::serving(&job);
     let host_name = nix::unistd::gethostname()
         .map(|h| h.to_string_lossy().into_owned())
         .unwrap_or_else(|_| "berth".into());
@@ -599,6 +643,7 @@ fn stage(
             let leases = Leases::open(&config)?;
             let host = who.host(&config, None);
             let job = Job::new(config, env, &payload, host)?;
+            crate::observe::serving(&job);
             let key = job.key.clone();
             let identity = match invocation {
                 Invocation::Prepare => {
@@ -637,6 +682,7 @@ fn stage(
         Who::OwnUser(user) => {
             let host = who.host(&config, None);
             let job = Job::new(config, env, &payload, host)?;
+            crate::observe::serving(&job);
             (job, user.clone())
         }
     };

@@ -3,6 +3,7 @@
 
 mod app;
 mod cli;
+mod observe;
 mod privileges;
 
 use clap::Parser;

@@ -25,8 +25,12 @@ pub const RUNNER_USER: &str = "berth-runner";
 /// berth's state directory on test hosts.
 pub const STATE_DIR: &str = "/var/lib/berth";
 
-/// The `berth` binary next to the test executable (cargo builds it for the workspace).
+/// The `berth` binary next to the test executable (cargo builds it for the workspace), or
+/// `BERTH_BINARY` (a copy of it, when several worktrees share one target directory).
 pub fn berth_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("BERTH_BINARY") {
+        return PathBuf::from(path);
+    }
     let exe = std::env::current_exe().expect("test executable path");
     let dir = exe.parent().and_then(Path::parent).expect("target dir");
     let berth = dir.join("berth");

@@ -495,6 +495,7 @@ pub fn run_checks(config: &Config, euid: u32, podman_version: Option<&str>) -> V
             ),
         });
     }
+    out.extend(crate::metrics::doctor_checks(config, euid));
     out
 }
 

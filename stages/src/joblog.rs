@@ -66,8 +66,9 @@ impl JobLog {
         let _ = self.sink.flush();
     }
 
-    /// A warning line, as the runner formats them.
+    /// A warning line, as the runner formats them; also in the admin log.
     pub fn warn(&mut self, text: &str) {
+        tracing::warn!(target: berth_telemetry::adminlog::TARGET, warning = %mask_text(text, &self.masked), "job log warning");
         self.line(&format!("\x1b[0;33mWARNING: {text}\x1b[0;m"));
     }
 }

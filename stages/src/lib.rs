@@ -12,6 +12,7 @@ pub mod error;
 pub mod identities;
 pub mod instances;
 pub mod joblog;
+pub mod metrics;
 pub mod naming;
 pub mod nested;
 pub mod outcome;

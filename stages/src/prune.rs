@@ -177,6 +177,16 @@ pub fn unused_images(config: &Config, images: &[StoreImage], now: SystemTime) ->
         .collect()
 }
 
+/// Counts removed objects of `kind` for the metrics.
+fn note_removed(kind: &str, count: usize) {
+    if count > 0 {
+        berth_telemetry::recorder::note(berth_telemetry::Event::Reaped {
+            kind: kind.to_owned(),
+            count: count as u64,
+        });
+    }
+}
+
 /// Runs as the store identity (or berth's own user), which owns what it removes.
 /// Removes kept caches unused for longer than the admin allows (see `berth_stages::prune`);
 /// returns how many could not be removed, each told in the log.
@@ -194,7 +204,10 @@ pub async fn prune_caches(
             std::fs::remove_file(path)
         };
         match removed {
-            Ok(()) => log.line(&format!("pruned {} (unused too long)", path.display())),
+            Ok(()) => {
+                note_removed("cache", 1);
+                log.line(&format!("pruned {} (unused too long)", path.display()));
+            }
             Err(e) => {
                 errors += 1;
                 log.warn(&format!("pruning {}: {e}", path.display()));
@@ -203,6 +216,7 @@ pub async fn prune_caches(
     }
     match berth_sandbox::podman::remove_in_user_namespace(settings, &plan.in_user_namespace).await {
         Ok(()) => {
+            note_removed("cache", plan.in_user_namespace.len());
             for path in &plan.in_user_namespace {
                 log.line(&format!("pruned {} (unused too long)", path.display()));
             }
@@ -257,7 +271,10 @@ pub async fn collect_base_images(
     // One at a time: one image Podman refuses must not keep the others.
     for id in &unused {
         match berth_sandbox::podman::remove_base_images(settings, std::slice::from_ref(id)).await {
-            Ok(()) => log.line(&format!("removed base image {id} (unused too long)")),
+            Ok(()) => {
+                note_removed("image", 1);
+                log.line(&format!("removed base image {id} (unused too long)"));
+            }
             Err(e) => {
                 failed += 1;
                 log.warn(&format!("removing base image {id}: {e}"));

@@ -546,6 +546,11 @@ async fn scan_fresh(
     let berths_store = &job.paths.image_store;
     let (db, db_warnings) = api::open_db(&settings.db, freshness, now)
         .map_err(|e| scan_failure(&first.id, berths_store, &settings.db, e))?;
+    if let Some(updated) = db.meta.updated_at() {
+        berth_telemetry::recorder::note(berth_telemetry::Event::AdvisoryDbUpdated {
+            unix_seconds: updated.unix_timestamp(),
+        });
+    }
     let policy =
         scan_policy(settings, rules, now.date()).map_err(|detail| StageError::Scanner {
             image: first.id.clone(),
@@ -609,12 +614,34 @@ async fn scan_fresh(
             say(out, &line).await;
         }
         say(out, &rendered(Format::Table)).await;
+        note_scan(job, &outcome.report);
         match outcome.verdict {
             Verdict::Fail { .. } => blocked.push(name),
             Verdict::Pass => {}
         }
     }
     Ok(blocked)
+}
+
+/// Counts a scanned image's findings for the metrics, under the job's project.
+fn note_scan(job: &Job, report: &Report) {
+    let mut findings = std::collections::BTreeMap::new();
+    for f in &report.findings {
+        *findings.entry(f.severity.to_string()).or_insert(0) += 1;
+    }
+    berth_telemetry::recorder::note(berth_telemetry::Event::ImageScanned {
+        // Metrics are not masked like logs: a project path that holds a secret is not shown.
+        project: crate::joblog::mask_text(
+            job.payload.variable("CI_PROJECT_PATH").unwrap_or("unknown"),
+            &job.payload
+                .masked_values()
+                .into_iter()
+                .map(str::to_owned)
+                .collect::<Vec<_>>(),
+        ),
+        blocked: report.blocked,
+        findings,
+    });
 }
 
 /// Records and scans what the job built since the last call. A blocked image is a
@@ -647,6 +674,11 @@ pub async fn after_user_stage<S: Sandbox>(
         // Root's file when the job has an identity: the job cannot make berth skip an image.
         berth_sandbox::process::as_root(|| job_dir.write_atomic(RECORD, &text, 0o644))
             .map_err(StageError::io(&job.paths.job_dir.join(RECORD)))?;
+    }
+    for image in &fresh {
+        berth_telemetry::recorder::note(berth_telemetry::Event::ImageBuilt {
+            builder: image.builder.clone(),
+        });
     }
     if !job.config.scan.enabled {
         return Ok(());

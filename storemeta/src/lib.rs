@@ -115,6 +115,8 @@ pub struct StoreLayer {
     pub parent: Option<StoreId>,
     /// The digest of its uncompressed tar (the image's DiffID), when recorded.
     pub diff_digest: Option<StoreDigest>,
+    /// The size of its uncompressed tar, when recorded (for the base store's size).
+    pub diff_size: Option<u64>,
 }
 
 /// Errors reading a store's metadata; each names the file, the problem and the fix.
@@ -169,6 +171,8 @@ struct RawLayer {
     parent: Option<String>,
     #[serde(rename = "diff-digest", default)]
     diff_digest: Option<String>,
+    #[serde(rename = "diff-size", default)]
+    diff_size: Option<u64>,
 }
 
 /// Problems of one file, counted past the ones listed.
@@ -317,6 +321,7 @@ pub fn parse_layers(bytes: &[u8], path: &Path) -> Result<Vec<StoreLayer>, StoreM
                 id: id.clone(),
                 parent,
                 diff_digest,
+                diff_size: raw.diff_size,
             }),
             _ => None,
         };

@@ -107,6 +107,9 @@ pub struct ImageInspect {
     /// Image config.
     #[serde(rename = "Config", default)]
     pub config: ImageConfig,
+    /// Its size in bytes (for the pull metrics).
+    #[serde(rename = "Size", default)]
+    pub size: Option<u64>,
 }
 
 /// OCI image config.

@@ -227,10 +227,26 @@ impl Sandbox for PodmanSandbox {
                     Err("not in the base image store (pull policy \"never\")".to_owned())
                 }
                 PullPolicy::IfNotPresent if present => Ok(()),
-                PullPolicy::IfNotPresent | PullPolicy::Always => self
-                    .pull(image, pull)
-                    .await
-                    .map_err(|e| format!("pull failed ({}): {e}", policy.as_str())),
+                PullPolicy::IfNotPresent | PullPolicy::Always => {
+                    let started = std::time::Instant::now();
+                    let pulled = self.pull(image, pull).await;
+                    let seconds = started.elapsed().as_secs_f64();
+                    let bytes = match &pulled {
+                        Ok(()) => self
+                            .api
+                            .image_inspect(image)
+                            .await
+                            .ok()
+                            .and_then(|i| i.size),
+                        Err(_) => None,
+                    };
+                    berth_telemetry::recorder::note(berth_telemetry::Event::ImagePulled {
+                        ok: pulled.is_ok(),
+                        seconds,
+                        bytes,
+                    });
+                    pulled.map_err(|e| format!("pull failed ({}): {e}", policy.as_str()))
+                }
             };
             match outcome {
                 Ok(()) => return self.inspect_image(image).await,
