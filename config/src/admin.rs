@@ -138,6 +138,8 @@ struct RawConfig {
     prune_after_days: Option<u32>,
     buildkit_cache: Option<String>,
     reap_grace: Option<u64>,
+    db_url: Option<String>,
+    db_public_key: Option<String>,
 }
 
 /// Keys [`RawConfig`] accepts, for reporting every unknown key at once.
@@ -183,6 +185,8 @@ const KNOWN_KEYS: &[&str] = &[
     "prune_after_days",
     "reap_grace",
     "buildkit_cache",
+    "db_url",
+    "db_public_key",
 ];
 
 /// An allow-list of doublestar globs with `!` exclusions (the Docker executor's `allowed_images`).
@@ -319,6 +323,20 @@ pub struct Config {
     pub buildkit_host_network: bool,
     /// Keep BuildKit's cache per project (and apart for protected refs) instead of per job.
     pub buildkit_cache_per_project: bool,
+    /// Where `berth db update` without `--from` fetches the advisory database, and how it is
+    /// verified.
+    pub advisory_updates: AdvisoryUpdates,
+}
+
+/// The advisory database published once and fetched by every host (`berth db update`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AdvisoryUpdates {
+    /// What `berth db update` with no `--from` fetches: a published database
+    /// (`…/berth-advisories.tar`) or OSV data over http(s). None: nothing configured.
+    pub url: Option<String>,
+    /// The publisher's minisign public key: every fetched database must carry a signature that
+    /// verifies with it.
+    pub public_key: Option<minisign_verify::PublicKey>,
 }
 
 /// How berth scans the images a job builds.
@@ -597,6 +615,52 @@ fn absolute(key: &str, path: PathBuf, problems: &mut Vec<ConfigProblem>) -> Path
     path
 }
 
+fn advisory_updates(
+    url: Option<String>,
+    public_key: Option<String>,
+    problems: &mut Vec<ConfigProblem>,
+) -> AdvisoryUpdates {
+    if let Some(url) = &url {
+        let rest = url
+            .strip_prefix("https://")
+            .or_else(|| url.strip_prefix("http://"));
+        if rest
+            .is_none_or(|r| r.is_empty() || r.starts_with('/') || r.contains(char::is_whitespace))
+        {
+            problems.push(ConfigProblem::new(
+                "db_url",
+                format!("{url:?} is not an http(s) URL"),
+                "write the URL of the published database, e.g. \"https://mirror.example/berth/berth-advisories.tar\"",
+            ));
+        }
+    }
+    let public_key =
+        public_key.and_then(
+            |text| match minisign_verify::PublicKey::from_base64(text.trim()) {
+                Ok(key) => Some(key),
+                Err(e) => {
+                    problems.push(ConfigProblem::new(
+                        "db_public_key",
+                        format!("{text:?} is not a minisign public key ({e})"),
+                        "paste the second line of the publisher's minisign.pub (it starts with RW)",
+                    ));
+                    None
+                }
+            },
+        );
+    if let (Some(url), Some(_)) = (&url, &public_key) {
+        let path = url.split(['?', '#']).next().unwrap_or_default();
+        if !path.ends_with(".tar") {
+            problems.push(ConfigProblem::new(
+                "db_url",
+                format!("{url:?} is not a published database, so db_public_key cannot verify it"),
+                "point db_url at the berth-advisories.tar that `berth db publish` wrote, or remove db_public_key",
+            ));
+        }
+    }
+    AdvisoryUpdates { url, public_key }
+}
+
 fn validate(raw: RawConfig, source: Option<&Path>) -> Result<Config, Vec<ConfigProblem>> {
     let mut problems = Vec::new();
     let user = raw.user.unwrap_or_else(|| "berth-runner".to_owned());
@@ -844,6 +908,7 @@ fn validate(raw: RawConfig, source: Option<&Path>) -> Result<Config, Vec<ConfigP
             "set nested_builds = true, or remove nested_run",
         ));
     }
+    let advisory_updates = advisory_updates(raw.db_url, raw.db_public_key, &mut problems);
     let config = Config {
         source: source.map(Path::to_owned),
         user,
@@ -885,6 +950,7 @@ fn validate(raw: RawConfig, source: Option<&Path>) -> Result<Config, Vec<ConfigP
         buildkitd,
         buildkit_host_network,
         buildkit_cache_per_project,
+        advisory_updates,
     };
     if problems.is_empty() {
         Ok(config)
@@ -921,6 +987,43 @@ mod tests {
                 panic!("expected Invalid, got {err}");
             };
             assert_eq!(problems[0].key, "build_socket");
+            assert!(problems[0].fix.contains(fix), "{text}: {}", problems[0].fix);
+        }
+    }
+
+    #[test]
+    fn the_advisory_database_url_and_key_are_checked_together() {
+        assert_eq!(
+            Config::defaults().advisory_updates,
+            AdvisoryUpdates::default()
+        );
+        let key = "RWQf6LRCGA9i53mlYecO4IzT51TGPpvWucNSCh1CBM0QTaLn73Y7GFO3";
+        let ok = Config::parse(
+            &format!(
+                "db_url = \"https://h/berth/berth-advisories.tar\"\ndb_public_key = \"{key}\"\n"
+            ),
+            None,
+        )
+        .expect("valid");
+        assert_eq!(
+            ok.advisory_updates.url.as_deref(),
+            Some("https://h/berth/berth-advisories.tar")
+        );
+        assert!(ok.advisory_updates.public_key.is_some());
+        for (text, fix) in [
+            ("db_url = \"ftp://h/x.tar\"\n", "published database"),
+            ("db_url = \"https://\"\n", "published database"),
+            ("db_public_key = \"not a key\"\n", "minisign.pub"),
+            (
+                &*format!("db_url = \"https://h/all.zip\"\ndb_public_key = \"{key}\"\n"),
+                "remove db_public_key",
+            ),
+        ] {
+            let err = Config::parse(text, None).expect_err(text);
+            let ConfigError::Invalid { problems, .. } = err else {
+                panic!("expected Invalid, got {err}");
+            };
+            assert_eq!(problems.len(), 1, "{text}: {problems:?}");
             assert!(problems[0].fix.contains(fix), "{text}: {}", problems[0].fix);
         }
     }
