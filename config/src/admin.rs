@@ -140,6 +140,7 @@ struct RawConfig {
     reap_grace: Option<u64>,
     db_url: Option<String>,
     db_public_key: Option<String>,
+    registry_mirrors: Option<std::collections::BTreeMap<String, Vec<String>>>,
 }
 
 /// Keys [`RawConfig`] accepts, for reporting every unknown key at once.
@@ -187,6 +188,7 @@ const KNOWN_KEYS: &[&str] = &[
     "buildkit_cache",
     "db_url",
     "db_public_key",
+    "registry_mirrors",
 ];
 
 /// An allow-list of doublestar globs with `!` exclusions (the Docker executor's `allowed_images`).
@@ -326,6 +328,19 @@ pub struct Config {
     /// Where `berth db update` without `--from` fetches the advisory database, and how it is
     /// verified.
     pub advisory_updates: AdvisoryUpdates,
+    /// Pull-through mirrors tried, in order, before each registry (base image pulls and the
+    /// job's Podman service).
+    pub registry_mirrors: Vec<RegistryMirror>,
+}
+
+/// A registry and the mirrors tried before it, as containers-registries.conf's
+/// `[[registry.mirror]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryMirror {
+    /// The registry (`host[:port]`, optionally with a namespace) whose images the mirrors serve.
+    pub registry: String,
+    /// Mirrors (`host[:port]`, optionally with a namespace), tried in this order.
+    pub mirrors: Vec<String>,
 }
 
 /// The advisory database published once and fetched by every host (`berth db update`).
@@ -613,6 +628,54 @@ fn absolute(key: &str, path: PathBuf, problems: &mut Vec<ConfigProblem>) -> Path
         ));
     }
     path
+}
+
+/// Whether `text` is what registries.conf takes as a location: `host[:port]`, optionally with
+/// `/namespace…`, no scheme, no tag or digest.
+fn registry_location(text: &str) -> bool {
+    let host = text.split('/').next().unwrap_or_default();
+    !host.is_empty()
+        && !text.ends_with('/')
+        && !text.contains("//")
+        && !text.contains(['@', ' ', '\t', '"', '*'])
+        && !text.contains("://")
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'))
+}
+
+fn registry_mirrors(
+    raw: Option<std::collections::BTreeMap<String, Vec<String>>>,
+    problems: &mut Vec<ConfigProblem>,
+) -> Vec<RegistryMirror> {
+    let mut out = Vec::new();
+    for (registry, mirrors) in raw.unwrap_or_default() {
+        if !registry_location(&registry) {
+            problems.push(ConfigProblem::new(
+                "registry_mirrors",
+                format!("{registry:?} is not a registry"),
+                "name the registry as in image names, host[:port] (e.g. \"docker.io\" or \"registry.example:5000\"), without https://",
+            ));
+        }
+        if mirrors.is_empty() {
+            problems.push(ConfigProblem::new(
+                "registry_mirrors",
+                format!("{registry:?} has no mirrors"),
+                "list at least one mirror, e.g. [\"mirror.example:5000\"], or remove the entry",
+            ));
+        }
+        for mirror in &mirrors {
+            if !registry_location(mirror) || *mirror == registry {
+                problems.push(ConfigProblem::new(
+                    "registry_mirrors",
+                    format!("{mirror:?} is not a mirror of {registry:?}"),
+                    "write the mirror as host[:port] (a plain-HTTP mirror also goes into insecure_registries), e.g. \"mirror.example:5000\"",
+                ));
+            }
+        }
+        out.push(RegistryMirror { registry, mirrors });
+    }
+    out
 }
 
 fn advisory_updates(
@@ -909,6 +972,7 @@ fn validate(raw: RawConfig, source: Option<&Path>) -> Result<Config, Vec<ConfigP
         ));
     }
     let advisory_updates = advisory_updates(raw.db_url, raw.db_public_key, &mut problems);
+    let registry_mirrors = registry_mirrors(raw.registry_mirrors, &mut problems);
     let config = Config {
         source: source.map(Path::to_owned),
         user,
@@ -951,6 +1015,7 @@ fn validate(raw: RawConfig, source: Option<&Path>) -> Result<Config, Vec<ConfigP
         buildkit_host_network,
         buildkit_cache_per_project,
         advisory_updates,
+        registry_mirrors,
     };
     if problems.is_empty() {
         Ok(config)
@@ -1026,6 +1091,43 @@ mod tests {
             assert_eq!(problems.len(), 1, "{text}: {problems:?}");
             assert!(problems[0].fix.contains(fix), "{text}: {}", problems[0].fix);
         }
+    }
+
+    #[test]
+    fn registry_mirrors_map_a_registry_to_its_mirrors_in_order() {
+        let c = Config::parse(
+            "[registry_mirrors]\n\"docker.io\" = [\"m1.example:5000\", \"m2.example/hub\"]\n\"127.0.0.1:5000\" = [\"127.0.0.1:5001\"]\n",
+            None,
+        )
+        .expect("valid");
+        assert_eq!(
+            c.registry_mirrors,
+            vec![
+                RegistryMirror {
+                    registry: "127.0.0.1:5000".into(),
+                    mirrors: vec!["127.0.0.1:5001".into()],
+                },
+                RegistryMirror {
+                    registry: "docker.io".into(),
+                    mirrors: vec!["m1.example:5000".into(), "m2.example/hub".into()],
+                },
+            ]
+        );
+        assert!(Config::defaults().registry_mirrors.is_empty());
+        let err = Config::parse(
+            "[registry_mirrors]\n\"https://docker.io\" = [\"m\"]\n\"quay.io\" = []\n\"ghcr.io\" = [\"ghcr.io\", \"http://m:1\"]\n",
+            None,
+        )
+        .expect_err("bad mirrors");
+        let ConfigError::Invalid { problems, .. } = err else {
+            panic!("expected Invalid, got {err}");
+        };
+        assert_eq!(problems.len(), 4, "{problems:?}");
+        assert!(problems.iter().all(|p| p.key == "registry_mirrors"));
+        assert!(
+            Config::parse("registry_mirrors = [\"docker.io\"]\n", None).is_err(),
+            "a list is not a map"
+        );
     }
 
     #[test]

@@ -200,3 +200,148 @@ fn every_host_fetches_the_published_advisory_database_from_db_url() {
         before
     );
 }
+
+/// Host B of the fleet tests: the identities and state `scripts/test-all` makes with a second
+/// run of `integration/host/setup-host.sh` (and its test images with `build-test-images.sh`).
+const HOST_B_STATE: &str = "/var/lib/berth-b";
+
+fn require_host_b() {
+    berth_integration::require_host();
+    for user in ["berth-runner-b", "berth-b-job-0", "berth-b-job-1"] {
+        assert!(
+            nix::unistd::User::from_name(user).ok().flatten().is_some(),
+            "user {user} is missing: run BERTH_RUNNER_USER=berth-runner-b BERTH_JOB_USER_PREFIX=berth-b-job- BERTH_STATE_DIR={HOST_B_STATE} BERTH_JOB_SLOTS=2 integration/host/setup-host.sh (scripts/test-all does)"
+        );
+    }
+    assert!(
+        Path::new(HOST_B_STATE).join("images").is_dir(),
+        "{HOST_B_STATE} is not set up: run setup-host.sh and build-test-images.sh for host B (scripts/test-all does)"
+    );
+}
+
+/// Host B's berth config: its own identities and state directory (so its own base store).
+fn host_b_config(rest: &str) -> String {
+    format!(
+        "user = \"berth-runner-b\"\njob_users = [\"berth-b-job-0\", \"berth-b-job-1\"]\nstate_dir = \"{HOST_B_STATE}\"\n{rest}"
+    )
+}
+
+/// Pushes to `image` a one-layer busybox image whose layer no base store has (a file in it is
+/// new each time): a host pulling it must fetch every blob, so a mirror that served the pull
+/// keeps them all. Made in a throwaway store of root's, never berth's.
+fn push_image_no_store_has(image: &str) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rootfs = dir.path().join("rootfs");
+    for sub in ["bin", "etc", "root", "tmp", "usr/bin"] {
+        std::fs::create_dir_all(rootfs.join(sub)).expect("rootfs dir");
+    }
+    std::fs::set_permissions(
+        rootfs.join("tmp"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o1777),
+    )
+    .expect("chmod tmp");
+    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox"))
+        .expect("busybox-static is installed by integration/host/setup-host.sh");
+    let applets = Command::new("/bin/busybox")
+        .arg("--list")
+        .output()
+        .expect("busybox --list");
+    for applet in String::from_utf8_lossy(&applets.stdout).lines() {
+        if applet != "busybox" {
+            std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet))
+                .expect("applet link");
+        }
+    }
+    std::os::unix::fs::symlink("/bin/env", rootfs.join("usr/bin/env")).expect("env link");
+    std::fs::write(
+        rootfs.join("etc/fleet-nonce"),
+        format!("{:?}", std::time::SystemTime::now()),
+    )
+    .expect("nonce");
+    let tar = dir.path().join("rootfs.tar");
+    run(
+        "tar",
+        &["-C", "rootfs", "-cf", "rootfs.tar", "."],
+        dir.path(),
+    );
+    let store = |args: &[&str]| {
+        let mut all = vec![
+            "--root",
+            "store/root",
+            "--runroot",
+            "store/run",
+            "--storage-driver",
+            "vfs",
+        ];
+        all.extend_from_slice(args);
+        run("podman", &all, dir.path());
+    };
+    store(&[
+        "import",
+        "-q",
+        tar.to_str().expect("utf-8"),
+        "localhost/fleet:new",
+    ]);
+    store(&[
+        "push",
+        "-q",
+        "--tls-verify=false",
+        "localhost/fleet:new",
+        image,
+    ]);
+    // The throwaway store's layers are root's, with the ids of a user namespace: unshare
+    // is not needed to remove them as root.
+    store(&["rmi", "-a", "-f"]);
+}
+
+#[test]
+fn base_images_come_through_the_pull_through_mirror_when_the_origin_is_gone() {
+    use berth_integration::{FakeRunner, Registry, cleaned, ok, payload};
+    require_host_b();
+    let origin = Registry::start_open();
+    let mirror = Registry::start_mirror_of(&origin.address);
+    let image = format!("{}/berth/fleet:mirrored", origin.address);
+    push_image_no_store_has(&image);
+    let (o, m) = (&origin.address, &mirror.address);
+    let pulls = format!("pull_policy = [\"always\"]\ninsecure_registries = [\"{o}\", \"{m}\"]\n");
+    let mirrors = format!("[registry_mirrors]\n\"{o}\" = [\"{m}\"]\n");
+    let runs = |job: &mut FakeRunner| {
+        ok(&job.stage(&["config"]));
+        ok(&job.stage(&["prepare"]));
+        let r = job.run("build_script", "echo mirrored-image-runs");
+        ok(&r);
+        assert!(r.stdout.contains("mirrored-image-runs"), "{}", r.all());
+    };
+
+    // Host A pulls through the mirror, which keeps what it fetched.
+    let mut job = FakeRunner::new(payload(&image)).with_config(&format!("{pulls}{mirrors}"));
+    runs(&mut job);
+    cleaned(job);
+
+    drop(origin);
+    assert!(
+        mirror.has_manifest("berth/fleet", "mirrored"),
+        "the mirror did not keep what host A pulled through it"
+    );
+    // Without the mirror host B cannot get the image any more: the origin is gone.
+    let mut job = FakeRunner::new(payload(&image)).with_config(&host_b_config(&pulls));
+    ok(&job.stage(&["config"]));
+    let r = job.stage(&["prepare"]);
+    assert_eq!(
+        r.code,
+        2,
+        "the origin is gone, a pull from it fails: {}",
+        r.all()
+    );
+    ok(&job.stage(&["cleanup"]));
+    // With it, host B's own base store gets the image from the mirror.
+    let mut job =
+        FakeRunner::new(payload(&image)).with_config(&host_b_config(&format!("{pulls}{mirrors}")));
+    runs(&mut job);
+    let key = job.key();
+    ok(&job.stage(&["cleanup"]));
+    assert!(
+        !Path::new(HOST_B_STATE).join("jobs").join(&key).exists(),
+        "host B's job directory outlived cleanup"
+    );
+}
