@@ -689,6 +689,16 @@ fn install_staged(staged: &Path, db: &Path) -> Result<(), FetchProblem> {
         path: db.to_owned(),
         source: source.into(),
     };
+    // The new database keeps the current one's permissions (an admin may have opened or closed
+    // it to the scanning identities).
+    if let Ok(current) = fs::metadata(db) {
+        fs::set_permissions(staged, current.permissions()).map_err(|source| {
+            FetchProblem::Local {
+                path: staged.to_owned(),
+                source,
+            }
+        })?;
+    }
     match renameat2(AT_FDCWD, staged, AT_FDCWD, db, RenameFlags::RENAME_EXCHANGE) {
         Ok(()) => Ok(()),
         Err(nix::Error::ENOENT) => renameat2(

@@ -312,10 +312,14 @@ fn a_signed_published_database_replaces_the_old_one() {
         &f.checksum,
         Some(&f.signature),
     );
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&f.db, std::fs::Permissions::from_mode(0o750)).unwrap();
     assert_eq!(
         f.update(&url, true, DEFAULT_MAX_BYTES),
         Ok("1 records".into())
     );
+    let mode = std::fs::metadata(&f.db).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o750, "the database's permissions are kept");
     let after = snapshot(&f.db);
     assert_ne!(after, f.before);
     let meta = std::fs::read_to_string(f.db.join("berth-advisories.json")).unwrap();
