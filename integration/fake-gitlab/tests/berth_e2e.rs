@@ -105,6 +105,7 @@ fn berth_runner_with(
         binary,
         gitlab,
         &format!("glrt-e2e{}", std::process::id()),
+        "host",
         extra_config,
     )
 }

@@ -7,9 +7,11 @@
 //! the cache (the runner's cache-archiver in berth's helper container uploads it to the presigned
 //! URL); a job on host B, whose own `/cache` is empty, restores it from S3.
 //!
-//! The helper reaches S3 at the address the runner signs: 127.0.0.1, with `network = "host"`
-//! (slirp4netns cannot reach the host's loopback, and the fake GitLab the helper clones from is
-//! on loopback too; see the README's Fleet section).
+//! The helper must reach S3 at the address the runner signs (it is part of the signature). Twice:
+//! S3 on 127.0.0.1 with berth's `network = "host"`, and S3 on the host's own non-loopback
+//! address from the default slirp4netns network, which reaches every host address but the
+//! loopback (the jobs clone nothing, so the helper needs nothing from the fake GitLab, which
+//! listens on loopback).
 
 #![expect(
     clippy::disallowed_methods,
@@ -18,7 +20,7 @@
 
 mod common;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -41,12 +43,10 @@ struct S3Server {
 }
 
 impl S3Server {
-    fn start() -> Result<Self> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
+    fn start(ip: IpAddr) -> Result<Self> {
+        let port = std::net::TcpListener::bind((ip, 0))?.local_addr()?.port();
         let child = Command::new(MOTO)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-H", &ip.to_string(), "-p", &port.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -56,7 +56,7 @@ impl S3Server {
             })?;
         let server = Self {
             child,
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            addr: SocketAddr::new(ip, port),
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         while std::net::TcpStream::connect(server.addr).is_err() {
@@ -113,12 +113,14 @@ fn host(
     gitlab: &FakeGitLab,
     name: &str,
     s3: &S3Server,
+    network: &str,
     berth_config: &str,
 ) -> Result<(tempfile::TempDir, RunnerConfig, RunOptions)> {
     let (dir, mut config, options) = berth_runner_config(
         binary,
         gitlab,
         &format!("glrt-{name}{}", std::process::id()),
+        network,
         berth_config,
     )?;
     config.name = name.to_owned();
@@ -167,8 +169,35 @@ fn run_to_success(
     Ok(outcome.stderr)
 }
 
+/// This host's first global IPv4 address (`ip -4 -o addr show scope global`).
+fn host_address() -> Result<IpAddr> {
+    let out = Command::new("ip")
+        .args(["-4", "-o", "addr", "show", "scope", "global"])
+        .output()
+        .context("run ip (iproute2 is installed by integration/host/setup-host.sh)")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)
+        .and_then(|cidr| cidr.split('/').next())
+        .and_then(|ip| ip.parse::<Ipv4Addr>().ok())
+        .map(IpAddr::V4)
+        .with_context(|| format!("this host has no global IPv4 address: {text}"))
+}
+
 #[test]
 fn a_cache_written_on_host_a_is_restored_on_host_b_through_s3() -> Result<()> {
+    cache_across_hosts(IpAddr::V4(Ipv4Addr::LOCALHOST), "host", 120)
+}
+
+#[test]
+fn the_helper_reaches_s3_at_the_hosts_address_from_the_default_network() -> Result<()> {
+    cache_across_hosts(host_address()?, "slirp4netns", 130)
+}
+
+/// Host A's job `first_job` saves the cache on S3 at `s3_ip`, host B's job `first_job + 1`
+/// restores it; both hosts' pods on `network`.
+fn cache_across_hosts(s3_ip: IpAddr, network: &str, first_job: u64) -> Result<()> {
     let binary = peer(PeerVersion::V19).unwrap_or_else(|| {
         panic!(
             "no gitlab-runner v19 peer could be built; see {}",
@@ -181,7 +210,7 @@ fn a_cache_written_on_host_a_is_restored_on_host_b_through_s3() -> Result<()> {
             "user {user} is missing: run BERTH_RUNNER_USER=berth-runner-b BERTH_JOB_USER_PREFIX=berth-b-job- BERTH_STATE_DIR=/var/lib/berth-b BERTH_JOB_SLOTS=2 integration/host/setup-host.sh (scripts/test-all does)"
         );
     }
-    let s3 = S3Server::start()?;
+    let s3 = S3Server::start(s3_ip)?;
     let made = http(s3.addr, "PUT", &format!("/{BUCKET}"), &[], b"")?;
     ensure!(
         made.status == 200,
@@ -195,16 +224,17 @@ fn a_cache_written_on_host_a_is_restored_on_host_b_through_s3() -> Result<()> {
         PathBuf::from(format!("/var/lib/berth-b/cache/project-{project_id}")),
     ]);
     let key = format!("fleet-{project_id}");
-    let (_a_dir, host_a, options_a) = host(&binary, &gitlab, "host-a", &s3, "")?;
+    let (_a_dir, host_a, options_a) = host(&binary, &gitlab, "host-a", &s3, network, "")?;
     let (_b_dir, host_b, options_b) = host(
         &binary,
         &gitlab,
         "host-b",
         &s3,
+        network,
         "user = \"berth-runner-b\"\njob_users = [\"berth-b-job-0\", \"berth-b-job-1\"]\nstate_dir = \"/var/lib/berth-b\"\n",
     )?;
     let mut write = JobPayload::new(
-        120,
+        first_job,
         &["mkdir -p vendor", "echo cached-on-host-a > vendor/dep.txt"],
     )
     .image(Image::new(IMAGE))
@@ -218,10 +248,10 @@ fn a_cache_written_on_host_a_is_restored_on_host_b_through_s3() -> Result<()> {
     ensure!(
         stored.contains(&format!("project/{project_id}/{key}")),
         "host A's cache is not in S3: {stored}\n{}",
-        explain(&gitlab, 120, &a)
+        explain(&gitlab, first_job, &a)
     );
 
-    let mut read = JobPayload::new(121, &["cat vendor/dep.txt"])
+    let mut read = JobPayload::new(first_job + 1, &["cat vendor/dep.txt"])
         .image(Image::new(IMAGE))
         .cache(Cache {
             policy: "pull".to_owned(),
@@ -229,13 +259,13 @@ fn a_cache_written_on_host_a_is_restored_on_host_b_through_s3() -> Result<()> {
         });
     read.project_id = project_id;
     let b = run_to_success(&gitlab, &read, &host_b, &options_b)?;
-    let trace = gitlab.trace_text(121);
+    let trace = gitlab.trace_text(first_job + 1);
     ensure!(
         trace.contains(&format!("Downloading cache from http://{}", s3.addr))
             && trace.contains("Successfully extracted cache")
             && trace.contains("cached-on-host-a"),
         "{}",
-        explain(&gitlab, 121, &b)
+        explain(&gitlab, first_job + 1, &b)
     );
     Ok(())
 }

@@ -342,19 +342,21 @@ pub fn exec_statuses(summary: &serde_json::Value) -> Vec<(String, String)> {
 }
 
 /// A runner configuration with berth as the custom executor, pointed at `gitlab`, runner token
-/// `token`, in a fresh directory that also holds berth's config: the pod on the host network (so
-/// the helper container reaches the fake at 127.0.0.1), `stop_grace = 2`, then `extra_config`.
+/// `token`, in a fresh directory that also holds berth's config: the pod on `network` (`host`
+/// for a helper that must reach the fake at 127.0.0.1, e.g. to clone), `stop_grace = 2`, then
+/// `extra_config`.
 pub fn berth_runner_config(
     binary: &Path,
     gitlab: &FakeGitLab,
     token: &str,
+    network: &str,
     extra_config: &str,
 ) -> Result<(tempfile::TempDir, RunnerConfig, RunOptions)> {
     let dir = tempfile::tempdir()?;
     let berth_config = dir.path().join("berth.toml");
     std::fs::write(
         &berth_config,
-        format!("network = \"host\"\nstop_grace = 2\n{extra_config}"),
+        format!("network = \"{network}\"\nstop_grace = 2\n{extra_config}"),
     )?;
     let berth = berth_binary();
     let mut config = RunnerConfig::recommended(&gitlab.url(), &berth);
