@@ -22,6 +22,10 @@ fn osv(id: &str, package: &str) -> String {
     )
 }
 
+fn osv_record() -> String {
+    osv("GHSA-key-0001", "left-pad")
+}
+
 /// A database at `dir/name` holding one advisory.
 fn database(dir: &Path, name: &str, id: &str, package: &str) -> PathBuf {
     let source = dir.join(format!("{name}-osv"));
@@ -490,4 +494,44 @@ fn a_signed_archive_holding_other_files_is_refused_before_anything_is_written() 
             .join("escaped.sh")
             .exists()
     );
+}
+
+#[test]
+fn with_a_key_only_a_published_database_is_accepted_and_it_comes_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    std::fs::create_dir(&keys).unwrap();
+    let (public_key, _) = key_pair(&keys, "publisher");
+    let osv = dir.path().join("osv");
+    std::fs::create_dir(&osv).unwrap();
+    std::fs::write(osv.join("a.json"), osv_record()).unwrap();
+    let db = dir.path().join("db");
+    let update = |from: Vec<String>, key: bool| {
+        cli::run_db_update(
+            &DbUpdateArgs {
+                from,
+                db: db.clone(),
+                public_key: key.then(|| cli::parse_public_key(&public_key).unwrap()),
+                max_size: DEFAULT_MAX_BYTES,
+            },
+            datetime!(2026-11-23 12:00 UTC),
+        )
+        .map_err(|e| e.to_string())
+    };
+    let err = update(vec![osv.display().to_string()], true).unwrap_err();
+    assert!(
+        err.contains("cannot be verified") && err.contains("remove the public key"),
+        "{err}"
+    );
+    let err = update(
+        vec![
+            "http://127.0.0.1:9/berth-advisories.tar".to_owned(),
+            osv.display().to_string(),
+        ],
+        false,
+    )
+    .unwrap_err();
+    assert!(err.contains("pass it alone"), "{err}");
+    assert!(!db.exists(), "nothing was written");
+    assert!(cli::parse_public_key("RWnot-a-key").is_err());
 }
