@@ -153,6 +153,9 @@ struct RawConfig {
     admission_policies: Option<PathBuf>,
     sign_passed_images: Option<bool>,
     signing_key: Option<PathBuf>,
+    db_url: Option<String>,
+    db_public_key: Option<String>,
+    registry_mirrors: Option<std::collections::BTreeMap<String, Vec<String>>>,
 }
 
 /// Keys [`RawConfig`] accepts, for reporting every unknown key at once.
@@ -207,6 +210,9 @@ const KNOWN_KEYS: &[&str] = &[
     "admission_policies",
     "sign_passed_images",
     "signing_key",
+    "db_url",
+    "db_public_key",
+    "registry_mirrors",
 ];
 
 /// An allow-list of doublestar globs with `!` exclusions (the Docker executor's `allowed_images`).
@@ -352,6 +358,33 @@ pub struct Config {
     pub buildkit_cache_per_project: bool,
     /// Metrics and the admin log.
     pub observability: Observability,
+    /// Where `berth db update` without `--from` fetches the advisory database, and how it is
+    /// verified.
+    pub advisory_updates: AdvisoryUpdates,
+    /// Pull-through mirrors tried, in order, before each registry (base image pulls and the
+    /// job's Podman service).
+    pub registry_mirrors: Vec<RegistryMirror>,
+}
+
+/// A registry and the mirrors tried before it, as containers-registries.conf's
+/// `[[registry.mirror]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryMirror {
+    /// The registry (`host[:port]`, optionally with a namespace) whose images the mirrors serve.
+    pub registry: String,
+    /// Mirrors (`host[:port]`, optionally with a namespace), tried in this order.
+    pub mirrors: Vec<String>,
+}
+
+/// The advisory database published once and fetched by every host (`berth db update`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AdvisoryUpdates {
+    /// What `berth db update` with no `--from` fetches: a published database
+    /// (`…/berth-advisories.tar`) or OSV data over http(s). None: nothing configured.
+    pub url: Option<String>,
+    /// The publisher's minisign public key: every fetched database must carry a signature that
+    /// verifies with it.
+    pub public_key: Option<minisign_verify::PublicKey>,
 }
 
 /// What berth tells the runner's admin apart from the job log: metrics for node_exporter's
@@ -817,6 +850,100 @@ fn absolute(key: &str, path: PathBuf, problems: &mut Vec<ConfigProblem>) -> Path
     path
 }
 
+/// Whether `text` is what registries.conf takes as a location: `host[:port]`, optionally with
+/// `/namespace…`, no scheme, no tag or digest.
+fn registry_location(text: &str) -> bool {
+    let host = text.split('/').next().unwrap_or_default();
+    !host.is_empty()
+        && !text.ends_with('/')
+        && !text.contains("//")
+        && !text.contains(['@', ' ', '\t', '"', '*'])
+        && !text.contains("://")
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'))
+}
+
+fn registry_mirrors(
+    raw: Option<std::collections::BTreeMap<String, Vec<String>>>,
+    problems: &mut Vec<ConfigProblem>,
+) -> Vec<RegistryMirror> {
+    let mut out = Vec::new();
+    for (registry, mirrors) in raw.unwrap_or_default() {
+        if !registry_location(&registry) {
+            problems.push(ConfigProblem::new(
+                "registry_mirrors",
+                format!("{registry:?} is not a registry"),
+                "name the registry as in image names, host[:port] (e.g. \"docker.io\" or \"registry.example:5000\"), without https://",
+            ));
+        }
+        if mirrors.is_empty() {
+            problems.push(ConfigProblem::new(
+                "registry_mirrors",
+                format!("{registry:?} has no mirrors"),
+                "list at least one mirror, e.g. [\"mirror.example:5000\"], or remove the entry",
+            ));
+        }
+        for mirror in &mirrors {
+            if !registry_location(mirror) || *mirror == registry {
+                problems.push(ConfigProblem::new(
+                    "registry_mirrors",
+                    format!("{mirror:?} is not a mirror of {registry:?}"),
+                    "write the mirror as host[:port] (a plain-HTTP mirror also goes into insecure_registries), e.g. \"mirror.example:5000\"",
+                ));
+            }
+        }
+        out.push(RegistryMirror { registry, mirrors });
+    }
+    out
+}
+
+fn advisory_updates(
+    url: Option<String>,
+    public_key: Option<String>,
+    problems: &mut Vec<ConfigProblem>,
+) -> AdvisoryUpdates {
+    if let Some(url) = &url {
+        let rest = url
+            .strip_prefix("https://")
+            .or_else(|| url.strip_prefix("http://"));
+        if rest
+            .is_none_or(|r| r.is_empty() || r.starts_with('/') || r.contains(char::is_whitespace))
+        {
+            problems.push(ConfigProblem::new(
+                "db_url",
+                format!("{url:?} is not an http(s) URL"),
+                "write the URL of the published database, e.g. \"https://mirror.example/berth/berth-advisories.tar\"",
+            ));
+        }
+    }
+    let public_key =
+        public_key.and_then(
+            |text| match minisign_verify::PublicKey::from_base64(text.trim()) {
+                Ok(key) => Some(key),
+                Err(e) => {
+                    problems.push(ConfigProblem::new(
+                        "db_public_key",
+                        format!("{text:?} is not a minisign public key ({e})"),
+                        "paste the second line of the publisher's minisign.pub (it starts with RW)",
+                    ));
+                    None
+                }
+            },
+        );
+    if let (Some(url), Some(_)) = (&url, &public_key) {
+        let path = url.split(['?', '#']).next().unwrap_or_default();
+        if !path.ends_with(".tar") {
+            problems.push(ConfigProblem::new(
+                "db_url",
+                format!("{url:?} is not a published database, so db_public_key cannot verify it"),
+                "point db_url at the berth-advisories.tar that `berth db publish` wrote, or remove db_public_key",
+            ));
+        }
+    }
+    AdvisoryUpdates { url, public_key }
+}
+
 fn validate(raw: RawConfig, source: Option<&Path>) -> Result<Config, Vec<ConfigProblem>> {
     let mut problems = Vec::new();
     let observability = observability(&raw, source, &mut problems);
@@ -1088,6 +1215,8 @@ fn validate(raw: RawConfig, source: Option<&Path>) -> Result<Config, Vec<ConfigP
             "set nested_builds = true, or remove nested_run",
         ));
     }
+    let advisory_updates = advisory_updates(raw.db_url, raw.db_public_key, &mut problems);
+    let registry_mirrors = registry_mirrors(raw.registry_mirrors, &mut problems);
     let config = Config {
         source: source.map(Path::to_owned),
         user,
@@ -1133,6 +1262,8 @@ fn validate(raw: RawConfig, source: Option<&Path>) -> Result<Config, Vec<ConfigP
         buildkit_host_network,
         buildkit_cache_per_project,
         observability,
+        advisory_updates,
+        registry_mirrors,
     };
     if problems.is_empty() {
         Ok(config)
@@ -1172,6 +1303,82 @@ mod tests {
             assert!(problems[0].fix.contains(fix), "{text}: {}", problems[0].fix);
         }
     }
+
+    #[test]
+    fn the_advisory_database_url_and_key_are_checked_together() {
+        assert_eq!(
+            Config::defaults().advisory_updates,
+            AdvisoryUpdates::default()
+        );
+        let key = "RWQf6LRCGA9i53mlYecO4IzT51TGPpvWucNSCh1CBM0QTaLn73Y7GFO3";
+        let ok = Config::parse(
+            &format!(
+                "db_url = \"https://h/berth/berth-advisories.tar\"\ndb_public_key = \"{key}\"\n"
+            ),
+            None,
+        )
+        .expect("valid");
+        assert_eq!(
+            ok.advisory_updates.url.as_deref(),
+            Some("https://h/berth/berth-advisories.tar")
+        );
+        assert!(ok.advisory_updates.public_key.is_some());
+        for (text, fix) in [
+            ("db_url = \"ftp://h/x.tar\"\n", "published database"),
+            ("db_url = \"https://\"\n", "published database"),
+            ("db_public_key = \"not a key\"\n", "minisign.pub"),
+            (
+                &*format!("db_url = \"https://h/all.zip\"\ndb_public_key = \"{key}\"\n"),
+                "remove db_public_key",
+            ),
+        ] {
+            let err = Config::parse(text, None).expect_err(text);
+            let ConfigError::Invalid { problems, .. } = err else {
+                panic!("expected Invalid, got {err}");
+            };
+            assert_eq!(problems.len(), 1, "{text}: {problems:?}");
+            assert!(problems[0].fix.contains(fix), "{text}: {}", problems[0].fix);
+        }
+    }
+
+
+    #[test]
+    fn registry_mirrors_map_a_registry_to_its_mirrors_in_order() {
+        let c = Config::parse(
+            "[registry_mirrors]\n\"docker.io\" = [\"m1.example:5000\", \"m2.example/hub\"]\n\"127.0.0.1:5000\" = [\"127.0.0.1:5001\"]\n",
+            None,
+        )
+        .expect("valid");
+        assert_eq!(
+            c.registry_mirrors,
+            vec![
+                RegistryMirror {
+                    registry: "127.0.0.1:5000".into(),
+                    mirrors: vec!["127.0.0.1:5001".into()],
+                },
+                RegistryMirror {
+                    registry: "docker.io".into(),
+                    mirrors: vec!["m1.example:5000".into(), "m2.example/hub".into()],
+                },
+            ]
+        );
+        assert!(Config::defaults().registry_mirrors.is_empty());
+        let err = Config::parse(
+            "[registry_mirrors]\n\"https://docker.io\" = [\"m\"]\n\"quay.io\" = []\n\"ghcr.io\" = [\"ghcr.io\", \"http://m:1\"]\n",
+            None,
+        )
+        .expect_err("bad mirrors");
+        let ConfigError::Invalid { problems, .. } = err else {
+            panic!("expected Invalid, got {err}");
+        };
+        assert_eq!(problems.len(), 4, "{problems:?}");
+        assert!(problems.iter().all(|p| p.key == "registry_mirrors"));
+        assert!(
+            Config::parse("registry_mirrors = [\"docker.io\"]\n", None).is_err(),
+            "a list is not a map"
+        );
+    }
+
 
     #[test]
     fn metrics_and_the_admin_log_are_off_by_default_and_checked_when_set() {

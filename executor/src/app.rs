@@ -131,26 +131,7 @@ pub(crate) fn main(cli: Cli) -> ExitCode {
             let _ = std::io::stderr().write_all(ran.stderr.as_bytes());
             ExitCode::from(ran.code)
         }
-        Command::Db {
-            command: crate::cli::DbCommand::Update(args),
-        } => match berth_scan::cli::run_db_update(&args, time::OffsetDateTime::now_utc()) {
-            Ok(summary) => {
-                for w in &summary.warnings {
-                    tracing::warn!("{w}");
-                }
-                println!(
-                    "imported {} advisories into {} ({} ecosystems)",
-                    summary.meta.records,
-                    args.db.display(),
-                    summary.meta.ecosystems.len()
-                );
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                tracing::error!("{e}");
-                ExitCode::FAILURE
-            }
-        },
+        Command::Db { command } => db(command, cli.config.as_deref()),
         Command::BuildProxy {
             listen,
             upstream,
@@ -246,6 +227,106 @@ fn load_config(path: Option<&Path>) -> Result<Config, StageError> {
                 Ok(Config::load(default)?)
             } else {
                 Ok(Config::defaults())
+            }
+        }
+    }
+}
+
+/// `berth db update` and `berth db publish`, with the config's database, URL and key.
+fn db(command: crate::cli::DbCommand, config_path: Option<&Path>) -> ExitCode {
+    use berth_scan::cli::{DbPublishArgs, DbUpdateArgs};
+    let config = match load_config(config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let shown = config.source.as_ref().map_or_else(
+        || "the built-in defaults".to_owned(),
+        |p| p.display().to_string(),
+    );
+    match command {
+        crate::cli::DbCommand::Publish { db, out } => {
+            let args = DbPublishArgs {
+                db: db.unwrap_or(config.scan.db),
+                out,
+            };
+            match berth_scan::cli::run_db_publish(&args) {
+                Ok(published) => {
+                    println!(
+                        "published {} ({} bytes, sha256 {}) and {}",
+                        published.archive.display(),
+                        published.bytes,
+                        published.sha256,
+                        published.checksum.display()
+                    );
+                    println!(
+                        "sign it: minisign -S -s <secret key> -m {}; then serve the directory's berth-advisories.tar, .sha256 and .minisig, and set db_url (and db_public_key) on every host",
+                        published.archive.display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    tracing::error!("{e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        crate::cli::DbCommand::Update(update) => {
+            let from = if update.from.is_empty() {
+                match config.advisory_updates.url.clone() {
+                    Some(url) => vec![url],
+                    None if update.if_configured => {
+                        println!("no db_url in {shown}: nothing to update");
+                        return ExitCode::SUCCESS;
+                    }
+                    None => {
+                        tracing::error!(
+                            "nothing to update from: pass --from, or set db_url in {shown}"
+                        );
+                        return ExitCode::FAILURE;
+                    }
+                }
+            } else {
+                update.from
+            };
+            let args = DbUpdateArgs {
+                from,
+                db: update.db.unwrap_or(config.scan.db),
+                public_key: config.advisory_updates.public_key,
+                max_size: update.max_size,
+            };
+            match berth_scan::cli::run_db_update(&args, time::OffsetDateTime::now_utc()) {
+                Ok(summary) => {
+                    for w in &summary.warnings {
+                        tracing::warn!("{w}");
+                    }
+                    let how = match (&args.from[..], &args.public_key) {
+                        ([url], Some(_))
+                            if berth_scan::advisory::published::is_published_url(url) =>
+                        {
+                            format!("fetched {url} (checksum and signature verified)")
+                        }
+                        ([url], None) if berth_scan::advisory::published::is_published_url(url) => {
+                            format!(
+                                "fetched {url} (checksum verified; no db_public_key, so no signature checked)"
+                            )
+                        }
+                        _ => "imported".to_owned(),
+                    };
+                    println!(
+                        "{how}: {} advisories into {} ({} ecosystems)",
+                        summary.meta.records,
+                        args.db.display(),
+                        summary.meta.ecosystems.len()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    tracing::error!("{e}");
+                    ExitCode::FAILURE
+                }
             }
         }
     }

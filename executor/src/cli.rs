@@ -95,8 +95,40 @@ pub(crate) enum PolicyCommand {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum DbCommand {
-    /// Import OSV advisories (directory, all.zip, or a directory of all.zip files).
-    Update(berth_scan::cli::DbUpdateArgs),
+    /// Import OSV advisories (directory, all.zip, or a directory of all.zip files), or fetch a
+    /// published database (`db_url` in the config when no --from), verified before it replaces
+    /// the current one.
+    Update(DbUpdate),
+    /// Pack the advisory database into one file with its checksum, for every host to fetch
+    /// with `berth db update` (sign it with minisign).
+    Publish {
+        /// Advisory database directory (default: `scan_db` from the config).
+        #[arg(long, env = "BERTH_DB")]
+        db: Option<PathBuf>,
+        /// Directory to write `berth-advisories.tar` and its `.sha256` into.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+/// `berth db update`: the sources and the database default to the config's.
+#[derive(Debug, clap::Args)]
+pub(crate) struct DbUpdate {
+    /// OSV directory, all.zip, a directory of all.zip files, an http(s) URL of OSV data, or the
+    /// http(s) URL of a published database (`…/berth-advisories.tar`, alone); repeatable.
+    /// Default: `db_url` from the config.
+    #[arg(long)]
+    pub(crate) from: Vec<String>,
+    /// Advisory database directory (default: `scan_db` from the config).
+    #[arg(long, env = "BERTH_DB")]
+    pub(crate) db: Option<PathBuf>,
+    /// With no --from and no `db_url` in the config, say so and succeed (for timers that run
+    /// for every runner config).
+    #[arg(long)]
+    pub(crate) if_configured: bool,
+    /// Largest published database downloaded, in bytes.
+    #[arg(long, default_value_t = berth_scan::advisory::published::DEFAULT_MAX_BYTES)]
+    pub(crate) max_size: u64,
 }
 
 fn parse_build_socket(text: &str) -> Result<berth_sandbox::proxy::Mode, String> {

@@ -535,7 +535,18 @@ impl Registry {
         Self::start_with(None)
     }
 
+    /// Starts a pull-through mirror of the registry at `remote` (`host:port`, plain HTTP):
+    /// docker-registry's proxy mode, which keeps what it fetched and serves it when the remote
+    /// is gone.
+    pub fn start_mirror_of(remote: &str) -> Self {
+        Self::start_configured(None, &format!("proxy:\n  remoteurl: http://{remote}\n"))
+    }
+
     fn start_with(credentials: Option<(&str, &str)>) -> Self {
+        Self::start_configured(credentials, "")
+    }
+
+    fn start_configured(credentials: Option<(&str, &str)>, extra: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -556,6 +567,7 @@ impl Registry {
                 "auth:\n  htpasswd:\n    realm: berth-test\n    path: {d}/htpasswd\n"
             ));
         }
+        config.push_str(extra);
         std::fs::write(dir.path().join("config.yml"), config).expect("config");
         let child = Command::new("docker-registry")
             .arg("serve")

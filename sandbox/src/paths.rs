@@ -135,6 +135,14 @@ impl JobPaths {
         self.job_dir.join("built-images.json")
     }
 
+    /// The registries.conf (insecure registries, mirrors) of this job's pulls into the base
+    /// store, beside their credentials, removed right after the pull.
+    pub fn pull_registries_conf(&self) -> PathBuf {
+        Path::new(RUN_ROOT)
+            .join("pull-auth")
+            .join(format!("{}.registries.conf", self.host_name))
+    }
+
     /// Registry credentials for this job's pulls (the store identity's, 0600, removed right
     /// after the pull), in a directory of root's that only lets its owners' files be reached.
     pub fn auth_file(&self) -> PathBuf {

@@ -1,8 +1,73 @@
-//! The job's `registries.conf`: the host's, plus the admin's insecure registries, so that a
+//! berth's `registries.conf`: the host's, plus the admin's insecure registries, so that a
 //! docker CLI behind the build socket (which has no `--tls-verify` of its own) can log in, push
-//! and pull there, as `--insecure-registry` on a DinD daemon would allow.
+//! and pull there, as `--insecure-registry` on a DinD daemon would allow; plus the admin's
+//! pull-through mirrors (`registry_mirrors`) as `[[registry.mirror]]` tables, which
+//! containers/image tries in order before the registry itself, for pulls by tag and by digest.
+//! Used for base image pulls and for the job's Podman service.
 
+use berth_config::admin::RegistryMirror;
 use toml::{Table, Value};
+
+/// The host's registries configuration with the admin's insecure registries and mirrors. A
+/// mirror listed in `insecure` is marked insecure (plain HTTP or unverified TLS). Mirrors need
+/// the v2 format (`[[registry]]` tables); a v1 host file with mirrors configured is an error.
+pub fn for_berth(
+    host: Option<&str>,
+    insecure: &[String],
+    mirrors: &[RegistryMirror],
+) -> Result<String, String> {
+    let with_insecure = with_insecure(host, insecure)?;
+    if mirrors.is_empty() {
+        return Ok(with_insecure);
+    }
+    let mut conf: Table = toml::from_str(&with_insecure).map_err(|e| e.to_string())?;
+    if conf.contains_key("registries") {
+        return Err(
+            "it is in the v1 format ([registries.*]), which has no mirrors; rewrite it with [[registry]] tables (containers-registries.conf(5))"
+                .into(),
+        );
+    }
+    let list = conf
+        .entry("registry")
+        .or_insert_with(|| Value::Array(Vec::new()))
+        .as_array_mut()
+        .ok_or("`registry` is not a list of tables")?;
+    for entry in mirrors {
+        let mirror_tables: Vec<Value> = entry
+            .mirrors
+            .iter()
+            .map(|m| {
+                let mut t = Table::from_iter([("location".to_owned(), Value::String(m.clone()))]);
+                let host = m.split('/').next().unwrap_or_default();
+                if insecure.iter().any(|i| i == m || i == host) {
+                    t.insert("insecure".into(), Value::Boolean(true));
+                }
+                Value::Table(t)
+            })
+            .collect();
+        let existing = list.iter_mut().filter_map(Value::as_table_mut).find(|t| {
+            t.get("prefix")
+                .or_else(|| t.get("location"))
+                .and_then(Value::as_str)
+                == Some(entry.registry.as_str())
+        });
+        match existing {
+            // The admin's mirrors come first, then whatever the host already had.
+            Some(table) => {
+                let mut all = mirror_tables;
+                if let Some(Value::Array(old)) = table.remove("mirror") {
+                    all.extend(old);
+                }
+                table.insert("mirror".into(), Value::Array(all));
+            }
+            None => list.push(Value::Table(Table::from_iter([
+                ("location".to_owned(), Value::String(entry.registry.clone())),
+                ("mirror".to_owned(), Value::Array(mirror_tables)),
+            ]))),
+        }
+    }
+    toml::to_string(&conf).map_err(|e| e.to_string())
+}
 
 /// Where the host's main registries configuration lives (drop-ins in `registries.conf.d` are
 /// read by Podman whatever the main file is, so they need no copy).
@@ -95,6 +160,55 @@ blocked = true
         assert_eq!(
             insecure_of(&with_insecure(None, &["r:1".to_owned()]).expect("no host file")),
             vec!["r:1"]
+        );
+    }
+
+    fn mirrors() -> Vec<RegistryMirror> {
+        vec![
+            RegistryMirror {
+                registry: "docker.io".into(),
+                mirrors: vec!["m1.example:5000".into(), "m2.example/hub".into()],
+            },
+            RegistryMirror {
+                registry: "127.0.0.1:5000".into(),
+                mirrors: vec!["127.0.0.1:5001".into()],
+            },
+        ]
+    }
+
+    #[test]
+    fn mirrors_become_registry_mirror_tables_in_order() {
+        let host = "[[registry]]\nlocation = \"docker.io\"\n[[registry.mirror]]\nlocation = \"old.example\"\n";
+        let out = for_berth(Some(host), &["127.0.0.1:5001".to_owned()], &mirrors()).expect("merge");
+        let conf: Table = toml::from_str(&out).expect("toml");
+        let registries = conf["registry"].as_array().expect("list");
+        let of = |location: &str| {
+            registries
+                .iter()
+                .find(|r| r["location"].as_str() == Some(location))
+                .unwrap_or_else(|| panic!("{location} in {out}"))
+        };
+        let hub: Vec<_> = of("docker.io")["mirror"]
+            .as_array()
+            .expect("mirrors")
+            .iter()
+            .map(|m| m["location"].as_str().unwrap_or_default())
+            .collect();
+        assert_eq!(hub, ["m1.example:5000", "m2.example/hub", "old.example"]);
+        let local = &of("127.0.0.1:5000")["mirror"][0];
+        assert_eq!(local["location"].as_str(), Some("127.0.0.1:5001"));
+        assert_eq!(local["insecure"].as_bool(), Some(true));
+        assert!(of("docker.io")["mirror"][0].get("insecure").is_none());
+        let err = for_berth(
+            Some("[registries.search]\nregistries = []\n"),
+            &[],
+            &mirrors(),
+        )
+        .expect_err("v1 has no mirrors");
+        assert!(err.contains("[[registry]]"), "{err}");
+        assert_eq!(
+            for_berth(None, &[], &[]).expect("nothing to add"),
+            with_insecure(None, &[]).expect("nothing to add")
         );
     }
 

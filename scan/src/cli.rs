@@ -8,7 +8,10 @@ use std::path::{Path, PathBuf};
 
 use time::{Date, OffsetDateTime};
 
+use minisign_verify::PublicKey;
+
 use crate::advisory::db::{self, DbError, ImportSummary, StaleAction};
+use crate::advisory::published::{self, FetchError, FetchSettings, Published};
 use crate::api::{self, Freshness, ImageSource, Verdict};
 use crate::ignore_policy::{IgnorePolicy, MAX_POLICY_BYTES, PolicyError};
 use crate::policy::{IgnoreError, IgnoreList, Policy};
@@ -91,12 +94,41 @@ pub struct ScanArgs {
 #[derive(Debug, Clone, clap::Args)]
 pub struct DbUpdateArgs {
     /// OSV directory, OSV all.zip, a directory of all.zip files, or an http(s) URL of an
-    /// all.zip or OSV JSON file (repeatable).
+    /// all.zip or OSV JSON file (repeatable); or the http(s) URL of a published database
+    /// (`…/berth-advisories.tar`, made by `berth db publish`; alone), verified against
+    /// `URL.sha256` (and `URL.minisig` with a public key) before it replaces the database.
     #[arg(long, required = true)]
     pub from: Vec<String>,
     /// Advisory database directory to (re)build.
     #[arg(long, env = "BERTH_DB", default_value = DEFAULT_DB)]
     pub db: PathBuf,
+    /// The publisher's minisign public key (the base64 line of `minisign.pub`): a published
+    /// database must then carry a signature that verifies with it.
+    #[arg(long, value_parser = parse_public_key)]
+    pub public_key: Option<PublicKey>,
+    /// Largest published database downloaded, in bytes.
+    #[arg(long, default_value_t = published::DEFAULT_MAX_BYTES)]
+    pub max_size: u64,
+}
+
+/// `berth db publish`: the database in one file, with its checksum, for hosts to fetch.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DbPublishArgs {
+    /// Advisory database directory to publish.
+    #[arg(long, env = "BERTH_DB", default_value = DEFAULT_DB)]
+    pub db: PathBuf,
+    /// Directory to write `berth-advisories.tar` and `berth-advisories.tar.sha256` into.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// Parses a minisign public key: the base64 line of `minisign.pub` (`RW…`).
+pub fn parse_public_key(text: &str) -> Result<PublicKey, String> {
+    PublicKey::from_base64(text.trim()).map_err(|e| {
+        format!(
+            "{text:?} is not a minisign public key ({e}); use the second line of the publisher's minisign.pub (it starts with RW)"
+        )
+    })
 }
 
 impl From<api::Error> for CliError {
@@ -162,6 +194,19 @@ pub enum CliError {
         /// What went wrong.
         message: String,
     },
+    /// A published database failed a check; the current one is unchanged.
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    /// `--from` mixes a published database with other sources.
+    #[error(
+        "--from {0} is a published database: pass it alone (it replaces the whole database), without other sources"
+    )]
+    PublishedNotAlone(String),
+    /// A public key is set but the source cannot be verified with it.
+    #[error(
+        "--from {0} cannot be verified with the configured public key: only a published database (`…/berth-advisories.tar` over http(s)) carries a signature; fetch that, or remove the public key to import OSV data unverified"
+    )]
+    Unverifiable(String),
     /// Writing an output failed.
     #[error("cannot write {path}: {source}; check the directory exists and is writable")]
     Write {
@@ -448,23 +493,55 @@ fn download(url: &str, dir: &Path, n: usize) -> Result<PathBuf, CliError> {
     Ok(path)
 }
 
-/// Runs `berth db update`.
+/// Runs `berth db update`: fetches a published database (verified, see
+/// [`published::fetch`]), or imports OSV data. Either way the new database replaces the old
+/// one with one rename, and only when it is whole.
 pub fn run_db_update(args: &DbUpdateArgs, now: OffsetDateTime) -> Result<ImportSummary, CliError> {
-    std::fs::create_dir_all(&args.db).map_err(|source| CliError::Write {
-        path: args.db.clone(),
-        source,
-    })?;
+    if let Some(url) = args.from.iter().find(|f| published::is_published_url(f)) {
+        if args.from.len() > 1 {
+            return Err(CliError::PublishedNotAlone(url.clone()));
+        }
+        let meta = published::fetch(&FetchSettings {
+            url: url.clone(),
+            db: args.db.clone(),
+            public_key: args.public_key.clone(),
+            max_bytes: args.max_size,
+        })?;
+        return Ok(ImportSummary {
+            meta,
+            warnings: Vec::new(),
+        });
+    }
+    if let (Some(from), Some(_)) = (args.from.first(), &args.public_key) {
+        return Err(CliError::Unverifiable(from.clone()));
+    }
     // Downloads live beside the database only for the import.
     let downloads = args.db.with_extension("downloads");
     let mut sources = Vec::new();
+    let mut resolved = Ok(());
     for (n, from) in args.from.iter().enumerate() {
-        if from.starts_with("http://") || from.starts_with("https://") {
-            sources.push(download(from, &downloads, n)?);
+        let source = if from.starts_with("http://") || from.starts_with("https://") {
+            download(from, &downloads, n)
         } else {
-            sources.push(db::resolve_source(from)?);
+            db::resolve_source(from).map_err(CliError::from)
+        };
+        match source {
+            Ok(s) => sources.push(s),
+            Err(e) => {
+                resolved = Err(e);
+                break;
+            }
         }
     }
-    let imported = db::import(&sources, &args.db, now);
+    let imported = resolved.and_then(|()| {
+        published::replace_with(&args.db, |staged| db::import(&sources, staged, now))
+            .map_err(CliError::from)
+    });
     let _ = std::fs::remove_dir_all(&downloads);
-    Ok(imported?)
+    imported
+}
+
+/// Runs `berth db publish`.
+pub fn run_db_publish(args: &DbPublishArgs) -> Result<Published, CliError> {
+    Ok(published::publish(&args.db, &args.out)?)
 }

@@ -228,6 +228,7 @@ pub fn podman_settings(config: &Config, host: &HostFacts) -> PodmanSettings {
                 mode: config.build_socket,
             }),
         insecure_registries: config.insecure_registries.clone(),
+        registry_mirrors: config.registry_mirrors.clone(),
     }
 }
 

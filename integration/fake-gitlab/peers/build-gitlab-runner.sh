@@ -40,7 +40,7 @@ MOD=gitlab.com/gitlab-org/gitlab-runner
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 WRAPPER_API=$MOD/helpers/runner_wrapper/api
 # Bump when the recipe changes, so cached binaries are rebuilt.
-RECIPE=1
+RECIPE=2
 
 mkdir -p "$PEERS_DIR" "$GOMODCACHE" "$GOCACHE" "$PEERS_DIR/logs"
 exec 9>"$PEERS_DIR/.lock"

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Result, ensure};
-use berth_fake_gitlab::harness::{CustomConfig, RunOptions, run_single};
+use berth_fake_gitlab::harness::{RunOptions, run_single};
 use berth_fake_gitlab::payload::{
     Artifact, ArtifactsFile, Cache, Dependency, GitInfo, Image, Variable,
 };
@@ -101,19 +101,13 @@ fn berth_runner_with(
     gitlab: &FakeGitLab,
     extra_config: &str,
 ) -> Result<(tempfile::TempDir, RunnerConfig, RunOptions)> {
-    let dir = tempfile::tempdir()?;
-    let berth_config = dir.path().join("berth.toml");
-    std::fs::write(
-        &berth_config,
-        format!("network = \"host\"\nstop_grace = 2\n{extra_config}"),
-    )?;
-    let berth = berth_binary();
-    let mut config = RunnerConfig::recommended(&gitlab.url(), &berth);
-    config.token = format!("glrt-e2e{}", std::process::id());
-    config.custom = CustomConfig::berth(&berth, &berth_config);
-    let mut options = RunOptions::new(binary, dir.path());
-    options.wall_clock = Duration::from_secs(200);
-    Ok((dir, config, options))
+    common::berth_runner_config(
+        binary,
+        gitlab,
+        &format!("glrt-e2e{}", std::process::id()),
+        "host",
+        extra_config,
+    )
 }
 
 fn run_with_berth(

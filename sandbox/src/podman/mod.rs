@@ -66,6 +66,9 @@ pub struct PodmanSettings {
     pub buildkit_shared_root: Option<PathBuf>,
     /// Registries (`host[:port]`) the job's Podman service reaches without TLS verification.
     pub insecure_registries: Vec<String>,
+    /// Pull-through mirrors tried before each registry, for base image pulls and the job's
+    /// Podman service.
+    pub registry_mirrors: Vec<berth_config::admin::RegistryMirror>,
 }
 
 /// The shared base store, written only by the store identity.
@@ -202,7 +205,7 @@ impl Sandbox for PodmanSandbox {
         mkdir(&self.paths.run_dir, 0o700)?;
         mkdir(&self.paths.runroot(), 0o700)?;
         mkdir(&self.paths.tmpdir(), 0o700)?;
-        if !self.settings.insecure_registries.is_empty() {
+        if service::needs_registries_conf(&self.settings) {
             self.write_registries_conf()?;
         }
         self.ensure_service().await

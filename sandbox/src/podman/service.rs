@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use super::{PodmanSandbox, io, mkdir};
+use super::{PodmanSandbox, PodmanSettings, io, mkdir};
 use crate::SandboxError;
 use crate::process::{self, CommandSpec};
 
@@ -52,21 +52,36 @@ pub(super) fn socket_exists(socket: &Path) -> Result<(), String> {
     }
 }
 
+/// Whether berth writes a registries.conf of its own: the admin configured insecure registries
+/// or mirrors.
+pub(super) fn needs_registries_conf(settings: &PodmanSettings) -> bool {
+    !settings.insecure_registries.is_empty() || !settings.registry_mirrors.is_empty()
+}
+
+/// The host's registries.conf with the admin's insecure registries and mirrors.
+pub(super) fn registries_conf(settings: &PodmanSettings) -> Result<String, SandboxError> {
+    let host_path = Path::new(crate::registries::HOST_REGISTRIES_CONF);
+    let host = match std::fs::read_to_string(host_path) {
+        Ok(text) => Some(text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(io(host_path)(e)),
+    };
+    crate::registries::for_berth(
+        host.as_deref(),
+        &settings.insecure_registries,
+        &settings.registry_mirrors,
+    )
+    .map_err(|why| {
+        io(host_path)(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("cannot add the berth config's insecure_registries and registry_mirrors to it: {why}; fix the file, or empty those keys"),
+        ))
+    })
+}
+
 impl PodmanSandbox {
     pub(super) fn write_registries_conf(&self) -> Result<(), SandboxError> {
-        let host_path = Path::new(crate::registries::HOST_REGISTRIES_CONF);
-        let host = match std::fs::read_to_string(host_path) {
-            Ok(text) => Some(text),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(io(host_path)(e)),
-        };
-        let text = crate::registries::with_insecure(host.as_deref(), &self.settings.insecure_registries)
-            .map_err(|why| {
-                io(host_path)(std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    format!("cannot add the berth config's insecure_registries to it: {why}; fix the file or empty insecure_registries"),
-                ))
-            })?;
+        let text = registries_conf(&self.settings)?;
         let path = self.paths.registries_conf();
         std::fs::write(&path, text).map_err(io(&path))
     }

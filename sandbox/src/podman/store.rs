@@ -42,6 +42,18 @@ impl PodmanSandbox {
         if pull.insecure {
             spec = spec.args(["--tls-verify=false"]);
         }
+        if super::service::needs_registries_conf(&self.settings) {
+            let text = super::service::registries_conf(&self.settings)?;
+            let file = self.paths.pull_registries_conf();
+            let owner = self.settings.store.identity;
+            process::as_root(|| {
+                if let Some(dir) = file.parent() {
+                    mkdir(dir, 0o711)?;
+                }
+                write_private(&file, text.as_bytes(), owner)
+            })?;
+            spec = spec.env("CONTAINERS_REGISTRIES_CONF", file);
+        }
         if let Some(file) = self.write_pull_auth(pull)? {
             spec = spec.args(["--authfile".into(), file.into_os_string()]);
         }
@@ -57,6 +69,7 @@ impl PodmanSandbox {
         .map_err(|(_, e)| io(&lock_path)(e.into()))?;
         let result = process::run(&spec, &CancellationToken::new()).await;
         let _ = process::as_root(|| std::fs::remove_file(self.paths.auth_file()));
+        let _ = process::as_root(|| std::fs::remove_file(self.paths.pull_registries_conf()));
         result
             .map(drop)
             .map_err(SandboxError::runtime(format!("pull image {image}")))

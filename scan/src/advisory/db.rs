@@ -446,25 +446,40 @@ pub fn write(
     Ok(meta)
 }
 
-/// An opened database: metadata read, ecosystems loaded on demand.
+/// An opened database: metadata read, ecosystems loaded on demand, every file read through a
+/// handle on the directory opened with the metadata, so a database swapped in by `berth db
+/// update` meanwhile is never mixed with this one.
 #[derive(Debug, Clone)]
 pub struct AdvisoryDb {
     dir: PathBuf,
+    handle: std::sync::Arc<berth_beneath::Dir>,
     /// The metadata.
     pub meta: DbMeta,
 }
+
+/// Largest metadata file read.
+const MAX_META_BYTES: u64 = 64 << 20;
 
 impl AdvisoryDb {
     /// Opens the database at `dir`.
     pub fn open(dir: &Path) -> Result<Self, DbError> {
         let path = dir.join(META_FILE);
-        let text = match fs::read(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(DbError::Missing(dir.to_owned()));
+        let missing = |e: std::io::Error| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                DbError::Missing(dir.to_owned())
+            } else {
+                DbError::Io {
+                    path: path.clone(),
+                    source: e,
+                }
             }
-            Err(e) => return Err(DbError::Io { path, source: e }),
         };
+        // The admin may point scan_db at a link; the handle is on what it names.
+        let resolved = fs::canonicalize(dir).map_err(missing)?;
+        let handle = berth_beneath::Dir::open(&resolved).map_err(missing)?;
+        let text = handle
+            .read(Path::new(META_FILE), MAX_META_BYTES)
+            .map_err(missing)?;
         let meta: DbMeta = serde_json::from_slice(&text).map_err(|e| DbError::Corrupt {
             path: path.clone(),
             reason: e.to_string(),
@@ -480,6 +495,7 @@ impl AdvisoryDb {
         }
         Ok(Self {
             dir: dir.to_owned(),
+            handle: std::sync::Arc::new(handle),
             meta,
         })
     }
@@ -513,12 +529,9 @@ impl AdvisoryDb {
             };
             let data = index.ecosystems.entry(name.clone()).or_default();
             for i in shards {
-                let path = self
-                    .dir
-                    .join("eco")
-                    .join(&m.dir)
-                    .join(format!("{i}.json.gz"));
-                let f = fs::File::open(&path).map_err(io(&path))?;
+                let relative = Path::new("eco").join(&m.dir).join(format!("{i}.json.gz"));
+                let path = self.dir.join(&relative);
+                let f = self.handle.open_file(&relative).map_err(io(&path))?;
                 let part: EcosystemData = serde_json::from_reader(std::io::BufReader::new(
                     GzDecoder::new(f),
                 ))

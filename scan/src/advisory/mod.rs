@@ -1,8 +1,10 @@
-//! Advisories: the OSV record model, the compact index and matcher, and the on-disk database.
+//! Advisories: the OSV record model, the compact index and matcher, the on-disk database, and
+//! the database published once for every host.
 
 pub mod db;
 pub mod index;
 pub mod osv;
+pub mod published;
 pub mod vendor;
 
 pub use db::{AdvisoryDb, DbError, DbMeta, StaleAction};

@@ -25,6 +25,8 @@ fn advisory_db(dir: &std::path::Path) -> std::path::PathBuf {
     let up = DbUpdateArgs {
         from: vec![osv.display().to_string()],
         db: db.clone(),
+        public_key: None,
+        max_size: berth_scan::advisory::published::DEFAULT_MAX_BYTES,
     };
     cli::run_db_update(&up, datetime!(2026-11-23 0:00 UTC)).unwrap();
     db
@@ -206,6 +208,8 @@ fn db_update_downloads_an_all_zip_over_http() {
     let args = DbUpdateArgs {
         from: vec![format!("{base}/npm/all.zip")],
         db: db.path().join("db"),
+        public_key: None,
+        max_size: berth_scan::advisory::published::DEFAULT_MAX_BYTES,
     };
     let summary = cli::run_db_update(&args, datetime!(2026-11-23 12:00 UTC)).unwrap();
     assert_eq!(summary.meta.records, 1);
@@ -216,6 +220,8 @@ fn db_update_downloads_an_all_zip_over_http() {
     let missing = DbUpdateArgs {
         from: vec![format!("{base}/missing/all.zip")],
         db: db.path().join("db2"),
+        public_key: None,
+        max_size: berth_scan::advisory::published::DEFAULT_MAX_BYTES,
     };
     let err = cli::run_db_update(&missing, datetime!(2026-11-23 12:00 UTC)).unwrap_err();
     assert!(

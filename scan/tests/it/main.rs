@@ -9,6 +9,7 @@ mod grype;
 mod hostile;
 mod odd_images;
 mod oracle;
+mod published_db;
 mod reports;
 mod rpm;
 mod rpm_formats;

@@ -1,4 +1,5 @@
-// A gitlab-runner main with only the custom and shell executors, for berth's tests.
+// A gitlab-runner main with only the custom and shell executors (and the S3 cache adapters),
+// for berth's tests.
 package main
 
 import (
@@ -20,6 +21,11 @@ import (
 	"gitlab.com/gitlab-org/gitlab-runner/network"
 
 	_ "gitlab.com/gitlab-org/gitlab-runner/shells"
+
+	// The distributed cache's S3 adapters ([runners.cache] Type = "s3" selects s3v2 unless
+	// FF_USE_LEGACY_S3_CACHE_ADAPTER), as upstream's main registers them.
+	_ "gitlab.com/gitlab-org/gitlab-runner/cache/s3"
+	_ "gitlab.com/gitlab-org/gitlab-runner/cache/s3v2"
 )
 
 func main() {

@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail, ensure};
 use berth_fake_gitlab::driver::{self, DriverCall};
-use berth_fake_gitlab::harness::{ConfigStyle, RunOptions, RunOutcome, new_command, run_single};
+use berth_fake_gitlab::harness::{
+    ConfigStyle, CustomConfig, RunOptions, RunOutcome, new_command, run_single,
+};
 use berth_fake_gitlab::peers::{self, Peer, PeerVersion};
 use berth_fake_gitlab::{FakeGitLab, JobPayload, RunnerConfig};
 
@@ -337,4 +339,30 @@ pub fn exec_statuses(summary: &serde_json::Value) -> Vec<(String, String)> {
             )
         })
         .collect()
+}
+
+/// A runner configuration with berth as the custom executor, pointed at `gitlab`, runner token
+/// `token`, in a fresh directory that also holds berth's config: the pod on `network` (`host`
+/// for a helper that must reach the fake at 127.0.0.1, e.g. to clone), `stop_grace = 2`, then
+/// `extra_config`.
+pub fn berth_runner_config(
+    binary: &Path,
+    gitlab: &FakeGitLab,
+    token: &str,
+    network: &str,
+    extra_config: &str,
+) -> Result<(tempfile::TempDir, RunnerConfig, RunOptions)> {
+    let dir = tempfile::tempdir()?;
+    let berth_config = dir.path().join("berth.toml");
+    std::fs::write(
+        &berth_config,
+        format!("network = \"{network}\"\nstop_grace = 2\n{extra_config}"),
+    )?;
+    let berth = berth_binary();
+    let mut config = RunnerConfig::recommended(&gitlab.url(), &berth);
+    config.token = token.to_owned();
+    config.custom = CustomConfig::berth(&berth, &berth_config);
+    let mut options = RunOptions::new(binary, dir.path());
+    options.wall_clock = Duration::from_secs(200);
+    Ok((dir, config, options))
 }
