@@ -1341,7 +1341,6 @@ mod tests {
         }
     }
 
-
     #[test]
     fn registry_mirrors_map_a_registry_to_its_mirrors_in_order() {
         let c = Config::parse(
@@ -1378,7 +1377,6 @@ mod tests {
             "a list is not a map"
         );
     }
-
 
     #[test]
     fn metrics_and_the_admin_log_are_off_by_default_and_checked_when_set() {

@@ -3,7 +3,8 @@
 //! `integration/peers/build-cosign.sh`), run through the berth binary as gitlab-runner runs it.
 //! A signed image runs; an unsigned one, one signed with another key, a tag moved to an
 //! unsigned manifest after signing, an unsigned image already in the base store and a rejected
-//! scope each fail as the job's fault (BUILD) with their own message.
+//! scope each fail as the job's fault (BUILD) with their own message. With `sign_passed_images`,
+//! berth signs what a job pushed that passed the scan, and nothing else.
 
 #![expect(
     clippy::disallowed_methods,
@@ -16,6 +17,7 @@ use std::process::Command;
 use berth_integration::{FakeRunner, Registry, base_podman, cleaned, ok, payload, require_host};
 
 const COSIGN_PEER: &str = "/var/cache/berth-peers/cosign";
+const BUSYBOX_IMAGE: &str = "localhost/busybox:latest";
 const PASSWORD: &str = "berth-test-key-password";
 
 fn cosign() -> PathBuf {
@@ -193,4 +195,153 @@ fn only_images_signed_with_the_scopes_key_run_and_every_other_fails_with_its_rea
             "admits no image",
         ],
     );
+}
+
+/// A vulnerable package the scan knows of (Debian's libberthdemo 1.0-1, fixed in 1.0-2).
+const VULN_RECORD: &str = r#"{"id":"CVE-2099-4343","modified":"2026-11-20T00:00:00Z","published":"2026-11-01T00:00:00Z",
+"summary":"demo","database_specific":{"severity":"CRITICAL"},
+"affected":[{"package":{"ecosystem":"Debian:12","name":"libberthdemo"},
+"ranges":[{"type":"ECOSYSTEM","events":[{"introduced":"0"},{"fixed":"1.0-2"}]}]}]}"#;
+
+/// Builds `tag` inside the job: busybox plus `marker`, and with `vulnerable` a dpkg status that
+/// lists the vulnerable package.
+fn build_script(tag: &str, marker: &str, vulnerable: bool) -> String {
+    let status = if vulnerable {
+        "printf 'Package: libberthdemo\\nStatus: install ok installed\\nVersion: 1.0-1\\nArchitecture: amd64\\n\\n' > status\nprintf 'ID=debian\\nVERSION_ID=\"12\"\\n' > os-release\nprintf 'COPY status /var/lib/dpkg/status\\nCOPY os-release /etc/os-release\\n' >> Containerfile\n"
+    } else {
+        ""
+    };
+    format!(
+        "mkdir -p /builds/group/project /tmp/ctx-{marker} && cd /tmp/ctx-{marker}\necho {marker} > marker\nprintf 'FROM localhost/busybox:latest\\nCOPY marker /marker\\n' > Containerfile\n{status}podman build -q -t {tag} . >/dev/null && echo built-{marker}"
+    )
+}
+
+fn cosign_verifies(public: &Path, image: &str) -> (bool, String) {
+    let out = Command::new(cosign())
+        .args(["verify", "--key"])
+        .arg(public)
+        .args([
+            "--insecure-ignore-tlog=true",
+            "--allow-insecure-registry",
+            "--allow-http-registry",
+            image,
+        ])
+        .env("HOME", std::env::temp_dir())
+        .output()
+        .expect("cosign verify");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn berth_signs_what_a_job_pushed_that_passed_and_nothing_else() {
+    require_host();
+    let registry = Registry::start_open();
+    let keys = tempfile::tempdir().expect("keys");
+    let private = keys.path().join("berth.key");
+    let public = keys.path().join("berth.pub");
+    run(
+        Command::new("sh").arg("-c").arg(format!(
+            "openssl ecparam -genkey -name prime256v1 | openssl pkcs8 -topk8 -nocrypt -out {} && openssl ec -in {} -pubout -out {} 2>/dev/null && chmod 600 {}",
+            private.display(),
+            private.display(),
+            public.display(),
+            private.display()
+        )),
+        "openssl key pair",
+    );
+    let advisories = tempfile::tempdir().expect("advisories");
+    std::fs::write(advisories.path().join("CVE-2099-4343.json"), VULN_RECORD).expect("record");
+    let db = tempfile::Builder::new()
+        .prefix("berth-db")
+        .tempdir()
+        .expect("db");
+    let mut importer = FakeRunner::new(payload(BUSYBOX_IMAGE));
+    ok(&importer.stage(&[
+        "db",
+        "update",
+        "--from",
+        &advisories.path().to_string_lossy(),
+        "--db",
+        &db.path().to_string_lossy(),
+    ]));
+    berth_integration::make_readable_by_all(db.path());
+    let config = format!(
+        "network = \"host\"\ninsecure_registries = [\"{r}\"]\nscan_db = \"{d}\"\nsign_passed_images = true\nsigning_key = \"{k}\"\n",
+        r = registry.address,
+        d = db.path().display(),
+        k = private.display()
+    );
+    let r = &registry.address;
+    let push = |local: &str, remote: &str| {
+        format!("\npodman push -q --tls-verify=false {local} {remote} && echo pushed")
+    };
+
+    // Passes the scan and is pushed: signed, and cosign verifies it with berth's public key.
+    let passed = format!("{r}/team/passed:1");
+    let mut job = FakeRunner::new(payload("localhost/build-tools:latest")).with_config(&config);
+    ok(&job.stage(&["config"]));
+    ok(&job.stage(&["prepare"]));
+    let out = job.run(
+        "build_script",
+        &format!(
+            "{}{}\ncat {} 2>&1 || echo no-key-here",
+            build_script(&passed, "passed", false),
+            push(&passed, &passed),
+            private.display()
+        ),
+    );
+    ok(&out);
+    assert!(
+        out.stdout.contains("no-key-here"),
+        "the job read berth's key: {}",
+        out.all()
+    );
+    assert!(
+        out.stdout.contains(&format!("berth signed {passed}")),
+        "{}",
+        out.all()
+    );
+    let (verified, said) = cosign_verifies(&public, &passed);
+    assert!(verified, "cosign does not verify berth's signature: {said}");
+
+    // Blocked by the scan: nothing is signed, though the job pushed it.
+    let vulnerable = format!("{r}/team/vulnerable:1");
+    let out = job.run(
+        "build_script",
+        &format!(
+            "{}{}",
+            build_script(&vulnerable, "vulnerable", true),
+            push(&vulnerable, &vulnerable)
+        ),
+    );
+    assert_eq!(out.code, 1, "the scan blocks it: {}", out.all());
+    let (verified, said) = cosign_verifies(&public, &vulnerable);
+    assert!(!verified, "a blocked image was signed: {said}");
+
+    // The job pushes other bytes under the name of an image that passed: not signed.
+    let swapped = format!("{r}/team/swapped:1");
+    let out = job.run(
+        "build_script",
+        &format!(
+            "{}{}",
+            build_script(&swapped, "swapped", false),
+            push(BUSYBOX_IMAGE, &swapped)
+        ),
+    );
+    ok(&out);
+    assert!(
+        out.stdout.contains("is not the image berth scanned"),
+        "{}",
+        out.all()
+    );
+    let (verified, said) = cosign_verifies(&public, &swapped);
+    assert!(!verified, "other bytes were signed: {said}");
+    cleaned(job);
 }

@@ -735,6 +735,18 @@ pub async fn after_user_stage<S: Sandbox>(
     .await;
     let blocked = scanned?;
     if blocked.is_empty() {
+        // Everything this stage built passed: sign what the job pushed of it.
+        for signed in crate::signing::sign_passed(job, sandbox, &fresh).await? {
+            let line = match signed {
+                crate::signing::Signed::Yes { name, digest } => format!(
+                    "berth signed {name} ({digest}): built by this job and passed the scan\n"
+                ),
+                crate::signing::Signed::No(why) => {
+                    format!("\x1b[0;33mWARNING: {why}\x1b[0;m\n")
+                }
+            };
+            say(out, &line).await;
+        }
         Ok(())
     } else {
         Err(StageError::SecurityPolicy {
