@@ -676,3 +676,27 @@ pub fn host_sleeps(seconds: &str) -> Vec<u32> {
         })
         .collect()
 }
+
+/// An advisory database made by `berth db update` from OSV `records` (file name, JSON), readable
+/// by every user (berth reads it after dropping privileges).
+pub fn advisory_db(records: &[(&str, &str)]) -> tempfile::TempDir {
+    let advisories = tempfile::tempdir().expect("advisories");
+    for (name, json) in records {
+        std::fs::write(advisories.path().join(name), json).expect("record");
+    }
+    let db = tempfile::Builder::new()
+        .prefix("berth-db")
+        .tempdir()
+        .expect("db dir");
+    let mut importer = FakeRunner::new(serde_json::json!({}));
+    ok(&importer.stage(&[
+        "db",
+        "update",
+        "--from",
+        &advisories.path().to_string_lossy(),
+        "--db",
+        &db.path().to_string_lossy(),
+    ]));
+    make_readable_by_all(db.path());
+    db
+}

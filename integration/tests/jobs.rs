@@ -868,23 +868,7 @@ podman build -q -t localhost/vulnerable:1 . >/dev/null && echo built"#;
 #[test]
 fn images_a_job_builds_are_scanned_and_the_policy_decides() {
     require_host();
-    let advisories = tempfile::tempdir().expect("tempdir");
-    std::fs::write(advisories.path().join("CVE-2099-4242.json"), VULN_RECORD).expect("record");
-    let db = tempfile::Builder::new()
-        .prefix("berth-db")
-        .tempdir()
-        .expect("db dir");
-    let mut importer = FakeRunner::new(payload(BUSYBOX));
-    let imported = importer.stage(&[
-        "db",
-        "update",
-        "--from",
-        &advisories.path().to_string_lossy(),
-        "--db",
-        &db.path().to_string_lossy(),
-    ]);
-    ok(&imported);
-    berth_integration::make_readable_by_all(db.path());
+    let db = berth_integration::advisory_db(&[("CVE-2099-4242.json", VULN_RECORD)]);
     let config = format!(
         "scan_db = \"{}\"\nscan_severity = \"HIGH,CRITICAL\"\n",
         db.path().display()

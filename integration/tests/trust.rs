@@ -256,22 +256,7 @@ fn berth_signs_what_a_job_pushed_that_passed_and_nothing_else() {
         )),
         "openssl key pair",
     );
-    let advisories = tempfile::tempdir().expect("advisories");
-    std::fs::write(advisories.path().join("CVE-2099-4343.json"), VULN_RECORD).expect("record");
-    let db = tempfile::Builder::new()
-        .prefix("berth-db")
-        .tempdir()
-        .expect("db");
-    let mut importer = FakeRunner::new(payload(BUSYBOX_IMAGE));
-    ok(&importer.stage(&[
-        "db",
-        "update",
-        "--from",
-        &advisories.path().to_string_lossy(),
-        "--db",
-        &db.path().to_string_lossy(),
-    ]));
-    berth_integration::make_readable_by_all(db.path());
+    let db = berth_integration::advisory_db(&[("CVE-2099-4343.json", VULN_RECORD)]);
     let config = format!(
         "network = \"host\"\ninsecure_registries = [\"{r}\"]\nscan_db = \"{d}\"\nsign_passed_images = true\nsigning_key = \"{k}\"\n",
         r = registry.address,
