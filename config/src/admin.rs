@@ -1099,3 +1099,6 @@ mod example {
         );
     }
 }
+
+#[cfg(test)]
+mod shipped_config_tests;
