@@ -103,8 +103,8 @@ fn the_shipped_config_as_shipped_and_with_every_default_uncommented_is_the_defau
             _ => format!("{line}\n"),
         })
         .collect();
-    let every_default =
-        parse(&text).unwrap_or_else(|e| panic!("{SHIPPED_PATH} with every default uncommented: {e}"));
+    let every_default = parse(&text)
+        .unwrap_or_else(|e| panic!("{SHIPPED_PATH} with every default uncommented: {e}"));
     assert_eq!(
         shown(&every_default),
         defaults,
