@@ -346,8 +346,10 @@ pub struct Config {
     pub image_trust: Option<crate::trust::ImageTrust>,
     /// A directory of Rego admission policies asked at prepare (`data.berth.prepare.deny`).
     pub admission_policies: Option<PathBuf>,
-    /// berth's private signing key (PKCS#8 PEM, ECDSA P-256) when `sign_passed_images` is on:
-    /// images a job pushed that passed the scan (and the build policies) are signed with it.
+    /// Sign, with `signing_key`, the images a job pushed that passed the scan (and the build
+    /// policies).
+    pub sign_passed_images: bool,
+    /// berth's private signing key (PKCS#8 PEM, ECDSA P-256), used with `sign_passed_images`.
     pub signing_key: Option<PathBuf>,
     /// Per-job rootless BuildKit: the `buildkitd` binary (None: not offered).
     pub buildkitd: Option<PathBuf>,
@@ -1087,26 +1089,17 @@ fn validate(raw: RawConfig, source: Option<&Path>) -> Result<Config, Vec<ConfigP
     let admission_policies = raw
         .admission_policies
         .map(|p| absolute("admission_policies", p, &mut problems));
-    let signing_key = match (raw.sign_passed_images.unwrap_or(false), raw.signing_key) {
-        (true, Some(key)) => Some(absolute("signing_key", key, &mut problems)),
-        (true, None) => {
-            problems.push(ConfigProblem::new(
-                "sign_passed_images",
-                "is on, but no `signing_key` says which key signs",
-                "add `signing_key = \"/etc/berth/keys/berth.key\"`: a PKCS#8 PEM ECDSA P-256 key only root can read (`openssl ecparam -genkey -name prime256v1 | openssl pkcs8 -topk8 -nocrypt`)",
-            ));
-            None
-        }
-        (false, Some(_)) => {
-            problems.push(ConfigProblem::new(
-                "signing_key",
-                "is set, but `sign_passed_images` is not on",
-                "set `sign_passed_images = true`, or remove `signing_key`",
-            ));
-            None
-        }
-        (false, None) => None,
-    };
+    let sign_passed_images = raw.sign_passed_images.unwrap_or(false);
+    let signing_key = raw
+        .signing_key
+        .map(|key| absolute("signing_key", key, &mut problems));
+    if sign_passed_images && signing_key.is_none() {
+        problems.push(ConfigProblem::new(
+            "sign_passed_images",
+            "is on, but no `signing_key` says which key signs",
+            "add `signing_key = \"/etc/berth/keys/berth.key\"`: a PKCS#8 PEM ECDSA P-256 key only root can read (`openssl ecparam -genkey -name prime256v1 | openssl pkcs8 -topk8 -nocrypt`)",
+        ));
+    }
     let scan = ScanSettings {
         enabled: raw.scan_images.unwrap_or(true),
         db: absolute(
@@ -1257,6 +1250,7 @@ fn validate(raw: RawConfig, source: Option<&Path>) -> Result<Config, Vec<ConfigP
         scan,
         image_trust,
         admission_policies,
+        sign_passed_images,
         signing_key,
         buildkitd,
         buildkit_host_network,
@@ -1656,3 +1650,6 @@ mod example {
         );
     }
 }
+
+#[cfg(test)]
+mod shipped_config_tests;

@@ -333,15 +333,15 @@ pub fn run_checks(config: &Config, euid: u32, podman_version: Option<&str>) -> V
             Some("apt-get install podman (setup-host.sh does)"),
         ),
     });
-    let home = user.dir.clone();
-    let containers_conf = home.join(".config/containers/containers.conf");
+    // berth's Podman settings for every identity (setup-host writes them; CONTAINERS_CONF).
+    let containers_conf = PathBuf::from(crate::context::PODMAN_CONF);
     let runtime = conf_value(&containers_conf, "runtime");
     let layout = cgroups();
     out.push(match (layout, runtime.as_deref()) {
         (Cgroups::V1, Some("runc")) => check("OCI runtime", Level::Ok, "runc (crun refuses hybrid cgroups)", None),
         (Cgroups::V1, other) => check("OCI runtime", Level::Fail,
             format!("runtime is {:?} on a cgroup v1/hybrid host: crun fails with `cgroups in hybrid mode not supported`", other.unwrap_or("the default")),
-            Some("set `[engine] runtime = \"runc\"` in ~/.config/containers/containers.conf of the runner user")),
+            Some("set `[engine] runtime = \"runc\"` in /etc/berth/podman/containers/containers.conf (/usr/lib/berth/setup-host writes it when missing)")),
         (Cgroups::V2, r) => check("OCI runtime", Level::Ok, format!("{} on cgroup v2", r.unwrap_or("default")), None),
     });
     if which("runc").is_none() && runtime.as_deref() == Some("runc") {
@@ -352,12 +352,12 @@ pub fn run_checks(config: &Config, euid: u32, podman_version: Option<&str>) -> V
             Some("apt-get install runc"),
         ));
     }
-    let storage_conf = home.join(".config/containers/storage.conf");
+    let storage_conf = containers_conf.with_file_name("storage.conf");
     out.push(match conf_value(&storage_conf, "driver").as_deref() {
         Some("overlay") => check("storage driver", Level::Ok, "overlay", None),
         other => check("storage driver", Level::Fail,
             format!("driver is {:?}: rootless Podman falls back to vfs, which copies the whole image per container", other.unwrap_or("unset")),
-            Some("set `[storage] driver = \"overlay\"` in ~/.config/containers/storage.conf of the runner user")),
+            Some("set `[storage] driver = \"overlay\"` in /etc/berth/podman/containers/storage.conf (/usr/lib/berth/setup-host writes it when missing)")),
     });
     let limits_wanted = config.limits.cpus.is_some()
         || config.limits.memory_bytes.is_some()
@@ -397,7 +397,7 @@ pub fn run_checks(config: &Config, euid: u32, podman_version: Option<&str>) -> V
         check("rlimits", Level::Ok, format!("nofile {wanted_nofile} within the hard limit {hard}"), None)
     } else {
         check("rlimits", Level::Fail, format!("containers ask for nofile {wanted_nofile} but the hard limit is {hard}: `setrlimit RLIMIT_NOFILE: Operation not permitted`"),
-            Some("set `default_ulimits = [\"nofile=1024:1024\"]` under [containers] in the runner user's containers.conf"))
+            Some("set `default_ulimits = [\"nofile=1024:1024\"]` under [containers] in /etc/berth/podman/containers/containers.conf"))
     });
     if config.network == NetworkMode::Slirp4netns {
         out.push(match std::fs::metadata("/dev/net/tun") {
@@ -451,20 +451,7 @@ pub fn run_checks(config: &Config, euid: u32, podman_version: Option<&str>) -> V
             Some("create it owned by the runner user, mode 0700 (loginctl enable-linger does)"),
         ),
     });
-    for (dir, mode) in [
-        (config.state_dir.clone(), None),
-        (config.jobs_dir(), Some(0o700)),
-        (config.image_store(), None),
-    ] {
-        out.push(match std::fs::metadata(&dir) {
-            Ok(m) if m.uid() == uid && mode.is_none_or(|want| m.permissions().mode() & 0o777 == want) =>
-                check("state directories", Level::Ok, dir.display().to_string(), None),
-            Ok(_) => check("state directories", Level::Fail, format!("{} is not owned by {user_name} (or jobs/ is not 0700)", dir.display()),
-                Some("run integration/host/setup-host.sh, or chown -R the state_dir to the runner user")),
-            Err(_) => check("state directories", Level::Fail, format!("{} missing", dir.display()),
-                Some("run integration/host/setup-host.sh, or create state_dir/{images,jobs,cache} owned by the runner user")),
-        });
-    }
+    out.extend(state_dir_checks(config, euid, uid));
     if config.nested_run {
         let found = crate::nested::HOST_SECCOMP_PROFILES
             .iter()
@@ -497,6 +484,56 @@ pub fn run_checks(config: &Config, euid: u32, podman_version: Option<&str>) -> V
     }
     out.extend(crate::metrics::doctor_checks(config, euid));
     out
+}
+
+/// berth's state directories as it uses them. Started as root: `state_dir` and `jobs/` (0711) are
+/// root's, the base store the store identity's; started unprivileged, all three are that user's.
+fn state_dir_checks(config: &Config, euid: u32, store_uid: u32) -> Vec<Check> {
+    const FIX: &str = "run /usr/lib/berth/setup-host (integration/host/setup-host.sh from a checkout), which makes state_dir's directories as berth uses them";
+    let (state_owner, jobs_owner, jobs_mode) = if euid == 0 {
+        (0, 0, 0o711)
+    } else {
+        (store_uid, store_uid, 0o700)
+    };
+    [
+        (config.state_dir.clone(), state_owner, None),
+        (config.jobs_dir(), jobs_owner, Some(jobs_mode)),
+        (config.image_store(), store_uid, None),
+    ]
+    .into_iter()
+    .map(|(dir, owner, mode)| match std::fs::metadata(&dir) {
+        Ok(m)
+            if m.uid() == owner
+                && mode.is_none_or(|want| m.permissions().mode() & 0o777 == want) =>
+        {
+            check(
+                "state directories",
+                Level::Ok,
+                dir.display().to_string(),
+                None,
+            )
+        }
+        Ok(m) => check(
+            "state directories",
+            Level::Fail,
+            format!(
+                "{} is owned by uid {} with mode {:o}; berth needs uid {owner}{}",
+                dir.display(),
+                m.uid(),
+                m.permissions().mode() & 0o777,
+                mode.map(|want| format!(" with mode {want:o}"))
+                    .unwrap_or_default()
+            ),
+            Some(FIX),
+        ),
+        Err(_) => check(
+            "state directories",
+            Level::Fail,
+            format!("{} missing", dir.display()),
+            Some(FIX),
+        ),
+    })
+    .collect()
 }
 
 #[cfg(test)]
@@ -545,6 +582,51 @@ mod tests {
         );
         let broken = shared_configs_check(&a, &[], &["cannot read x.toml".into()]);
         assert_eq!(broken.level, Level::Fail);
+    }
+
+    #[test]
+    fn state_directories_are_checked_against_the_layout_setup_host_makes() {
+        use std::os::unix::fs::{PermissionsExt, chown};
+        let tmp = tempfile::tempdir().expect("tmp");
+        let state = tmp.path().join("state");
+        for (dir, mode) in [("", 0o755), ("jobs", 0o711), ("images", 0o700)] {
+            let path = state.join(dir);
+            std::fs::create_dir_all(&path).expect("mkdir");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        }
+        assert!(
+            nix::unistd::Uid::effective().is_root(),
+            "the layout is root's: run the unit tests as root, as scripts/test-all does"
+        );
+        let store_uid = 4242;
+        chown(state.join("images"), Some(store_uid), Some(store_uid))
+            .expect("chown: run the unit tests as root, as scripts/test-all does");
+        let config = Config::parse(
+            &format!("state_dir = {:?}\n", state.display().to_string()),
+            None,
+        )
+        .expect("config");
+        let as_root = state_dir_checks(&config, 0, store_uid);
+        assert!(as_root.iter().all(|c| c.level == Level::Ok), "{as_root:#?}");
+
+        chown(state.join("jobs"), Some(store_uid), None).expect("chown");
+        let jobs_not_roots = state_dir_checks(&config, 0, store_uid);
+        let failed: Vec<&Check> = jobs_not_roots
+            .iter()
+            .filter(|c| c.level == Level::Fail)
+            .collect();
+        assert_eq!(failed.len(), 1, "{jobs_not_roots:#?}");
+        assert!(
+            failed[0].detail.contains("jobs is owned by uid 4242"),
+            "{:?}",
+            failed[0]
+        );
+        assert!(
+            failed[0]
+                .fix
+                .as_deref()
+                .is_some_and(|f| f.contains("setup-host"))
+        );
     }
 
     #[test]

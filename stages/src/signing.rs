@@ -47,7 +47,12 @@ pub async fn sign_passed<S: Sandbox>(
     sandbox: &S,
     passed: &[&BuiltImage],
 ) -> Result<Vec<Signed>, StageError> {
-    let Some(path) = &job.config.signing_key else {
+    let Some(path) = job
+        .config
+        .signing_key
+        .as_ref()
+        .filter(|_| job.config.sign_passed_images)
+    else {
         return Ok(Vec::new());
     };
     let key = signing_key(path)?;
