@@ -527,8 +527,20 @@ fn runner_binary(config: &Config) -> Option<PathBuf> {
         return Some(p.clone());
     }
     let parent = std::fs::read_link(format!("/proc/{}/exe", nix::unistd::getppid())).ok()?;
-    let name = parent.file_name()?.to_string_lossy().into_owned();
-    name.contains("gitlab-runner").then_some(parent)
+    running_runner(&parent)
+}
+
+/// The runner binary a `/proc/PID/exe` link names: when the file was replaced while the runner
+/// runs (a package upgrade), the kernel's name ends in " (deleted)", and the new binary at the
+/// same path stands in for it.
+fn running_runner(link: &Path) -> Option<PathBuf> {
+    let text = link.to_str()?;
+    let path = match text.strip_suffix(" (deleted)") {
+        Some(replaced) => Path::new(replaced).to_owned(),
+        None => link.to_owned(),
+    };
+    let name = path.file_name()?.to_string_lossy().into_owned();
+    (name.contains("gitlab-runner") && path.is_file()).then_some(path)
 }
 
 /// Who runs a stage's processes: identities of their own when berth started as root, else
@@ -802,4 +814,22 @@ fn bridge_signals(cancel: Cancel) {
         tracing::warn!("received a stop signal: stopping the stage");
         cancel.cancel();
     });
+}
+
+#[cfg(test)]
+mod runner_binary_tests {
+    use super::*;
+
+    #[test]
+    fn a_runner_binary_replaced_while_it_runs_is_found_at_its_path() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let runner = tmp.path().join("gitlab-runner-19");
+        std::fs::write(&runner, b"binary").expect("runner");
+        assert_eq!(running_runner(&runner), Some(runner.clone()));
+        let deleted = PathBuf::from(format!("{} (deleted)", runner.display()));
+        assert_eq!(running_runner(&deleted), Some(runner.clone()));
+        std::fs::remove_file(&runner).expect("rm");
+        assert_eq!(running_runner(&deleted), None, "nothing to mount");
+        assert_eq!(running_runner(Path::new("/usr/bin/bash")), None);
+    }
 }
