@@ -217,8 +217,22 @@ fn build_script(tag: &str, marker: &str, vulnerable: bool) -> String {
 }
 
 fn cosign_verifies(public: &Path, image: &str) -> (bool, String) {
+    cosign_checks(&["verify"], public, image)
+}
+
+/// `cosign verify-attestation --type cyclonedx`: berth's SBOM attestation of `image`.
+fn cosign_verifies_sbom(public: &Path, image: &str) -> (bool, String) {
+    cosign_checks(
+        &["verify-attestation", "--type", "cyclonedx"],
+        public,
+        image,
+    )
+}
+
+fn cosign_checks(command: &[&str], public: &Path, image: &str) -> (bool, String) {
     let out = Command::new(cosign())
-        .args(["verify", "--key"])
+        .args(command)
+        .arg("--key")
         .arg(public)
         .args([
             "--insecure-ignore-tlog=true",
@@ -295,6 +309,20 @@ fn berth_signs_what_a_job_pushed_that_passed_and_nothing_else() {
     );
     let (verified, said) = cosign_verifies(&public, &passed);
     assert!(verified, "cosign does not verify berth's signature: {said}");
+    assert!(
+        out.stdout.contains("and attested its CycloneDX SBOM"),
+        "{}",
+        out.all()
+    );
+    let (verified, said) = cosign_verifies_sbom(&public, &passed);
+    assert!(
+        verified,
+        "cosign does not verify berth's SBOM attestation: {said}"
+    );
+    assert!(
+        said.contains("\"payloadType\":\"application/vnd.in-toto+json\""),
+        "the attestation cosign verified: {said}"
+    );
 
     // Blocked by the scan: nothing is signed, though the job pushed it.
     let vulnerable = format!("{r}/team/vulnerable:1");
@@ -328,5 +356,10 @@ fn berth_signs_what_a_job_pushed_that_passed_and_nothing_else() {
     );
     let (verified, said) = cosign_verifies(&public, &swapped);
     assert!(!verified, "other bytes were signed: {said}");
+    let (verified, said) = cosign_verifies_sbom(&public, &swapped);
+    assert!(
+        !verified,
+        "other bytes got berth's SBOM attestation: {said}"
+    );
     cleaned(job);
 }

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::agent::ScriptEnd;
 use crate::{
-    BuiltImage, ContainerSpec, ImageInfo, PodSpec, PullOptions, RegistryManifest,
+    Attachment, BuiltImage, ContainerSpec, ImageInfo, PodSpec, PullOptions, RegistryManifest,
     RegistrySignatures, Sandbox, SandboxError, SignedLayer, Started,
 };
 
@@ -126,9 +126,13 @@ impl Sandbox for FakeSandbox {
         &self,
         image: &str,
         _repository: &str,
+        kind: Attachment,
         _pull: &PullOptions,
     ) -> Result<RegistrySignatures, SandboxError> {
         self.record(Call::RegistrySignatures(image.to_owned()));
+        if kind == Attachment::Attestations {
+            return Ok(RegistrySignatures::default());
+        }
         self.behaviour
             .signatures
             .get(image)
@@ -158,12 +162,13 @@ impl Sandbox for FakeSandbox {
         &self,
         repository: &str,
         digest: &str,
+        kind: Attachment,
         layers: &[SignedLayer],
         _pull: &PullOptions,
     ) -> Result<(), SandboxError> {
         self.record(Call::AttachSignatures(
             repository.to_owned(),
-            digest.to_owned(),
+            format!("{digest}.{}", kind.suffix()),
             layers.to_vec(),
         ));
         Ok(())

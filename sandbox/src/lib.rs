@@ -65,8 +65,31 @@ pub struct SignedLayer {
     pub media_type: String,
     /// The layer: the signed payload.
     pub payload: Vec<u8>,
-    /// Its `dev.cosignproject.cosign/signature` annotation (base64 DER signature).
+    /// Its `dev.cosignproject.cosign/signature` annotation (base64 DER signature; empty for an
+    /// attestation, whose signatures are inside its DSSE envelope).
     pub signature: Option<String>,
+    /// Its `predicateType` annotation (attestations only).
+    pub predicate_type: Option<String>,
+}
+
+/// Which cosign attachment of a digest: its signatures (`sha256-<hex>.sig`) or its attestations
+/// (`sha256-<hex>.att`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attachment {
+    /// Simple-signing signatures.
+    Signatures,
+    /// DSSE-enveloped in-toto attestations.
+    Attestations,
+}
+
+impl Attachment {
+    /// The tag suffix cosign stores it under.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Self::Signatures => "sig",
+            Self::Attestations => "att",
+        }
+    }
 }
 
 /// The manifest a registry holds for an image reference.
@@ -330,11 +353,12 @@ pub trait Sandbox {
         pull: &PullOptions,
     ) -> Result<ImageInfo, SandboxError>;
     /// Asks `image`'s registry (with `pull`'s credentials) for the digest the reference names
-    /// and the cosign signature attachments of that digest, stored in `repository`.
+    /// and the cosign attachment `kind` of that digest, stored in `repository`.
     async fn registry_signatures(
         &self,
         image: &str,
         repository: &str,
+        kind: Attachment,
         pull: &PullOptions,
     ) -> Result<RegistrySignatures, SandboxError>;
     /// Asks `image`'s registry for the manifest the reference names: its digest and, for an
@@ -351,6 +375,7 @@ pub trait Sandbox {
         &self,
         repository: &str,
         digest: &str,
+        kind: Attachment,
         layers: &[SignedLayer],
         pull: &PullOptions,
     ) -> Result<(), SandboxError>;

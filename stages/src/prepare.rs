@@ -172,7 +172,12 @@ async fn ensure_job_image<S: Sandbox>(
         ));
     }
     let signed = sandbox
-        .registry_signatures(&plan.name, &plan.repository, &options)
+        .registry_signatures(
+            &plan.name,
+            &plan.repository,
+            berth_sandbox::Attachment::Signatures,
+            &options,
+        )
         .await?;
     crate::trust::verify_cosign(key, &plan.repository, &signed.digest, &signed.layers)
         .map_err(|why| untrusted(format!("{} at the registry: {why}", signed.digest)))?;

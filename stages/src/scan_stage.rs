@@ -14,7 +14,7 @@
 //! that (an image could vouch for itself). A document that cannot be read or parsed suppresses
 //! nothing, and the job log says so.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::{Component, Path};
 
@@ -250,7 +250,7 @@ fn admin_ignore_policy(path: &Path) -> (Option<IgnorePolicy>, Option<String>) {
 /// The job-log lines that say how many findings each VEX document and the ignore policy
 /// suppressed (`berth: 3 finding(s) suppressed by VEX .vex/app.openvex.json (not_affected)`).
 fn suppression_lines(report: &Report) -> Vec<String> {
-    let mut counts: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
     for s in &report.suppressed {
         let key = match &s.reason {
             Suppression::Vex { source, status, .. } => {
@@ -520,7 +520,8 @@ fn recorded(job_dir: &Dir) -> BTreeSet<String> {
         .collect()
 }
 
-/// Scans `fresh`, writes their reports and shows their tables; returns the blocked images.
+/// Scans `fresh`, writes their reports and shows their tables; returns the blocked images and
+/// each image's CycloneDX SBOM by id.
 async fn scan_fresh(
     job: &Job,
     settings: &ScanSettings,
@@ -528,10 +529,11 @@ async fn scan_fresh(
     project: &Dir,
     rules: &Rules,
     out: &mut (dyn AsyncWrite + Unpin + Send),
-) -> Result<Vec<String>, StageError> {
+) -> Result<(Vec<String>, BTreeMap<String, String>), StageError> {
     let mut blocked = Vec::new();
+    let mut sboms = BTreeMap::new();
     let Some(first) = fresh.first() else {
-        return Ok(blocked);
+        return Ok((blocked, sboms));
     };
     // Opened once, before any image is read: a missing or stale database fails fast.
     let now = time::OffsetDateTime::now_utc();
@@ -597,6 +599,7 @@ async fn scan_fresh(
             &sbom,
         )?;
         crate::admission::admit_build(job, image, &outcome.report, &rendered(Format::Json), &sbom)?;
+        sboms.insert(image.id.clone(), sbom);
         // The database's staleness warning once, with the first image.
         let db_warnings = if n == 0 { db_warnings.as_slice() } else { &[] };
         for w in db_warnings.iter().chain(&outcome.warnings) {
@@ -620,12 +623,12 @@ async fn scan_fresh(
             Verdict::Pass => {}
         }
     }
-    Ok(blocked)
+    Ok((blocked, sboms))
 }
 
 /// Counts a scanned image's findings for the metrics, under the job's project.
 fn note_scan(job: &Job, report: &Report) {
-    let mut findings = std::collections::BTreeMap::new();
+    let mut findings = BTreeMap::new();
     for f in &report.findings {
         *findings.entry(f.severity.to_string()).or_insert(0) += 1;
     }
@@ -733,13 +736,22 @@ pub async fn after_user_stage<S: Sandbox>(
         &format!("\x1b[0Ksection_end:{now}:berth_scan\r\x1b[0K"),
     )
     .await;
-    let blocked = scanned?;
+    let (blocked, sboms) = scanned?;
     if blocked.is_empty() {
         // Everything this stage built passed: sign what the job pushed of it.
-        for signed in crate::signing::sign_passed(job, sandbox, &fresh).await? {
+        for signed in crate::signing::sign_passed(job, sandbox, &fresh, &sboms).await? {
             let line = match signed {
-                crate::signing::Signed::Yes { name, digest } => format!(
-                    "berth signed {name} ({digest}): built by this job and passed the scan\n"
+                crate::signing::Signed::Yes {
+                    name,
+                    digest,
+                    attested,
+                } => format!(
+                    "berth signed {name} ({digest}){}: built by this job and passed the scan\n",
+                    if attested {
+                        " and attested its CycloneDX SBOM"
+                    } else {
+                        ""
+                    }
                 ),
                 crate::signing::Signed::No(why) => {
                     format!("\x1b[0;33mWARNING: {why}\x1b[0;m\n")
@@ -780,7 +792,7 @@ mod tests {
     }
 
     fn vars(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: std::collections::BTreeMap<String, String> = pairs
+        let map: BTreeMap<String, String> = pairs
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();

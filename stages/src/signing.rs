@@ -2,12 +2,14 @@
 //! passed the scan (and the build policies) and that the job pushed is signed with berth's key,
 //! as cosign signs, so later jobs and clusters can require "built and scanned by berth". Only
 //! a registry manifest whose config digest is the id of the image berth scanned is signed: a
-//! job that pushed other bytes under the name gets nothing signed. The key is read by root from
+//! job that pushed other bytes under the name gets nothing signed. With the signature goes an
+//! attestation of the CycloneDX SBOM berth made of the image. The key is read by root from
 //! a file only root can read; no job process ever holds it.
 
+use std::collections::BTreeMap;
 use std::str::FromStr;
 
-use berth_sandbox::{BuiltImage, Sandbox};
+use berth_sandbox::{Attachment, BuiltImage, Sandbox};
 use p256::pkcs8::DecodePrivateKey;
 
 use crate::{Job, StageError};
@@ -21,6 +23,8 @@ pub enum Signed {
         name: String,
         /// Its manifest digest.
         digest: String,
+        /// Whether its SBOM was attested too.
+        attested: bool,
     },
     /// Not signed, and why (a line for the job log).
     No(String),
@@ -46,6 +50,7 @@ pub async fn sign_passed<S: Sandbox>(
     job: &Job,
     sandbox: &S,
     passed: &[&BuiltImage],
+    sboms: &BTreeMap<String, String>,
 ) -> Result<Vec<Signed>, StageError> {
     let Some(path) = job
         .config
@@ -90,22 +95,46 @@ pub async fn sign_passed<S: Sandbox>(
                 continue;
             }
             // Keep what is attached already (other signers'), add berth's.
-            let mut layers = sandbox
-                .registry_signatures(name, &repository, &options)
-                .await
-                .map(|s| s.layers)
-                .unwrap_or_default();
-            layers.push(crate::trust::sign_cosign(
-                &key,
-                &repository,
-                &manifest.digest,
-            ));
-            sandbox
-                .attach_signatures(&repository, &manifest.digest, &layers, &options)
-                .await?;
+            let attach = |kind: Attachment, mine: berth_sandbox::SignedLayer| {
+                let (name, repository, digest, options) =
+                    (name, &repository, &manifest.digest, &options);
+                async move {
+                    let mut layers = sandbox
+                        .registry_signatures(name, repository, kind, options)
+                        .await
+                        .map(|s| s.layers)
+                        .unwrap_or_default();
+                    layers.push(mine);
+                    sandbox
+                        .attach_signatures(repository, digest, kind, &layers, options)
+                        .await
+                }
+            };
+            attach(
+                Attachment::Signatures,
+                crate::trust::sign_cosign(&key, &repository, &manifest.digest),
+            )
+            .await?;
+            // The SBOM berth made of the image, attested by berth's key (cosign's
+            // `verify-attestation --type cyclonedx` checks it).
+            let sbom = sboms
+                .get(&image.id)
+                .and_then(|text| serde_json::from_str::<serde_json::Value>(text).ok());
+            let attested = match sbom {
+                Some(sbom) => {
+                    attach(
+                        Attachment::Attestations,
+                        crate::trust::attest_sbom(&key, &repository, &manifest.digest, &sbom),
+                    )
+                    .await?;
+                    true
+                }
+                None => false,
+            };
             out.push(Signed::Yes {
                 name: name.clone(),
-                digest: manifest.digest,
+                digest: manifest.digest.clone(),
+                attested,
             });
         }
     }

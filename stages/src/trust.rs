@@ -134,6 +134,51 @@ pub fn sign_cosign(key: &p256::ecdsa::SigningKey, repository: &str, digest: &str
             base64::engine::general_purpose::STANDARD.encode(signature.to_der().as_bytes()),
         ),
         payload,
+        predicate_type: None,
+    }
+}
+
+/// The predicate type of a CycloneDX SBOM attestation, as cosign names it (`--type cyclonedx`).
+pub const CYCLONEDX_PREDICATE: &str = "https://cyclonedx.org/bom";
+
+/// A cosign attestation layer: `sbom` (CycloneDX JSON) as the predicate of an in-toto statement
+/// about the manifest `digest` of `repository`, in a DSSE envelope signed with `key` (pure).
+pub fn attest_sbom(
+    key: &p256::ecdsa::SigningKey,
+    repository: &str,
+    digest: &str,
+    sbom: &serde_json::Value,
+) -> SignedLayer {
+    use p256::ecdsa::signature::Signer;
+    const PAYLOAD_TYPE: &str = "application/vnd.in-toto+json";
+    let statement = serde_json::json!({
+        "_type": "https://in-toto.io/Statement/v0.1",
+        "predicateType": CYCLONEDX_PREDICATE,
+        "subject": [{
+            "name": repository,
+            "digest": {"sha256": digest.trim_start_matches("sha256:")}
+        }],
+        "predicate": sbom
+    })
+    .to_string();
+    // DSSE's pre-authentication encoding: what the signature covers.
+    let pae = format!(
+        "DSSEv1 {} {PAYLOAD_TYPE} {} {statement}",
+        PAYLOAD_TYPE.len(),
+        statement.len()
+    );
+    let signature: p256::ecdsa::Signature = key.sign(pae.as_bytes());
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+    let envelope = serde_json::json!({
+        "payloadType": PAYLOAD_TYPE,
+        "payload": b64(statement.as_bytes()),
+        "signatures": [{"keyid": "", "sig": b64(signature.to_der().as_bytes())}]
+    });
+    SignedLayer {
+        media_type: "application/vnd.dsse.envelope.v1+json".to_owned(),
+        payload: envelope.to_string().into_bytes(),
+        signature: Some(String::new()),
+        predicate_type: Some(CYCLONEDX_PREDICATE.to_owned()),
     }
 }
 
@@ -276,6 +321,7 @@ pub mod test_signing {
                 base64::engine::general_purpose::STANDARD.encode(signature.to_der().as_bytes()),
             ),
             payload,
+            predicate_type: None,
         }
     }
 }

@@ -266,9 +266,10 @@ impl Sandbox for PodmanSandbox {
         &self,
         image: &str,
         repository: &str,
+        kind: crate::Attachment,
         pull: &PullOptions,
     ) -> Result<crate::RegistrySignatures, SandboxError> {
-        Self::registry_signatures(self, image, repository, pull).await
+        Self::registry_signatures(self, image, repository, kind, pull).await
     }
 
     async fn registry_manifest(
@@ -283,10 +284,11 @@ impl Sandbox for PodmanSandbox {
         &self,
         repository: &str,
         digest: &str,
+        kind: crate::Attachment,
         layers: &[crate::SignedLayer],
         pull: &PullOptions,
     ) -> Result<(), SandboxError> {
-        Self::attach_signatures(self, repository, digest, layers, pull).await
+        Self::attach_signatures(self, repository, digest, kind, layers, pull).await
     }
 
     async fn create_pod(&self, spec: &PodSpec) -> Result<(), SandboxError> {

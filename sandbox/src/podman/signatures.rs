@@ -15,7 +15,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::{PodmanSandbox, PodmanSettings, io};
 use crate::process::{self, CommandSpec};
-use crate::{PullOptions, RegistryManifest, RegistrySignatures, SandboxError, SignedLayer};
+use crate::{
+    Attachment, PullOptions, RegistryManifest, RegistrySignatures, SandboxError, SignedLayer,
+};
 
 /// The largest manifest (or index) read.
 const MAX_MANIFEST: usize = 4 << 20;
@@ -83,6 +85,8 @@ struct AttachmentLayer {
 
 /// The annotation cosign keeps a layer's signature in.
 const SIGNATURE_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
+/// The annotation cosign keeps an attestation's predicate type in.
+const PREDICATE_ANNOTATION: &str = "predicateType";
 
 /// Reads the attachment skopeo wrote in `dir:` form, beneath a handle on `dir`.
 fn read_attachment(dir: &Path) -> Result<Vec<SignedLayer>, SandboxError> {
@@ -117,6 +121,7 @@ fn read_attachment(dir: &Path) -> Result<Vec<SignedLayer>, SandboxError> {
             media_type: layer.media_type,
             payload,
             signature: layer.annotations.get(SIGNATURE_ANNOTATION).cloned(),
+            predicate_type: layer.annotations.get(PREDICATE_ANNOTATION).cloned(),
         });
     }
     Ok(layers)
@@ -128,11 +133,12 @@ impl PodmanSandbox {
         &self,
         image: &str,
         repository: &str,
+        kind: Attachment,
         pull: &PullOptions,
     ) -> Result<RegistrySignatures, SandboxError> {
         let auth = self.write_pull_auth(pull)?;
         let result = self
-            .fetch_signatures(image, repository, pull.insecure, auth.as_deref())
+            .fetch_signatures(image, repository, kind, pull.insecure, auth.as_deref())
             .await;
         let _ = process::as_root(|| std::fs::remove_file(self.paths.auth_file()));
         result
@@ -193,6 +199,7 @@ impl PodmanSandbox {
         &self,
         image: &str,
         repository: &str,
+        kind: Attachment,
         insecure: bool,
         auth: Option<&Path>,
     ) -> Result<RegistrySignatures, SandboxError> {
@@ -213,7 +220,7 @@ impl PodmanSandbox {
             copy = copy.args(["--src-authfile".into(), auth.as_os_str().to_owned()]);
         }
         copy = copy.args([
-            format!("docker://{repository}:sha256-{hex}.sig"),
+            format!("docker://{repository}:sha256-{hex}.{}", kind.suffix()),
             format!("dir:{}", dir.display()),
         ]);
         let layers = match process::run(&copy, &CancellationToken::new()).await {
@@ -239,6 +246,7 @@ impl PodmanSandbox {
         &self,
         repository: &str,
         digest: &str,
+        kind: Attachment,
         layers: &[SignedLayer],
         pull: &PullOptions,
     ) -> Result<(), SandboxError> {
@@ -258,7 +266,7 @@ impl PodmanSandbox {
         }
         copy = copy.args([
             format!("dir:{}", dir.display()),
-            format!("docker://{repository}:sha256-{hex}.sig"),
+            format!("docker://{repository}:sha256-{hex}.{}", kind.suffix()),
         ]);
         let result = process::run(&copy, &CancellationToken::new()).await;
         let _ = process::as_root(|| std::fs::remove_file(self.paths.auth_file()));
@@ -317,8 +325,15 @@ fn write_attachment(dir: &Path, layers: &[SignedLayer]) -> Result<(), SandboxErr
             "size": layer.payload.len(),
             "digest": format!("sha256:{hex}"),
         });
+        let mut annotations = serde_json::Map::new();
         if let Some(signature) = &layer.signature {
-            descriptor["annotations"] = serde_json::json!({ SIGNATURE_ANNOTATION: signature });
+            annotations.insert(SIGNATURE_ANNOTATION.into(), signature.clone().into());
+        }
+        if let Some(predicate) = &layer.predicate_type {
+            annotations.insert(PREDICATE_ANNOTATION.into(), predicate.clone().into());
+        }
+        if !annotations.is_empty() {
+            descriptor["annotations"] = serde_json::Value::Object(annotations);
         }
         descriptors.push(descriptor);
     }
