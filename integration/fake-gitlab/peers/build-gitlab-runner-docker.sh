@@ -20,10 +20,6 @@
 set -euo pipefail
 
 PEERS_DIR=${BERTH_PEERS_DIR:-/var/cache/berth-peers}
-export GOMODCACHE=${BERTH_PEERS_GOMODCACHE:-$PEERS_DIR/gomodcache}
-export GOCACHE=${BERTH_PEERS_GOCACHE:-$PEERS_DIR/gocache}
-export GOFLAGS=-mod=mod CGO_ENABLED=0 GOTOOLCHAIN=local GOPROXY=${GOPROXY:-https://proxy.golang.org}
-export GONOSUMDB='' GOPRIVATE=''
 MOD=gitlab.com/gitlab-org/gitlab-runner
 WRAPPER_API=$MOD/helpers/runner_wrapper/api
 SNAPSHOT=v1.11.1-0.20260903214710-fc1f1862bd91
@@ -34,21 +30,16 @@ OUT=$PEERS_DIR/gitlab-runner-$NAME
 HELPER=$PEERS_DIR/gitlab-runner-helper-19.4.0-pre-fc1f1862
 RECIPE=1
 
+# shellcheck source=integration/peers/go-peers.sh
+. "$HERE/../../peers/go-peers.sh"
+peers_go_env build-gitlab-runner-docker.sh
 mkdir -p "$PEERS_DIR" "$GOMODCACHE" "$GOCACHE" "$PEERS_DIR/logs"
 exec 9>"$PEERS_DIR/.lock"
 flock 9
-command -v go >/dev/null || { echo "build-gitlab-runner-docker.sh: go is not on PATH" >&2; exit 1; }
 [ -s "$HELPER_ROOT_TAR" ] || {
   echo "build-gitlab-runner-docker.sh: $HELPER_ROOT_TAR missing: run integration/images/build-test-images.sh" >&2
   exit 1
 }
-if [ -z "${GOSUMDB:-}" ]; then
-  if timeout 10 bash -c 'exec 3<>/dev/tcp/sum.golang.org/443' 2>/dev/null; then
-    export GOSUMDB=sum.golang.org
-  else
-    export GOSUMDB=off
-  fi
-fi
 
 want="recipe=$RECIPE module=$MOD@$SNAPSHOT stubs=$(cd "$HERE" && find stubbed docker -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16) root=$(stat -c %s-%Y "$HELPER_ROOT_TAR")"
 if [ -x "$OUT" ] && [ -x "$HELPER" ] && [ -s "$HELPER.tar" ] && [ "$(cat "$OUT.stamp" 2>/dev/null)" = "$want" ]; then
@@ -92,7 +83,8 @@ GOMOD
   }
   p=$MOD/common
   ldflags="-w -X $p.VERSION=19.4.0~pre.fc1f1862.docker -X $p.REVISION=fc1f1862 -X $p.BRANCH=main -X $p.BUILT=unknown"
-  cp "$HERE/docker/main.go" "$work/runner/main.go"
+  # The test peer's main, plus the Docker executor it leaves room for.
+  cp "$HERE/stubbed/main.go" "$HERE/docker/executor.go" "$work/runner/"
   gomod runner >"$work/runner/go.mod"
   cp "$HERE/docker/helper/main.go" "$work/helper/main.go"
   gomod helper >"$work/helper/go.mod"
