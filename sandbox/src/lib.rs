@@ -140,6 +140,17 @@ pub struct BuiltImage {
     pub oci_layout: bool,
 }
 
+impl BuiltImage {
+    /// Its id as a digest (`sha256:<id>`): the config digest a registry manifest names.
+    pub fn config_digest(&self) -> String {
+        if self.id.starts_with("sha256:") {
+            self.id.clone()
+        } else {
+            format!("sha256:{}", self.id)
+        }
+    }
+}
+
 /// The job's pod: one network namespace shared by job, helper and services.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PodSpec {

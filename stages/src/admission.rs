@@ -182,11 +182,7 @@ pub fn build_input(
         job: facts.job,
         image: BuiltImage {
             names: image.names.clone(),
-            id: if image.id.starts_with("sha256:") {
-                image.id.clone()
-            } else {
-                format!("sha256:{}", image.id)
-            },
+            id: image.config_digest(),
             builder: image.builder.replace('-', "_"),
         },
         report: parse(trivy_json),

@@ -114,13 +114,7 @@ fn other_runners_check(config: &Config) -> Check {
 
 /// The verdict on `mine` among the other runners' configs (pure).
 fn shared_configs_check(mine: &Footprint, others: &[Footprint], unreadable: &[String]) -> Check {
-    let conflicts: Vec<String> = others
-        .iter()
-        .filter_map(|o| {
-            let shared = mine.shared_with(o);
-            (!shared.is_empty()).then(|| format!("{} shares {}", o.describe(), shared.join("; ")))
-        })
-        .collect();
+    let conflicts = crate::instances::conflicts(mine, others);
     if !conflicts.is_empty() {
         return check(
             "other runner configs",
@@ -130,9 +124,7 @@ fn shared_configs_check(mine: &Footprint, others: &[Footprint], unreadable: &[St
                 mine.describe(),
                 conflicts.join(", ")
             ),
-            Some(
-                "give each runner's berth config its own `user`, `job_users`, `state_dir` (and `runtime_dir`, if set): setup-host.sh with BERTH_RUNNER_USER, BERTH_JOB_USER_PREFIX and BERTH_STATE_DIR creates them",
-            ),
+            Some(crate::instances::SEPARATE_CONFIGS),
         );
     }
     if !unreadable.is_empty() {

@@ -4,7 +4,7 @@
 //! config claims: one runner's leases, reaper and teardown would otherwise act on the other's
 //! jobs. A record is dropped once its config file is gone, and compared as that file says now.
 
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -21,9 +21,28 @@ const LOCK: &str = ".lock";
 /// Records `config` as in use on this host, after checking it shares nothing with another
 /// recorded config. Root only.
 pub fn register(config: &Config) -> Result<(), StageError> {
-    register_in(Path::new(REGISTRY_DIR), &config.footprint(), |path| {
-        Config::load(path).ok().map(|c| c.footprint())
-    })
+    register_in(Path::new(REGISTRY_DIR), &config.footprint(), reload)
+}
+
+/// A recorded config as its file says now (None: the file no longer reads as a config).
+fn reload(path: &Path) -> Option<Footprint> {
+    Config::load(path).ok().map(|c| c.footprint())
+}
+
+/// How to give runners' configs nothing in common (for an error or the doctor).
+pub const SEPARATE_CONFIGS: &str = "give each runner's berth config its own `user`, `job_users`, `state_dir` (and `runtime_dir`, if set): integration/host/setup-host.sh with BERTH_RUNNER_USER, BERTH_JOB_USER_PREFIX and BERTH_STATE_DIR creates them";
+
+/// Each of `others` that shares something with `mine`, and what: `FILE shares the identities
+/// a, b; the state directory (...)`.
+pub fn conflicts(mine: &Footprint, others: &[Footprint]) -> Vec<String> {
+    others
+        .iter()
+        .filter_map(|other| {
+            let shared = mine.shared_with(other);
+            (!shared.is_empty())
+                .then(|| format!("{} shares {}", other.describe(), shared.join("; ")))
+        })
+        .collect()
 }
 
 /// The configs recorded on this host other than `mine`, as their files say now.
@@ -32,9 +51,7 @@ pub fn others(mine: &Footprint) -> Result<Vec<Footprint>, StageError> {
     if !dir.exists() {
         return Ok(Vec::new());
     }
-    let (recorded, _) = read_records(dir, mine, &|path| {
-        Config::load(path).ok().map(|c| c.footprint())
-    })?;
+    let (recorded, _) = read_records(dir, mine, &reload)?;
     Ok(recorded)
 }
 
@@ -59,13 +76,7 @@ fn register_in(
     for path in stale {
         let _ = std::fs::remove_file(path);
     }
-    let conflicts: Vec<String> = others
-        .iter()
-        .filter_map(|other| {
-            let shared = mine.shared_with(other);
-            (!shared.is_empty()).then(|| format!("{} ({})", other.describe(), shared.join("; ")))
-        })
-        .collect();
+    let conflicts = conflicts(mine, &others);
     if !conflicts.is_empty() {
         return Err(StageError::HostLacks {
             what: format!(
@@ -73,24 +84,17 @@ fn register_in(
                 mine.describe(),
                 conflicts.join(", ")
             ),
-            fix: "give each runner's berth config its own `user`, `job_users`, `state_dir` (and `runtime_dir`, if set): integration/host/setup-host.sh with BERTH_RUNNER_USER, BERTH_JOB_USER_PREFIX and BERTH_STATE_DIR creates them; `berth doctor --config FILE` checks every config in /etc/berth/config.d".into(),
+            fix: format!(
+                "{SEPARATE_CONFIGS}; `berth doctor --config FILE` checks every config in /etc/berth/config.d"
+            ),
         });
     }
     let name = record_name(mine);
     let text = serde_json::to_vec_pretty(mine)
         .map_err(|e| StageError::io(&dir.join(&name))(io::Error::other(e)))?;
-    let temp = dir.join(format!(".{name}.{}", std::process::id()));
-    let written = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&temp)
-        .and_then(|mut f| f.write_all(&text))
-        .and_then(|()| std::fs::rename(&temp, dir.join(&name)));
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&temp);
-        return Err(StageError::io(&dir.join(&name))(e));
-    }
+    berth_beneath::Dir::open(dir)
+        .and_then(|d| d.write_atomic(&name, &text, 0o600))
+        .map_err(StageError::io(&dir.join(&name)))?;
     Ok(())
 }
 

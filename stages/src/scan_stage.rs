@@ -776,6 +776,16 @@ mod tests {
     use super::*;
     use crate::error::FailureKind;
 
+    /// The admin's default policy today with only `vex` as rules.
+    fn vex_policy(vex: VexSet) -> Policy {
+        let rules = Rules {
+            vex,
+            ..Rules::default()
+        };
+        let today = time::OffsetDateTime::now_utc().date();
+        scan_policy(&admin(false), &rules, today).expect("policy")
+    }
+
     fn admin(jobs_may_relax: bool) -> ScanSettings {
         ScanSettings {
             enabled: true,
@@ -1035,12 +1045,7 @@ mod tests {
         let project = open_project(&builds, "group/project").expect("open");
         let (vex, warnings) = vex_rules(&project, None);
         assert!(warnings.is_empty(), "{warnings:?}");
-        let rules = Rules {
-            vex,
-            ..Rules::default()
-        };
-        let today = time::OffsetDateTime::now_utc().date();
-        let policy = scan_policy(&admin(false), &rules, today).expect("policy");
+        let policy = vex_policy(vex);
         let request = ReadRequest {
             source: ImageSource::Path {
                 path: rootfs,
@@ -1067,15 +1072,7 @@ mod tests {
         )
         .expect("write");
         let (vex, _) = vex_rules(&project, None);
-        let policy = scan_policy(
-            &admin(false),
-            &Rules {
-                vex,
-                ..Rules::default()
-            },
-            today,
-        )
-        .expect("policy");
+        let policy = vex_policy(vex);
         let ReadOutcome::Read(read) = ReadOutcome::of(&request) else {
             panic!("the image was not read");
         };
@@ -1194,16 +1191,7 @@ mod tests {
         let forged: api::Read =
             serde_json::from_value(serde_json::json!({"inventory": inventory, "warnings": []}))
                 .expect("crosses as JSON");
-        let today = time::OffsetDateTime::now_utc().date();
-        let policy = scan_policy(
-            &admin(false),
-            &Rules {
-                vex,
-                ..Rules::default()
-            },
-            today,
-        )
-        .expect("policy");
+        let policy = vex_policy(vex);
         let outcome = api::judge(forged, &db, &policy).expect("judge");
         assert_eq!(outcome.verdict, Verdict::Fail { findings: 1 });
     }

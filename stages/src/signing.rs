@@ -63,11 +63,7 @@ pub async fn sign_passed<S: Sandbox>(
     let key = signing_key(path)?;
     let mut out = Vec::new();
     for image in passed {
-        let id = if image.id.starts_with("sha256:") {
-            image.id.clone()
-        } else {
-            format!("sha256:{}", image.id)
-        };
+        let id = image.config_digest();
         for name in &image.names {
             let Ok(reference) = oci_spec::distribution::Reference::from_str(name) else {
                 continue;

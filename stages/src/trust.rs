@@ -7,8 +7,7 @@
 //! policy forbids asking the registry is refused.
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -130,12 +129,15 @@ pub fn sign_cosign(key: &p256::ecdsa::SigningKey, repository: &str, digest: &str
     let signature: p256::ecdsa::Signature = key.sign(&payload);
     SignedLayer {
         media_type: SIMPLE_SIGNING.to_owned(),
-        signature: Some(
-            base64::engine::general_purpose::STANDARD.encode(signature.to_der().as_bytes()),
-        ),
+        signature: Some(base64_der(&signature)),
         payload,
         predicate_type: None,
     }
+}
+
+/// A signature as cosign stores it: DER, base64.
+fn base64_der(signature: &p256::ecdsa::Signature) -> String {
+    base64::engine::general_purpose::STANDARD.encode(signature.to_der().as_bytes())
 }
 
 /// The predicate type of a CycloneDX SBOM attestation, as cosign names it (`--type cyclonedx`).
@@ -172,7 +174,7 @@ pub fn attest_sbom(
     let envelope = serde_json::json!({
         "payloadType": PAYLOAD_TYPE,
         "payload": b64(statement.as_bytes()),
-        "signatures": [{"keyid": "", "sig": b64(signature.to_der().as_bytes())}]
+        "signatures": [{"keyid": "", "sig": base64_der(&signature)}]
     });
     SignedLayer {
         media_type: "application/vnd.dsse.envelope.v1+json".to_owned(),
@@ -186,24 +188,6 @@ fn root_dir(dir: &Path) -> Result<(), StageError> {
     std::fs::create_dir_all(dir).map_err(StageError::io(dir))?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
         .map_err(StageError::io(dir))
-}
-
-/// Writes `bytes` to `path` atomically (a temporary file beside it, then a rename), 0644.
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StageError> {
-    let temp = path.with_extension(format!("tmp{}", std::process::id()));
-    let written = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o644)
-        .custom_flags(nix::libc::O_NOFOLLOW)
-        .open(&temp)
-        .and_then(|mut f| f.write_all(bytes))
-        .and_then(|()| std::fs::rename(&temp, path));
-    written.map_err(|e| {
-        let _ = std::fs::remove_file(&temp);
-        StageError::io(path)(e)
-    })
 }
 
 impl Gate {
@@ -260,35 +244,36 @@ impl Gate {
         self.keys.get(path)
     }
 
-    fn record(&self, digest: &str) -> Option<PathBuf> {
+    /// The record's name for `digest` (its hex), when it is a SHA-256 digest.
+    fn record(digest: &str) -> Option<&str> {
         let hex = digest.strip_prefix("sha256:")?;
-        (hex.len() == 64 && hex.chars().all(|c| c.is_ascii_hexdigit()))
-            .then(|| self.verified_dir.join(hex))
+        (hex.len() == 64 && hex.chars().all(|c| c.is_ascii_hexdigit())).then_some(hex)
     }
 
     /// Whether a pull verified `digest` under this gate's policy.
     pub fn is_verified(&self, digest: &str) -> bool {
-        self.record(digest).is_some_and(|p| p.is_file())
+        Self::record(digest).is_some_and(|hex| self.verified_dir.join(hex).is_file())
     }
 
-    /// Records that a pull verified `digest` under this gate's policy (root's file).
+    /// Records that a pull verified `digest` under this gate's policy (root's file, written
+    /// beneath the record directory's handle).
     pub fn record_verified(&self, digest: &str) -> Result<(), StageError> {
-        let Some(path) = self.record(digest) else {
+        let Some(hex) = Self::record(digest) else {
             return Ok(());
         };
-        berth_sandbox::process::as_root(|| write_atomically(&path, b""))
+        let dir = &self.verified_dir;
+        berth_sandbox::process::as_root(|| {
+            berth_beneath::Dir::open(dir).and_then(|d| d.write_atomic(hex, b"", 0o644))
+        })
+        .map_err(StageError::io(&dir.join(hex)))
     }
 }
 
 /// Signing as cosign does, with fixed keys: for the tests of berth and its fakes (the recording
 /// fake's registry holds what these sign), never for images.
 pub mod test_signing {
-    use base64::Engine;
     use berth_sandbox::SignedLayer;
-    use p256::ecdsa::signature::Signer;
     use p256::pkcs8::EncodePublicKey;
-
-    use super::SIMPLE_SIGNING;
 
     /// A fixed signing key (tests only).
     pub fn signing_key(seed: u8) -> p256::ecdsa::SigningKey {
@@ -302,27 +287,9 @@ pub mod test_signing {
             .expect("PEM")
     }
 
-    /// A cosign attachment layer signing `digest` as an image of `reference`.
+    /// A cosign attachment layer signing `digest` as an image of `reference`, as berth signs.
     pub fn cosign_layer(seed: u8, reference: &str, digest: &str) -> SignedLayer {
-        let payload = serde_json::json!({
-            "critical": {
-                "identity": {"docker-reference": reference},
-                "image": {"docker-manifest-digest": digest},
-                "type": "cosign container image signature"
-            },
-            "optional": null
-        })
-        .to_string()
-        .into_bytes();
-        let signature: p256::ecdsa::Signature = signing_key(seed).sign(&payload);
-        SignedLayer {
-            media_type: SIMPLE_SIGNING.to_owned(),
-            signature: Some(
-                base64::engine::general_purpose::STANDARD.encode(signature.to_der().as_bytes()),
-            ),
-            payload,
-            predicate_type: None,
-        }
+        super::sign_cosign(&signing_key(seed), reference, digest)
     }
 }
 
